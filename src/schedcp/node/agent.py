@@ -1,0 +1,275 @@
+"""The node agent's request loop and operations.
+
+Transports: a virtio-serial port inside the micro-VM (``--port NAME``) or a unix socket on a real
+host (``--unix PATH``, served by ``schedcp daemon``). Requests are handled one at a time, in order;
+the control plane enforces its own deadlines and kills the VM when the guest stops answering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import libbpf, scx
+from .protocol import MAX_MESSAGE_BYTES, PORT_NAME, PROTOCOL_VERSION, NodeError, decode, encode
+from .runner import run_command
+
+# Files pushed by the control plane (objects, workloads) may only land here.
+WORK_DIR = Path(os.environ.get("SCHEDCP_NODE_WORKDIR", "/tmp/schedcp-node"))
+ENABLE_WAIT_S = 3.0
+
+
+class NodeAgent:
+    def __init__(self) -> None:
+        self.kmsg = scx.KernelLog()
+        self.kmsg.read_events()  # skip boot history; callers want events caused by their actions
+        self.schedulers: dict[int, libbpf.LoadedScheduler] = {}
+        self._next_handle = 1
+        self.started = time.monotonic()
+        WORK_DIR.mkdir(parents=True, exist_ok=True)
+
+    # -- operations ---------------------------------------------------------------------------
+    def op_hello(self) -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "uptime_s": _uptime(),
+            "libbpf": libbpf.info(),
+            "sched_ext": scx.read_state(),
+            "root": os.geteuid() == 0,
+        }
+
+    def op_state(self) -> dict[str, Any]:
+        return scx.read_state()
+
+    def op_events(self) -> dict[str, Any]:
+        return {"events": self.kmsg.read_events(), "available": self.kmsg.available}
+
+    def op_put_file(self, name: str, data_b64: str, mode: int = 0o644) -> dict[str, Any]:
+        target = _safe_path(name)
+        data = base64.b64decode(data_b64, validate=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(mode & 0o755)
+        return {"path": str(target), "bytes": len(data)}
+
+    def op_load(
+        self,
+        path: str,
+        patches: list[dict[str, Any]] | None = None,
+        timeout_ms: int | None = None,
+        ops_flags: int = 0,
+        attach: bool = True,
+    ) -> dict[str, Any]:
+        """Open, patch, load and (by default) attach a scheduler; confirm it really enabled."""
+        obj_path = _safe_path(path) if not os.path.isabs(path) else Path(path)
+        if not obj_path.is_file():
+            raise NodeError("not_found", f"no object at {obj_path}", "upload it with put_file first")
+        if attach:
+            state = scx.read_state()
+            if not state["supported"]:
+                raise NodeError("no_sched_ext", "this kernel has no sched_ext", "boot a sched_ext kernel")
+            if state["state"] not in ("disabled", None):
+                raise NodeError(
+                    "busy",
+                    f"sched_ext is {state['state']} with {state['ops']!r} attached",
+                    "detach the running scheduler first",
+                )
+        self.kmsg.read_events()
+        sched = libbpf.LoadedScheduler(str(obj_path))
+        try:
+            for p in patches or []:
+                sched.patch(str(p["section"]), int(p["offset"]), base64.b64decode(p["data_b64"]))
+            if timeout_ms is not None:
+                sched.set_ops_u32("timeout_ms", int(timeout_ms))
+            if ops_flags:
+                sched.set_ops_u64_or("flags", int(ops_flags))
+            t0 = time.monotonic()
+            sched.load()
+            load_s = time.monotonic() - t0
+            result: dict[str, Any] = {"ops_name": sched.ops_name, "load_s": round(load_s, 4)}
+            if attach:
+                sched.attach()
+                state, events = self._wait_enabled(sched.ops_name)
+                result["kernel_events"] = events
+                if state["state"] != "enabled" or state["ops"] != sched.ops_name:
+                    raise NodeError(
+                        "not_enabled",
+                        f"attach returned but {sched.ops_name!r} did not enable (state={state['state']})",
+                        "see kernel_events for the kernel's reason, e.g. ops.init() failing",
+                        kernel_events=events,
+                        state=state,
+                    )
+                result["state"] = state
+        except Exception:
+            sched.close()
+            raise
+        handle = self._next_handle
+        self._next_handle += 1
+        self.schedulers[handle] = sched
+        result["handle"] = handle
+        return result
+
+    def _wait_enabled(self, name: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Poll until the scheduler is enabled, or the kernel logs that it was disabled."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + ENABLE_WAIT_S
+        while True:
+            state = scx.read_state()
+            events += self.kmsg.read_events()
+            if state["state"] == "enabled" and state["ops"] == name:
+                return state, events
+            if any(e["kind"] == "disabled" for e in events) or time.monotonic() > deadline:
+                return state, events
+            time.sleep(0.05)
+
+    def op_sections(self, handle: int) -> dict[str, Any]:
+        sched = self._sched(handle)
+        secs = sched.read_sections()
+        return {"sections": {k: base64.b64encode(v).decode() for k, v in secs.items()}}
+
+    def op_detach(self, handle: int) -> dict[str, Any]:
+        sched = self.schedulers.pop(int(handle), None)
+        if sched is None:
+            raise NodeError("unknown_handle", f"no scheduler with handle {handle}", "list with state")
+        sched.close()
+        state = scx.wait_for(lambda s: s["state"] in ("disabled", None), ENABLE_WAIT_S)
+        return {"state": state, "kernel_events": self.kmsg.read_events()}
+
+    def op_run(self, argv: list[str], **kwargs: Any) -> dict[str, Any]:
+        allowed = {"timeout_s", "env", "cwd", "stdin", "output_cap", "sched_ext", "nice"}
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise NodeError("bad_args", f"unknown run options {sorted(unknown)}", f"use {sorted(allowed)}")
+        return run_command(list(argv), **kwargs)
+
+    def op_read_file(self, path: str, max_bytes: int = 1 << 20) -> dict[str, Any]:
+        data = Path(path).read_bytes()[: max(0, min(int(max_bytes), 16 << 20))]
+        return {"data_b64": base64.b64encode(data).decode(), "bytes": len(data)}
+
+    def op_poweroff(self) -> dict[str, Any]:
+        for sched in self.schedulers.values():
+            sched.close()
+        self.schedulers.clear()
+        return {"bye": True}
+
+    def _sched(self, handle: int) -> libbpf.LoadedScheduler:
+        sched = self.schedulers.get(int(handle))
+        if sched is None:
+            raise NodeError("unknown_handle", f"no scheduler with handle {handle}", "load one first")
+        return sched
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        req_id = message.get("id")
+        op = message.get("op")
+        args = message.get("args") or {}
+        fn = getattr(self, f"op_{op}", None) if isinstance(op, str) and op.isidentifier() else None
+        if fn is None:
+            err = NodeError("unknown_op", f"unknown operation {op!r}", "see schedcp.node.agent for the list")
+            return {"id": req_id, "ok": False, "error": err.to_dict()}
+        try:
+            if not isinstance(args, dict):
+                raise NodeError("bad_args", "args must be an object", "")
+            return {"id": req_id, "ok": True, "result": fn(**args)}
+        except NodeError as exc:
+            return {"id": req_id, "ok": False, "error": exc.to_dict()}
+        except TypeError as exc:
+            err = NodeError("bad_args", f"bad arguments for {op}: {exc}", "check the operation's parameters")
+            return {"id": req_id, "ok": False, "error": err.to_dict()}
+        except Exception as exc:
+            err = NodeError("internal", f"{type(exc).__name__}: {exc}", "report this as a node agent bug")
+            return {"id": req_id, "ok": False, "error": err.to_dict()}
+
+
+def _safe_path(name: str) -> Path:
+    """Resolve a relative name inside WORK_DIR, refusing escapes."""
+    if not isinstance(name, str) or not name or name.startswith("/") or "\x00" in name:
+        raise NodeError("bad_path", f"invalid file name {name!r}", "use a relative name such as sched.bpf.o")
+    target = (WORK_DIR / name).resolve()
+    if WORK_DIR.resolve() not in target.parents:
+        raise NodeError("bad_path", f"{name!r} escapes the node work directory", "use a plain relative name")
+    return target
+
+
+def _uptime() -> float:
+    try:
+        return float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def serve(stream_in: BinaryIO, stream_out: BinaryIO, agent: NodeAgent) -> None:
+    while True:
+        line = stream_in.readline(MAX_MESSAGE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_MESSAGE_BYTES:
+            reply = {"id": None, "ok": False, "error": {"code": "too_big", "cause": "message too large"}}
+        else:
+            try:
+                message = decode(line)
+            except ValueError as exc:
+                reply = {"id": None, "ok": False, "error": {"code": "bad_json", "cause": str(exc)}}
+            else:
+                reply = agent.handle(message)
+        stream_out.write(encode(reply))
+        stream_out.flush()
+        if isinstance(reply.get("result"), dict) and reply["result"].get("bye"):
+            return
+
+
+def find_port(name: str) -> str:
+    base = Path("/sys/class/virtio-ports")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for entry in sorted(base.glob("*")) if base.exists() else []:
+            try:
+                if (entry / "name").read_text().strip() == name:
+                    return f"/dev/{entry.name}"
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise SystemExit(f"schedcp-node: no virtio port named {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="schedcp-node")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--port", help="virtio-serial port name (inside the micro-VM)")
+    group.add_argument("--unix", help="serve on this unix socket path (on a sched_ext host)")
+    group.add_argument("--stdio", action="store_true", help="serve on stdin/stdout")
+    args = parser.parse_args(argv)
+    agent = NodeAgent()
+    if args.port:
+        dev = find_port(args.port or PORT_NAME)
+        fd = os.open(dev, os.O_RDWR)
+        with os.fdopen(fd, "rb") as rin, os.fdopen(os.dup(fd), "wb", buffering=0) as rout:
+            serve(rin, rout, agent)
+        return 0
+    if args.stdio:
+        serve(sys.stdin.buffer, sys.stdout.buffer, agent)
+        return 0
+    path = Path(args.unix)
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    os.chmod(path, 0o600)
+    server.listen(4)
+    while True:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as rin, conn.makefile("wb") as rout:
+            serve(rin, rout, agent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

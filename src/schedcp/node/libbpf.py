@@ -1,0 +1,280 @@
+"""A minimal sched_ext loader over libbpf.so.1 with ctypes.
+
+Open an object, patch read-only data (tunables) and struct_ops fields (timeout, flags) before load,
+load it (capturing libbpf's and the kernel verifier's messages), attach every struct_ops map, and
+read the program's global-data sections while it runs. libbpf >= 1.3 is required so that
+``bpf_map__initial_value`` exposes the struct_ops data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from typing import Any
+
+from .protocol import NodeError
+
+BTF_KIND_STRUCT = 4
+# Global-data maps are named "<obj prefix>.bss" etc.; only these sections are readable here.
+DATASEC_SUFFIXES = (".bss", ".data", ".rodata")
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_lock = threading.Lock()
+_log: list[str] = []
+_lib: ctypes.CDLL | None = None
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+
+
+@_PRINT_FN
+def _print_cb(level: int, fmt: bytes, args: int) -> int:
+    buf = ctypes.create_string_buffer(8192)
+    _libc.vsnprintf(buf, len(buf), fmt, args)
+    text = buf.value.decode(errors="replace")
+    if len(_log) < 20000:
+        _log.append(text)
+    return 0
+
+
+def lib() -> ctypes.CDLL:
+    global _lib
+    if _lib is not None:
+        return _lib
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        handle = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise NodeError("libbpf_missing", f"cannot load libbpf: {exc}", "install libbpf1 (>= 1.5)") from exc
+    vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
+    sigs = {
+        "libbpf_set_print": (vp, [_PRINT_FN]),
+        "libbpf_major_version": (u32, []),
+        "libbpf_minor_version": (u32, []),
+        "bpf_object__open_file": (vp, [cp, vp]),
+        "bpf_object__load": (i, [vp]),
+        "bpf_object__close": (None, [vp]),
+        "bpf_object__name": (cp, [vp]),
+        "bpf_object__next_map": (vp, [vp, vp]),
+        "bpf_object__btf": (vp, [vp]),
+        "bpf_map__name": (cp, [vp]),
+        "bpf_map__type": (i, [vp]),
+        "bpf_map__is_internal": (ctypes.c_bool, [vp]),
+        "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(sz)]),
+        "bpf_map__attach_struct_ops": (vp, [vp]),
+        "bpf_link__destroy": (i, [vp]),
+        "btf__find_by_name_kind": (i, [vp, cp, u32]),
+        "btf__type_by_id": (vp, [vp, u32]),
+        "btf__name_by_offset": (cp, [vp, u32]),
+        "libbpf_strerror": (i, [i, cp, sz]),
+    }
+    for fname, (restype, argtypes) in sigs.items():
+        fn = getattr(handle, fname)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    handle.libbpf_set_print(_print_cb)
+    _lib = handle
+    return handle
+
+
+def version() -> str:
+    handle = lib()
+    return f"{handle.libbpf_major_version()}.{handle.libbpf_minor_version()}"
+
+
+def _take_log() -> list[str]:
+    lines = "".join(_log).splitlines()
+    _log.clear()
+    return lines
+
+
+def _struct_members(btf: int, name: str) -> dict[str, int]:
+    """Byte offsets of a struct's members, from BTF (bitfields are not needed here)."""
+    handle = lib()
+    type_id = handle.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
+    if type_id < 0:
+        return {}
+    ptr = handle.btf__type_by_id(btf, type_id)
+    info = ctypes.c_uint32.from_address(ptr + 4).value
+    vlen, kflag = info & 0xFFFF, info >> 31
+    members: dict[str, int] = {}
+    for idx in range(vlen):
+        base = ptr + 12 + idx * 12
+        name_off = ctypes.c_uint32.from_address(base).value
+        offset = ctypes.c_uint32.from_address(base + 8).value
+        bits = offset & 0xFFFFFF if kflag else offset
+        mname = handle.btf__name_by_offset(btf, name_off)
+        if mname:
+            members[mname.decode()] = bits // 8
+    return members
+
+
+class LoadedScheduler:
+    """One sched_ext object through its life: opened, patched, loaded, attached, closed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.links: list[int] = []
+        self.obj: int | None = None
+        self.ops_name: str | None = None
+        self.struct_ops_maps: list[str] = []
+        handle = lib()
+        with _lock:
+            _take_log()
+            obj = handle.bpf_object__open_file(path.encode(), None)
+            log = _take_log()
+        if not obj:
+            err = ctypes.get_errno()
+            raise NodeError(
+                "open_failed",
+                f"libbpf could not open {path}: {_strerror(err)}",
+                "check that the file is a BPF ELF object built with clang -target bpf",
+                log=log[-40:],
+            )
+        self.obj = obj
+        for mp in self._maps():
+            if handle.bpf_map__type(mp) == 26:  # BPF_MAP_TYPE_STRUCT_OPS
+                self.struct_ops_maps.append(handle.bpf_map__name(mp).decode())
+        if not self.struct_ops_maps:
+            self.close()
+            raise NodeError(
+                "no_struct_ops",
+                f"{path} has no struct_ops map, so it is not a sched_ext scheduler",
+                'define a SEC(".struct_ops.link") struct sched_ext_ops variable',
+            )
+        self.ops_name = self._ops_field_str("name")
+
+    def _maps(self):
+        handle = lib()
+        mp = handle.bpf_object__next_map(self.obj, None)
+        while mp:
+            yield mp
+            mp = handle.bpf_object__next_map(self.obj, mp)
+
+    def _struct_ops_data(self) -> tuple[int, int, dict[str, int]]:
+        handle = lib()
+        for mp in self._maps():
+            if handle.bpf_map__type(mp) == 26:
+                size = ctypes.c_size_t()
+                data = handle.bpf_map__initial_value(mp, ctypes.byref(size))
+                if not data:
+                    raise NodeError("libbpf_too_old", "libbpf does not expose struct_ops data", "use libbpf >= 1.3")
+                members = _struct_members(handle.bpf_object__btf(self.obj), "sched_ext_ops")
+                return data, size.value, members
+        raise NodeError("no_struct_ops", "no struct_ops map", "")
+
+    def _ops_field_str(self, field: str) -> str | None:
+        data, _, members = self._struct_ops_data()
+        if field not in members:
+            return None
+        return ctypes.string_at(data + members[field]).decode(errors="replace") or None
+
+    def set_ops_u32(self, field: str, value: int) -> None:
+        data, size, members = self._struct_ops_data()
+        if field not in members:
+            raise NodeError("unknown_field", f"struct sched_ext_ops has no field {field!r} on this kernel", "")
+        ctypes.c_uint32.from_address(data + members[field]).value = value
+
+    def set_ops_u64_or(self, field: str, bits: int) -> None:
+        data, size, members = self._struct_ops_data()
+        if field not in members:
+            raise NodeError("unknown_field", f"struct sched_ext_ops has no field {field!r} on this kernel", "")
+        cell = ctypes.c_uint64.from_address(data + members[field])
+        cell.value = cell.value | bits
+
+    def _datasec(self, suffix: str) -> tuple[int, int] | None:
+        handle = lib()
+        for mp in self._maps():
+            name = handle.bpf_map__name(mp).decode()
+            if handle.bpf_map__is_internal(mp) and name.endswith(suffix):
+                size = ctypes.c_size_t()
+                data = handle.bpf_map__initial_value(mp, ctypes.byref(size))
+                if data:
+                    return data, size.value
+        return None
+
+    def patch(self, section: str, offset: int, value: bytes) -> None:
+        """Overwrite bytes of a global-data section before load (how tunables are set)."""
+        found = self._datasec(section)
+        if found is None:
+            raise NodeError("no_section", f"the object has no {section} section to patch", "")
+        data, size = found
+        if offset < 0 or offset + len(value) > size:
+            raise NodeError("bad_patch", f"patch at {offset}+{len(value)} is outside {section} ({size} bytes)", "")
+        ctypes.memmove(data + offset, value, len(value))
+
+    def load(self) -> list[str]:
+        handle = lib()
+        with _lock:
+            _take_log()
+            rc = handle.bpf_object__load(self.obj)
+            log = _take_log()
+        if rc != 0:
+            raise NodeError(
+                "load_failed",
+                f"the kernel rejected {self.ops_name or self.path}: {_strerror(-rc)}",
+                "read verifier_log; the line after the last ';' comment is usually the failing source line",
+                verifier_log=log[-400:],
+            )
+        return log
+
+    def attach(self) -> None:
+        handle = lib()
+        for mp in self._maps():
+            if handle.bpf_map__type(mp) != 26:
+                continue
+            with _lock:
+                _take_log()
+                link = handle.bpf_map__attach_struct_ops(mp)
+                err = ctypes.get_errno()
+                log = _take_log()
+            if not link:
+                raise NodeError(
+                    "attach_failed",
+                    f"attaching {handle.bpf_map__name(mp).decode()} failed: {_strerror(err)}",
+                    "another sched_ext scheduler may be running (detach it first), or ops.init() failed; "
+                    "see kernel_events",
+                    log=log[-40:],
+                )
+            self.links.append(link)
+
+    def read_sections(self) -> dict[str, bytes]:
+        """Live bytes of .bss/.data/.rodata (memory-mapped by libbpf after load)."""
+        out: dict[str, bytes] = {}
+        for suffix in DATASEC_SUFFIXES:
+            found = self._datasec(suffix)
+            if found is not None:
+                data, size = found
+                out[suffix] = ctypes.string_at(data, size)
+        return out
+
+    def detach(self) -> None:
+        handle = lib()
+        while self.links:
+            handle.bpf_link__destroy(self.links.pop())
+
+    def close(self) -> None:
+        self.detach()
+        if self.obj:
+            lib().bpf_object__close(self.obj)
+            self.obj = None
+
+
+def _strerror(err: int) -> str:
+    err = abs(err)
+    buf = ctypes.create_string_buffer(256)
+    try:
+        lib().libbpf_strerror(err, buf, len(buf))
+        text = buf.value.decode(errors="replace")
+    except Exception:
+        text = ""
+    import os
+
+    return text or os.strerror(err)
+
+
+def info() -> dict[str, Any]:
+    try:
+        return {"available": True, "version": version()}
+    except NodeError as exc:
+        return {"available": False, "reason": exc.cause}

@@ -1,0 +1,92 @@
+"""Running commands for the control plane: argv only (never a shell), bounded time and output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+from .protocol import NodeError
+
+SCHED_EXT_POLICY = 7
+DEFAULT_OUTPUT_CAP = 256 * 1024
+MAX_OUTPUT_CAP = 8 * 1024 * 1024
+
+
+def _truncate(data: bytes, cap: int) -> tuple[str, bool]:
+    if len(data) <= cap:
+        return data.decode(errors="replace"), False
+    head = data[: cap // 2].decode(errors="replace")
+    tail = data[-cap // 2 :].decode(errors="replace")
+    return f"{head}\n... [{len(data) - cap} bytes omitted] ...\n{tail}", True
+
+
+def run_command(
+    argv: list[str],
+    *,
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: str | None = None,
+    output_cap: int = DEFAULT_OUTPUT_CAP,
+    sched_ext: bool = False,
+    nice: int = 0,
+) -> dict[str, Any]:
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise NodeError("bad_argv", "argv must be a non-empty list of strings", "pass the command as a list")
+    if any("\x00" in a for a in argv):
+        raise NodeError("bad_argv", "argv contains a NUL byte", "remove it")
+    output_cap = max(1024, min(int(output_cap), MAX_OUTPUT_CAP))
+    full_env = dict(os.environ)
+    if env:
+        full_env.update({str(k): str(v) for k, v in env.items()})
+
+    def _prepare() -> None:
+        os.setsid()
+        if nice:
+            os.nice(nice)
+        if sched_ext:
+            # Partial-switch schedulers only see tasks whose policy is SCHED_EXT; children inherit it.
+            os.sched_setscheduler(0, SCHED_EXT_POLICY, os.sched_param(0))
+
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
+            preexec_fn=_prepare,
+        )
+    except FileNotFoundError as exc:
+        raise NodeError("not_found", f"command not found: {argv[0]}", "check the program name and PATH") from exc
+    except (PermissionError, OSError) as exc:
+        raise NodeError("exec_failed", f"cannot run {argv[0]}: {exc}", "check the command") from exc
+    timed_out = False
+    try:
+        out, err = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+    wall = time.monotonic() - start
+    stdout, out_trunc = _truncate(out, output_cap)
+    stderr, err_trunc = _truncate(err, output_cap)
+    code = proc.returncode
+    return {
+        "argv": argv,
+        "exit_code": code if code >= 0 else 128 - code,
+        "signal": -code if code < 0 else None,
+        "timed_out": timed_out,
+        "wall_s": round(wall, 6),
+        "stdout": stdout,
+        "stderr": stderr,
+        "truncated": out_trunc or err_trunc,
+    }

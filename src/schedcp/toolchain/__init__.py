@@ -1,0 +1,1 @@
+"""Turning scheduler sources into loadable objects: headers, clang builds, tunables, statistics."""
