@@ -174,6 +174,8 @@ class NodeAgent:
         op = message.get("op")
         args = message.get("args") or {}
         fn = getattr(self, f"op_{op}", None) if isinstance(op, str) and op.isidentifier() else None
+        if fn is None and isinstance(op, str):
+            fn = _plugin_ops().get(op)
         if fn is None:
             err = NodeError("unknown_op", f"unknown operation {op!r}", "see schedcp.node.agent for the list")
             return {"id": req_id, "ok": False, "error": err.to_dict()}
@@ -189,6 +191,18 @@ class NodeAgent:
         except Exception as exc:
             err = NodeError("internal", f"{type(exc).__name__}: {exc}", "report this as a node agent bug")
             return {"id": req_id, "ok": False, "error": err.to_dict()}
+
+
+def _plugin_ops() -> dict[str, Any]:
+    """Operations contributed by sibling modules (e.g. observe.py) through an OPS dict."""
+    ops: dict[str, Any] = {}
+    for module_name in ("observe",):
+        try:
+            module = __import__(f"{__package__}.{module_name}", fromlist=["OPS"])
+        except ImportError:
+            continue
+        ops.update(getattr(module, "OPS", {}))
+    return ops
 
 
 def _safe_path(name: str) -> Path:
