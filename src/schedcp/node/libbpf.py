@@ -170,13 +170,13 @@ class LoadedScheduler:
         return ctypes.string_at(data + members[field]).decode(errors="replace") or None
 
     def set_ops_u32(self, field: str, value: int) -> None:
-        data, size, members = self._struct_ops_data()
+        data, _size, members = self._struct_ops_data()
         if field not in members:
             raise NodeError("unknown_field", f"struct sched_ext_ops has no field {field!r} on this kernel", "")
         ctypes.c_uint32.from_address(data + members[field]).value = value
 
     def set_ops_u64_or(self, field: str, bits: int) -> None:
-        data, size, members = self._struct_ops_data()
+        data, _size, members = self._struct_ops_data()
         if field not in members:
             raise NodeError("unknown_field", f"struct sched_ext_ops has no field {field!r} on this kernel", "")
         cell = ctypes.c_uint64.from_address(data + members[field])

@@ -102,8 +102,12 @@ class KernelLog:
 
     def read_events(self) -> list[dict[str, Any]]:
         """sched_ext events since the last call: enabled, disabled (with reason and detail), error."""
+        return self.parse(self._records())
+
+    def parse(self, records: list[tuple[float, str]]) -> list[dict[str, Any]]:
+        """Turn (timestamp, text) kernel-log records into sched_ext events (stateful across calls)."""
         events: list[dict[str, Any]] = []
-        for ts, text in self._records():
+        for ts, text in records:
             if "sched_ext" not in text and self._pending is None:
                 continue
             m = _DISABLED.search(text)

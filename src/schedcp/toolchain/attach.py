@@ -98,7 +98,8 @@ def attach(
 
 def read_counters(node, attached: Attached, names: list[str] | None = None) -> dict[str, int]:
     """Current values of the scheduler's 8-byte .bss/.data globals (or just `names`)."""
-    sections = {k: base64.b64decode(v) for k, v in node.call("sections", {"handle": attached.handle})["sections"].items()}
+    raw = node.call("sections", {"handle": attached.handle})["sections"]
+    sections = {k: base64.b64decode(v) for k, v in raw.items()}
     out: dict[str, int] = {}
     for var in attached.variables.values():
         if names is not None and var.name not in names:

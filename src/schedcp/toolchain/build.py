@@ -145,7 +145,8 @@ def build(
     key_material.update(source_text.encode())
     for hdr in sorted(our_include.glob("*.h")):
         key_material.update(hdr.read_bytes())
-    key_material.update((include_dir / "schedcp_kernel.h").read_bytes() if (include_dir / "schedcp_kernel.h").exists() else b"")
+    kernel_h = include_dir / "schedcp_kernel.h"
+    key_material.update(kernel_h.read_bytes() if kernel_h.exists() else b"")
     key_material.update(str((include_dir / "vmlinux.h").stat().st_size).encode())
     key_material.update(" ".join([clang, *CFLAGS]).encode())
     key = key_material.hexdigest()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The full test suite, including the tests that boot the real sched_ext kernel in QEMU.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/ensure-env.sh"
+cd "$REPO"
+ruff check src tests $([ -d benchmarks ] && echo benchmarks)
+exec pytest -q "$@"

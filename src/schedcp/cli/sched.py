@@ -1,0 +1,117 @@
+"""`schedcp sched`: build, list and describe the scheduler library."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from schedcp.cli.common import JsonOption, console, emit, fail, progress
+from schedcp.errors import SchedcpError
+from schedcp.testbed import kernel as kernel_mod
+from schedcp.toolchain import build, headers, metadata
+
+sched_app = typer.Typer(help="Build and inspect sched_ext schedulers.", no_args_is_help=True)
+
+
+@sched_app.command("build")
+def build_cmd(
+    name_or_file: str = typer.Argument(..., help="Library scheduler name or path to a .bpf.c file."),
+    kernel: str = typer.Option(kernel_mod.DEFAULT_SPEC, "--kernel", "-k", help="Target test kernel spec."),
+    host: bool = typer.Option(False, "--host", help="Target the running host kernel (/sys/kernel/btf/vmlinux)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Compile a scheduler for a target kernel (cached by content hash)."""
+    try:
+        source = build.resolve_source(name_or_file)
+        if host:
+            import platform
+
+            inc, target = headers.host_include_dir(), f"host:{platform.release()}"
+        else:
+            k = kernel_mod.cached(kernel)
+            inc, target = headers.kernel_include_dir(k), k.release
+        if not as_json:
+            progress(f"compiling {source.name} for {target}")
+        result = build.build(source, inc, target=target)
+    except build.BuildError as exc:
+        if as_json:
+            emit({**exc.to_dict(), "diagnostics": [vars(d) for d in exc.diagnostics]}, True)
+            raise typer.Exit(1) from None
+        for d in exc.diagnostics[:10]:
+            console.print(str(d), highlight=False)
+        raise fail(exc) from None
+    except SchedcpError as exc:
+        raise fail(exc, as_json) from None
+    data = {
+        "object": str(result.object_path),
+        "source": str(source),
+        "target": result.target,
+        "cached": result.cached,
+        "object_sha256": result.object_sha256,
+        "warnings": [str(w) for w in result.warnings],
+    }
+    emit(data, as_json, lambda d: console.print(
+        f"[green]built[/] {d['object']} ({'cached' if d['cached'] else 'compiled'}, {d['target']})"
+        + "".join(f"\n  warning: {w}" for w in d["warnings"]), highlight=False))
+
+
+def _summary(meta: metadata.SchedulerMeta) -> dict[str, Any]:
+    return {
+        "name": meta.name,
+        "title": meta.title,
+        "min_kernel": meta.min_kernel,
+        "tags": meta.tags,
+        "tunables": [t.name for t in meta.tunables],
+    }
+
+
+@sched_app.command("list")
+def list_cmd(as_json: bool = JsonOption) -> None:
+    """List the library's schedulers with their tunables."""
+    try:
+        metas = metadata.library()
+    except SchedcpError as exc:
+        raise fail(exc, as_json) from None
+    data = [_summary(m) for m in metas]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        table = Table(header_style="bold")
+        for col in ("name", "title", "min kernel", "tunables"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(r["name"], r["title"], r["min_kernel"], ", ".join(r["tunables"]))
+        console.print(table)
+
+    emit(data, as_json, render)
+
+
+@sched_app.command("show")
+def show_cmd(name: str = typer.Argument(..., help="Library scheduler name."), as_json: bool = JsonOption) -> None:
+    """Describe one scheduler: purpose, workloads, tunables (type, default, range) and counters."""
+    try:
+        meta = metadata.get(name)
+    except SchedcpError as exc:
+        raise fail(exc, as_json) from None
+    data = meta.model_dump()
+    data["source"] = str(meta.source_path)
+
+    def render(d: dict[str, Any]) -> None:
+        console.print(f"[bold]{d['name']}[/]: {d['title']}  (min kernel {d['min_kernel']})", highlight=False)
+        console.print(d["description"], highlight=False)
+        if d["workloads"]:
+            console.print("workloads: " + "; ".join(d["workloads"]), highlight=False)
+        for t in d["tunables"]:
+            rng = f"{t['min']}..{t['max']}" if t["type"] != "str" else f"≤{(t['max_len'] or 1) - 1} bytes"
+            console.print(f"  --config {t['name']}=<{t['type']}>  default {t['default']} {t['unit']}  range {rng}"
+                          f"\n      {t['description']}", highlight=False)
+        for s in d["stats"]:
+            console.print(f"  counter {s['name']}: {s['description']}", highlight=False)
+        console.print(f"source: {d['source']}", highlight=False)
+
+    emit(data, as_json, render)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sched_app, name="sched")

@@ -1,0 +1,133 @@
+"""`schedcp vm run`: boot the micro-VM, optionally attach a scheduler, run a command in the guest."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from schedcp.cli.common import JsonOption, emit, err_console, fail, progress
+from schedcp.errors import SchedcpError
+from schedcp.testbed import kernel as kernel_mod
+from schedcp.testbed.vm import MicroVM, NodeOpError, VMConfig
+from schedcp.toolchain import attach as attach_mod
+from schedcp.toolchain import headers, metadata
+from schedcp.toolchain.resolve import resolve_scheduler
+
+vm_app = typer.Typer(help="Run things in the sched_ext micro-VM.", no_args_is_help=True)
+
+
+@vm_app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+)
+def run(
+    command: list[str] = typer.Argument(..., help="Command to run in the guest (put it after --)."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", "-s", help="Library/test scheduler name, a .bpf.c source (compiled first) or a .bpf.o."
+    ),
+    config: list[str] = typer.Option([], "--config", "-c", help="Tunable NAME=VALUE (repeatable)."),
+    cpus: int = typer.Option(2, "--cpus", min=1, max=64, help="Guest vCPUs."),
+    memory: int = typer.Option(2048, "--memory", min=256, max=65536, help="Guest memory in MiB."),
+    kernel: str = typer.Option(kernel_mod.DEFAULT_SPEC, "--kernel", "-k", help="Cached test kernel spec."),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, max=3600, help="Seconds the command may run."),
+    watchdog_ms: int | None = typer.Option(
+        None, "--watchdog-ms", min=100, max=30000, help="Lower the sched_ext watchdog (timeout_ms) before load."
+    ),
+    partial: bool = typer.Option(False, "--partial", help="SCX_OPS_SWITCH_PARTIAL: only the command's tasks."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Boot the VM, attach SCHEDULER (optional), run COMMAND, print its output, exit with its code."""
+    try:
+        result = _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json)
+    except SchedcpError as exc:
+        raise fail(exc, as_json) from None
+    if as_json:
+        emit(result, True)
+    else:
+        sys.stdout.write(result["stdout"])
+        sys.stderr.write(result["stderr"])
+        for ev in result["kernel_events"]:
+            if ev.get("kind") == "disabled":
+                err_console.print(
+                    f"[yellow]sched_ext:[/] {ev.get('scheduler')} disabled ({ev.get('reason')}) "
+                    + "; ".join(ev.get("detail", [])[:2]), highlight=False,
+                )
+    raise typer.Exit(result["exit_code"])
+
+
+def _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json) -> dict[str, Any]:
+    say = (lambda _m: None) if as_json else progress
+    k = kernel_mod.cached(kernel)
+    resolved = None
+    if scheduler:
+        say(f"building {scheduler} for {k.release}")
+        resolved = resolve_scheduler(scheduler, k)
+        if config and resolved.meta is None:
+            raise SchedcpError("--config given but the scheduler declares no tunables", "drop --config", code="usage")
+        if resolved.meta:
+            resolved.meta.validate_config(metadata.parse_assignments(config))
+    say(f"booting micro-VM ({cpus} vCPU, {memory} MiB, {k.release})")
+    with MicroVM(VMConfig(cpus=cpus, memory_mb=memory, kernel=kernel)) as vm:
+        assert vm.node is not None
+        say(f"guest ready in {vm.boot_s:.1f}s ({vm.accel.name if vm.accel else '?'})")
+        before = vm.node.state()
+        attached = None
+        info: dict[str, Any] | None = None
+        if resolved is not None:
+            try:
+                attached = attach_mod.attach(
+                    vm.node, resolved.object_path, meta=resolved.meta,
+                    config=metadata.parse_assignments(config), timeout_ms=watchdog_ms, partial=partial,
+                    include_dir=headers.kernel_include_dir(k),
+                )
+            except NodeOpError as exc:
+                log = exc.details.get("verifier_log") or []
+                events = exc.details.get("kernel_events") or []
+                ejections = [e for e in events if e.get("kind") == "disabled"]
+                detail = _verifier_summary(log) or "; ".join(
+                    f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejections
+                )
+                raise SchedcpError(
+                    f"{resolved.name}: {exc.cause}" + (f" — {detail}" if detail else ""),
+                    exc.next_step or "fix the scheduler and retry", code=exc.code,
+                ) from exc
+            say(f"attached {attached.ops_name}")
+            info = {"name": resolved.name, "ops_name": attached.ops_name, "config": attached.config}
+        out = vm.node.run(command, timeout_s=timeout, sched_ext=partial)
+        after = vm.node.state()
+        events = (attached.kernel_events if attached else []) + vm.node.events()
+        if attached is not None and after.get("state") == "enabled":
+            info["counters"] = attach_mod.read_counters(vm.node, attached)
+        return {
+            "exit_code": out["exit_code"],
+            "timed_out": out["timed_out"],
+            "wall_s": out["wall_s"],
+            "stdout": out["stdout"],
+            "stderr": out["stderr"],
+            "truncated": out["truncated"],
+            "sched_ext_before": before,
+            "sched_ext_after": after,
+            "kernel_events": events,
+            "scheduler": info,
+            "kernel": k.release,
+            "boot_s": round(vm.boot_s or 0.0, 3),
+            "accel": vm.accel.name if vm.accel else None,
+        }
+
+
+def _verifier_summary(log: list[str]) -> str:
+    """The failing source line and the verifier's complaint, from a libbpf/verifier log."""
+    source_line = ""
+    for i, line in enumerate(log):
+        if line.startswith("; ") and " @ " in line:
+            source_line = line[2:].strip()
+        if "-- END PROG LOAD LOG --" in line or line.startswith("processed "):
+            complaint = next((log[j] for j in range(i - 1, -1, -1) if not log[j].lstrip()[:1].isdigit()), "")
+            return f"{complaint.strip()} at {source_line}" if source_line else complaint.strip()
+    return ""
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(vm_app, name="vm")
