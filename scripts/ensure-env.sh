@@ -69,4 +69,4 @@ fi
 export PATH="$VENV/bin:$PATH"
 # Kernels: the default (Debian unstable) and an older generation for the compatibility tests.
 log "checking test kernels and guest image (downloads only what is missing)"
-schedcp setup --kernel unstable --kernel 6.19 >&2
+schedcp setup --kernel unstable --kernel 6.19 --image build >&2

@@ -25,16 +25,21 @@ def _setup(
         "Repeat for several.",
     ),
     refresh: bool = typer.Option(False, "--refresh", help="Re-read the Debian archive even if lists are fresh."),
+    images: list[str] = typer.Option(
+        ["default"], "--image", help="Guest image variants to build: default, build (adds make + gcc)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Fetch sched_ext test kernels and build the micro-VM guest image (idempotent)."""
     report: dict[str, Any] = {"kernels": [], "image": None}
     say = (lambda _m: None) if as_json else progress
     try:
-        image = None
-        base = guest.build_base(refresh=refresh, progress=say)
-        image = guest.ensure_image(progress=say)
-        report["image"] = {"initramfs": str(image.initramfs), "base": base.name}
+        report["images"] = []
+        for variant in dict.fromkeys(["default", *images]):
+            base = guest.build_base(refresh=refresh, variant=variant, progress=say)
+            image = guest.ensure_image(progress=say, variant=variant)
+            report["images"].append({"variant": variant, "initramfs": str(image.initramfs), "base": base.name})
+        report["image"] = report["images"][0]
         say("fetching libbpf headers")
         headers.libbpf_include_dir()
         for spec in kernels:

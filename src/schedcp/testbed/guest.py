@@ -34,6 +34,12 @@ BUILDER_VERSION = "3"
 # Debian stable's libbpf (1.5) is required: older ones reject SEC("struct_ops.s/...").
 BASE_PACKAGES = ["busybox-static", "libbpf1", "bpftool"]
 SKIP_PACKAGE_PREFIXES = ("linux-libc-dev", "libc-dev-bin", "rpcsvc-proto", "debconf", "tzdata", "media-types")
+# Image variants: the default one stays small (fast boots); "build" adds a real toolchain for the
+# parallel-build benchmark (make -j over a generated C project).
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "build": ["make", "gcc", "libc6-dev"],
+}
 PRUNE = [
     "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
     "usr/share/bug", "usr/share/debconf", "usr/share/bash-completion",
@@ -94,8 +100,18 @@ def overlay_digest() -> str:
     return h.hexdigest()
 
 
-def _current_base() -> Path | None:
-    pointer = guest_dir() / "current"
+def _pointer(variant: str) -> Path:
+    return guest_dir() / ("current" if variant == "default" else f"current-{variant}")
+
+
+def _check_variant(variant: str) -> list[str]:
+    if variant not in VARIANTS:
+        raise SchedcpError(f"unknown guest image variant {variant!r}", f"use one of {sorted(VARIANTS)}", code="usage")
+    return VARIANTS[variant]
+
+
+def _current_base(variant: str = "default") -> Path | None:
+    pointer = _pointer(variant)
     if pointer.exists():
         base = guest_dir() / pointer.read_text().strip()
         if (base / "base.cpio").exists() and (base / "manifest.json").exists():
@@ -103,21 +119,27 @@ def _current_base() -> Path | None:
     return None
 
 
-def build_base(*, refresh: bool = False, extra_packages: list[str] | None = None, progress=print) -> Path:
+def build_base(*, refresh: bool = False, variant: str = "default", progress=print) -> Path:
     """Download, unpack and archive the base layer; reuse it when the package set is unchanged."""
+    extra = _check_variant(variant)
     apt = _apt()
     apt.update(force=refresh)
-    wanted = BASE_PACKAGES + python_packages(apt) + list(extra_packages or [])
+    wanted = BASE_PACKAGES + python_packages(apt) + extra
     progress(f"resolving guest packages from Debian {GUEST_SUITE}: {', '.join(wanted)}")
     debs = apt.download_closure(wanted)
-    chosen = [d for d in debs if not d.name.startswith(SKIP_PACKAGE_PREFIXES) and "-dev_" not in d.name]
+    # -dev packages are only wanted when a variant asks for a toolchain (headers for gcc).
+    keep_dev = any(p.endswith("-dev") for p in extra)
+    chosen = [
+        d for d in debs
+        if not d.name.startswith(SKIP_PACKAGE_PREFIXES) and (keep_dev or "-dev_" not in d.name)
+    ]
     versions = {deb_field(d, "Package"): deb_field(d, "Version") for d in chosen}
     key = hashlib.sha256(
         json.dumps({"builder": BUILDER_VERSION, "packages": versions}, sort_keys=True).encode()
     ).hexdigest()[:16]
     base = guest_dir() / f"base-{key}"
     if (base / "base.cpio").exists() and not refresh:
-        (guest_dir() / "current").write_text(base.name)
+        _pointer(variant).write_text(base.name)
         return base
     progress(f"building guest base image from {len(chosen)} packages")
     staging = base.with_name(base.name + ".partial")
@@ -135,7 +157,7 @@ def build_base(*, refresh: bool = False, extra_packages: list[str] | None = None
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     shutil.rmtree(base, ignore_errors=True)
     staging.rename(base)
-    (guest_dir() / "current").write_text(base.name)
+    _pointer(variant).write_text(base.name)
     return base
 
 
@@ -204,13 +226,15 @@ def _overlay_bytes() -> bytes:
     return buf.getvalue()
 
 
-def ensure_image(*, build_if_missing: bool = True, progress=print) -> GuestImage:
+def ensure_image(*, build_if_missing: bool = True, variant: str = "default", progress=print) -> GuestImage:
     """The combined initramfs for the current base and node code, building what is missing."""
-    base = _current_base()
+    _check_variant(variant)
+    base = _current_base(variant)
     if base is None:
         if not build_if_missing:
-            raise NotReadyError("the guest image is not built", "run `schedcp setup`")
-        base = build_base(progress=progress)
+            hint = "run `schedcp setup`" + ("" if variant == "default" else f" --image {variant}")
+            raise NotReadyError(f"the {variant} guest image is not built", hint)
+        base = build_base(variant=variant, progress=progress)
     overlay_key = overlay_digest()[:16]
     combined = guest_dir() / f"initramfs-{base.name[5:]}-{overlay_key}.cpio"
     if not combined.exists():

@@ -59,6 +59,7 @@ class VMConfig:
     kernel: str = kernel_mod.DEFAULT_SPEC
     accel: str | None = None  # None: detect; "kvm" or "tcg" to force
     boot_timeout_s: float = 120.0
+    image_variant: str = "default"  # "build" adds make + gcc for the parallel-build benchmark
     cmdline_extra: str = ""
     extra_qemu_args: list[str] = field(default_factory=list)
 
@@ -203,7 +204,7 @@ class MicroVM:
         if self.kernel is None:
             self.kernel = kernel_mod.cached(self.config.kernel)
         if self.image is None:
-            self.image = guest_mod.ensure_image(build_if_missing=False)
+            self.image = guest_mod.ensure_image(build_if_missing=False, variant=self.config.image_variant)
         self.accel = accel_mod.detect(self.kernel.vmlinuz, qemu, force=self.config.accel)
         base = runtime_dir()
         base.mkdir(parents=True, exist_ok=True)
