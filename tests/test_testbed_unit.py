@@ -154,7 +154,8 @@ def test_node_agent_rejects_bad_requests(tmp_path: Path, monkeypatch: pytest.Mon
     agent = NodeAgent()
     assert agent.handle({"id": 1, "op": "no_such_op"})["error"]["code"] == "unknown_op"
     assert agent.handle({"id": 2, "op": "__class__"})["ok"] is False
-    assert agent.handle({"id": 3, "op": "run", "args": {"argv": ["true"], "shell": True}})["error"]["code"] == "bad_args"
+    reply = agent.handle({"id": 3, "op": "run", "args": {"argv": ["true"], "shell": True}})
+    assert reply["error"]["code"] == "bad_args"
     assert agent.handle({"id": 4, "op": "run", "args": "oops"})["ok"] is False
     for bad in ("../escape", "/etc/passwd", "a/../../b", ""):
         with pytest.raises(NodeError):

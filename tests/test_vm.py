@@ -110,7 +110,8 @@ def test_two_vms_run_at_once(unstable_kernel: kernel.Kernel) -> None:
     def boot(i: int) -> None:
         try:
             with MicroVM(VMConfig(cpus=1, memory_mb=768)) as machine:
-                results[i] = machine.node.run(["sh", "-c", f"echo vm{i}; cat /proc/sys/kernel/random/boot_id"])["stdout"]
+                argv = ["sh", "-c", f"echo vm{i}; cat /proc/sys/kernel/random/boot_id"]
+                results[i] = machine.node.run(argv)["stdout"]
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
