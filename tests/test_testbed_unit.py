@@ -178,3 +178,32 @@ def test_kernel_log_parsing_of_an_ejection() -> None:
     assert events[1]["reason"] == "runnable task stall"
     assert events[1]["detail"][0].startswith("kworker/0:1[11] failed to run")
     assert not any("0x18e" in d for d in events[1]["detail"])
+
+
+def test_unreachable_archive_is_one_line_with_next_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from schedcp.errors import SchedcpError
+    from schedcp.testbed.debian import PrivateApt
+
+    monkeypatch.setenv("SCHEDCP_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+    apt = PrivateApt(tmp_path / "apt", "unstable")
+    with pytest.raises(SchedcpError) as info:
+        apt.update(force=True)
+    assert info.value.code == "archive_error"
+    assert "\n" not in info.value.cause and "127.0.0.1:9" in info.value.next_step
+
+
+def test_offline_fetch_falls_back_to_the_cached_kernel(
+    unstable_kernel: kernel.Kernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from schedcp.errors import SchedcpError
+
+    def offline(spec: str, *, refresh: bool = False):
+        raise SchedcpError("apt-get update failed: cannot reach the mirror", "retry", code="archive_error")
+
+    monkeypatch.setattr(kernel, "resolve", offline)
+    messages: list[str] = []
+    got = kernel.fetch("unstable", progress=messages.append)
+    assert got.release == unstable_kernel.release
+    assert any("using the cached kernel" in m for m in messages)
+    with pytest.raises(SchedcpError, match="cannot reach"):
+        kernel.fetch("7.9", progress=messages.append)

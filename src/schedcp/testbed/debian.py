@@ -7,6 +7,7 @@ and apt-get only *downloads*; packages are unpacked with dpkg-deb.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,11 @@ from pathlib import Path
 from schedcp.errors import NotReadyError, SchedcpError
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+def mirror() -> str:
+    """The Debian mirror to use; SCHEDCP_DEBIAN_MIRROR overrides it (e.g. a local proxy)."""
+    return os.environ.get("SCHEDCP_DEBIAN_MIRROR", DEFAULT_MIRROR)
 KEYRING_CANDIDATES = (
     Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
     Path("/usr/share/keyrings/debian-archive-keyring.pgp"),
@@ -45,16 +51,16 @@ def _keyring() -> Path:
 class PrivateApt:
     """apt-get/apt-cache bound to one Debian suite and a private state directory."""
 
-    def __init__(self, root: Path, suite: str, mirror: str = DEFAULT_MIRROR) -> None:
+    def __init__(self, root: Path, suite: str, mirror_url: str | None = None) -> None:
         self.root = root
         self.suite = suite
-        self.mirror = mirror
+        self.mirror = mirror_url or mirror()
         for sub in ("lists/partial", "cache/archives/partial", "etc"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._status = root / "status"
         self._status.touch()
         sources = root / "etc" / "sources.list"
-        line = f"deb [signed-by={_keyring()}] {mirror} {suite} main\n"
+        line = f"deb [signed-by={_keyring()}] {self.mirror} {suite} main\n"
         if not sources.exists() or sources.read_text() != line:
             sources.write_text(line)
 
@@ -88,7 +94,8 @@ class PrivateApt:
             proc = subprocess.run(
                 [exe, *self._options(), *args],
                 cwd=cwd,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if args[:1] == ["update"] else subprocess.PIPE,
                 text=True,
                 timeout=timeout,
             )
@@ -99,8 +106,9 @@ class PrivateApt:
                 code="archive_unreachable",
             ) from exc
         if proc.returncode != 0:
-            errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "Err:"))]
-            detail = errors[0] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            text = proc.stderr or proc.stdout or ""
+            errors = [ln for ln in text.splitlines() if ln.startswith(("E:", "Err:"))]
+            detail = errors[0] if errors else (text.strip().splitlines() or ["no output"])[-1]
             raise SchedcpError(
                 f"{tool} {args[0]} failed for suite {self.suite}: {detail}",
                 f"check network access to {self.mirror} and retry `schedcp setup`",
@@ -112,7 +120,15 @@ class PrivateApt:
         stamp = self.root / "updated"
         if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < max_age_s:
             return
-        self._run("apt-get", ["update"])
+        out = self._run("apt-get", ["update"])
+        # apt-get update exits 0 when a mirror is unreachable; the missing index is the real signal.
+        failed = [ln for ln in out.splitlines() if ln.startswith(("Err:", "W: Failed", "E:"))]
+        if failed and not self.has_lists():
+            raise SchedcpError(
+                f"cannot read the Debian {self.suite} index: {failed[0][:160]}",
+                f"check network access to {self.mirror} (or set SCHEDCP_DEBIAN_MIRROR) and retry `schedcp setup`",
+                code="archive_error",
+            )
         stamp.touch()
 
     def has_lists(self) -> bool:

@@ -212,7 +212,18 @@ def fetch(spec: str = DEFAULT_SPEC, *, refresh: bool = False, progress=print) ->
     path = Path(spec)
     if path.exists() or "/" in spec:
         return import_user_kernel(path, progress=progress)
-    suite, binary, version = resolve(spec, refresh=refresh)
+    try:
+        suite, binary, version = resolve(spec, refresh=refresh)
+    except SchedcpError as exc:
+        # Offline or archive trouble: a kernel cached earlier for this spec is still good to use.
+        if exc.code in ("archive_error", "archive_unreachable"):
+            try:
+                kernel = cached(spec)
+            except SchedcpError:
+                raise exc from None
+            progress(f"warning: {exc.cause}; using the cached kernel {kernel.release}")
+            return kernel
+        raise
     release = _release_from_binary(binary)
     kdir = kernels_dir() / release
     if (kdir / "kernel.json").exists() and (kdir / "vmlinuz").exists():
