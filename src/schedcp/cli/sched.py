@@ -113,5 +113,41 @@ def show_cmd(name: str = typer.Argument(..., help="Library scheduler name."), as
     emit(data, as_json, render)
 
 
+@sched_app.command("test")
+def test_cmd(
+    names: list[str] = typer.Argument(None, help="Library schedulers to test (default: all)."),
+    kernels: list[str] = typer.Option([kernel_mod.DEFAULT_SPEC], "--kernel", "-k", help="Kernel spec (repeatable)."),
+    seconds: float = typer.Option(3.0, "--seconds", min=1, max=120, help="Length of the mixed load per scheduler."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Attach each scheduler in the micro-VM under a mixed load; pass = no ejection, no starvation."""
+    from dataclasses import asdict
+
+    from schedcp.toolchain import library_check
+
+    say = (lambda _m: None) if as_json else progress
+    try:
+        results = []
+        for spec in kernels:
+            say(f"testing on kernel {spec} (one VM boot for all schedulers)")
+            results += library_check.check_kernel(spec, names or None, seconds=seconds, progress=say)
+    except SchedcpError as exc:
+        raise fail(exc, as_json) from None
+    data = [asdict(r) for r in results]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        table = Table(header_style="bold")
+        for col in ("scheduler", "kernel", "result", "problems"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(r["name"], r["kernel"], "[green]pass[/]" if r["ok"] else f"[red]fail[/] ({r['stage']})",
+                          "; ".join(r["problems"]) or r["error"])
+        console.print(table)
+
+    emit(data, as_json, render)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(sched_app, name="sched")
