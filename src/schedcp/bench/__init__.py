@@ -1,0 +1,1 @@
+"""Benchmarks and the workloads shipped into the micro-VM guest."""
