@@ -161,12 +161,20 @@ class PrivateApt:
         got = sorted(set(dest.glob("*.deb")) - before) or sorted(dest.glob("*.deb"))
         return got
 
-    def download_closure(self, names: list[str]) -> list[Path]:
-        """Download the packages and their whole dependency closure; returns the .deb files."""
-        archives = self.root / "cache" / "archives"
+    def download_closure(self, names: list[str], set_name: str = "default") -> list[Path]:
+        """Download the packages and their whole dependency closure; returns exactly those .deb files.
+
+        Each package set gets its own archive directory: a shared one would also return debs that
+        an earlier, larger set downloaded (e.g. gcc from the "build" image leaking into "default").
+        """
+        archives = self.root / "cache" / f"archives-{set_name}"
+        (archives / "partial").mkdir(parents=True, exist_ok=True)
+        for old in archives.glob("*.deb"):
+            old.unlink()
         self._run(
             "apt-get",
-            ["install", "-y", "-q", "--download-only", "--no-install-recommends", *names],
+            ["-o", f"Dir::Cache::archives={archives}", "install", "-y", "-q", "--download-only",
+             "--no-install-recommends", *names],
         )
         return sorted(archives.glob("*.deb"))
 

@@ -126,7 +126,7 @@ def build_base(*, refresh: bool = False, variant: str = "default", progress=prin
     apt.update(force=refresh)
     wanted = BASE_PACKAGES + python_packages(apt) + extra
     progress(f"resolving guest packages from Debian {GUEST_SUITE}: {', '.join(wanted)}")
-    debs = apt.download_closure(wanted)
+    debs = apt.download_closure(wanted, set_name=variant)
     # -dev packages are only wanted when a variant asks for a toolchain (headers for gcc).
     keep_dev = any(p.endswith("-dev") for p in extra)
     chosen = [
@@ -158,7 +158,16 @@ def build_base(*, refresh: bool = False, variant: str = "default", progress=prin
     shutil.rmtree(base, ignore_errors=True)
     staging.rename(base)
     _pointer(variant).write_text(base.name)
+    _remove_unreferenced_bases()
     return base
+
+
+def _remove_unreferenced_bases(min_age_s: float = 3600) -> None:
+    """Old bases pile up as Debian updates packages; keep the ones a pointer names."""
+    referenced = {p.read_text().strip() for p in guest_dir().glob("current*")}
+    for base in guest_dir().glob("base-*"):
+        if base.name not in referenced and time.time() - base.stat().st_mtime > min_age_s:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _finish_rootfs(rootfs: Path) -> None:
