@@ -1,0 +1,71 @@
+"""`schedcp mcp`: serve SchedCP's tools to AI agents over MCP (stdio, or streamable HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from schedcp.cli.common import err_console, fail
+from schedcp.errors import SchedcpError
+
+
+def mcp(
+    http: str | None = typer.Option(
+        None, "--http", metavar="HOST:PORT",
+        help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (loopback unless a host is given).",
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="SCHEDCP_MCP_TOKEN", show_envvar=True,
+        help="Bearer token HTTP clients must send; required off loopback. Prefer the environment variable.",
+    ),
+    print_config: str | None = typer.Option(
+        None, "--print-config", metavar="CLIENT",
+        help="Print client configuration JSON for claude-code, claude-desktop, cursor or generic, then exit.",
+    ),
+    daemon_socket: Path | None = typer.Option(
+        None, "--daemon-socket", envvar="SCHEDCP_DAEMON_SOCKET",
+        help="The privileged daemon's socket (verification and probes go through it).",
+    ),
+    vm_queue: int = typer.Option(2, "--vm-queue", min=0, max=16,
+                                 help="run_in_vm calls that may wait while one VM runs; more get 'busy'."),
+) -> None:
+    """Serve the SchedCP tools over the Model Context Protocol (no root needed)."""
+    from schedcp.server import clientconfig
+    from schedcp.server import http as http_mod
+
+    try:
+        endpoint = http_mod.parse_endpoint(http) if http else None
+        if print_config is not None:
+            sys.stdout.write(json.dumps(clientconfig.config_for(print_config, endpoint), indent=2) + "\n")
+            return
+        if endpoint is not None:
+            token = http_mod.check_token(token, endpoint)
+        _serve(endpoint, token, daemon_socket, vm_queue)
+    except SchedcpError as exc:
+        raise fail(exc) from None
+
+
+def _serve(endpoint, token: str | None, daemon_socket: Path | None, vm_queue: int) -> None:
+    from schedcp.server import http as http_mod
+    from schedcp.server.app import build_server
+    from schedcp.server.state import ServerOptions, ServerState
+
+    if os.geteuid() == 0:
+        err_console.print("[yellow]note:[/] schedcp mcp needs no root; privileged work goes through the daemon",
+                          highlight=False)
+    state = ServerState(ServerOptions(daemon_socket=daemon_socket, vm_queue=vm_queue))
+    server = build_server(state)
+    if endpoint is None:
+        server.run("stdio")
+        return
+    err_console.print(f"schedcp MCP server at {endpoint.url} ({'token required' if token else 'no token'})",
+                      highlight=False)
+    http_mod.serve(server, endpoint, token)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mcp")(mcp)

@@ -1,0 +1,149 @@
+"""Output budgets: every tool answer fits in a stated number of bytes, and says when it was cut.
+
+Agents pay for every byte a tool returns, and a flood of detail makes them worse at the task, so
+each tool renders its answer as compact JSON within ``max_bytes`` (default 4 KB). When the answer
+is larger, the biggest lists and strings are halved until it fits, and a ``truncated`` note names
+what was cut and how to ask for more. Long text (file contents, command output) is paged with
+``offset`` instead, so nothing is ever unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_types import CallToolResult, TextContent
+
+DEFAULT_MAX_BYTES = 4096
+MIN_MAX_BYTES = 512
+LIMIT_MAX_BYTES = 65536
+_MIN_STRING = 48  # strings shorter than this are not worth cutting
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def size(data: Any) -> int:
+    return len(dumps(data).encode())
+
+
+@dataclass
+class _Cut:
+    path: str
+    kind: str  # "list" or "text"
+    kept: int
+    total: int
+
+
+def _candidates(node: Any, path: str, out: list[tuple[int, str, Any, Any]], parent: Any, key: Any) -> None:
+    """Every list with more than one item and every long string, with its serialised size."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "truncated":
+                continue
+            _candidates(v, f"{path}.{k}" if path else str(k), out, node, k)
+    elif isinstance(node, list):
+        if len(node) > 1:
+            out.append((size(node), path, parent, key))
+        for i, v in enumerate(node):
+            _candidates(v, f"{path}[{i}]", out, node, i)
+    elif isinstance(node, str) and len(node) > _MIN_STRING and parent is not None:
+        out.append((len(node.encode()), path, parent, key))
+
+
+def _shrink_once(data: dict[str, Any], cuts: dict[str, _Cut]) -> bool:
+    found: list[tuple[int, str, Any, Any]] = []
+    _candidates(data, "", found, None, None)
+    if not found:
+        return False
+    _, path, parent, key = max(found, key=lambda c: c[0])
+    value = parent[key]
+    if isinstance(value, list):
+        keep = len(value) // 2
+        previous = cuts.get(path)
+        total = previous.total if previous else len(value)
+        parent[key] = value[:keep]
+        cuts[path] = _Cut(path, "list", keep, total)
+    else:
+        keep = max(_MIN_STRING // 2, len(value) // 2)
+        previous = cuts.get(path)
+        total = previous.total if previous else len(value)
+        parent[key] = value[:keep]
+        cuts[path] = _Cut(path, "text", keep, total)
+    return True
+
+
+def _note(cuts: dict[str, _Cut], max_bytes: int, hint: str) -> dict[str, Any]:
+    items = []
+    for cut in list(cuts.values())[:8]:
+        unit = "items" if cut.kind == "list" else "chars"
+        items.append(f"{cut.path}: kept {cut.kept} of {cut.total} {unit}")
+    more = f" (+{len(cuts) - 8} more)" if len(cuts) > 8 else ""
+    return {
+        "max_bytes": max_bytes,
+        "cut": items,
+        "note": f"output cut to fit max_bytes={max_bytes}{more}; {hint}",
+    }
+
+
+def fit(data: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES, *, hint: str = "") -> dict[str, Any]:
+    """A copy of ``data`` whose compact JSON is at most ``max_bytes`` long, with a note if cut."""
+    hint = hint or f"ask again with a larger max_bytes (up to {LIMIT_MAX_BYTES}) or a narrower query"
+    if size(data) <= max_bytes:
+        return data
+    work = json.loads(dumps(data))  # deep copy with everything JSON-shaped
+    cuts: dict[str, _Cut] = {}
+    while True:
+        work["truncated"] = _note(cuts, max_bytes, hint)
+        if size(work) <= max_bytes:
+            return work
+        del work["truncated"]
+        if not _shrink_once(work, cuts):
+            break
+    # Nothing left to halve (many small fields): keep the scalar fields that fit, in order.
+    slim: dict[str, Any] = {"truncated": _note(cuts, max_bytes, hint)}
+    slim["truncated"]["dropped_keys"] = []
+    for k, v in work.items():
+        slim[k] = v
+        if size(slim) > max_bytes:
+            del slim[k]
+            slim["truncated"]["dropped_keys"].append(k)
+            if size(slim) > max_bytes:
+                slim["truncated"]["dropped_keys"].pop()
+                break
+    return slim
+
+
+def page_text(text: str, offset: int, max_bytes: int) -> dict[str, Any]:
+    """One window of a long text, in bytes, with where to continue."""
+    raw = text.encode("utf-8", "replace")
+    total = len(raw)
+    offset = min(max(offset, 0), total)
+    window = raw[offset : offset + max_bytes]
+    # Do not split a UTF-8 character at the end of the window.
+    chunk = window.decode("utf-8", "ignore")
+    consumed = len(chunk.encode())
+    out: dict[str, Any] = {"offset": offset, "bytes": consumed, "total_bytes": total, "text": chunk}
+    if offset + consumed < total:
+        out["next_offset"] = offset + consumed
+        out["truncated"] = {
+            "note": f"showing bytes {offset}..{offset + consumed} of {total}; call again with "
+            f"offset={offset + consumed} for more",
+        }
+    return out
+
+
+def respond(data: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES, *, hint: str = "") -> CallToolResult:
+    """A successful tool result: compact JSON text within budget, mirrored as structured content."""
+    fitted = fit(data, max_bytes, hint=hint)
+    return CallToolResult(content=[TextContent(type="text", text=dumps(fitted))], structured_content=fitted)
+
+
+def error_result(cause: str, next_step: str = "", code: str = "error") -> CallToolResult:
+    """A tool error an agent can act on: one line of cause, one line of what to do next."""
+    text = f"error ({code}): {cause}"
+    if next_step:
+        text += f"\nnext: {next_step}"
+    return CallToolResult(content=[TextContent(type="text", text=text[:2000])], is_error=True)

@@ -1,0 +1,72 @@
+"""What one MCP server process holds: service handles, the VM gate, stored artifacts, events.
+
+Services are created on first use, so ``tools/list`` answers instantly and a client that only
+searches the repository never loads the analysis engine. Nothing here needs root: privileged work
+goes to the daemon through a fresh ``DaemonClient`` per call (a verification holds its connection
+for minutes and must not block a probe).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schedcp.server.artifacts import ArtifactStore
+from schedcp.server.events import EventHub
+from schedcp.server.vmgate import VmGate
+
+
+@dataclass
+class ServerOptions:
+    daemon_socket: Path | None = None  # None: SCHEDCP_DAEMON_SOCKET or the runtime default
+    repo_db: Path | None = None  # None: SCHEDCP_REPO_DB or the data-dir default
+    artifacts_root: Path | None = None
+    kernel: str = "unstable"
+    vm_queue: int = 2  # run_in_vm calls allowed to wait while one VM runs
+    vm_wait_s: float = 900.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ServerState:
+    def __init__(self, options: ServerOptions | None = None) -> None:
+        self.options = options or ServerOptions()
+        self.events = EventHub()
+        self.artifacts = ArtifactStore(self.options.artifacts_root)
+        self.vm = VmGate(max_waiting=self.options.vm_queue, wait_s=self.options.vm_wait_s)
+        self._lock = threading.Lock()
+        self._services: dict[str, Any] = {}
+        self._closers: list[Callable[[], None]] = []
+
+    def service(self, key: str, factory: Callable[[], Any], close: Callable[[Any], None] | None = None) -> Any:
+        """One shared instance per process, built under a lock on first use."""
+        with self._lock:
+            if key not in self._services:
+                instance = factory()
+                self._services[key] = instance
+                if close is not None:
+                    self._closers.append(lambda: close(instance))
+            return self._services[key]
+
+    def daemon(self):
+        from schedcp.daemon.client import DaemonClient
+
+        return DaemonClient(self.options.daemon_socket)
+
+    def repository(self):
+        from schedcp.repository.service import RepositoryService
+
+        return self.service("repository", lambda: RepositoryService(self.options.repo_db),
+                            lambda svc: svc.close())
+
+    def close(self) -> None:
+        with self._lock:
+            closers, self._closers = self._closers, []
+            self._services.clear()
+        for closer in reversed(closers):
+            try:
+                closer()
+            except Exception:  # shutting down: one failing close must not stop the others
+                pass

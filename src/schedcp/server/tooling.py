@@ -1,0 +1,86 @@
+"""How our tools are declared and how their failures reach an agent.
+
+Each tool is a plain function with typed, constrained parameters (pydantic ``Field``); the SDK turns
+the signature into the JSON schema. We tighten what the SDK generates: unknown arguments are
+refused (``additionalProperties: false``) instead of silently ignored, and every failure becomes a
+short ``isError`` result with a cause and a next step. Tracebacks stay in the server's log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, ToolAnnotations
+from pydantic import Field, ValidationError
+
+from schedcp.errors import SchedcpError
+from schedcp.server import budget
+from schedcp.server.budget import error_result
+
+log = logging.getLogger("schedcp.server")
+
+# The shared output-budget parameter, so every tool states and accepts the same thing.
+MaxBytes = Annotated[int, Field(
+    ge=budget.MIN_MAX_BYTES, le=budget.LIMIT_MAX_BYTES,
+    description=f"Upper bound on the size of this tool's JSON answer in bytes (default {budget.DEFAULT_MAX_BYTES}). "
+    "Longer answers are cut, largest lists first, with a 'truncated' note saying what was left out.",
+)]
+
+
+@dataclass(frozen=True)
+class ToolKind:
+    read_only: bool
+    destructive: bool = False
+    idempotent: bool = False
+    open_world: bool = False
+
+
+READ = ToolKind(read_only=True, idempotent=True)
+COMPUTE = ToolKind(read_only=True)  # no lasting change, but not free (builds, boots a VM, probes)
+WRITE = ToolKind(read_only=False)
+
+
+def make_tool(fn: Callable[..., Any], *, name: str, title: str, kind: ToolKind, description: str | None = None) -> Tool:
+    tool = Tool.from_function(
+        fn, name=name, title=title, description=description or (fn.__doc__ or "").strip(),
+        annotations=ToolAnnotations(
+            title=title, read_only_hint=kind.read_only, destructive_hint=kind.destructive,
+            idempotent_hint=kind.idempotent, open_world_hint=kind.open_world,
+        ),
+        structured_output=False,
+    )
+    tool.parameters["additionalProperties"] = False
+    return tool
+
+
+def _field_errors(exc: ValidationError) -> str:
+    """Which arguments were wrong and why, never echoing the (possibly huge or hostile) values."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    more = f" (+{len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def failure(tool: str, exc: BaseException) -> CallToolResult:
+    """Turn whatever a tool raised into an agent-facing error result."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    # The SDK wraps twice for nested failures; look through its wrappers for our own error.
+    seen = 0
+    while not isinstance(cause, SchedcpError | ValidationError) and cause.__cause__ is not None and seen < 4:
+        cause = cause.__cause__
+        seen += 1
+    if isinstance(cause, ValidationError):
+        return error_result(f"invalid arguments for {tool}: {_field_errors(cause)}",
+                            "fix those arguments; tools/list shows each parameter's type and limits",
+                            "invalid_arguments")
+    if isinstance(cause, SchedcpError):
+        return error_result(cause.cause, cause.next_step, cause.code)
+    log.error("tool %s failed unexpectedly", tool, exc_info=(type(cause), cause, cause.__traceback__))
+    return error_result(f"{tool} failed with an internal error ({type(cause).__name__})",
+                        "retry once; if it fails again, report it with the server log (stderr)", "internal")

@@ -1,0 +1,16 @@
+"""The tool set, one module per service. Names are a stable API; see schedcp.server.app."""
+
+from __future__ import annotations
+
+from mcp.server.mcpserver.tools import Tool
+
+from schedcp.server.state import ServerState
+
+
+def all_tools(state: ServerState) -> list[Tool]:
+    from schedcp.server.tools import repository, testbed, verifier
+
+    out: list[Tool] = []
+    for module in (repository, verifier, testbed):
+        out.extend(module.tools(state))
+    return out

@@ -1,0 +1,105 @@
+"""The built-in guest workloads an agent can name, and reading their metrics.
+
+Each module in ``schedcp/bench/guest`` runs in the micro-VM as ``python3 -m schedcp_workloads.NAME``
+and prints ``{"workload": ..., "metrics": {...}}`` as its last line. Names come from the files
+themselves, so a new workload is usable over MCP without touching the server.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+from typing import Any
+
+from schedcp.errors import UsageError
+from schedcp.paths import package_dir
+from schedcp.repository.outcomes import direction, improvement_ratios
+
+MAX_METRICS = 40
+_ARG = re.compile(r"^[A-Za-z0-9_.,=:+/-]{1,128}$")
+
+
+@functools.cache
+def builtin() -> dict[str, str]:
+    """name -> first line of the module's docstring."""
+    folder = package_dir() / "bench" / "guest"
+    out: dict[str, str] = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        except (OSError, SyntaxError):
+            continue
+        out[path.stem] = doc.strip().splitlines()[0] if doc.strip() else path.stem
+    return out
+
+
+def argv_for(name: str, args: list[str]) -> list[str]:
+    known = builtin()
+    if name not in known:
+        raise UsageError(f"unknown workload {name!r}", f"use one of: {', '.join(known)}")
+    for arg in args:
+        if not _ARG.match(arg):
+            raise UsageError(f"workload argument {arg[:40]!r} has characters that are not allowed",
+                             "use plain options such as --seconds 2 or --workers=4")
+    return ["python3", "-m", f"schedcp_workloads.{name}", *args]
+
+
+def parse_metrics(stdout: str) -> dict[str, float]:
+    """Numeric metrics from the last JSON line of a workload's output (flattened, bounded)."""
+    for line in reversed(stdout.strip().splitlines()[-20:]):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            source = doc["metrics"] if isinstance(doc.get("metrics"), dict) else doc
+            out: dict[str, float] = {}
+            _flatten(source, "", out)
+            return out
+    return {}
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, float]) -> None:
+    if len(out) >= MAX_METRICS:
+        return
+    if isinstance(node, bool):
+        return
+    if isinstance(node, int | float):
+        out[prefix or "value"] = float(node)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(node, list):
+        for i, value in enumerate(node[:16]):
+            label = value.get("name") if isinstance(value, dict) and isinstance(value.get("name"), str) else str(i)
+            _flatten(value, f"{prefix}.{label}" if prefix else label, out)
+
+
+def compare(baseline: dict[str, float], scheduler: dict[str, float]) -> dict[str, Any]:
+    """Per metric: both values and a ratio where >1 means the scheduler did better than EEVDF."""
+    ratios = improvement_ratios(scheduler, baseline)
+    rows: dict[str, Any] = {}
+    for name in baseline:
+        if name not in scheduler:
+            continue
+        ratio = ratios.get(name)
+        if ratio is None:
+            verdict = "unknown direction" if direction(name) is None else "n/a"
+        elif ratio > 1.02:
+            verdict = "scheduler"
+        elif ratio < 0.98:
+            verdict = "baseline"
+        else:
+            verdict = "same (within 2%)"
+        rows[name] = {"eevdf": baseline[name], "scheduler": scheduler[name], "ratio": ratio, "better": verdict}
+    wins = sum(1 for r in rows.values() if r["better"] == "scheduler")
+    losses = sum(1 for r in rows.values() if r["better"] == "baseline")
+    return {"metrics": rows, "scheduler_better": wins, "eevdf_better": losses,
+            "note": "ratio > 1 means the scheduler beat EEVDF on that metric (direction inferred from its name)"}
