@@ -227,12 +227,12 @@ def characteristics(obs: dict[str, Any]) -> Characteristics:
     klass, evidence = classify(s, c, obs)
     lt = long_tail(obs)
     if lt is not None and lt.detected:
-        evidence.append(
+        evidence.insert(0,
             f"long tail: max/median CPU {lt.ratio_max_median:.0f}x in {lt.group_size} siblings, "
             f"top task {lt.top_share:.0%} of their CPU"
         )
     if c.short_lived_storm:
-        evidence.append(f"storm: {c.spawn_rate_seen:.0f} new processes/s, median life {c.lifetime_p50_s}s")
+        evidence.insert(0, f"storm: {c.spawn_rate_seen:.0f} new processes/s, median life {c.lifetime_p50_s}s")
     system = obs.get("system") or {}
     wall = max(float(obs.get("wall_s") or 0.0), 1e-3)
     io = obs.get("io") or {}

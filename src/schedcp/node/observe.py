@@ -669,7 +669,7 @@ def observe_run(
             sampler.sample()
             sysw.tick()
             if session:
-                session.track(tracker.members)
+                session.track(tracker.members | set(sampler.tasks))
                 session.drain()
             pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -773,7 +773,7 @@ def observe_pids(
             sampler.sample()
             sysw.tick()
             if session:
-                session.track(tracker.members)
+                session.track(tracker.members | set(sampler.tasks))
                 session.drain()
             if time.monotonic() - start >= duration_s:
                 break

@@ -1,0 +1,101 @@
+"""`schedcp analyze`: Tier-1 workload analysis of a command, PIDs, a cgroup, or the whole system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from schedcp.cli.common import JsonOption, console, emit, fail, progress
+from schedcp.errors import SchedcpError, UsageError
+
+
+def _render_text(doc: dict[str, Any]) -> None:
+    if doc.get("target") == "system":
+        console.print(f"[bold]system[/]  cpus busy {doc.get('busy_pct')}%  load {doc.get('load')}", highlight=False)
+        console.print(f"psi some%: {doc.get('psi_some_pct', doc.get('psi'))}", highlight=False)
+        for row in doc.get("top") or []:
+            console.print(f"  {row['pid']:>7} {row['comm']:<20} {row['cpu_pct']:>6}%", highlight=False)
+        return
+    console.print(f"[bold]{doc.get('target', '?')}[/]", highlight=False)
+    summary = doc.get("summary")
+    if summary:
+        console.print(summary, highlight=False)
+    klass = doc.get("class") or (doc.get("characteristics") or {}).get("classification")
+    console.print(f"[bold]class:[/] {klass}   [bold]goal:[/] {doc.get('goal')}", highlight=False)
+    if doc.get("goal_rationale"):
+        console.print(f"  why: {doc['goal_rationale']}", highlight=False)
+    evidence = doc.get("evidence") or (doc.get("characteristics") or {}).get("evidence") or []
+    for e in evidence:
+        console.print(f"  - {e}", highlight=False)
+    lt = doc.get("long_tail") or (doc.get("characteristics") or {}).get("long_tail")
+    if lt and lt.get("detected"):
+        console.print(
+            f"[bold]long tail:[/] max/median {lt.get('ratio', lt.get('ratio_max_median'))}x, "
+            f"top task {lt.get('top_share')} of the group's CPU", highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings={"allow_interspersed_args": False})
+    def analyze(
+        command: list[str] = typer.Argument(None, help="Command to launch and analyse (after --)."),
+        pid: list[int] = typer.Option(None, "--pid", help="Analyse this process tree (repeatable)."),
+        cgroup: str = typer.Option(None, "--cgroup", help="Analyse the members of this cgroup."),
+        detail: str = typer.Option("summary", "--detail", help="summary (<=1.5KB) | profile (<=4KB) | full (<=16KB)"),
+        duration: float = typer.Option(None, "--duration", help="Max run time for a command; window otherwise."),
+        target: str = typer.Option("host", "--target", help="host, or vm to run inside the micro-VM."),
+        probe: list[str] = typer.Option(None, "--probe", help="Also attach tracepoint probes: runqlat, wakeup, "
+                                        "runtime, migrations (repeatable)."),
+        kernel: str = typer.Option("unstable", "--kernel", help="Kernel spec for --target vm."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Summarise what a workload does to the CPU scheduler and propose an optimisation goal.
+
+        Examples: `schedcp analyze -- python3 -m schedcp.bench.guest.longtail`,
+        `schedcp analyze --pid 1234 --duration 5`, `schedcp analyze --target vm -- python3 -m
+        schedcp_workloads.pingpong`.
+        """
+        try:
+            doc = _analyze(command or [], pid or [], cgroup, detail, duration, target, probe or None, kernel)
+        except SchedcpError as exc:
+            raise fail(exc, as_json) from None
+        emit(doc, as_json, _render_text)
+
+
+def _analyze(
+    command: list[str], pids: list[int], cgroup: str | None, detail: str, duration: float | None,
+    target: str, probe: list[str] | None, kernel: str,
+) -> dict[str, Any]:
+    from schedcp.analysis.engine import Engine
+    from schedcp.analysis.summarize import DETAILS
+
+    if detail not in DETAILS:
+        raise UsageError(f"unknown detail {detail!r}", f"use one of {', '.join(DETAILS)}")
+    if target not in ("host", "vm"):
+        raise UsageError(f"unknown target {target!r}", "use host or vm")
+    chosen = sum(bool(x) for x in (command, pids, cgroup))
+    if chosen > 1:
+        raise UsageError("give only one of a command, --pid or --cgroup", "pick one target")
+    if target == "vm":
+        if not command:
+            raise UsageError("--target vm analyses a command launched in the guest", "add -- CMD ...")
+        from schedcp.testbed.vm import MicroVM, VMConfig
+
+        progress("booting the micro-VM")
+        with MicroVM(VMConfig(cpus=2, kernel=kernel)) as vm:
+            engine = Engine.for_vm(vm)
+            progress(f"running {' '.join(command)[:60]} in the guest")
+            raw = engine.observe_command(command, duration_s=duration or 30.0, probe=probe)
+            return engine.render(raw, detail)
+    engine = Engine()
+    if command:
+        progress(f"running and sampling {' '.join(command)[:60]}")
+        raw = engine.observe_command(command, duration_s=duration or 30.0, probe=probe)
+    elif pids:
+        raw = engine.observe_pids(pids, duration_s=duration or 3.0, probe=probe)
+    elif cgroup:
+        raw = engine.observe_cgroup(cgroup, duration_s=duration or 3.0, probe=probe)
+    else:
+        raw = engine.observe_system(duration_s=duration or 1.0, top=5 if detail == "summary" else 20)
+    return engine.render(raw, detail)
