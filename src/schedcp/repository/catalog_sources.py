@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schedcp.errors import SchedcpError
 from schedcp.repository.models import PolicyInput, TunableSpec, parse
@@ -105,3 +106,17 @@ def primitives(directory: Path = PRIMITIVES_DIR) -> tuple[list[Primitive], list[
         except (OSError, ValueError) as exc:
             problems.append(str(exc))
     return found, problems
+
+
+def policy_from_meta(data: dict[str, Any], source: str) -> PolicyInput:
+    """A PolicyInput from user metadata (our format, or a library-style scheduler TOML)."""
+    fields = {k: v for k, v in data.items() if k not in ("stats", "source_file")}
+    fields.setdefault("kind", "generated")
+    tunables = []
+    for item in fields.get("tunables") or []:
+        if isinstance(item, dict) and fields["kind"] != "external" and "flag" not in item and "variable" not in item:
+            item = {**item, "variable": item.get("name")}  # library TOML: the tunable is the C global
+        tunables.append(item)
+    fields["tunables"] = tunables
+    fields["source"] = source
+    return parse(PolicyInput, fields, "policy metadata")

@@ -65,18 +65,28 @@ class Database:
             self.conn = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._unavailable(path, exc) from exc
+        try:
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._migrate(migrations)
-        except sqlite3.DatabaseError as exc:
-            raise SchedcpError(
-                f"cannot open the policy repository at {path}: {exc}",
-                "check the file's permissions, or point SCHEDCP_REPO_DB at a fresh path",
-                code="repository_unavailable",
-            ) from exc
+        except BaseException as exc:
+            self.conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._unavailable(path, exc) from exc
+            raise
+
+    @staticmethod
+    def _unavailable(path: Path, exc: BaseException) -> SchedcpError:
+        return SchedcpError(
+            f"cannot open the policy repository at {path}: {exc}",
+            "check the file's permissions, or point SCHEDCP_REPO_DB at a fresh path",
+            code="repository_unavailable",
+        )
 
     def close(self) -> None:
         with self.lock:
@@ -114,9 +124,20 @@ class Database:
             row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
             return int(row[0] or 0)
 
+    @staticmethod
+    def _too_new(found: int, target: int) -> SchedcpError:
+        return SchedcpError(
+            f"the repository schema is v{found}, newer than this SchedCP understands (v{target})",
+            "upgrade SchedCP or use a different SCHEDCP_REPO_DB",
+            code="repository_too_new",
+        )
+
     def _migrate(self, migrations: list[Migration]) -> None:
         target = max(m.version for m in migrations)
-        if self.version() >= target:
+        found = self.version()
+        if found > target:
+            raise self._too_new(found, target)
+        if found == target:
             return
         with self.write() as conn:
             # Re-read inside the lock: another process may have migrated while we waited.
@@ -126,11 +147,7 @@ class Database:
             )
             current = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
             if current > target:
-                raise SchedcpError(
-                    f"the repository schema is v{current}, newer than this SchedCP (v{target})",
-                    "upgrade SchedCP or use a different SCHEDCP_REPO_DB",
-                    code="repository_too_new",
-                )
+                raise self._too_new(current, target)
             for migration in sorted(migrations, key=lambda m: m.version):
                 if migration.version <= current:
                     continue

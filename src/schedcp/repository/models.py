@@ -49,8 +49,8 @@ class TunableSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")
     type: ValueType
     default: int | float | bool | str | None = None
-    min: float | None = None
-    max: float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
     choices: list[str] | None = Field(default=None, max_length=32)
     max_len: int | None = Field(default=None, ge=1, le=256)  # str variables: the C array size
     unit: str = Field(default="", max_length=16)
