@@ -8,6 +8,7 @@ short ``isError`` result with a cause and a next step. Tracebacks stay in the se
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,15 +47,35 @@ WRITE = ToolKind(read_only=False)
 
 def make_tool(fn: Callable[..., Any], *, name: str, title: str, kind: ToolKind, description: str | None = None) -> Tool:
     tool = Tool.from_function(
-        fn, name=name, title=title, description=description or (fn.__doc__ or "").strip(),
+        fn, name=name, title=title, description=description or inspect.cleandoc(fn.__doc__ or ""),
         annotations=ToolAnnotations(
             title=title, read_only_hint=kind.read_only, destructive_hint=kind.destructive,
             idempotent_hint=kind.idempotent, open_world_hint=kind.open_world,
         ),
         structured_output=False,
     )
+    _drop_titles(tool.parameters)
     tool.parameters["additionalProperties"] = False
     return tool
+
+
+def _drop_titles(schema: Any) -> None:
+    """Remove pydantic's generated "title" keywords: they repeat the names and cost every agent tokens.
+
+    Property *names* are kept (a parameter may itself be called "title"); only the keyword goes.
+    """
+    if isinstance(schema, dict):
+        if isinstance(schema.get("title"), str):
+            del schema["title"]
+        for key, value in schema.items():
+            if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+                for sub in value.values():
+                    _drop_titles(sub)
+            elif key not in ("enum", "const", "default", "examples"):
+                _drop_titles(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _drop_titles(item)
 
 
 def _field_errors(exc: ValidationError) -> str:
@@ -65,6 +86,17 @@ def _field_errors(exc: ValidationError) -> str:
         parts.append(f"{where}: {err['msg']}")
     more = f" (+{len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
     return "; ".join(parts) + more
+
+
+# Services phrase some next steps for the CLI; over MCP the same step is a tool call.
+_CLI_TO_TOOL = {
+    "run `schedcp repo search` to find names": "find names with search_schedulers",
+    "list the library with `schedcp sched list`": "find names with search_schedulers",
+}
+
+
+def _as_tool_hint(next_step: str) -> str:
+    return _CLI_TO_TOOL.get(next_step, next_step)
 
 
 def failure(tool: str, exc: BaseException) -> CallToolResult:
@@ -80,7 +112,7 @@ def failure(tool: str, exc: BaseException) -> CallToolResult:
                             "fix those arguments; tools/list shows each parameter's type and limits",
                             "invalid_arguments")
     if isinstance(cause, SchedcpError):
-        return error_result(cause.cause, cause.next_step, cause.code)
+        return error_result(cause.cause, _as_tool_hint(cause.next_step), cause.code)
     log.error("tool %s failed unexpectedly", tool, exc_info=(type(cause), cause, cause.__traceback__))
     return error_result(f"{tool} failed with an internal error ({type(cause).__name__})",
                         "retry once; if it fails again, report it with the server log (stderr)", "internal")

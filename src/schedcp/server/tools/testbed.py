@@ -29,9 +29,10 @@ WorkloadArgs = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)
     max_length=32, description="Options for the built-in workload, e.g. ['--seconds', '2'].")]
 
 
-def _workload_param() -> Any:
+def _workload_param(describe: bool = True) -> Any:
     names = tuple(workloads.builtin())
-    listing = "; ".join(f"{n}: {d}" for n, d in workloads.builtin().items())
+    listing = " ".join(f"{n}: {d}" for n, d in workloads.builtin().items()) if describe else \
+        "The same built-in workloads as run_in_vm."
     return Annotated[Literal[names] | None, Field(  # type: ignore[valid-type]
         description=f"A built-in workload (prints its metrics as JSON). {listing}")]
 

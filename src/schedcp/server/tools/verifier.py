@@ -45,7 +45,7 @@ def summarise(report: dict[str, Any], token_id: str | None, report_id: str) -> d
 
 
 def tools(state: ServerState) -> list[Tool]:
-    WorkloadName = _workload_param()
+    WorkloadName = _workload_param(describe=False)
 
     async def verify_scheduler(
         source: Annotated[str | None, Field(min_length=20, max_length=checks.MAX_SOURCE_BYTES, description=(
