@@ -14,8 +14,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from schedcp.repository.service import RepositoryService
 
 
@@ -36,10 +34,9 @@ def fresh_copy(folder: Path) -> Path:
     return dest
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[RepositoryService]:
-    """A service on a private copy of the seeded database (import this fixture by name)."""
-    svc = RepositoryService(fresh_copy(tmp_path), auto_seed=False)
+def open_service(folder: Path) -> Iterator[RepositoryService]:
+    """Body of each module's `service` fixture: a service on a private copy of the seeded database."""
+    svc = RepositoryService(fresh_copy(folder), auto_seed=False)
     yield svc
     svc.close()
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from schedcp.errors import UsageError
 from schedcp.repository.outcomes import direction, improvement_ratios, judge, primary_metric
 from schedcp.repository.service import RepositoryService
-from test_repository_fixtures import generated, profile, service  # noqa: F401  (fixture)
+from test_repository_fixtures import generated, open_service, profile
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[RepositoryService]:
+    yield from open_service(tmp_path)
+
 
 BUILD = profile("Parallel kernel compilation with make -j on 2 CPUs, many short compiler processes",
                 "makespan", cpu_bound=True, tasks="short-lived", parallelism=2)
@@ -138,7 +147,7 @@ def test_antipatterns_attach_to_policies_and_profiles(service: RepositoryService
         service.annotate_antipattern("a note with no anchor")
     with pytest.raises(UsageError, match="no policy named"):
         service.annotate_antipattern("note for a ghost", policy="ghost_policy")
-    with pytest.raises(UsageError, match="5..1000"):
+    with pytest.raises(UsageError, match=r"5\.\.1000"):
         service.annotate_antipattern("x" * 1001, policy="scx_central")
     assert service.show("scx_central")["antipatterns"][0]["note"].startswith("Long slices")
     similar = service.antipatterns(profile=SIMILAR_BUILD)

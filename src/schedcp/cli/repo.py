@@ -62,17 +62,18 @@ def search(
         data = service.search(query, k=k, status=status, kind=kind, kernel=kernel, budget_bytes=budget)
 
     def render(d: dict[str, Any]) -> None:
+        # A list rather than a table: names and scores stay intact in narrow terminals.
         if not d["results"]:
             console.print("no matching policies")
             return
-        table = Table(show_lines=False)
-        for column in ("name", "kind", "status", "usable", "score", "matched", "about"):
-            table.add_column(column, overflow="fold")
-        for hit in d["results"]:
+        for i, hit in enumerate(d["results"], 1):
+            usable = "usable" if hit["usable"] else "not installed"
+            console.print(f"[bold]{i}. {hit['name']}[/]  {hit['kind']} · {hit['status']} · {usable}   "
+                          f"score {_score(hit)}", highlight=False)
+            console.print(f"   {hit['title'] or hit['excerpt']}", highlight=False)
             matched = "; ".join(f"{col}: {', '.join(words)}" for col, words in hit["matched"].items())
-            table.add_row(hit["name"], hit["kind"], hit["status"], "yes" if hit["usable"] else "no",
-                          _score(hit), matched or "-", hit["title"] or hit["excerpt"])
-        console.print(table)
+            if matched:
+                console.print(f"   [dim]matched {matched}[/]", highlight=False)
         if d["truncated"]:
             console.print(f"[dim]results cut to fit {d['budget_bytes']} bytes[/]")
 
