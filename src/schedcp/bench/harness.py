@@ -1,0 +1,284 @@
+"""Run a benchmark under EEVDF and under each policy, interleaved, on one target; summarise.
+
+Protocol, for one benchmark on one booted target:
+
+1. Every policy is built (and its tunables validated) on the host before anything runs.
+2. One warm-up run under EEVDF, not counted (page cache, byte-code caches, first-touch costs).
+3. ``runs`` rounds. Each round runs every arm once, in an order rotated by one each round
+   (A B C, B C A, C A B, ...), so slow drift of the machine is spread over all arms. Workloads
+   that take a seed get the same seed for every arm of a round: paired comparisons.
+4. A policy run is attach -> run -> check -> detach. The check reads sched_ext's state and the
+   kernel log right after the workload: if the scheduler was ejected (watchdog, runtime error)
+   or replaced, the run is recorded as ``ejected`` with the kernel's reason, never counted.
+   EEVDF runs check that no scheduler was attached.
+5. Only ``ok`` runs enter the statistics; each arm gets median/min/max/IQR per metric and an
+   improvement factor against EEVDF's median (stats.improvement: >1 is better, either direction).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schedcp.bench import stats
+from schedcp.bench.workloads import Benchmark
+from schedcp.errors import SchedcpError, UsageError
+from schedcp.testbed.vm import NodeOpError
+from schedcp.toolchain import attach as attach_mod
+from schedcp.toolchain import metadata
+from schedcp.toolchain.resolve import ResolvedScheduler, resolve_scheduler
+
+BASELINE = "eevdf"
+SEED_BASE = 1000
+Say = Callable[[str], None]
+
+
+@dataclass
+class Arm:
+    """One scheduler under comparison: EEVDF (policy None) or a sched_ext policy with tunables."""
+
+    name: str
+    resolved: ResolvedScheduler | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.resolved is None
+
+    def describe(self) -> dict[str, Any]:
+        if self.resolved is None:
+            return {"name": self.name, "kind": "baseline", "scheduler": "EEVDF (kernel default)"}
+        r = self.resolved
+        return {
+            "name": self.name,
+            "kind": "sched_ext",
+            "source": str(r.source_path) if r.source_path else str(r.object_path),
+            "object_sha256": r.built.object_sha256 if r.built else None,
+            "config": self.config,
+            "title": r.meta.title if r.meta else None,
+        }
+
+
+def parse_configs(items: list[str]) -> dict[str, dict[str, str]]:
+    """["ljf:slice_us=5000", ...] -> {"ljf": {"slice_us": "5000"}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        policy, sep, rest = item.partition(":")
+        if not sep or not policy.strip() or not rest.strip():
+            raise UsageError(f"bad --config {item!r}", "use POLICY:NAME=VALUE, e.g. ljf:slice_us=5000")
+        out.setdefault(policy.strip(), {}).update(metadata.parse_assignments([rest]))
+    return out
+
+
+def prepare_arms(policies: list[str], configs: dict[str, dict[str, str]], kernel) -> list[Arm]:
+    """EEVDF plus one arm per policy, each built for `kernel` with validated tunables."""
+    names = [p.strip() for p in policies if p.strip() and p.strip() != BASELINE]
+    if len(set(names)) != len(names):
+        raise UsageError("a policy is listed twice", "list each policy once")
+    unknown = set(configs) - set(names)
+    if unknown:
+        raise UsageError(f"--config names policies that are not benchmarked: {sorted(unknown)}",
+                         "add them to --policies or fix the name")
+    arms = [Arm(BASELINE)]
+    for spec in names:
+        resolved = resolve_scheduler(spec, kernel)
+        config = configs.get(spec, {})
+        if config:
+            if resolved.meta is None:
+                raise UsageError(f"{spec} declares no tunables", f"drop --config for {spec}")
+            resolved.meta.validate_config(config)
+        if any(a.name == resolved.name for a in arms):
+            raise UsageError(f"two policies are both called {resolved.name!r}", "rename one of the files")
+        arms.append(Arm(resolved.name, resolved, config))
+    return arms
+
+
+def round_order(arms: list[Arm], round_index: int) -> list[Arm]:
+    """Arms rotated by the round number: every arm takes every position equally often."""
+    k = round_index % len(arms)
+    return arms[k:] + arms[:k]
+
+
+def parse_output(stdout: str) -> dict[str, Any] | None:
+    """The workload's result: the last stdout line that is a JSON object with a "workload" key."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "workload" in data:
+                return data
+    return None
+
+
+def _ejections(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("kind") == "disabled"]
+
+
+def run_once(target, bench: Benchmark, arm: Arm, args: list[str]) -> dict[str, Any]:
+    """One measured run of one arm; never raises for a scheduler or workload failure."""
+    node = target.node
+    record: dict[str, Any] = {"arm": arm.name, "status": "ok"}
+    attached = None
+    before = node.state()
+    node.events()  # drop older kernel-log events: only this run's count
+    if arm.is_baseline:
+        if before.get("state") not in ("disabled", None):
+            raise SchedcpError(f"sched_ext is {before.get('state')} before an EEVDF run",
+                               "a scheduler was left attached; restart the target", code="bench_state")
+    else:
+        assert arm.resolved is not None
+        try:
+            attached = attach_mod.attach(node, arm.resolved.object_path, meta=arm.resolved.meta,
+                                         config=dict(arm.config))
+        except NodeOpError as exc:
+            record.update(status="attach_failed", error=exc.cause,
+                          events=exc.details.get("kernel_events", [])[:10])
+            return record
+        before = node.state()
+    argv = target.workload_argv(bench.module, args)
+    out = node.run(argv, timeout_s=bench.timeout_s)
+    after = node.state()
+    events = node.events()
+    record.update(wall_s=out["wall_s"], exit_code=out["exit_code"])
+    if attached is not None:
+        stayed = (after.get("state") == "enabled" and after.get("ops") == attached.ops_name
+                  and after.get("enable_seq") == before.get("enable_seq") and not _ejections(events))
+        if stayed:
+            try:
+                record["counters"] = attach_mod.read_counters(node, attached)
+            except NodeOpError:
+                pass
+        else:
+            ej = _ejections(events)
+            record.update(status="ejected", error=(
+                f"{ej[0].get('reason')}: {' / '.join(ej[0].get('detail', [])[:2])}" if ej
+                else f"scheduler state became {after.get('state')!r} ({after.get('ops')!r})"))
+        try:
+            attach_mod.detach(node, attached)
+        except NodeOpError as exc:
+            record.setdefault("warnings", []).append(f"detach: {exc.cause}")
+    elif after.get("state") not in ("disabled", None) or any(e.get("kind") == "enabled" for e in events):
+        record.update(status="contaminated", error="a sched_ext scheduler was attached during an EEVDF run")
+    result = parse_output(out["stdout"])
+    if out["timed_out"]:
+        record.update(status="timeout", error=f"the workload ran over {bench.timeout_s:.0f}s")
+    elif record["status"] == "ok" and (result is None or out["exit_code"] != 0 or not result.get("ok", True)):
+        errors = (result or {}).get("errors") or [out["stderr"].strip()[-300:] or "no result line"]
+        record.update(status="failed", error=f"exit {out['exit_code']}: {'; '.join(map(str, errors))[:400]}")
+    if result is not None:
+        record["metrics"] = {m.key: result["metrics"][m.key] for m in bench.metrics
+                             if isinstance(result.get("metrics", {}).get(m.key), int | float)}
+        record["details"] = {k: v for k, v in result.items() if k not in ("metrics", "workload")}
+    return record
+
+
+def summarize_arms(bench: Benchmark, arms: list[Arm], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per arm: statuses, per-metric summary of ok runs, and improvement against EEVDF's median."""
+    out: dict[str, Any] = {}
+    for arm in arms:
+        mine = [r for r in runs if r["arm"] == arm.name]
+        ok = [r for r in mine if r["status"] == "ok"]
+        metrics: dict[str, Any] = {}
+        for m in bench.metrics:
+            values = [r["metrics"][m.key] for r in ok if m.key in r.get("metrics", {})]
+            if values:
+                metrics[m.key] = stats.summarize(values).to_dict() | {"values": values}
+        out[arm.name] = {
+            "runs": len(mine),
+            "ok": len(ok),
+            "statuses": {s: sum(r["status"] == s for r in mine) for s in sorted({r["status"] for r in mine})},
+            "errors": sorted({r["error"] for r in mine if r.get("error")})[:5],
+            "metrics": metrics,
+        }
+    base = out.get(BASELINE, {}).get("metrics", {})
+    for data in out.values():
+        for m in bench.metrics:
+            cell = data["metrics"].get(m.key)
+            if cell is None or m.key not in base:
+                continue
+            cell["improvement"] = stats.improvement(base[m.key]["median"], cell["median"], m.direction)
+            cell["change_pct"] = stats.change_pct(base[m.key]["median"], cell["median"])
+    return out
+
+
+def evaluate_targets(bench: Benchmark, summary: dict[str, Any]) -> dict[str, Any]:
+    """Does some policy meet every target of the benchmark? Picks the best arm on the first target."""
+    if not bench.targets:
+        return {"targets": [], "met": None}
+    candidates = []
+    for name, data in summary.items():
+        if name == BASELINE:
+            continue
+        checks = []
+        for t in bench.targets:
+            cell = data["metrics"].get(t.metric, {})
+            factor = cell.get("improvement")
+            checks.append({"metric": t.metric, "at_least": t.at_least, "factor": factor,
+                           "met": stats.is_better(factor, t.at_least), "source": t.source})
+        candidates.append((all(c["met"] for c in checks), checks[0]["factor"] or 0.0, name, checks))
+    if not candidates:
+        return {"targets": [], "met": False, "arm": None}
+    met, _, name, checks = max(candidates, key=lambda c: (c[0], c[1]))
+    return {"arm": name, "met": met, "targets": checks}
+
+
+def run_benchmark(
+    target,
+    bench: Benchmark,
+    arms: list[Arm],
+    *,
+    runs: int,
+    extra_args: list[str] | None = None,
+    smoke: bool = False,
+    warmup: bool = True,
+    say: Say = lambda _m: None,
+) -> dict[str, Any]:
+    if not 1 <= runs <= 100:
+        raise UsageError(f"--runs {runs} is out of range", "use 1..100")
+    base_args = list(bench.smoke_args if smoke else bench.args) + list(extra_args or [])
+    seeded = bench.seed_option is not None and bench.seed_option not in base_args
+
+    def args_for(round_index: int) -> list[str]:
+        return base_args + ([bench.seed_option, str(SEED_BASE + round_index)] if seeded else [])
+
+    started = time.time()
+    records: list[dict[str, Any]] = []
+    if warmup:
+        say(f"{bench.name}: warm-up run under EEVDF")
+        w = run_once(target, bench, arms[0], args_for(-1))
+        if w["status"] != "ok":
+            say(f"{bench.name}: warm-up {w['status']}: {w.get('error')}")
+    for rnd in range(runs):
+        for pos, arm in enumerate(round_order(arms, rnd)):
+            rec = run_once(target, bench, arm, args_for(rnd))
+            rec.update(round=rnd, position=pos)
+            records.append(rec)
+            say(f"{bench.name}: round {rnd + 1}/{runs} {arm.name}: {_brief(bench, rec)}")
+    summary = summarize_arms(bench, arms, records)
+    return {
+        "benchmark": bench.name,
+        "title": bench.title,
+        "description": bench.description,
+        "workload": {"module": bench.module, "args": base_args, "seeded": seeded},
+        "metrics": [{"key": m.key, "label": m.label, "unit": m.unit, "direction": m.direction,
+                     "primary": m.primary} for m in bench.metrics],
+        "arms": [a.describe() for a in arms],
+        "runs": runs,
+        "elapsed_s": round(time.time() - started, 1),
+        "records": records,
+        "summary": summary,
+        "evaluation": evaluate_targets(bench, summary),
+    }
+
+
+def _brief(bench: Benchmark, rec: dict[str, Any]) -> str:
+    if rec["status"] != "ok":
+        return f"{rec['status'].upper()} {rec.get('error', '')}"[:160]
+    parts = [f"{m.label} {rec['metrics'][m.key]:g} {m.unit}" for m in bench.primary if m.key in rec.get("metrics", {})]
+    return ", ".join(parts)

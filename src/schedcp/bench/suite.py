@@ -1,0 +1,96 @@
+"""Run several benchmarks in one target session and collect one JSON document.
+
+All benchmarks share one boot (the image variant is the richest one any of them needs), which
+keeps a complete comparison within budget and puts every arm of every benchmark on the same guest.
+If the guest dies mid-benchmark (a scheduler hung it beyond the watchdog, QEMU crashed), that
+benchmark is reported as failed and the next one gets a fresh boot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import sys
+from typing import Any
+
+from schedcp import __version__
+from schedcp.bench import harness
+from schedcp.bench.targets import LocalTarget, VMTarget
+from schedcp.bench.workloads import Benchmark
+from schedcp.errors import SchedcpError, UsageError
+
+SCHEMA = 1
+_GUEST_GONE = ("guest_timeout", "guest_lost")
+
+
+def make_target(kind: str, *, cpus: int, kernel_spec: str, benches: list[Benchmark]):
+    if kind == "vm":
+        variant = "build" if any(b.image_variant == "build" for b in benches) else "default"
+        return VMTarget(cpus=cpus, kernel_spec=kernel_spec, image_variant=variant)
+    if kind == "local":
+        return LocalTarget()
+    raise UsageError(f"unknown target {kind!r}", "use --target vm or --target local")
+
+
+def run_suite(
+    benches: list[Benchmark],
+    *,
+    policies: list[str] | None,
+    configs: dict[str, dict[str, str]],
+    runs: int,
+    target_kind: str = "vm",
+    cpus: int = 2,
+    kernel_spec: str = "unstable",
+    smoke: bool = False,
+    extra_args: list[str] | None = None,
+    say: harness.Say = lambda _m: None,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    if extra_args and len(benches) != 1:
+        raise UsageError("workload arguments after -- need exactly one benchmark", "name a single benchmark")
+    target = make_target(target_kind, cpus=cpus, kernel_spec=kernel_spec, benches=benches)
+    plans = []
+    for bench in benches:
+        chosen = policies if policies is not None else list(bench.policies)
+        bench_configs = {p: c for p, c in (bench.configs | configs).items() if p in chosen}
+        say(f"{bench.name}: building {', '.join(chosen) or 'no policies'} for {target.kernel.release}")
+        plans.append((bench, harness.prepare_arms(chosen, bench_configs, target.kernel)))
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schedcp": __version__,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command or sys.argv,
+        "runs": runs,
+        "smoke": smoke,
+        "host": {"python": platform.python_version(), "system": platform.platform()},
+        "benchmarks": [],
+    }
+    try:
+        for bench, arms in plans:
+            if not target.alive:
+                say(f"starting the {target.kind} target")
+                target.start()
+                doc["machine"] = target.describe()
+                say(f"target ready: {_machine_line(doc['machine'])}")
+            try:
+                result = harness.run_benchmark(target, bench, arms, runs=runs, extra_args=extra_args,
+                                               smoke=smoke, say=say)
+            except SchedcpError as exc:
+                if exc.code not in _GUEST_GONE:
+                    raise
+                say(f"{bench.name}: the guest died: {exc.cause}")
+                result = {"benchmark": bench.name, "title": bench.title, "error": exc.cause,
+                          "arms": [a.describe() for a in arms]}
+                target.stop()
+            doc["benchmarks"].append(result)
+    finally:
+        target.stop()
+    doc["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return doc
+
+
+def _machine_line(m: dict[str, Any]) -> str:
+    if m.get("target") == "vm":
+        return (f"{m.get('vcpus')} vCPU {m.get('accel')} guest, kernel {m.get('kernel')}, "
+                f"booted in {m.get('boot_s')}s on {m.get('host_cpu')}")
+    return f"local host {m.get('host_cpu')} x{m.get('host_cpus')}, kernel {m.get('kernel')}"

@@ -1,0 +1,162 @@
+"""Where benchmarks run: a micro-VM booted from the test kernel, or this host through its node agent.
+
+Both give the harness the same three things: a node (the NodeClient call surface: run, state,
+events, put_file, call), a kernel object to build schedulers against, and the argv that starts a
+workload module there. Only the micro-VM is safe on a developer machine; the local target needs
+root on a host whose kernel has sched_ext, and refuses clearly otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schedcp.errors import NotReadyError
+from schedcp.paths import cache_dir
+from schedcp.testbed import kernel as kernel_mod
+from schedcp.testbed.vm import MicroVM, NodeClient, NodeOpError, VMConfig
+
+SCX_STATE = Path("/sys/kernel/sched_ext/state")
+
+
+def host_cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass
+class HostKernel:
+    """The running host kernel, shaped like testbed.kernel.Kernel for the build helpers."""
+
+    release: str
+    dir: Path
+    vmlinux: Path
+
+    @property
+    def major_minor(self) -> tuple[int, int]:
+        m = re.match(r"(\d+)\.(\d+)", self.release)
+        return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+    @classmethod
+    def current(cls) -> HostKernel:
+        release = platform.release()
+        return cls(release, cache_dir() / "host-kernel" / release, Path("/sys/kernel/btf/vmlinux"))
+
+
+class LocalNode(NodeClient):
+    """The node agent served in-process: the same operations as over the VM's channel."""
+
+    def __init__(self) -> None:
+        from schedcp.node.agent import NodeAgent
+
+        self.agent = NodeAgent()
+        self._next_id = 1
+
+    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
+        self._next_id += 1
+        reply = self.agent.handle({"id": self._next_id, "op": op, "args": args or {}})
+        if not reply.get("ok"):
+            raise NodeOpError(reply.get("error") or {})
+        return reply["result"]
+
+
+class VMTarget:
+    """One micro-VM boot shared by every run of every benchmark given to the harness."""
+
+    kind = "vm"
+
+    def __init__(self, *, cpus: int, kernel_spec: str, image_variant: str, memory_mb: int = 2048) -> None:
+        self.kernel = kernel_mod.cached(kernel_spec)
+        self.config = VMConfig(cpus=cpus, memory_mb=memory_mb, kernel=kernel_spec, image_variant=image_variant)
+        self.vm: MicroVM | None = None
+
+    def start(self) -> None:
+        self.vm = MicroVM(self.config)
+        self.vm.start()
+
+    @property
+    def node(self) -> NodeClient:
+        assert self.vm is not None and self.vm.node is not None, "start() the target first"
+        return self.vm.node
+
+    @property
+    def alive(self) -> bool:
+        return self.vm is not None and self.vm.alive
+
+    def workload_argv(self, module: str, args: list[str]) -> list[str]:
+        return ["python3", "-m", f"schedcp_workloads.{module}", *args]
+
+    def describe(self) -> dict[str, Any]:
+        vm = self.vm
+        return {
+            "target": "vm",
+            "host_cpu": host_cpu_model(),
+            "host_cpus": os.cpu_count(),
+            "kernel": self.kernel.release,
+            "vcpus": self.config.cpus,
+            "memory_mb": self.config.memory_mb,
+            "accel": vm.accel.name if vm and vm.accel else None,
+            "image_variant": self.config.image_variant,
+            "boot_s": round(vm.boot_s, 2) if vm and vm.boot_s else None,
+            "guest_python": vm.hello.get("python") if vm else None,
+        }
+
+    def stop(self) -> None:
+        if self.vm is not None:
+            self.vm.stop()
+
+
+class LocalTarget:
+    """This machine, through an in-process node agent: needs root and a sched_ext kernel."""
+
+    kind = "local"
+
+    def __init__(self) -> None:
+        if not SCX_STATE.exists():
+            raise NotReadyError(
+                f"this host's kernel ({platform.release()}) has no sched_ext ({SCX_STATE} is missing)",
+                "run the benchmarks in the micro-VM (--target vm) or on a kernel built with CONFIG_SCHED_CLASS_EXT",
+            )
+        if os.geteuid() != 0:
+            raise NotReadyError("attaching schedulers on this host needs root", "run as root (sudo) or use --target vm")
+        state = SCX_STATE.read_text().strip()
+        if state != "disabled":
+            raise NotReadyError(f"sched_ext is {state!r} on this host: another scheduler is attached",
+                                "detach it first; the benchmark needs EEVDF as the baseline")
+        self.kernel = HostKernel.current()
+        self._node: LocalNode | None = None
+
+    def start(self) -> None:
+        self._node = LocalNode()
+
+    @property
+    def node(self) -> NodeClient:
+        assert self._node is not None, "start() the target first"
+        return self._node
+
+    @property
+    def alive(self) -> bool:
+        return self._node is not None
+
+    def workload_argv(self, module: str, args: list[str]) -> list[str]:
+        return [sys.executable, "-m", f"schedcp.bench.guest.{module}", *args]
+
+    def describe(self) -> dict[str, Any]:
+        return {"target": "local", "host_cpu": host_cpu_model(), "host_cpus": os.cpu_count(),
+                "kernel": self.kernel.release, "vcpus": os.cpu_count(), "accel": None}
+
+    def stop(self) -> None:
+        if self._node is not None:
+            for handle in list(self._node.agent.schedulers):  # never leave a scheduler attached
+                self._node.call("detach", {"handle": handle})
+            self._node = None
