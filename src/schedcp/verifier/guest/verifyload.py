@@ -235,12 +235,15 @@ def run(seconds: float, equal_hogs: int) -> dict:
         except ChildProcessError:
             pass
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = (usage.ru_utime + usage.ru_stime) / (seconds * (os.cpu_count() or 1))
     return {
         "version": 1,
         "seconds": seconds,
         "elapsed_s": round(time.monotonic() - t0, 3),
         "cpus": os.cpu_count(),
         "context_switches": usage.ru_nvcsw + usage.ru_nivcsw,
+        # Share of the machine's CPU time the load used: low when CPUs sat idle while tasks waited.
+        "cpu_busy": round(busy, 4),
         "tasks": {n: results.get(n, {"error": "missing"}) for n in names.values()},
     }
 

@@ -1,0 +1,226 @@
+"""The three stages that need the kernel: verifier load, dynamic correctness, performance.
+
+They share one micro-VM boot: load without attaching (the kernel's BPF verifier), then attach with
+a short watchdog and run the correctness load (and the caller's workload), then detach and run the
+same again under EEVDF for the comparison. A guest that stops answering is killed by the testbed
+(``guest_timeout``); we turn that into a finding and skip what is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schedcp.errors import SchedcpError
+from schedcp.testbed.vm import NodeOpError
+from schedcp.toolchain import attach as attach_mod
+from schedcp.toolchain.metadata import SchedulerMeta
+from schedcp.verifier import load, performance
+from schedcp.verifier.kernellog import diagnose
+from schedcp.verifier.report import Finding, StageName, StageResult
+
+# Ten times shorter than the kernel's 30 s default so stalls show up within the load, but not
+# shorter: weight-proportional policies legitimately keep a nice-19 kernel thread waiting ~2.5 s
+# when eight nice-0 hogs share two CPUs (seen with the library's vtime policy).
+DEFAULT_TIMEOUT_MS = 3000
+WORKLOAD_TIMEOUT_S = 60.0
+# What the kernel's disable reasons mean for the author of the scheduler.
+_REASON_HINTS = {
+    "runnable task stall": "a runnable task was not run within the watchdog timeout: some enqueue path parks tasks "
+                           "where no CPU dispatches from, or a priority/vtime rule starves them",
+    "runtime error": "the kernel caught an invalid operation (see the detail line): e.g. a DSQ that was never "
+                     "created, an invalid CPU in SCX_DSQ_LOCAL_ON, vtime ordering on a built-in DSQ",
+    "scx_bpf_error": "the scheduler called scx_bpf_error(); the detail line has its message",
+}
+
+
+@dataclass
+class VmPlan:
+    object_path: Path
+    source_name: str
+    meta: SchedulerMeta | None
+    config: dict[str, Any]
+    include_dir: Path | None
+    seconds: float = 5.0
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    workload: list[str] | None = None
+    perf_threshold: float = performance.DEFAULT_THRESHOLD
+
+
+@dataclass
+class VmOutcome:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    alive: bool = True
+
+
+def _status(findings: list[Finding]) -> str:
+    if any(f.severity == "error" for f in findings):
+        return "failed"
+    return "warned" if any(f.severity == "warning" for f in findings) else "passed"
+
+
+def _hang_finding(stage: StageName, exc: SchedcpError) -> Finding:
+    return Finding(id="guest-unresponsive", stage=stage, severity="error",
+                   message=f"the guest stopped answering during the {stage} stage: {exc.cause}",
+                   hint="the scheduler (or the workload) hung the machine; check for loops and stalls",
+                   evidence=[line for line in exc.next_step.splitlines()[-6:] if line.strip()])
+
+
+class VmStages:
+    def __init__(self, node, plan: VmPlan, progress: Callable[[str], None] = lambda _m: None,
+                 host_cpu: Callable[[], float] | None = None) -> None:
+        self.node = node
+        self.host_cpu = host_cpu
+        self.plan = plan
+        self.progress = progress
+        self.out = VmOutcome()
+        self._script: str | None = None
+        self._scheduler_load: dict[str, Any] | None = None
+        self._scheduler_workload: dict[str, Any] | None = None
+
+    def run_stage(self, name: StageName, body: Callable[[], tuple[list[Finding], dict[str, Any], str]]
+                  ) -> StageResult:
+        """Run one stage body, converting a dead guest into a failed stage."""
+        t0 = time.monotonic()
+        try:
+            findings, details, summary = body()
+        except SchedcpError as exc:
+            if exc.code not in ("guest_timeout", "guest_lost") and not isinstance(exc, NodeOpError):
+                raise
+            if exc.code in ("guest_timeout", "guest_lost"):
+                self.out.alive = False
+                findings, details, summary = [_hang_finding(name, exc)], {}, "guest unresponsive"
+            else:
+                findings = [Finding(id="node-error", stage=name, severity="error",
+                                    message=f"node operation failed: {exc.cause}", hint=exc.next_step)]
+                details, summary = {}, "node error"
+        return StageResult(name=name, status=_status(findings), duration_s=round(time.monotonic() - t0, 3),  # type: ignore[arg-type]
+                           summary=summary, findings=findings, details=details).bounded()
+
+    # -- kernel verifier --------------------------------------------------------------------------
+    def kernel_verifier(self) -> StageResult:
+        return self.run_stage("kernel_verifier", self._kernel_verifier)
+
+    def _kernel_verifier(self) -> tuple[list[Finding], dict[str, Any], str]:
+        self.progress("loading into the kernel (BPF verifier)")
+        try:
+            handle = attach_mod.attach(self.node, self.plan.object_path, meta=self.plan.meta, config=self.plan.config,
+                                       include_dir=self.plan.include_dir, attach=False)
+        except NodeOpError as exc:
+            log = exc.details.get("verifier_log") or exc.details.get("log") or []
+            diag = diagnose(log, self.plan.source_name, fallback_cause=exc.cause)
+            ours = diag.source_file is None or self.plan.source_name.endswith(diag.source_file) \
+                or diag.source_file.endswith(self.plan.source_name)
+            where = f" at {diag.source_file}:{diag.source_line}" if diag.source_line else ""
+            finding = Finding(
+                id="kv-rejected", stage="kernel_verifier", severity="error",
+                message=f"the kernel rejected {diag.program or 'the program'}{where}: {diag.error}",
+                line=diag.source_line if ours else None, code=diag.source_code, function=diag.program,
+                hint=diag.hint, evidence=diag.excerpt[-12:])
+            details = {"error": diag.error, "program": diag.program, "source_file": diag.source_file,
+                       "source_line": diag.source_line, "instruction": diag.instruction, "node_error": exc.code}
+            return [finding], details, f"rejected: {diag.error}"
+        attach_mod.detach(self.node, handle)
+        return [], {"ops_name": handle.ops_name}, f"accepted ({handle.ops_name})"
+
+    # -- dynamic ----------------------------------------------------------------------------------
+    def dynamic(self) -> StageResult:
+        return self.run_stage("dynamic", self._dynamic)
+
+    def _dynamic(self) -> tuple[list[Finding], dict[str, Any], str]:
+        plan = self.plan
+        self._script = load.upload(self.node)
+        self.progress(f"attaching with a {plan.timeout_ms} ms watchdog")
+        try:
+            att = attach_mod.attach(self.node, plan.object_path, meta=plan.meta, config=plan.config,
+                                    timeout_ms=plan.timeout_ms, include_dir=plan.include_dir)
+        except NodeOpError as exc:
+            events = exc.details.get("kernel_events") or []
+            self.out.events += events
+            return [_ejection_finding(events, exc.cause, when="at attach")], {"node_error": exc.code}, "did not enable"
+        self.out.events += att.kernel_events
+        self.progress(f"running the correctness load for {plan.seconds:g}s")
+        run = load.run(self.node, self._script, plan.seconds, self.host_cpu)
+        self._scheduler_load = run.get("load")
+        findings: list[Finding] = []
+        details: dict[str, Any] = {"load_wall_s": run.get("wall_s")}
+        if plan.workload and run.get("load") is not None:
+            self.progress("running the workload under the scheduler")
+            self._scheduler_workload = self.node.run(plan.workload, timeout_s=WORKLOAD_TIMEOUT_S)
+        state = self.node.state()
+        events = self.node.events()
+        self.out.events += events
+        try:
+            counters = attach_mod.read_counters(self.node, att)
+        except SchedcpError:
+            counters = {}
+        disabled = [e for e in events if e.get("kind") == "disabled"]
+        ejected = bool(disabled) or state.get("state") != "enabled" or state.get("ops") != att.ops_name
+        if ejected:
+            findings.append(_ejection_finding(events, f"state is {state.get('state')}", when="during the load"))
+        findings += load.judge(run, plan.seconds)
+        detach = attach_mod.detach(self.node, att)
+        self.out.events += [e for e in detach.get("kernel_events", [])
+                            if e.get("kind") != "disabled" or e.get("reason") != "unregistered from user space"]
+        summary_now = load.summary(run.get("load"))
+        self.out.metrics["scheduler"] = summary_now
+        self.out.metrics["counters"] = dict(list(counters.items())[:32])
+        details.update({"state_after_load": state.get("state"), "scx_events": _nonzero(state.get("events"))})
+        summary = "ejected by the kernel" if ejected else (
+            f"stayed enabled; {summary_now.get('context_switches') or 0} context switches, "
+            f"max wait {summary_now.get('max_gap_s', 0):.2f}s")
+        return findings, details, summary
+
+    # -- performance ------------------------------------------------------------------------------
+    def performance(self) -> StageResult:
+        return self.run_stage("performance", self._performance)
+
+    def _performance(self) -> tuple[list[Finding], dict[str, Any], str]:
+        plan = self.plan
+        if self._script is None:
+            self._script = load.upload(self.node)
+        self.progress("running the same load under EEVDF for comparison")
+        base_run = load.run(self.node, self._script, plan.seconds, self.host_cpu)
+        baseline = load.summary(base_run.get("load"))
+        self.out.metrics["eevdf"] = baseline
+        if not baseline:
+            return [Finding(id="perf-baseline-failed", stage="performance", severity="warning",
+                            message="the load failed under EEVDF, so nothing was compared",
+                            hint="retry; this points at the test machine, not the scheduler")], {}, "no baseline"
+        findings, table = performance.compare(baseline, load.summary(self._scheduler_load), plan.perf_threshold)
+        details: dict[str, Any] = {"threshold": plan.perf_threshold, "load": table}
+        if plan.workload and self._scheduler_workload is not None:
+            self.progress("running the workload under EEVDF")
+            base_wl = self.node.run(plan.workload, timeout_s=WORKLOAD_TIMEOUT_S)
+            wl_findings, wl_table = performance.compare_workload(base_wl, self._scheduler_workload,
+                                                                 plan.perf_threshold)
+            findings += wl_findings
+            details["workload"] = wl_table
+            self.out.metrics["workload"] = wl_table
+        busy = table.get("cpu_busy", {})
+        summary = (f"CPU use {busy.get('scheduler', 0):.0%} vs EEVDF {busy.get('eevdf', 0):.0%}" if busy
+                   else "compared")
+        return findings, details, summary
+
+
+def _nonzero(counters: dict[str, int] | None) -> dict[str, int]:
+    return {k: v for k, v in (counters or {}).items() if v and "BYPASS_DURATION" not in k}
+
+
+def _ejection_finding(events: list[dict[str, Any]], fallback: str, *, when: str) -> Finding:
+    disabled = [e for e in events if e.get("kind") == "disabled"]
+    if disabled:
+        ev = disabled[-1]
+        reason = ev.get("reason") or "unknown reason"
+        detail = [d for d in ev.get("detail") or [] if d]
+        hint = next((h for key, h in _REASON_HINTS.items() if key in reason), "see the kernel's detail lines")
+        message = f"the kernel ejected the scheduler {when}: {reason}" + (f" ({detail[0]})" if detail else "")
+        return Finding(id="dyn-ejected", stage="dynamic", severity="error", message=message, hint=hint,
+                       evidence=detail[:6])
+    return Finding(id="dyn-not-enabled", stage="dynamic", severity="error",
+                   message=f"the scheduler did not stay enabled {when}: {fallback}",
+                   hint="check ops.init (it must return 0) and the kernel events", evidence=[fallback])

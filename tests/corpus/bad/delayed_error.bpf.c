@@ -1,0 +1,28 @@
+/* expect: dynamic dyn-ejected */
+/*
+ * Works for a while, then gives up: once a counter passes a threshold the scheduler calls
+ * scx_bpf_error(). Short smoke tests pass; a few hundred scheduling events later it aborts.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char _license[] SEC("license") = "GPL";
+
+#define BUDGET 400
+
+u64 nr_enqueued;
+
+SEC("struct_ops/budget_enqueue")
+void BPF_PROG(budget_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	if (__sync_fetch_and_add(&nr_enqueued, 1) > BUDGET)
+		scx_bpf_error_bstr("enqueue budget exhausted", NULL, 0);
+	scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, SCX_SLICE_DFL, enq_flags);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops budget_ops = {
+	.enqueue = (void *)budget_enqueue,
+	.name = "budget",
+};
