@@ -104,16 +104,6 @@ class Database:
                 raise
             self.conn.execute("COMMIT")
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction, so multi-statement reads see one consistent snapshot."""
-        with self.lock:
-            self.conn.execute("BEGIN")
-            try:
-                yield self.conn
-            finally:
-                self.conn.execute("COMMIT")
-
     def version(self) -> int:
         with self.lock:
             exists = self.conn.execute(

@@ -55,8 +55,11 @@ STOPWORDS = frozenset({
 class Weights:
     """How keyword and meaning evidence are combined (tuned on benchmarks/retrieval.py)."""
 
-    cosine: float = 0.55
-    keyword: float = 0.45
+    cosine: float = 0.4
+    keyword: float = 0.6
+    # Keyword scores are divided by the best candidate's bm25, but by no less than this: when the
+    # best match is a single incidental word, keywords should not claim their full weight.
+    keyword_floor: float = 5.0
     # Per-column bm25 weights: names and stated workloads say most about fit; code says least.
     policy_columns: tuple[float, ...] = (4.0, 3.0, 1.5, 2.5, 2.0, 0.6, 0.15)
     primitive_columns: tuple[float, ...] = (4.0, 2.0, 2.5, 0.4)
@@ -100,14 +103,10 @@ def _normalise(values: np.ndarray) -> np.ndarray:
 
 
 def _rescale_cosine(values: np.ndarray) -> np.ndarray:
-    # Unrelated MiniLM pairs still score ~0.0-0.2, so min-max over the candidates spreads the
-    # useful range instead of rewarding that floor.
-    if values.size == 0:
-        return values
-    low, high = float(values.min()), float(values.max())
-    if high - low < 1e-6:
-        return np.ones_like(values) if high > 0 else np.zeros_like(values)
-    return (values - low) / (high - low)
+    # Relative to the best candidate, like keywords. A min-max stretch was tried and rejected: it
+    # turns tiny cosine differences between equally unrelated policies into a full 0..1 spread
+    # (see docs/repository-benchmark.md).
+    return _normalise(np.clip(values, 0.0, None))
 
 
 def matched_terms(highlighted: dict[str, str]) -> dict[str, list[str]]:
@@ -187,7 +186,7 @@ def rank(store: Store, *, table: str, query_vec: np.ndarray, words: list[str], c
         if present.any():
             sims = matrix[[r for r in rows if r >= 0]] @ query_vec.astype(np.float32)
             cosine[present] = sims
-    kw_norm = _normalise(bm25)
+    kw_norm = bm25 / max(float(bm25.max(initial=0.0)), weights.keyword_floor)
     cos_norm = _rescale_cosine(cosine) if mode != "keyword" else np.zeros_like(cosine)
     if mode == "keyword":
         hybrid = kw_norm

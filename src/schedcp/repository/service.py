@@ -154,7 +154,7 @@ class RepositoryService:
     def add_policy(self, data: PolicyInput | dict[str, Any], *, parent: str | None = None,
                    actor: str | None = None, reason: str = "added", origin: str = "user") -> dict[str, Any]:
         policy = parse(PolicyInput, data, "policy")
-        if origin == "user" and policy.status != "candidate":
+        if not origin.startswith("seed:") and policy.status != "candidate":
             raise UsageError(f"a new policy starts as candidate, not {policy.status}",
                              "drop the status field; promote it after it has been verified")
         if parent is not None:
