@@ -21,7 +21,7 @@ from schedcp.analysis.profile import (
     keywords_for,
 )
 
-# Siblings whose start times fall within this window count as "started together".
+# Siblings started with gaps no longer than this between them count as "started together".
 TOGETHER_S = 0.5
 LONG_TAIL_RATIO = 4.0
 LONG_TAIL_MIN_GROUP = 4
@@ -123,7 +123,8 @@ def sibling_groups(tasks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         members.sort(key=lambda t: t["start_s"])
         current: list[dict[str, Any]] = []
         for t in members:
-            if current and t["start_s"] - current[0]["start_s"] > TOGETHER_S:
+            # Gap-based: a burst of forks on a slow machine can span more than TOGETHER_S overall.
+            if current and t["start_s"] - current[-1]["start_s"] > TOGETHER_S:
                 groups.append(current)
                 current = []
             current.append(t)

@@ -44,6 +44,8 @@ MAX_LIFETIMES = 4000
 OUTPUT_TAIL_BYTES = 2048
 # The sampler stretches its interval so that reading /proc never costs more than ~5% of one CPU.
 SAMPLER_CPU_SHARE = 0.05
+# ... but never by so much that short-lived tasks slip through unseen (emulated guests are slow).
+MAX_STRETCHED_INTERVAL_S = 0.3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,14 +325,35 @@ class Sampler:
         self.series: list[list[float]] = []
         self.samples = 0
         self.cost_s = 0.0
+        self.light_cost_s = 0.0
+        self._last_full = -1e9
         self.peak_alive = 0
         self._prev_tot: tuple[int, int] | None = None
         self._prev_t: float | None = None
 
-    def sample(self) -> None:
+    def sample(self, full: bool = True) -> None:
+        """A full sample reads every task; a light one only records tasks not seen before.
+
+        Light samples run at the requested interval even when full ones are stretched, so
+        short-lived processes are still discovered (with their start time) on slow machines.
+        """
         c0 = time.process_time()
         now = boottime()
         pids = self.tracker.refresh() - self.exclude
+        if not full:
+            pids = {p for p in pids if p not in self.procs}
+            for pid in pids:
+                tids = _list_ints(f"/proc/{pid}/task")
+                if not tids:
+                    continue
+                self.procs[pid] = {"pid": pid, "first": now, "last": now, "cmd": cmdline(pid), "threads": len(tids)}
+                self.procs[pid].update(read_process_extras(pid))
+                for tid in tids:
+                    task = read_task(pid, tid)
+                    if task is not None:
+                        self._record(pid, tid, task, now)
+            self.light_cost_s += time.process_time() - c0
+            return
         alive_tids = 0
         states = {"R": 0, "D": 0}
         tot_run, tot_cs = 0, 0
@@ -344,7 +367,8 @@ class Sampler:
                 continue
             proc["last"] = now
             proc["threads"] = max(proc["threads"], len(tids))
-            proc.update(read_process_extras(pid))
+            if "rss_kb" not in proc or self.samples % 5 == 0:  # memory and I/O move slowly
+                proc.update(read_process_extras(pid))
             for tid in tids:
                 task = read_task(pid, tid, with_sched=with_sched or tid not in self.tasks)
                 if task is None:
@@ -388,10 +412,20 @@ class Sampler:
         rec["comm"] = task["comm"]
         rec["states"][task["state"]] = rec["states"].get(task["state"], 0) + 1
 
+    def tick(self) -> bool:
+        """Sample: fully when the (possibly stretched) interval has passed, lightly otherwise."""
+        now = time.monotonic()
+        full = now - self._last_full >= self.next_sleep() - 1e-3
+        if full:
+            self._last_full = now
+        self.sample(full=full)
+        return full
+
     def next_sleep(self) -> float:
         # Self-limiting: if a sample is expensive (thousands of tasks), sample less often.
         per_sample = self.cost_s / max(self.samples, 1)
-        return max(self.interval_s, per_sample / SAMPLER_CPU_SHARE)
+        stretched = min(per_sample / SAMPLER_CPU_SHARE, max(MAX_STRETCHED_INTERVAL_S, 2 * per_sample))
+        return max(self.interval_s, stretched)
 
     def final_exit_times(self, end: float) -> None:
         """Tasks gone before the end exited somewhere between their last sample and the next one."""
@@ -455,7 +489,7 @@ class Sampler:
             "series": _downsample(self.series, MAX_SERIES_POINTS),
             "samples": self.samples,
             "interval_s": self.interval_s,
-            "sampler_cpu_s": round(self.cost_s, 4),
+            "sampler_cpu_s": round(self.cost_s + self.light_cost_s, 4),
             "clock_boot_s": round(boot_now, 3),
         }
 
@@ -666,8 +700,8 @@ def observe_run(
     status, rusage, timed_out = None, None, False
     try:
         while True:
-            sampler.sample()
-            sysw.tick()
+            if sampler.tick():
+                sysw.tick()
             if session:
                 session.track(tracker.members | set(sampler.tasks))
                 session.drain()
@@ -677,7 +711,7 @@ def observe_run(
             if time.monotonic() - start >= duration_s:
                 timed_out = True
                 break
-            time.sleep(sampler.next_sleep())
+            time.sleep(sampler.interval_s)
     finally:
         wall = time.monotonic() - start
         if status is None or timed_out:
@@ -770,14 +804,14 @@ def observe_pids(
     start = time.monotonic()
     try:
         while True:
-            sampler.sample()
-            sysw.tick()
+            if sampler.tick():
+                sysw.tick()
             if session:
                 session.track(tracker.members | set(sampler.tasks))
                 session.drain()
             if time.monotonic() - start >= duration_s:
                 break
-            time.sleep(min(sampler.next_sleep(), max(0.0, duration_s - (time.monotonic() - start))))
+            time.sleep(min(sampler.interval_s, max(0.0, duration_s - (time.monotonic() - start))))
     finally:
         probe_out = session.finish() if session else None
     sampler.final_exit_times(boottime())

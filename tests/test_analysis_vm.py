@@ -1,0 +1,61 @@
+"""Tier 1 (and the tracefs probe) inside the micro-VM guest: one boot for all of these tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from schedcp.analysis import budget
+from schedcp.analysis.engine import Engine
+from schedcp.testbed import kernel
+from schedcp.testbed.vm import MicroVM, VMConfig
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def guest(unstable_kernel: kernel.Kernel):
+    with MicroVM(VMConfig(cpus=2), kernel=unstable_kernel) as vm:
+        yield Engine.for_vm(vm)
+
+
+def _wl(name: str, *args: str) -> list[str]:
+    return ["python3", "-m", f"schedcp_workloads.{name}", *args]
+
+
+def test_guest_caps_report_facilities(guest: Engine) -> None:
+    caps = guest.node.call("observe_caps")
+    assert caps["schedstat"] and caps["psi"] and caps["tracefs"]
+    assert caps["ncpu"] == 2
+
+
+def test_guest_longtail_batch(guest: Engine) -> None:
+    raw = guest.observe_command(_wl("longtail", "--short-ms", "30", "--long-factor", "15"), duration_s=60)
+    prof = guest.profile(raw)
+    lt = prof.characteristics.long_tail
+    # Under emulation (TCG) a short worker can occasionally finish between two samples.
+    assert raw["exit_code"] == 0 and raw["procs_seen"] >= 38, raw["stderr_tail"]
+    assert lt is not None and lt.detected and lt.group_size >= 36 and lt.ratio_max_median >= 5
+    assert prof.goal == "makespan" and prof.source == "vm"
+    assert budget.size(guest.render(raw, "summary")) <= budget.BUDGETS["summary"]
+
+
+def test_guest_cpupool_and_pingpong_shapes(guest: Engine) -> None:
+    pool = guest.profile(guest.observe_command(_wl("cpupool", "--workers", "4", "--work-ms", "200"), duration_s=60))
+    assert pool.characteristics.classification == "cpu_bound", pool.characteristics.evidence
+    assert pool.characteristics.sched.parallelism > 0.7  # wall includes a slow interpreter start under TCG
+    raw = guest.observe_command(_wl("pingpong", "--seconds", "1.5"), duration_s=60,
+                                probe=["runqlat", "wakeup", "migrations"])
+    ping = guest.profile(raw)
+    assert ping.characteristics.classification == "latency_sensitive", ping.characteristics.evidence
+    assert ping.goal == "p99_latency"
+    probe = raw["probe"]
+    assert probe["available"] and probe["backend"] == "tracefs"
+    assert probe["wakeup"]["count"] > 100 and probe["runqlat"]["count"] >= probe["wakeup"]["count"]
+
+
+def test_guest_forkstorm(guest: Engine) -> None:
+    raw = guest.observe_command(_wl("forkstorm", "--seconds", "1.5"), duration_s=60)
+    c = guest.profile(raw).characteristics.churn
+    assert c.short_lived_storm, c
+    sysdoc = guest.render(guest.observe_system(0.3), "summary")
+    assert sysdoc["ncpu"] == 2 and "psi_some_pct" in sysdoc
