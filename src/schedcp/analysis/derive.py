@@ -57,9 +57,17 @@ def sched_numbers(obs: dict[str, Any]) -> SchedNumbers:
     # workers"; leave them out of the runnable share (unless every task is one).
     spawners = {t["ppid"] for t in tasks} | {t["pid"] for t in tasks if t["pid"] != t["tid"]}
     workers = [t for t in tasks if t["tid"] not in spawners] or tasks
+    worker_run_ns, worker_slices = 0, 0
     for t in workers:
         alive_s += max(0.0, float(t["end_s"]) - max(0.0, float(t["start_s"])))
         runnable_s += ((t.get("run_ns") or 0) + (t.get("wait_ns") or 0)) / 1e9
+        worker_run_ns += t.get("run_ns") or 0
+        worker_slices += t.get("slices") or 0
+    if worker_slices:
+        # Burst length of the workers: an interpreter's start-up in the spawner would skew it.
+        run_s_b, slices = worker_run_ns / 1e9, worker_slices
+    else:
+        run_s_b = run_s
     for t in tasks:
         for st, n in (t.get("states") or {}).items():
             states["all"] += n
@@ -72,7 +80,7 @@ def sched_numbers(obs: dict[str, Any]) -> SchedNumbers:
         runnable_parallelism=_f((run_s + wait_s) / wall),
         runq_wait_pct=_f(100.0 * wait_s / (run_s + wait_s), 1) if run_s + wait_s > 0 else 0.0,
         wait_ms_per_cpu_s=_f(1000.0 * wait_s / run_s, 1) if run_s > 0 else 0.0,
-        mean_slice_ms=_f(1000.0 * run_s / slices, 3) if slices else None,
+        mean_slice_ms=_f(1000.0 * run_s_b / slices, 3) if slices else None,
         vcs_per_s=_f(vcs / wall, 1),
         ivcs_per_s=_f(ivcs / wall, 1),
         voluntary_share=_f(vcs / (vcs + ivcs)) if vcs + ivcs else None,
@@ -188,7 +196,9 @@ def classify(s: SchedNumbers, c: Churn, obs: dict[str, Any]) -> tuple[str, list[
         return klass, [f"busy {s.parallelism:.1f} CPUs", f"mean burst {slice_ms:.2f} ms"]
     # Ping-pong on one CPU shows many *involuntary* switches too (the wakee preempts the waker),
     # so a modest voluntary share is enough when bursts are short and tasks sleep a lot.
-    wakey = vol >= 0.3 and slice_ms < 1.0 and s.vcs_per_s >= 100
+    # Mostly-voluntary switching with bursts of a few ms still means sleep/wake on a slow
+    # (e.g. emulated) machine, where one round trip costs milliseconds of CPU.
+    wakey = s.vcs_per_s >= 100 and ((vol >= 0.3 and slice_ms < 1.0) or (vol >= 0.7 and slice_ms < 5.0))
     if wakey and s.runnable_share < 0.8:
         ev = [
             f"{vol:.0%} of switches voluntary ({s.vcs_per_s:.0f}/s)",
