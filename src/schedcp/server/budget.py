@@ -37,39 +37,43 @@ class _Cut:
     total: int
 
 
-def _candidates(node: Any, path: str, out: list[tuple[int, str, Any, Any]], parent: Any, key: Any) -> None:
-    """Every list with more than one item and every long string, with its serialised size."""
+def _measure(node: Any, path: str, out: list[tuple[int, str, Any, Any]], parent: Any, key: Any) -> int:
+    """Serialised size of ``node``, computed from its parts in one pass (no re-serialising subtrees);
+    collects every list with more than one item and every long string as a candidate to shrink."""
     if isinstance(node, dict):
+        total = 2 + max(0, len(node) - 1)  # braces and commas
         for k, v in node.items():
-            if k == "truncated":
-                continue
-            _candidates(v, f"{path}.{k}" if path else str(k), out, node, k)
-    elif isinstance(node, list):
-        if len(node) > 1:
-            out.append((size(node), path, parent, key))
+            total += len(dumps(k).encode()) + 1
+            total += _measure(v, f"{path}.{k}" if path else str(k), out, node if k != "truncated" else None, k)
+        return total
+    if isinstance(node, list):
+        total = 2 + max(0, len(node) - 1)
         for i, v in enumerate(node):
-            _candidates(v, f"{path}[{i}]", out, node, i)
-    elif isinstance(node, str) and len(node) > _MIN_STRING and parent is not None:
-        out.append((len(node.encode()), path, parent, key))
+            total += _measure(v, f"{path}[{i}]", out, node, i)
+        if len(node) > 1 and parent is not None:
+            out.append((total, path, parent, key))
+        return total
+    n = len(dumps(node).encode())
+    if isinstance(node, str) and len(node) > _MIN_STRING and parent is not None:
+        out.append((n, path, parent, key))
+    return n
 
 
 def _shrink_once(data: dict[str, Any], cuts: dict[str, _Cut]) -> bool:
     found: list[tuple[int, str, Any, Any]] = []
-    _candidates(data, "", found, None, None)
+    _measure(data, "", found, None, None)
     if not found:
         return False
     _, path, parent, key = max(found, key=lambda c: c[0])
     value = parent[key]
+    previous = cuts.get(path)
+    total = previous.total if previous else len(value)
     if isinstance(value, list):
         keep = len(value) // 2
-        previous = cuts.get(path)
-        total = previous.total if previous else len(value)
         parent[key] = value[:keep]
         cuts[path] = _Cut(path, "list", keep, total)
     else:
         keep = max(_MIN_STRING // 2, len(value) // 2)
-        previous = cuts.get(path)
-        total = previous.total if previous else len(value)
         parent[key] = value[:keep]
         cuts[path] = _Cut(path, "text", keep, total)
     return True
@@ -79,7 +83,7 @@ def _note(cuts: dict[str, _Cut], max_bytes: int, hint: str) -> dict[str, Any]:
     items = []
     for cut in list(cuts.values())[:8]:
         unit = "items" if cut.kind == "list" else "chars"
-        items.append(f"{cut.path}: kept {cut.kept} of {cut.total} {unit}")
+        items.append(f"{cut.path[:60]}: kept {cut.kept} of {cut.total} {unit}")
     more = f" (+{len(cuts) - 8} more)" if len(cuts) > 8 else ""
     return {
         "max_bytes": max_bytes,
@@ -102,17 +106,15 @@ def fit(data: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES, *, hint: str =
         del work["truncated"]
         if not _shrink_once(work, cuts):
             break
-    # Nothing left to halve (many small fields): keep the scalar fields that fit, in order.
-    slim: dict[str, Any] = {"truncated": _note(cuts, max_bytes, hint)}
-    slim["truncated"]["dropped_keys"] = []
+    # Nothing left to halve (many small fields): keep the top-level fields that fit, in order.
+    note = {"max_bytes": max_bytes, "note": f"output cut to fit max_bytes={max_bytes}; {hint}"[:300],
+            "dropped_keys": 0}
+    slim: dict[str, Any] = {"truncated": note}
     for k, v in work.items():
         slim[k] = v
         if size(slim) > max_bytes:
             del slim[k]
-            slim["truncated"]["dropped_keys"].append(k)
-            if size(slim) > max_bytes:
-                slim["truncated"]["dropped_keys"].pop()
-                break
+            note["dropped_keys"] += 1
     return slim
 
 

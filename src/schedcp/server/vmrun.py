@@ -39,6 +39,7 @@ class RunRequest:
     timeout_s: float = 120.0
     partial: bool = False
     watchdog_ms: int | None = 10000
+    warmup: bool = True
 
 
 @dataclass
@@ -117,8 +118,7 @@ def prepare(req: RunRequest, kernel: kernel_mod.Kernel, repository: Callable[[],
 def _once(vm: MicroVM, req: RunRequest) -> dict[str, Any]:
     assert vm.node is not None
     out = vm.node.run(req.argv, timeout_s=req.timeout_s, sched_ext=req.partial)
-    metrics = workloads.parse_metrics(out["stdout"])
-    metrics.setdefault("run_wall_s", float(out["wall_s"]))
+    metrics = workloads.parse_metrics(out["stdout"]) or {"run_wall_s": float(out["wall_s"])}
     return {
         "exit_code": out["exit_code"], "timed_out": out["timed_out"], "wall_s": round(out["wall_s"], 3),
         "metrics": metrics, "stdout_tail": out["stdout"][-TAIL_CHARS:], "stderr_tail": out["stderr"][-TAIL_CHARS:],
@@ -144,6 +144,8 @@ def _attach_error(name: str, exc: NodeOpError) -> SchedcpError:
 
 def run(req: RunRequest, gate: VmGate, repository: Callable[[], Any],
         progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Measure in one boot. With a baseline the sides alternate (EEVDF, policy, EEVDF, policy, ...)
+    after one unmeasured warm-up run, so neither side pays the cold caches of a fresh guest."""
     k = kernel_mod.cached(req.kernel)
     progress(f"building for {k.release}")
     prepared = prepare(req, k, repository)
@@ -156,52 +158,75 @@ def run(req: RunRequest, gate: VmGate, repository: Callable[[], Any],
             assert vm.node is not None
             doc["boot_s"] = round(vm.boot_s or 0.0, 2)
             doc["accel"] = vm.accel.name if vm.accel else None
+            if req.warmup and (req.baseline or req.repeats > 1):
+                progress("warm-up run (not measured)")
+                doc["warmup_exit_code"] = _once(vm, req)["exit_code"]
             base_runs: list[dict[str, Any]] = []
-            if req.baseline:
-                for i in range(req.repeats):
+            policy = _Policy(vm, req, prepared, k) if prepared is not None else None
+            for i in range(req.repeats):
+                if req.baseline:
                     progress(f"EEVDF baseline run {i + 1}/{req.repeats}")
                     base_runs.append(_once(vm, req))
+                if policy is not None:
+                    progress(f"{prepared.name} run {i + 1}/{req.repeats}")
+                    if not policy.run_once(last=i == req.repeats - 1):
+                        break  # ejected: the kernel fell back to EEVDF, more runs would measure that
+            if req.baseline:
                 doc["baseline"] = {"scheduler": "EEVDF (kernel default)", "runs": base_runs,
                                    "metrics": _median_metrics(base_runs)}
-            if prepared is not None:
-                doc["scheduler"] = _run_policy(vm, req, prepared, k, progress)
+            if policy is not None:
+                doc["scheduler"] = policy.result()
     if req.baseline and prepared is not None:
         doc["comparison"] = workloads.compare(doc["baseline"]["metrics"], doc["scheduler"]["metrics"])
     return doc
 
 
-def _run_policy(vm: MicroVM, req: RunRequest, prepared: Prepared, k: kernel_mod.Kernel,
-                progress: Callable[[str], None]) -> dict[str, Any]:
-    assert vm.node is not None
-    progress(f"attaching {prepared.name}")
-    try:
-        attached = attach_mod.attach(
-            vm.node, prepared.object_path, meta=prepared.meta, config=req.config, timeout_ms=req.watchdog_ms,
-            partial=req.partial, include_dir=headers.kernel_include_dir(k),
-        )
-    except NodeOpError as exc:
-        raise _attach_error(prepared.name, exc) from exc
-    runs = []
-    for i in range(req.repeats):
-        progress(f"{prepared.name} run {i + 1}/{req.repeats}")
-        runs.append(_once(vm, req))
-    state = vm.node.state()
-    events = attached.kernel_events + vm.node.events()
-    stayed = state.get("state") == "enabled"
-    counters: dict[str, int] = {}
-    if stayed:
-        counters = attach_mod.read_counters(vm.node, attached)
+class _Policy:
+    """The policy side: attach for each run and detach after it, so baseline runs see EEVDF."""
+
+    def __init__(self, vm: MicroVM, req: RunRequest, prepared: Prepared, k: kernel_mod.Kernel) -> None:
+        self.vm, self.req, self.prepared, self.k = vm, req, prepared, k
+        self.runs: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.ops_name = ""
+        self.config: dict[str, Any] = {}
+        self.counters: dict[str, int] = {}
+        self.state: dict[str, Any] = {}
+        self.stayed = True
+
+    def run_once(self, *, last: bool) -> bool:
+        node = self.vm.node
+        assert node is not None
         try:
-            attach_mod.detach(vm.node, attached)
-        except SchedcpError:
-            pass  # the VM is discarded next; a failed detach changes nothing measured
-    ejected = [e for e in events if e.get("kind") == "disabled"]
-    return {
-        "name": prepared.name, "ops_name": attached.ops_name, "config": attached.config,
-        "source_sha256": prepared.source_sha256, "stayed_enabled": stayed, "state_after": state,
-        "ejections": ejected[:5], "counters": counters, "runs": runs, "metrics": _median_metrics(runs),
-        "measured_at": round(time.time(), 3),
-    }
+            attached = attach_mod.attach(
+                node, self.prepared.object_path, meta=self.prepared.meta, config=self.req.config,
+                timeout_ms=self.req.watchdog_ms, partial=self.req.partial,
+                include_dir=headers.kernel_include_dir(self.k),
+            )
+        except NodeOpError as exc:
+            raise _attach_error(self.prepared.name, exc) from exc
+        self.ops_name, self.config = attached.ops_name, attached.config
+        self.runs.append(_once(self.vm, self.req))
+        self.state = node.state()
+        self.events += attached.kernel_events + node.events()
+        self.stayed = self.state.get("state") == "enabled"
+        if self.stayed:
+            if last:
+                self.counters = attach_mod.read_counters(node, attached)
+            try:
+                attach_mod.detach(node, attached)
+            except SchedcpError:
+                pass  # the next attach reports a stuck scheduler; the VM is discarded anyway
+        return self.stayed
+
+    def result(self) -> dict[str, Any]:
+        ejected = [e for e in self.events if e.get("kind") == "disabled"]
+        return {
+            "name": self.prepared.name, "ops_name": self.ops_name, "config": self.config,
+            "source_sha256": self.prepared.source_sha256, "stayed_enabled": self.stayed, "state_after": self.state,
+            "ejections": ejected[:5], "counters": self.counters, "runs": self.runs,
+            "metrics": _median_metrics(self.runs), "measured_at": round(time.time(), 3),
+        }
 
 
 def summarise(doc: dict[str, Any], run_id: str, detail: str) -> dict[str, Any]:

@@ -273,7 +273,7 @@ def tools(state: ServerState) -> list[Tool]:
         watch_id: Annotated[str, Field(pattern=r"^w-[0-9a-f]{8,32}$", description="As watch_workload returned it.")],
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
     ) -> CallToolResult:
-        """Stop a workload watch and forget its events."""
+        """Stop a workload watch started with watch_workload; its event resource goes away with it."""
         with watches.lock:
             sid = watches.by_id.pop(watch_id, None)
         if sid is None:

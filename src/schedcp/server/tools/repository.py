@@ -117,7 +117,8 @@ def tools(state: ServerState) -> list[Tool]:
 
     def record_result(
         policy: PolicyName,
-        profile: ProfileArg,
+        profile: Annotated[ProfileArg, Field(description=(
+            "The workload measured: workload_profile's for_repository field has exactly this shape."))],
         metrics: Annotated[dict[str, float], Field(min_length=1, max_length=60, description=(
             "Measured under the policy, e.g. {'makespan_s': 41.2, 'p99_us': 830}."))],
         baseline: Annotated[dict[str, float], Field(max_length=60, description=(
@@ -171,7 +172,8 @@ def tools(state: ServerState) -> list[Tool]:
             "const volatile globals the loader may set."))] = [],  # noqa: B006
         parent: Annotated[str | None, Field(pattern=NamePattern, description=(
             "The policy this one was derived from, for lineage."))] = None,
-        min_kernel: Annotated[str, Field(pattern=r"^\d{1,2}\.\d{1,3}$")] = "6.12",
+        min_kernel: Annotated[str, Field(pattern=r"^\d{1,2}\.\d{1,3}$", description=(
+            "Oldest kernel (MAJOR.MINOR) whose sched_ext has the kfuncs the source uses."))] = "6.12",
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
     ) -> CallToolResult:
         """Save a new scheduler (status 'candidate') so it can be found, verified, measured and reused.

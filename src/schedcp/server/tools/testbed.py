@@ -21,7 +21,7 @@ from schedcp.server.tooling import COMPUTE, MaxBytes, make_tool
 Scalar = int | float | bool | str
 KernelSpec = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]{0,40}$", description=(
     "Test kernel: 'unstable' (7.2, newest kfuncs), '6.19' or 'backports' (7.3); must be set up already."))]
-Argv = Annotated[list[Annotated[str, Field(min_length=1, max_length=checks.MAX_ARG_CHARS)]], Field(
+Argv = Annotated[list[Annotated[str, Field(min_length=1, max_length=checks.MAX_ARG_CHARS)]] | None, Field(
     min_length=1, max_length=checks.MAX_ARGV, description=(
         "A program and its arguments run in the guest (busybox, python3), e.g. ['sh', '-c', 'yes > /dev/null & "
         "sleep 2; kill %1']. Exec'd directly; give each word as its own element."))]
@@ -57,7 +57,7 @@ def tools(state: ServerState) -> list[Tool]:
         ctx: Context,
         workload: WorkloadName = None,
         workload_args: WorkloadArgs = [],  # noqa: B006
-        argv: Argv | None = None,
+        argv: Argv = None,
         scheduler: Annotated[str | None, Field(pattern=r"^[a-z][a-z0-9_.-]{1,63}$", description=(
             "A library or repository scheduler by name (see search_schedulers). Omit both scheduler and source "
             "to run under EEVDF only."))] = None,
@@ -67,7 +67,10 @@ def tools(state: ServerState) -> list[Tool]:
             "Tunables for a named scheduler, e.g. {'slice_us': 3000}."))] = {},  # noqa: B006
         compare_baseline: Annotated[bool, Field(description=(
             "Also run the workload under EEVDF in the same boot and compare."))] = True,
-        repeats: Annotated[int, Field(ge=1, le=5, description="Runs per side; metrics are medians.")] = 1,
+        repeats: Annotated[int, Field(ge=1, le=5, description=(
+            "Runs per side, alternating EEVDF and the policy; metrics are medians."))] = 1,
+        warmup: Annotated[bool, Field(description=(
+            "First run the workload once unmeasured, so neither side pays a cold guest's caches."))] = True,
         timeout_s: Annotated[float, Field(ge=1, le=600, description="Limit per workload run, in seconds.")] = 120,
         partial: Annotated[bool, Field(description=(
             "Schedule only the workload's tasks with the policy (SCX_OPS_SWITCH_PARTIAL)."))] = False,
@@ -92,7 +95,7 @@ def tools(state: ServerState) -> list[Tool]:
         req = vmrun.RunRequest(
             argv=argv_list, workload=label, scheduler=scheduler, source=source, config=checks.config_dict(config),
             kernel=kernel, baseline=compare_baseline, repeats=repeats, timeout_s=timeout_s, partial=partial,
-            watchdog_ms=watchdog_ms,
+            watchdog_ms=watchdog_ms, warmup=warmup,
         )
         steps = iter(range(1, 100))
 

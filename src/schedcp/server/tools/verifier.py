@@ -57,7 +57,7 @@ def tools(state: ServerState) -> list[Tool]:
         kernel: KernelSpec = "unstable",
         workload: WorkloadName = None,
         workload_args: WorkloadArgs = [],  # noqa: B006
-        argv: Argv | None = None,
+        argv: Argv = None,
         detail: Annotated[Literal["summary", "full"], Field(description=(
             "summary: verdict, stages and the most severe findings. full: the whole report."))] = "summary",
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,

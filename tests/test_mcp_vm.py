@@ -1,0 +1,114 @@
+"""MCP tools that boot the real sched_ext test kernel: the agent's whole loop, using MCP calls only.
+
+Three VM boots in all: the daemon's verification, the measured comparison against EEVDF, and a
+submitted-source trial with an argv command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import anyio
+import pytest
+from mcp import Client
+
+from schedcp.daemon.testing import running_daemon
+from schedcp.paths import schedulers_dir
+from schedcp.server.testing import call, isolated_env, stdio_params
+
+pytestmark = pytest.mark.vm
+
+
+def test_agent_loop_summary_search_verify_then_measure_against_eevdf(tmp_path, unstable_kernel):
+    """Done-when: workload_summary -> search_schedulers -> verify_scheduler -> run_in_vm vs EEVDF."""
+    with running_daemon(tmp_path / "daemon") as daemon:
+        env = isolated_env(tmp_path, SCHEDCP_DAEMON_SOCKET=str(daemon.path))
+        longtail = ["--tasks", "12", "--short-ms", "40", "--long-factor", "12"]
+
+        async def agent(client: Client) -> dict:
+            steps: dict = {}
+            # 1. Observe: what does this batch do to the CPUs? (host, sandboxed)
+            is_error, summary, text = await call(client, "workload_summary", {
+                "command": [sys.executable, "-m", "schedcp.bench.guest.longtail", *longtail], "duration_s": 20})
+            assert not is_error, text
+            steps["summary"] = summary
+            # 2. Plan: reuse a policy from the repository that suits the class and goal.
+            query = f"{summary['class'].replace('_', ' ')} batch of processes, goal {summary['goal']}"
+            is_error, found, text = await call(client, "search_schedulers", {"query": query, "k": 8, "kind": "bpf"})
+            assert not is_error, text
+            steps["search"] = found
+            choice = next(r["name"] for r in found["results"] if r["usable"] and r["kind"] == "bpf")
+            steps["choice"] = choice
+            # 3. Verify through the daemon: report plus a token id on pass, never the key.
+            is_error, verdict, text = await call(client, "verify_scheduler", {"scheduler": choice})
+            assert not is_error, text
+            steps["verify"] = verdict
+            report = json.loads((await client.read_resource(verdict["report_uri"])).contents[0].text)
+            steps["report"] = report
+            # 4. Measure in the micro-VM against EEVDF, same boot.
+            is_error, run, text = await call(client, "run_in_vm", {
+                "workload": "longtail", "workload_args": longtail, "scheduler": choice, "compare_baseline": True})
+            assert not is_error, text
+            steps["run"] = run
+            # 5. Learn: record the measured outcome.
+            metrics = {k: v for k, v in run["scheduler"]["metrics"].items() if isinstance(v, float)}
+            baseline = {k: v for k, v in run["baseline"]["metrics"].items() if k in metrics}
+            is_error, recorded, text = await call(client, "record_result", {
+                "policy": choice, "metrics": metrics, "baseline": baseline,
+                "profile": {"summary": summary["summary"], "goal": summary["goal"],
+                            "characteristics": {"classification": summary["class"]}}})
+            assert not is_error, text
+            steps["recorded"] = recorded
+            return steps
+
+        async def main() -> dict:
+            async with Client(stdio_params(env), mode="legacy", read_timeout_seconds=1200) as client:
+                return await agent(client)
+
+        steps = anyio.run(main)
+
+    assert steps["summary"]["class"] and steps["summary"]["goal"]
+    verify = steps["verify"]
+    assert verify["verdict"] == "pass", json.dumps(verify)[:1500]
+    assert verify["token_id"]
+    assert "token" not in steps["report"]["report"] and "private" not in json.dumps(steps["report"]).lower()
+    assert {s["name"] for s in verify["stages"]} >= {"build", "static", "kernel_verifier"}
+    run = steps["run"]
+    assert run["scheduler"]["name"] == steps["choice"] and run["scheduler"]["stayed_enabled"] is True
+    assert run["baseline"]["exit_codes"] == [0] and run["scheduler"]["exit_codes"] == [0]
+    compared = run["comparison"]["metrics"]
+    assert "makespan_s" in compared or any("wall" in m for m in compared), compared
+    judged = [m for m in compared.values() if m["ratio"] is not None]
+    assert judged and all(m["eevdf"] > 0 and m["scheduler"] > 0 for m in judged)
+    assert steps["recorded"]["policy"] == steps["choice"]
+
+
+def test_submitted_source_runs_an_argv_and_reports_counters(tmp_path, unstable_kernel):
+    source = (schedulers_dir() / "testing" / "minimal.bpf.c").read_text()
+    env = isolated_env(tmp_path)
+    argv = ["sh", "-c", "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo counted $i"]
+
+    async def main():
+        async with Client(stdio_params(env), mode="legacy", read_timeout_seconds=900) as client:
+            broken = await call(client, "run_in_vm", {"argv": ["true"], "source": "this is not C at all; struct_ops"})
+            started = time.monotonic()
+            ok = await call(client, "run_in_vm", {"argv": argv, "source": source, "compare_baseline": False,
+                                                  "detail": "full", "max_bytes": 8192})
+            took = time.monotonic() - started
+            full = json.loads((await client.read_resource(ok[1]["run_uri"])).contents[0].text) if not ok[0] else None
+            return broken, ok, took, full
+
+    broken, ok, _took, full = anyio.run(main)
+    assert broken[0] and "build_failed" in broken[2]  # refused at compile time, before any VM boots
+    is_error, data, text = ok
+    assert not is_error, text
+    assert len(text.encode()) <= 8192
+    sched = data["scheduler"]
+    assert sched["name"] == "submitted" and sched["ops_name"] == "minimal" and sched["stayed_enabled"]
+    assert sched["exit_codes"] == [0]
+    assert sched["counters"]["nr_enqueued"] > 0
+    assert "counted 30000" in sched["runs"][0]["stdout_tail"]
+    assert "baseline" not in data and "comparison" not in data
+    assert full["scheduler"]["runs"][0]["exit_code"] == 0 and full["argv"] == argv
