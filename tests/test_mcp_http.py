@@ -39,6 +39,15 @@ def test_unauthenticated_and_wrong_token_get_401(server):
     assert ok.status_code == 200
 
 
+def test_oversized_request_bodies_are_refused(server):
+    url, _ = server
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "add_scheduler", "arguments": {"source": "x" * (2 * 1024 * 1024)}}}
+    reply = httpx2.post(url, json=body, headers={"authorization": f"Bearer {TOKEN}",
+                                                 "accept": "application/json, text/event-stream"})
+    assert reply.status_code == 413
+
+
 def test_sdk_client_without_token_cannot_connect(server):
     url, _ = server
 

@@ -325,6 +325,65 @@ def test_run_probe_without_daemon_says_how_to_start_it(env):
     assert_tool_error(is_error, text, "daemon", "schedcp daemon")
 
 
+def test_run_probe_goes_through_the_daemon(tmp_path):
+    from schedcp.daemon.testing import running_daemon
+
+    with running_daemon(tmp_path / "daemon") as daemon:
+        env = isolated_env(tmp_path, SCHEDCP_DAEMON_SOCKET=str(daemon.path))
+        busy = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.001)"])
+        try:
+            async def fn(client: Client):
+                return await call(client, "run_probe", {"kind": "runqlat", "duration_s": 1, "pid": busy.pid})
+
+            is_error, data, text = session(env, fn)
+        finally:
+            busy.kill()
+        audit = daemon.audit_tail(5)
+    assert not is_error, text
+    assert len(text.encode()) <= 4096 and isinstance(data, dict)
+    assert "runqlat" in text
+    assert any(e.get("op") == "probe" or "probe" in json.dumps(e) for e in audit)  # the daemon did the work
+
+
+def test_parallel_stdio_servers_share_one_repository_safely(tmp_path):
+    """Each stdio client spawns its own server: four processes writing one SQLite file at once."""
+    env = isolated_env(tmp_path)
+    source = (Path(__file__).resolve().parents[1] / "src/schedcp/schedulers/library/fifo.bpf.c").read_text()
+
+    async def worker(i: int, errors: list[str]) -> None:
+        async with Client(stdio_params(env), mode="legacy") as client:
+            steps = [("add_scheduler", {"name": f"par_{i}", "source": source,
+                                        "description": f"Parallel-process write test policy {i}, a fifo copy."})]
+            steps += [("record_result", {"policy": f"par_{i}", "profile": PROFILE, "metrics": {"makespan_s": 9.0},
+                                         "baseline": {"makespan_s": 10.0}}) for _ in range(3)]
+            steps += [("search_schedulers", {"query": "parallel write test fifo copy"}),
+                      ("get_scheduler", {"name": f"par_{i}", "detail": "full"})]
+            for tool, args in steps:
+                is_error, _data, text = await call(client, tool, args)
+                if is_error:
+                    errors.append(f"{i} {tool}: {text}")
+
+    async def main() -> list[str]:
+        errors: list[str] = []
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(worker, i, errors)
+        return errors
+
+    assert anyio.run(main) == []
+    import sqlite3
+
+    db = sqlite3.connect(env["SCHEDCP_REPO_DB"])
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        counts = dict(db.execute(
+            "SELECT p.name, COUNT(r.id) FROM policies p LEFT JOIN results r ON r.policy_id = p.id"
+            " WHERE p.name LIKE 'par_%' GROUP BY p.name").fetchall())
+    finally:
+        db.close()
+    assert counts == {f"par_{i}": 3 for i in range(4)}
+
+
 @pytest.mark.parametrize("client_name", ["claude-code", "claude-desktop", "cursor", "generic"])
 def test_printed_stdio_configs_launch_a_working_server(env, client_name):
     out = subprocess.run([schedcp_exe(), "mcp", "--print-config", client_name], capture_output=True, text=True,
