@@ -1,0 +1,122 @@
+"""Anthropic Messages API backend (POST {base}/v1/messages), over httpx.
+
+Wire format: the system prompt is a top-level field; tools are {name, description, input_schema};
+the reply's content is a list of blocks, ``text`` and ``tool_use`` {id, name, input}; tool results
+go back as ``tool_result`` blocks inside a *user* turn, all results of one assistant turn together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+
+from schedcp.agent.llm import ChatResponse, Message, ToolCall, ToolDef, Usage
+from schedcp.agent.llm.http import HttpSettings, JsonPoster, bad_response, require_key
+
+API_VERSION = "2023-06-01"
+DEFAULT_BASE = "https://api.anthropic.com"
+STOP_REASONS = {"tool_use": "tool_use", "end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens"}
+
+
+def build_request(model: str, system: str, messages: list[Message], tools: list[ToolDef],
+                  max_tokens: int) -> dict[str, Any]:
+    wire: list[dict[str, Any]] = []
+    for msg in messages:
+        if msg.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": msg.tool_call_id, "content": msg.text}
+            if msg.is_error:
+                block["is_error"] = True
+            # Results of one assistant turn share one user turn; the API wants roles to alternate.
+            if wire and wire[-1]["role"] == "user" and isinstance(wire[-1]["content"], list) \
+                    and all(b.get("type") == "tool_result" for b in wire[-1]["content"]):
+                wire[-1]["content"].append(block)
+            else:
+                wire.append({"role": "user", "content": [block]})
+        elif msg.role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            if msg.text:
+                blocks.append({"type": "text", "text": msg.text})
+            for call in msg.tool_calls:
+                args = call.arguments if call.arguments is not None else {}
+                blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": args})
+            wire.append({"role": "assistant", "content": blocks or [{"type": "text", "text": "(no reply)"}]})
+        else:
+            if wire and wire[-1]["role"] == "user":
+                # A nudge right after tool results: append as a text block of the same turn.
+                content = wire[-1]["content"]
+                if isinstance(content, str):
+                    wire[-1]["content"] = [{"type": "text", "text": content}]
+                wire[-1]["content"].append({"type": "text", "text": msg.text})
+            else:
+                wire.append({"role": "user", "content": msg.text})
+    payload: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": wire}
+    if system:
+        payload["system"] = system
+    if tools:
+        payload["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
+                            for t in tools]
+    return payload
+
+
+def parse_response(doc: dict[str, Any], model: str) -> ChatResponse:
+    content = doc.get("content")
+    if not isinstance(content, list):
+        raise bad_response("anthropic", "no content list")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text") or ""))
+        elif block.get("type") == "tool_use":
+            raw = block.get("input")
+            ok = isinstance(raw, dict)
+            calls.append(ToolCall(
+                id=str(block.get("id") or f"toolu_{len(calls)}"), name=str(block.get("name") or ""),
+                arguments=raw if ok else None, raw_arguments=json.dumps(raw),
+                parse_error=None if ok else "the tool input is not a JSON object",
+            ))
+    usage = doc.get("usage") or {}
+    return ChatResponse(
+        text="\n".join(t for t in texts if t),
+        tool_calls=calls,
+        usage=Usage(
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
+            cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+        ),
+        stop_reason=STOP_REASONS.get(str(doc.get("stop_reason")), str(doc.get("stop_reason"))),
+        model=str(doc.get("model") or model),
+    )
+
+
+class AnthropicModel:
+    offline = False
+
+    def __init__(self, model: str, *, api_key: str | None = None, base_url: str | None = None,
+                 transport: httpx.BaseTransport | None = None, settings: HttpSettings | None = None,
+                 sleep: Any = None) -> None:
+        self.model = model
+        self.name = f"anthropic:{model}"
+        key = api_key if api_key is not None else require_key("ANTHROPIC_API_KEY", "Anthropic")
+        base = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE).rstrip("/")
+        headers = {"x-api-key": key, "anthropic-version": API_VERSION}
+        extra = {"sleep": sleep} if sleep is not None else {}
+        self.http = JsonPoster("anthropic", f"{base}/v1/messages", headers, settings=settings,
+                               transport=transport, key_env="ANTHROPIC_API_KEY", **extra)
+
+    def chat(self, system: str, messages: list[Message], tools: list[ToolDef], *,
+             max_tokens: int = 2048) -> ChatResponse:
+        payload = build_request(self.model, system, messages, tools, max_tokens)
+        doc, sent, got = self.http.post(payload)
+        resp = parse_response(doc, self.model)
+        resp.request_bytes, resp.response_bytes = sent, got
+        return resp
+
+    def close(self) -> None:
+        self.http.close()

@@ -1,0 +1,188 @@
+"""sched-agent's loop: Observation -> Planning -> (Execution -> Learning) x N, in one VM boot.
+
+    result = optimize(OptimizeOptions(target=make_target("longtail", None)), narrate=print_line)
+
+Every agent works in its own context with its own tools; they exchange only the structured
+products in ``models.py``. With ``model="builtin"`` all four agents are deterministic and offline;
+with an LLM backend each agent is driven by the model, and an agent that cannot finish (turn cap,
+provider outage) is replaced by its built-in counterpart for that step, which the result reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schedcp.agent.cost import CostMeter
+from schedcp.agent.driver import AgentError
+from schedcp.agent.execution import ExecutionAgent
+from schedcp.agent.learning import LearningAgent
+from schedcp.agent.llm import ChatModel, make_model
+from schedcp.agent.llm.http import ProviderError
+from schedcp.agent.models import Candidate, Iteration, Plan
+from schedcp.agent.observation import ObservationAgent
+from schedcp.agent.planning import PlanningAgent, repository_profile
+from schedcp.agent.session import Target, VmSession
+from schedcp.agent.tools import Services
+from schedcp.errors import UsageError
+
+GOALS = ("auto", "makespan", "p99_latency", "throughput", "fairness")
+# Provider errors a fallback cannot paper over: the user has to fix the configuration.
+FATAL_PROVIDER_CODES = ("llm_auth", "llm_not_found", "llm_no_key")
+
+
+@dataclass
+class OptimizeOptions:
+    target: Target
+    goal: str = "auto"
+    model: str = "builtin"
+    iterations: int = 2
+    rounds: int = 2
+    cpus: int = 2
+    kernel: str = "unstable"
+    repo_db: Path | str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.goal not in GOALS:
+            raise UsageError(f"unknown goal {self.goal!r}", f"use one of: {', '.join(GOALS)}")
+        if not 1 <= self.iterations <= 10:
+            raise UsageError(f"--iterations {self.iterations} is out of range", "use 1..10")
+        if not 1 <= self.rounds <= 3:
+            raise UsageError(f"--rounds {self.rounds} is out of range", "use 1..3")
+        if not 1 <= self.cpus <= 64:
+            raise UsageError(f"--cpus {self.cpus} is out of range", "use 1..64")
+
+
+class Optimizer:
+    def __init__(self, options: OptimizeOptions, *, model: ChatModel | None = None,
+                 services: Services | None = None, narrate: Callable[[str, str], None] = lambda _a, _m: None,
+                 progress: Callable[[str], None] = lambda _m: None) -> None:
+        options.validate()
+        self.options = options
+        self.model = model if model is not None else make_model(options.model)
+        self.meter = CostMeter()
+        self.progress = progress
+        self.narrative: list[dict[str, str]] = []
+        self.fallbacks: list[dict[str, str]] = []
+        self._narrate_cb = narrate
+        if services is None:
+            session = VmSession(options.kernel, options.cpus, progress)
+            services = Services(session, options.target, repo_db=options.repo_db, progress=progress)
+        self.services = services
+
+    def narrate(self, agent: str, message: str) -> None:
+        self.narrative.append({"agent": agent, "message": message})
+        self._narrate_cb(agent, message)
+
+    def _agent(self, cls: type, **kwargs: Any) -> Any:
+        return cls(self.services, self.meter, self.model, self.narrate, **kwargs)
+
+    def _with_fallback(self, agent: Any, call: Callable[[Any], Any]) -> Any:
+        """Run an agent; if its model cannot finish, the built-in version of the agent does the step."""
+        try:
+            return call(agent)
+        except (AgentError, ProviderError) as exc:
+            if agent.model is None or exc.code in FATAL_PROVIDER_CODES:
+                raise
+            self.fallbacks.append({"agent": agent.name, "reason": exc.cause})
+            self.narrate(agent.name, f"model failed ({exc.cause}); the built-in {agent.name} agent takes over")
+            agent.model = None
+            return call(agent)
+
+    def run(self) -> dict[str, Any]:
+        opts = self.options
+        t0 = time.monotonic()
+        session = self.services.session
+        session.start()
+        try:
+            obs = self._agent(ObservationAgent, goal_override=None if opts.goal == "auto" else opts.goal)
+            profile = self._with_fallback(obs, lambda a: a.run())
+            planner = self._agent(PlanningAgent)
+            plan: Plan = self._with_fallback(planner, lambda a: a.run(profile, opts.iterations))
+            iterations = self._iterate(profile, plan)
+            result = self._result(profile, plan, iterations, time.monotonic() - t0)
+        finally:
+            self.services.close()
+            session.close()
+        return result
+
+    def _iterate(self, profile: Any, plan: Plan) -> list[Iteration]:
+        opts = self.options
+        queue: list[Candidate] = list(plan.candidates)
+        done: list[Iteration] = []
+        log: list[dict[str, Any]] = []
+        tried: set[str] = set()
+        for n in range(1, opts.iterations + 1):
+            while queue and queue[0].key() in tried:
+                queue.pop(0)
+            if not queue:
+                self.narrate("loop", "no candidates left")
+                break
+            cand = queue.pop(0)
+            tried.add(cand.key())
+            self.narrate("loop", f"iteration {n}/{opts.iterations}: {cand.label()}")
+            executor = self._agent(ExecutionAgent, rounds=opts.rounds)
+            ex = self._with_fallback(executor, lambda a, c=cand: a.run(c, profile.goal))
+            learner = self._agent(LearningAgent)
+            log_entry = {"candidate": ex.candidate.label(), "ratio": ex.trial.ratio if ex.trial else None,
+                         "ok": ex.ok}
+            lesson = self._with_fallback(learner, lambda a, e=ex, lg=[*log, log_entry], q=list(queue), left=(
+                opts.iterations - n): a.run(profile, e, session=lg, remaining=q, iterations_left=left))
+            log.append(log_entry | {"verdict": lesson.verdict})
+            done.append(Iteration(n=n, candidate=ex.candidate.brief(), execution=ex, lesson=lesson))
+            action = lesson.decision
+            if action.action == "stop":
+                break
+            if action.action == "tune":
+                queue.insert(0, ex.candidate.model_copy(update={
+                    "config": dict(action.config), "origin": "adapted", "rationale": action.reason[:600] or "tuned"}))
+        return done
+
+    def _result(self, profile: Any, plan: Plan, iterations: list[Iteration], wall_s: float) -> dict[str, Any]:
+        measured = [it for it in iterations if it.execution.ok and it.execution.trial is not None]
+        # Clear wins (consistent across rounds) rank above larger but inconsistent ratios.
+        best = max(measured, key=lambda it: (it.lesson is not None and it.lesson.verdict == "improved",
+                                             it.execution.trial.ratio or 0.0), default=None)
+        best_doc = None
+        if best is not None:
+            t = best.execution.trial
+            best_doc = {"policy": best.execution.candidate.policy, "config": best.execution.candidate.config,
+                        "label": best.execution.candidate.label(), "metric": t.metric, "eevdf": t.baseline_value,
+                        "policy_value": t.policy_value, "ratio": t.ratio, "consistent": t.consistent,
+                        "beat_eevdf": bool(t.ratio and t.ratio > 1.0), "verdict": best.lesson.verdict
+                        if best.lesson else None}
+        session = self.services.session
+        return {
+            "target": self.options.target.as_dict(),
+            "model": self.model.name if self.model is not None else "builtin",
+            "kernel": self.services.kernel_release,
+            "vm": {"boot_s": session.boot_s, "accel": session.accel, "cpus": self.options.cpus,
+                   "boot_id": session.boot_id, "restarts": session.restarts},
+            "goal": profile.goal,
+            "profile": {"summary": profile.summary, "goal": profile.goal, "goal_rationale": profile.goal_rationale,
+                        "keywords": profile.keywords, "for_repository": repository_profile(profile)},
+            "plan": {"candidates": [c.brief() for c in plan.candidates], "notes": plan.notes},
+            "iterations": [it.model_dump(mode="json") for it in iterations],
+            "best": best_doc,
+            "repository": self.services.repository_path,
+            "cost": self._cost(),
+            "fallbacks": self.fallbacks,
+            "narrative": self.narrative,
+            "wall_s": round(wall_s, 1),
+        }
+
+
+    def _cost(self) -> dict[str, Any]:
+        report = self.meter.report()
+        http = getattr(getattr(self.model, "backend", self.model), "http", None)
+        report["total"]["http_attempts"] = getattr(http, "attempts", 0)
+        report["backend"] = self.model.name if self.model is not None else "builtin"
+        return report
+
+
+def optimize(options: OptimizeOptions, **kwargs: Any) -> dict[str, Any]:
+    return Optimizer(options, **kwargs).run()

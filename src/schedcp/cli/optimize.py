@@ -1,0 +1,125 @@
+"""`schedcp optimize`: sched-agent's Observation -> Planning -> Execution -> Learning loop.
+
+    schedcp optimize --demo                        # built-in long-tail batch, built-in planner, offline
+    schedcp optimize --workload wakelat --goal p99_latency
+    schedcp optimize --model anthropic -- python3 -m schedcp_workloads.batch --scale 0.5
+
+The workload runs in the sched_ext micro-VM; every candidate is measured against EEVDF in the
+same boot and the outcome is recorded in the policy repository ($SCHEDCP_REPO_DB).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from schedcp.cli.common import JsonOption, console, emit, err_console, fail, progress
+from schedcp.errors import SchedcpError
+
+DEMO_WORKLOAD = "longtail"
+DEMO_ITERATIONS = 2
+
+
+def _line(agent: str, message: str) -> str:
+    return f"[{agent:>11}] {message}"
+
+
+def _render(doc: dict[str, Any]) -> None:
+    best = doc.get("best")
+    console.print()
+    console.print(f"[bold]workload[/] {doc['target']['label']}  [bold]goal[/] {doc['goal']}  "
+                  f"[bold]kernel[/] {doc.get('kernel')}  [bold]model[/] {doc['model']}", highlight=False)
+    for it in doc["iterations"]:
+        ex = it["execution"]
+        t = ex.get("trial") or {}
+        label = _label(ex["candidate"])
+        if t.get("ok"):
+            console.print(f"  {it['n']}. {label}: {t['metric']} EEVDF {t['baseline_value']} → {t['policy_value']}"
+                          f"  (x{t['ratio']}, {'every round' if t['consistent'] else 'not every round'})",
+                          highlight=False)
+        else:
+            console.print(f"  {it['n']}. {label}: failed — {ex.get('error')}", highlight=False)
+    if best:
+        verdict = "faster than EEVDF" if best["beat_eevdf"] else "not better than EEVDF"
+        console.print(f"[bold]best:[/] {best['label']} — {best['metric']} {best['eevdf']} under EEVDF vs "
+                      f"{best['policy_value']} ({best['ratio']}x, {verdict})", highlight=False)
+    else:
+        console.print("[bold]best:[/] no candidate was measured", highlight=False)
+    recorded = [it["lesson"]["recorded"] for it in doc["iterations"] if (it.get("lesson") or {}).get("recorded")]
+    console.print(f"[bold]recorded:[/] {len(recorded)} result(s) in {doc.get('repository')}", highlight=False)
+    total = doc["cost"]["total"]
+    console.print(f"[bold]cost:[/] {total['tool_calls']} tool calls, {total['bytes_read']} bytes read by agents, "
+                  f"{total['input_tokens']}+{total['output_tokens']} model tokens; {doc['wall_s']} s",
+                  highlight=False)
+
+
+def _label(candidate: dict[str, Any]) -> str:
+    cfg = ", ".join(f"{k}={v}" for k, v in sorted((candidate.get("config") or {}).items()))
+    return f"{candidate['policy']}({cfg})" if cfg else candidate["policy"]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings={"allow_interspersed_args": False})
+    def optimize(
+        command: list[str] = typer.Argument(None, help="Command to optimise, run in the guest (after --)."),
+        workload: str | None = typer.Option(None, "--workload", "-w", help="A built-in guest workload, e.g. "
+                                            "longtail, batch, wakelat."),
+        workload_args: list[str] = typer.Option([], "--workload-arg", help="Argument for the built-in workload "
+                                                "(repeatable), e.g. --workload-arg=--tasks --workload-arg=20."),
+        goal: str = typer.Option("auto", "--goal", "-g", help="auto | makespan | p99_latency | throughput | "
+                                 "fairness."),
+        model: str = typer.Option("builtin", "--model", "-m", help="builtin (offline) | anthropic[:MODEL] | "
+                                  "openai[:MODEL] (OPENAI_BASE_URL for compatible servers)."),
+        iterations: int = typer.Option(DEMO_ITERATIONS, "--iterations", "-n", help="Candidates to try (1..10)."),
+        rounds: int = typer.Option(2, "--rounds", help="Interleaved EEVDF/candidate rounds per trial (1..3)."),
+        cpus: int = typer.Option(2, "--cpus", help="Guest vCPUs."),
+        kernel: str = typer.Option("unstable", "--kernel", "-k", help="Cached test kernel spec."),
+        timeout: float = typer.Option(180.0, "--timeout", help="Seconds one run of the workload may take."),
+        demo: bool = typer.Option(False, "--demo", help="Optimise the built-in long-tail batch with the built-in "
+                                  "planner and narrate each agent's step."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Let sched-agent observe a workload, plan sched_ext policies, measure them against EEVDF in the
+        micro-VM, and record what it learned."""
+        try:
+            doc = _optimize(command or [], workload, workload_args, goal, model, iterations, rounds, cpus, kernel,
+                            timeout, demo, as_json)
+        except SchedcpError as exc:
+            raise fail(exc, as_json) from None
+        emit(doc, as_json, _render)
+
+
+def _optimize(command: list[str], workload: str | None, workload_args: list[str], goal: str, model: str,
+              iterations: int, rounds: int, cpus: int, kernel: str, timeout: float, demo: bool,
+              as_json: bool) -> dict[str, Any]:
+    from schedcp.agent.loop import OptimizeOptions, Optimizer
+    from schedcp.agent.session import make_target
+    from schedcp.errors import UsageError
+
+    if demo:
+        if command or workload:
+            raise UsageError("--demo picks its own workload", "drop --workload and the command, or drop --demo")
+        workload = DEMO_WORKLOAD
+    target = make_target(workload, command, workload_args=workload_args, timeout_s=timeout)
+    options = OptimizeOptions(target=target, goal=goal, model=model, iterations=iterations, rounds=rounds,
+                              cpus=cpus, kernel=kernel)
+
+    def narrate(agent: str, message: str) -> None:
+        # The story goes to stdout as it happens; with --json stdout is reserved for the document.
+        if as_json:
+            print(_line(agent, message), file=sys.stderr, flush=True)
+        else:
+            console.print(_line(agent, message), highlight=False, markup=False)
+
+    def status(message: str) -> None:
+        if as_json:
+            print(f"· {message}", file=sys.stderr, flush=True)
+        else:
+            progress(message)
+
+    if not as_json:
+        err_console.print(f"[dim]sched-agent: {target.label} in the micro-VM ({kernel}, {cpus} vCPUs), "
+                          f"model {model}, up to {iterations} candidate(s)[/]", highlight=False)
+    return Optimizer(options, narrate=narrate, progress=status).run()
