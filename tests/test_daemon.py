@@ -90,3 +90,27 @@ def test_audit_chain_detects_tampering(tmp_path: Path) -> None:
     lines[2] = lines[2].replace('"n":2', '"n":9')
     log.path.write_text("\n".join(lines) + "\n")
     assert verify_chain(log.path) == (False, 3)
+
+
+def test_probe_through_the_daemon(tmp_path: Path) -> None:
+    with running_daemon(tmp_path) as client:
+        result = client.probe("runqlat", 0.5)
+        assert result.get("available", True) is not False or result.get("reason")
+        with pytest.raises(SchedcpError) as err:
+            client.probe("runqlat", 999)
+        assert err.value.code == "usage"
+        with pytest.raises(SchedcpError):
+            client.probe("rm -rf /", 0.5)
+        assert any(e["event"] == "probe" for e in client.audit_tail(10))
+
+
+def test_verify_through_the_daemon_keeps_the_token(tmp_path: Path) -> None:
+    """Static-stage failures need no VM: a non-scheduler is refused with a verdict, no token."""
+    with running_daemon(tmp_path) as client:
+        result = client.verify("int main(void) { return 0; }\n", "plain.c")
+        assert result["report"]["verdict"] == "fail" and result["token_id"] is None
+        assert "token" not in result["report"]
+        with pytest.raises(SchedcpError) as err:
+            client.verify("x", "../../etc/evil.c")
+        assert err.value.code == "usage"
+        assert any(e["event"] == "verify" for e in client.audit_tail(10))
