@@ -215,10 +215,13 @@ class Pipeline:
         """Run the VM stages in one boot; returns the oops line when the guest kernel crashed."""
         self.progress(f"booting the {kernel.release} micro-VM")
         t0 = time.monotonic()
+        vm = MicroVM(VMConfig(cpus=2, kernel=self.opts.kernel), kernel=kernel)
         try:
-            vm = MicroVM(VMConfig(cpus=2, kernel=self.opts.kernel), kernel=kernel)
             vm.start()
         except SchedcpError as exc:
+            oops = _kernel_oops(vm.console_tail(200))
+            if oops is not None and len(self.metrics.get("guest_crashes", [])) < MAX_GUEST_CRASH_RETRIES:
+                return f"during boot: {oops}"
             raise SchedcpError(f"the verification VM did not boot: {exc.cause}", exc.next_step,
                                code="vm_failed") from exc
         self.timings["vm_boot"] = round(time.monotonic() - t0, 3)
@@ -252,7 +255,7 @@ class Pipeline:
             reason = "all 5 stages passed"
         report = Report(verdict=verdict, reason=reason, scheduler=self.source.name, source_sha256=self.source_sha,
                         object_sha256=self.object_sha, kernel=release, config=self.config, stages=stages,
-                        kernel_events=self.events, metrics=self.metrics, timings=self.timings)
+                        kernel_events=self.events, metrics=self.metrics, timings=self.timings).bounded()
         if verdict == "pass" and not skipped and self.opts.issue_token and self.object_sha:
             key = keys.load_or_create(self.opts.key_path)
             report.token = tokens.issue_token(

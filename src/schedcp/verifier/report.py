@@ -21,7 +21,10 @@ Verdict = Literal["pass", "fail"]
 STAGE_ORDER: tuple[StageName, ...] = ("build", "static", "kernel_verifier", "dynamic", "performance")
 MAX_FINDINGS_PER_STAGE = 25
 MAX_TEXT = 600
-MAX_EVENTS = 20
+MAX_EVENTS = 12
+MAX_EVIDENCE = 8
+# Hard cap on the whole JSON report: an agent's context is the scarce resource.
+MAX_REPORT_BYTES = 48_000
 SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 
 
@@ -56,7 +59,7 @@ class Finding(BaseModel):
     @field_validator("evidence")
     @classmethod
     def _clip_evidence(cls, value: list[str]) -> list[str]:
-        return [clip(v, 240) for v in value[:12]]
+        return [clip(v, 200) for v in value[:MAX_EVIDENCE]]
 
     def where(self) -> str:
         return f"line {self.line}" if self.line else (self.function or "")
@@ -109,7 +112,7 @@ class Report(BaseModel):
         for event in value[-MAX_EVENTS:]:
             slim = {k: event[k] for k in ("kind", "scheduler", "reason") if k in event}
             if event.get("detail"):
-                slim["detail"] = [clip(str(d), 240) for d in event["detail"][:6]]
+                slim["detail"] = [clip(str(d), 200) for d in event["detail"][:4]]
             out.append(slim)
         return out
 
@@ -120,11 +123,46 @@ class Report(BaseModel):
     def findings(self) -> list[Finding]:
         return [f for s in self.stages for f in s.findings]
 
+    def size(self) -> int:
+        return len(json.dumps(self.model_dump(mode="json"), separators=(",", ":")))
+
+    def bounded(self, max_bytes: int = MAX_REPORT_BYTES) -> Report:
+        """Shed detail, least useful first, until the JSON fits in max_bytes (in place)."""
+        for shed in (_drop_info, _strip_warning_evidence, _drop_warnings, _trim_error_evidence):
+            if self.size() <= max_bytes:
+                return self
+            for stage in self.stages:
+                before = len(stage.findings)
+                stage.findings = shed(stage.findings)
+                stage.omitted_findings += before - len(stage.findings)
+        while self.size() > max_bytes and any(len(s.findings) > 1 for s in self.stages):
+            for stage in self.stages:
+                if len(stage.findings) > 1:
+                    stage.findings.pop()
+                    stage.omitted_findings += 1
+        return self
+
     def digest(self) -> str:
         """SHA-256 of the canonical report without the token (the token signs this)."""
         data = self.model_dump(mode="json", exclude={"token"})
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def _drop_info(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity != "info"]
+
+
+def _strip_warning_evidence(findings: list[Finding]) -> list[Finding]:
+    return [f if f.severity == "error" else f.model_copy(update={"evidence": []}) for f in findings]
+
+
+def _drop_warnings(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity == "error"]
+
+
+def _trim_error_evidence(findings: list[Finding]) -> list[Finding]:
+    return [f.model_copy(update={"evidence": f.evidence[:3]}) for f in findings]
 
 
 def render_text(report: Report, *, max_findings: int = 12) -> str:

@@ -6,7 +6,10 @@
 
 char _license[] SEC("license") = "GPL";
 
-#define trace_abort(msg) scx_bpf_error_bstr(msg, NULL, 0)
+/* scx_bpf_error_bstr() wants its format in writable memory and an argument array. */
+static char abort_msg[] = "task started running";
+static unsigned long long no_args[1];
+#define trace_abort() scx_bpf_error_bstr(abort_msg, no_args, sizeof(no_args))
 
 SEC("struct_ops/chatty_enqueue")
 void BPF_PROG(chatty_enqueue, struct task_struct *p, u64 enq_flags)
@@ -17,7 +20,7 @@ void BPF_PROG(chatty_enqueue, struct task_struct *p, u64 enq_flags)
 SEC("struct_ops/chatty_running")
 void BPF_PROG(chatty_running, struct task_struct *p)
 {
-	trace_abort("task started running");
+	trace_abort();
 }
 
 SEC(".struct_ops.link")

@@ -1,6 +1,6 @@
 /* expect: dynamic dyn-unfair */
 /*
- * Slices keyed on pid parity: even pids get 20 ms, odd pids 200 us. Both kinds make progress,
+ * Slices keyed on pid parity: even pids get 100 ms, odd pids 500 us. Both kinds make progress,
  * so nothing stalls, but equal tasks receive wildly different CPU time.
  */
 #include "vmlinux.h"
@@ -9,8 +9,8 @@
 
 char _license[] SEC("license") = "GPL";
 
-#define LONG_SLICE_NS 20000000ULL
-#define SHORT_SLICE_NS 200000ULL
+#define LONG_SLICE_NS 100000000ULL
+#define SHORT_SLICE_NS 500000ULL
 
 SEC("struct_ops/unfair_enqueue")
 void BPF_PROG(unfair_enqueue, struct task_struct *p, u64 enq_flags)
