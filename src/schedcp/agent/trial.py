@@ -49,6 +49,8 @@ def goal_alias(goal: str, metric: str) -> str | None:
 
     if primary_metric(goal, [metric]) == metric:
         return None
+    if "per_s" in metric:
+        return f"{goal}_per_s"
     unit = metric.rsplit("_", 1)[-1] if "_" in metric else ""
     return f"{goal}_{unit}" if unit in ("s", "ms", "us", "ns") else goal
 
