@@ -6,6 +6,7 @@ import multiprocessing as mp
 import sqlite3
 from pathlib import Path
 
+from schedcp.repository.migrations import MIGRATIONS
 from schedcp.repository.service import RepositoryService
 from test_repository_fixtures import fresh_copy, generated, profile
 
@@ -96,6 +97,7 @@ def test_concurrent_first_use_seeds_once(tmp_path: Path) -> None:
         names = [r[0] for r in conn.execute("SELECT name FROM policies")]
         assert len(names) == len(set(names)) >= 11
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
+        latest = max(m.version for m in MIGRATIONS)
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == latest
     finally:
         conn.close()

@@ -16,6 +16,8 @@ from schedcp.repository.service import RepositoryService
 from schedcp.repository.store import Store
 from test_repository_fixtures import generated
 
+LATEST = max(m.version for m in MIGRATIONS)
+
 
 def test_fresh_database_is_at_latest_version_in_wal_mode(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
@@ -67,7 +69,7 @@ def test_upgrade_from_v1_keeps_rows_and_makes_them_searchable(tmp_path: Path) ->
     old.close()
 
     with RepositoryService(path, auto_seed=False) as svc:
-        assert svc.store.db.version() == 2
+        assert svc.store.db.version() == LATEST
         row = svc.store.policy("legacy_batch")
         assert row is not None and row["embedding"] is None  # filled lazily, not by the migration
         found = svc.search("nightly batch jobs that never sleep", k=3)
@@ -75,6 +77,19 @@ def test_upgrade_from_v1_keeps_rows_and_makes_them_searchable(tmp_path: Path) ->
         assert "workloads" in found["results"][0]["matched"]
         assert svc.store.policy("legacy_batch")["embedding"] is not None
         assert svc.search_primitives("counting things", k=1)["results"][0]["name"] == "old_prim"
+
+
+def test_v3_makes_the_pending_embedding_lookup_an_index_search(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    Database(path, MIGRATIONS[:2]).close()
+    store = Store(path)
+    try:
+        assert store.db.version() == 3
+        plan = " ".join(str(tuple(r)) for r in store.db.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM policies WHERE embedding IS NULL LIMIT 5"))
+        assert "policies_unembedded" in plan
+    finally:
+        store.close()
 
 
 def test_failed_migration_rolls_back_completely(tmp_path: Path) -> None:
@@ -100,7 +115,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.execute("INSERT INTO schema_version VALUES (99, 'from the future', 'later')")
     conn.commit()
     conn.close()
-    future = [*MIGRATIONS, Migration(3, "not yet", "SELECT 1;")]
+    future = [*MIGRATIONS, Migration(LATEST + 1, "not yet", "SELECT 1;")]
     with pytest.raises(SchedcpError) as info:
         Database(path, future)
     assert info.value.code == "repository_too_new"

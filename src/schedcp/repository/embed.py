@@ -64,7 +64,7 @@ _thread_setter = _find_thread_setter()
 
 
 @contextmanager
-def _blas_threads(count: int) -> Iterator[None]:
+def blas_threads(count: int) -> Iterator[None]:
     # The matrices here are only 384-1536 wide, so extra BLAS threads gain little, and on a busy
     # 2-core machine (VMs, compilers) OpenBLAS's spinning threads made encoding 6x slower than one.
     if _thread_setter is None:
@@ -187,7 +187,7 @@ class Embedder:
         # Batch texts of similar length together so little time goes into padding.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), DIM), dtype=np.float32)
-        with _blas_threads(int(os.environ.get("SCHEDCP_EMBED_THREADS", "1"))):
+        with blas_threads(int(os.environ.get("SCHEDCP_EMBED_THREADS", "1"))):
             for start in range(0, len(order), BATCH):
                 chunk = order[start:start + BATCH]
                 encs = self.tokenizer.encode_batch([texts[i] or " " for i in chunk])

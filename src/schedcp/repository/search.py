@@ -12,13 +12,14 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from schedcp.errors import UsageError
-from schedcp.repository.models import KERNEL_PATTERN, KINDS, STATUSES
+from schedcp.repository.embed import blas_threads
+from schedcp.repository.models import KERNEL_PATTERN, KINDS, STATUSES, kernel_code
 from schedcp.repository.store import Store
 
 MAX_QUERY_CHARS = 1000
@@ -94,21 +95,6 @@ def validate_filters(status: str | None, kind: str | None, kernel: str | None, k
         raise UsageError(f"k={k} is out of range", f"ask for 1..{MAX_K} results")
 
 
-def _normalise(values: np.ndarray) -> np.ndarray:
-    """Scale to 0..1 relative to the best candidate; all-equal or empty gives zeros."""
-    if values.size == 0:
-        return values
-    top = float(values.max())
-    return values / top if top > 0 else np.zeros_like(values)
-
-
-def _rescale_cosine(values: np.ndarray) -> np.ndarray:
-    # Relative to the best candidate, like keywords. A min-max stretch was tried and rejected: it
-    # turns tiny cosine differences between equally unrelated policies into a full 0..1 spread
-    # (see docs/repository-benchmark.md).
-    return _normalise(np.clip(values, 0.0, None))
-
-
 def matched_terms(highlighted: dict[str, str]) -> dict[str, list[str]]:
     """Turn FTS5 highlight() output (\\x01term\\x02) into {column: [terms]}."""
     out: dict[str, list[str]] = {}
@@ -131,74 +117,133 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return cut.rstrip(",;:.") + "…"
 
 
-class MatrixCache:
-    """Embedding matrices per (database, table), reloaded only when the generation counter moves.
+@dataclass(frozen=True)
+class Snapshot:
+    """One table's embeddings and filter columns as arrays, in ascending row-id order."""
 
-    Reading 10,000 BLOBs on every query would dominate latency; the counter lives in the database,
-    so a policy added by another process invalidates this process's copy too.
+    ids: np.ndarray            # int64 row ids, sorted
+    matrix: np.ndarray         # (n, 384) float32 unit vectors
+    columns: dict[str, np.ndarray]
+
+    def positions(self, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Matrix rows of the given ids, and which of the ids are present at all."""
+        pos = np.searchsorted(self.ids, row_ids)
+        pos = np.minimum(pos, max(len(self.ids) - 1, 0))
+        present = (self.ids[pos] == row_ids) if len(self.ids) else np.zeros(len(row_ids), bool)
+        return pos, present
+
+
+class SnapshotCache:
+    """Per (database, table) snapshots, reloaded only when the database's generation counter moves.
+
+    Reading 10,000 BLOBs on every query would dominate latency; the counter lives in the database and
+    every write that changes embeddings or filter columns bumps it, so a policy added or promoted by
+    another process invalidates this process's copy too.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], tuple[int, np.ndarray, np.ndarray, dict[int, int]]] = {}
+        self._cache: dict[tuple[str, str], tuple[int, Snapshot]] = {}
 
-    def get(self, store: Store, table: str) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    def get(self, store: Store, table: str) -> Snapshot:
         generation = store.generation()
         key = (str(store.path), table)
         with self._lock:
             hit = self._cache.get(key)
             if hit and hit[0] == generation:
-                return hit[1], hit[2], hit[3]
-        ids, matrix = store.embedding_matrix(table)
-        index = {int(row_id): i for i, row_id in enumerate(ids)}
+                return hit[1]
+        ids, matrix, columns = store.embedding_rows(table)
+        snapshot = Snapshot(ids, matrix, columns)
         with self._lock:
-            self._cache[key] = (generation, ids, matrix, index)
-        return ids, matrix, index
+            self._cache[key] = (generation, snapshot)
+        return snapshot
 
 
-MATRICES = MatrixCache()
+SNAPSHOTS = SnapshotCache()
 
 
-@dataclass
+@dataclass(frozen=True)
+class Filters:
+    status: str | None = None   # None: anything but deprecated; "any": everything
+    kind: str | None = None
+    kernel: str | None = None   # MAJOR.MINOR the policy must run on
+
+    def mask(self, snap: Snapshot) -> np.ndarray:
+        keep = np.ones(len(snap.ids), dtype=bool)
+        if "status" in snap.columns:
+            if self.status is None:
+                keep &= snap.columns["status"] != "deprecated"
+            elif self.status != "any":
+                keep &= snap.columns["status"] == self.status
+        if self.kind is not None and "kind" in snap.columns:
+            keep &= snap.columns["kind"] == self.kind
+        if self.kernel is not None and "min_kernel_code" in snap.columns:
+            keep &= snap.columns["min_kernel_code"] <= kernel_code(self.kernel)
+        return keep
+
+
+@dataclass(frozen=True)
 class Hit:
     row_id: int
     hybrid: float
     bm25: float
     cosine: float
-    parts: dict[str, float] = field(default_factory=dict)
 
 
-def rank(store: Store, *, table: str, query_vec: np.ndarray, words: list[str], candidates: set[int],
-         weights: Weights, mode: str = "hybrid") -> list[Hit]:
-    """Score every candidate; mode is hybrid, keyword or embedding (the latter two for benchmarks)."""
-    fts_table = f"{table}_fts"
-    column_weights = weights.policy_columns if table == "policies" else weights.primitive_columns
-    keyword = store.fts_scores(fts_table, fts_query(words), column_weights) if words and mode != "embedding" else {}
-    _, matrix, index = MATRICES.get(store, table)
-    pool = sorted(candidates if mode != "keyword" else (candidates & set(keyword)))
-    if not pool:
-        return []
-    bm25 = np.array([keyword.get(i, 0.0) for i in pool], dtype=np.float64)
-    cosine = np.zeros(len(pool), dtype=np.float64)
-    if mode != "keyword" and matrix.shape[0]:
-        rows = [index.get(i, -1) for i in pool]
-        present = np.array([r >= 0 for r in rows])
-        if present.any():
-            sims = matrix[[r for r in rows if r >= 0]] @ query_vec.astype(np.float32)
-            cosine[present] = sims
-    kw_norm = bm25 / max(float(bm25.max(initial=0.0)), weights.keyword_floor)
-    cos_norm = _rescale_cosine(cosine) if mode != "keyword" else np.zeros_like(cosine)
+@dataclass(frozen=True)
+class Ranking:
+    hits: list[Hit]
+    considered: int
+
+
+def rank(store: Store, *, table: str, query_vec: np.ndarray, words: list[str], weights: Weights,
+         filters: Filters | None = None, limit: int = 10, mode: str = "hybrid") -> Ranking:
+    """Score every row that passes the filters and return the best `limit`.
+
+    mode is hybrid, keyword or embedding (the latter two exist for the benchmark). All scoring is
+    vectorised over the cached snapshot, so cost grows with the catalog only as one mat-vec.
+    """
+    snap = SNAPSHOTS.get(store, table)
+    keep = (filters or Filters()).mask(snap)
+    bm25 = np.zeros(len(snap.ids), dtype=np.float64)
+    if words and mode != "embedding":
+        column_weights = weights.policy_columns if table == "policies" else weights.primitive_columns
+        keyword = store.fts_scores(f"{table}_fts", fts_query(words), column_weights)
+        if keyword:
+            row_ids = np.fromiter(keyword.keys(), dtype=np.int64, count=len(keyword))
+            scores = np.fromiter(keyword.values(), dtype=np.float64, count=len(keyword))
+            pos, present = snap.positions(row_ids)
+            bm25[pos[present]] = scores[present]
+    if mode == "keyword":
+        keep &= bm25 > 0
+    considered = int(keep.sum())
+    if not considered:
+        return Ranking([], 0)
+    cosine = np.zeros(len(snap.ids), dtype=np.float64)
+    if mode != "keyword":
+        with blas_threads(1):
+            cosine = (snap.matrix @ query_vec.astype(np.float32)).astype(np.float64)
+    kw_top = float(bm25[keep].max(initial=0.0))
+    kw_norm = bm25 / max(kw_top, weights.keyword_floor) if kw_top > 0 else np.zeros_like(bm25)
     if mode == "keyword":
         hybrid = kw_norm
     elif mode == "embedding":
         hybrid = cosine
     else:
+        cos_top = float(np.clip(cosine[keep], 0.0, None).max(initial=0.0))
+        cos_norm = np.clip(cosine, 0.0, None) / cos_top if cos_top > 0 else np.zeros_like(cosine)
         # With no keyword evidence at all, meaning alone decides instead of being scaled down.
-        kw_weight = weights.keyword if keyword else 0.0
-        total = weights.cosine + kw_weight
-        hybrid = (weights.cosine * cos_norm + kw_weight * kw_norm) / total
-    order = np.argsort(-hybrid, kind="stable")
-    return [Hit(pool[i], float(hybrid[i]), float(bm25[i]), float(cosine[i])) for i in order]
+        kw_weight = weights.keyword if kw_top > 0 else 0.0
+        hybrid = (weights.cosine * cos_norm + kw_weight * kw_norm) / (weights.cosine + kw_weight)
+    candidates = np.flatnonzero(keep)
+    scores = hybrid[candidates]
+    if len(candidates) > limit:
+        part = np.argpartition(-scores, limit - 1)[:limit]
+        candidates, scores = candidates[part], scores[part]
+    # Stable order for ties: higher score first, then lower row id (older policy).
+    order = np.lexsort((snap.ids[candidates], -scores))
+    hits = [Hit(int(snap.ids[i]), float(hybrid[i]), float(bm25[i]), float(cosine[i])) for i in candidates[order]]
+    return Ranking(hits, considered)
 
 
 def fit_budget(payload: dict[str, Any], budget: int, shorten: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from schedcp.repository.search import (
     MIN_BUDGET,
     POLICY_COLUMNS,
     PRIMITIVE_COLUMNS,
+    Filters,
     Weights,
     excerpt,
     fit_budget,
@@ -222,10 +223,10 @@ class RepositoryService:
         budget_bytes = max(MIN_BUDGET, int(budget_bytes))
         self.fill_embeddings("policies")
         words = terms(query)
-        candidates = self.store.filtered_ids(status=status, kind=kind, kernel=kernel)
         vector = self.embed([query])[0] if mode != "keyword" else np.zeros(384, np.float32)
-        hits = rank(self.store, table="policies", query_vec=vector, words=words, candidates=candidates,
-                    weights=self.weights, mode=mode)[:k]
+        ranking = rank(self.store, table="policies", query_vec=vector, words=words, weights=self.weights,
+                       filters=Filters(status, kind, kernel), limit=k, mode=mode)
+        hits = ranking.hits
         rows = self.store.policies_by_id([h.row_id for h in hits])
         marks = self.store.highlights("policies_fts", POLICY_COLUMNS, fts_query(words), [h.row_id for h in hits])
         results = []
@@ -242,7 +243,7 @@ class RepositoryService:
         payload = {
             "query": query[:200], "terms": words, "mode": mode,
             "filters": {"status": status or "not deprecated", "kind": kind, "kernel": kernel},
-            "considered": len(candidates), "budget_bytes": budget_bytes, "truncated": False,
+            "considered": ranking.considered, "budget_bytes": budget_bytes, "truncated": False,
             "results": results,
         }
 
@@ -280,9 +281,8 @@ class RepositoryService:
         validate_filters(None, None, None, k)
         self.fill_embeddings("primitives")
         words = terms(query)
-        candidates = {int(r["id"]) for r in self.store.primitives()}
         hits = rank(self.store, table="primitives", query_vec=self.embed([query])[0], words=words,
-                    candidates=candidates, weights=self.weights)[:k]
+                    weights=self.weights, limit=k).hits
         rows = self.store.primitives_by_id([h.row_id for h in hits])
         marks = self.store.highlights("primitives_fts", PRIMITIVE_COLUMNS, fts_query(words), [h.row_id for h in hits])
         results = [{

@@ -21,6 +21,8 @@ from schedcp.repository.embed import from_blob, to_blob
 from schedcp.repository.migrations import MIGRATIONS, policy_fts_row, primitive_fts_row
 from schedcp.repository.models import PolicyInput, kernel_code
 
+KEYWORD_POOL = 2000
+
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -165,23 +167,6 @@ class Store:
         with self.db.lock:
             return int(self.db.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
-    def filtered_ids(self, *, status: str | None, kind: str | None, kernel: str | None) -> set[int]:
-        clauses, params = [], []
-        if status is None:
-            clauses.append("status != 'deprecated'")
-        elif status != "any":
-            clauses.append("status = ?")
-            params.append(status)
-        if kind is not None:
-            clauses.append("kind = ?")
-            params.append(kind)
-        if kernel is not None:
-            clauses.append("min_kernel_code <= ?")
-            params.append(kernel_code(kernel))
-        where = " AND ".join(clauses) or "1"
-        with self.db.lock:
-            return {int(r[0]) for r in self.db.conn.execute(f"SELECT id FROM policies WHERE {where}", params)}
-
     # ---- embeddings -----------------------------------------------------------------------------
 
     _EMBEDDED: ClassVar[dict[str, str]] = {
@@ -198,18 +183,21 @@ class Store:
         with self.db.write() as conn:
             conn.executemany(f"UPDATE {table} SET {column} = ? WHERE id = ?",
                              [(to_blob(vec), row_id) for row_id, vec in items])
-            if table == "policies":
-                self._bump(conn)
+            self._bump(conn)
 
-    def embedding_matrix(self, table: str) -> tuple[np.ndarray, np.ndarray]:
+    def embedding_rows(self, table: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Row ids (ascending), their embeddings, and for policies the columns search filters on."""
         column = self._EMBEDDED[table]
+        extra = ["status", "kind", "min_kernel_code"] if table == "policies" else []
+        select = ", ".join(["id", column, *extra])
         with self.db.lock:
             rows = self.db.conn.execute(
-                f"SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY id"
+                f"SELECT {select} FROM {table} WHERE {column} IS NOT NULL ORDER BY id"
             ).fetchall()
         ids = np.array([row[0] for row in rows], dtype=np.int64)
         matrix = np.stack([from_blob(row[1]) for row in rows]) if rows else np.zeros((0, 384), np.float32)
-        return ids, matrix
+        columns = {name: np.array([row[2 + i] for row in rows]) for i, name in enumerate(extra)}
+        return ids, matrix, columns
 
     # ---- keyword search -------------------------------------------------------------------------
 
@@ -220,8 +208,11 @@ class Store:
         args = ", ".join(str(float(w)) for w in weights)
         with self.db.lock:
             try:
+                # Only the strongest matches come back to Python; anything beyond them would score
+                # a negligible fraction of the best keyword match anyway.
                 rows = self.db.conn.execute(
-                    f"SELECT rowid, bm25({table}, {args}) FROM {table} WHERE {table} MATCH ?", (match,)
+                    f"SELECT rowid, bm25({table}, {args}) AS score FROM {table} WHERE {table} MATCH ?"
+                    " ORDER BY score LIMIT ?", (match, KEYWORD_POOL)
                 ).fetchall()
             except sqlite3.OperationalError as exc:
                 # The query is built from sanitised, quoted terms; if FTS still objects, searching by
@@ -273,6 +264,7 @@ class Store:
                         code="no_evidence",
                     )
             conn.execute("UPDATE policies SET status = ?, updated_at = ? WHERE id = ?", (to_status, now(), row["id"]))
+            self._bump(conn)  # status is a search filter held in other processes' snapshots
             conn.execute(
                 "INSERT INTO status_log (policy_id, from_status, to_status, actor, reason, at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -405,6 +397,7 @@ class Store:
                     " embedding = ? WHERE id = ?",
                     (description, snippet, canonical(tags), digest, now(), blob, row_id),
                 )
+            self._bump(conn)
             fresh = conn.execute("SELECT * FROM primitives WHERE id = ?", (row_id,)).fetchone()
             conn.execute("DELETE FROM primitives_fts WHERE rowid = ?", (row_id,))
             conn.execute(
