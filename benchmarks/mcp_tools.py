@@ -1,13 +1,15 @@
 """What each MCP tool costs an agent: bytes returned per tool and detail level, and call latency.
 
     .venv/bin/python benchmarks/mcp_tools.py                 # non-VM tools, prints a Markdown report
-    .venv/bin/python benchmarks/mcp_tools.py --vm            # also one run_in_vm (summary/full sizes)
+    .venv/bin/python benchmarks/mcp_tools.py --vm            # also verify_scheduler (needs root for the
+                                                             # daemon) and run_in_vm, summary and full
     .venv/bin/python benchmarks/mcp_tools.py --out docs/mcp-benchmark.json
 
 Drives a real `schedcp mcp` over stdio with the SDK's client, exactly as an agent would, against a
 fresh repository in a temporary data directory. Bytes are the JSON text the model reads (the
 structured copy mirrors it). Latency is client-side wall time per call over `--calls` calls
 (p50/p99), after one warm-up call per case so model loading and first-use seeding are excluded;
+VM-backed tools are measured once per detail level (bytes and wall time);
 cold start is reported separately. Tools whose run time is their own observation window
 (workload_summary, workload_profile, run_probe) are listed with that window.
 """
@@ -109,6 +111,13 @@ async def measure(env: dict[str, str], calls: int, with_vm: bool) -> dict[str, A
         if with_vm:
             for detail in ("summary", "full"):
                 t0 = time.perf_counter()
+                is_error, _data, text = await call(client, "verify_scheduler", {
+                    "scheduler": "fifo", "detail": detail, "max_bytes": 16384})
+                vm_rows.append({"tool": "verify_scheduler", "case": f"fifo through the daemon, {detail}",
+                                "bytes": len(text.encode()), "wall_s": round(time.perf_counter() - t0, 1),
+                                "error": is_error})
+            for detail in ("summary", "full"):
+                t0 = time.perf_counter()
                 is_error, _data, text = await call(client, "run_in_vm", {
                     "workload": "pingpong", "workload_args": ["--seconds", "1"], "scheduler": "fifo",
                     "detail": detail, "max_bytes": 16384})
@@ -147,7 +156,14 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcp-bench-") as tmp:
         env = isolated_env(Path(tmp))
-        result = anyio.run(measure, env, args.calls, args.vm)
+        if args.vm:  # verification needs the privileged daemon (run this as root)
+            from schedcp.daemon.testing import running_daemon
+
+            with running_daemon(Path(tmp) / "daemon") as daemon:
+                env["SCHEDCP_DAEMON_SOCKET"] = str(daemon.path)
+                result = anyio.run(measure, env, args.calls, args.vm)
+        else:
+            result = anyio.run(measure, env, args.calls, args.vm)
     result.update({"date": time.strftime("%Y-%m-%d"), "host": platform.node() or "host", "cpus": os.cpu_count(),
                    "calls": args.calls})
     if args.out:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import anyio
 import pytest
@@ -35,18 +34,26 @@ def test_agent_loop_summary_search_verify_then_measure_against_eevdf(tmp_path, u
             assert not is_error, text
             steps["summary"] = summary
             # 2. Plan: reuse a policy from the repository that suits the class and goal.
-            query = f"{summary['class'].replace('_', ' ')} batch of processes, goal {summary['goal']}"
+            query = f"{summary['summary']} {summary['class'].replace('_', ' ')}, goal {summary['goal']}"[:900]
             is_error, found, text = await call(client, "search_schedulers", {"query": query, "k": 8, "kind": "bpf"})
             assert not is_error, text
             steps["search"] = found
-            choice = next(r["name"] for r in found["results"] if r["usable"] and r["kind"] == "bpf")
-            steps["choice"] = choice
-            # 3. Verify through the daemon: report plus a token id on pass, never the key.
-            is_error, verdict, text = await call(client, "verify_scheduler", {"scheduler": choice})
-            assert not is_error, text
-            steps["verify"] = verdict
+            candidates = [r["name"] for r in found["results"] if r["usable"] and r["kind"] == "bpf"]
+            assert candidates, found
+            # 3. Verify through the daemon: report plus a token id on pass, never the key. Like an agent,
+            #    move on to the next candidate when one fails (each attempt is one VM boot).
+            steps["attempts"] = []
+            for choice in candidates[:3]:
+                is_error, verdict, text = await call(client, "verify_scheduler", {"scheduler": choice})
+                assert not is_error, text
+                steps["attempts"].append({k: verdict[k] for k in ("scheduler", "verdict", "reason")})
+                if verdict["verdict"] == "pass":
+                    break
+            steps["choice"], steps["verify"] = choice, verdict
             report = json.loads((await client.read_resource(verdict["report_uri"])).contents[0].text)
             steps["report"] = report
+            if verdict["verdict"] != "pass":
+                return steps
             # 4. Measure in the micro-VM against EEVDF, same boot.
             is_error, run, text = await call(client, "run_in_vm", {
                 "workload": "longtail", "workload_args": longtail, "scheduler": choice, "compare_baseline": True})
@@ -71,7 +78,7 @@ def test_agent_loop_summary_search_verify_then_measure_against_eevdf(tmp_path, u
 
     assert steps["summary"]["class"] and steps["summary"]["goal"]
     verify = steps["verify"]
-    assert verify["verdict"] == "pass", json.dumps(verify)[:1500]
+    assert verify["verdict"] == "pass", json.dumps(steps["attempts"])
     assert verify["token_id"]
     assert "token" not in steps["report"]["report"] and "private" not in json.dumps(steps["report"]).lower()
     assert {s["name"] for s in verify["stages"]} >= {"build", "static", "kernel_verifier"}
@@ -93,14 +100,21 @@ def test_submitted_source_runs_an_argv_and_reports_counters(tmp_path, unstable_k
     async def main():
         async with Client(stdio_params(env), mode="legacy", read_timeout_seconds=900) as client:
             broken = await call(client, "run_in_vm", {"argv": ["true"], "source": "this is not C at all; struct_ops"})
-            started = time.monotonic()
-            ok = await call(client, "run_in_vm", {"argv": argv, "source": source, "compare_baseline": False,
-                                                  "detail": "full", "max_bytes": 8192})
-            took = time.monotonic() - started
-            full = json.loads((await client.read_resource(ok[1]["run_uri"])).contents[0].text) if not ok[0] else None
-            return broken, ok, took, full
+            progress: list[str] = []
 
-    broken, ok, _took, full = anyio.run(main)
+            async def on_progress(_done: float, _total: float | None, message: str | None) -> None:
+                progress.append(message or "")
+
+            result = await client.call_tool("run_in_vm", {
+                "argv": argv, "source": source, "compare_baseline": False, "detail": "full", "max_bytes": 8192,
+            }, progress_callback=on_progress)
+            text = result.content[0].text
+            ok = (bool(result.is_error), None if result.is_error else json.loads(text), text)
+            full = json.loads((await client.read_resource(ok[1]["run_uri"])).contents[0].text) if not ok[0] else None
+            return broken, ok, progress, full
+
+    broken, ok, progress, full = anyio.run(main)
+    assert any("booting" in m for m in progress) and any("attaching" in m or "run 1/1" in m for m in progress)
     assert broken[0] and "build_failed" in broken[2]  # refused at compile time, before any VM boots
     is_error, data, text = ok
     assert not is_error, text
