@@ -29,6 +29,7 @@ CORPUS = REPO / "tests" / "corpus"
 DOC = REPO / "docs" / "verifier.md"
 LIBRARY_NAMES = ("fifo", "vtime", "latency", "sjf", "ljf", "edf", "central", "locality", "layered")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+RULES_BEGIN, RULES_END = "<!-- rules:begin -->", "<!-- rules:end -->"
 
 
 def corpus(only: set[str] | None) -> list[dict[str, Any]]:
@@ -128,13 +129,26 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rules_table() -> str:
+    from schedcp.verifier.static.rules import catalogue
+
+    rows = [RULES_BEGIN, "", "| rule | severity | catches |", "|---|---|---|"]
+    rows += [f"| `{r['id']}` | {r['severity']} | {r['description']} |" for r in catalogue()]
+    return "\n".join([*rows, "", RULES_END])
+
+
+def replace_block(text: str, begin: str, end: str, block: str) -> str:
+    if begin not in text:
+        return text + f"\n{block}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    return head + block + tail
+
+
 def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else f"# Execution Verifier\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    DOC.write_text(head + section + tail)
+    text = DOC.read_text() if DOC.exists() else "# Execution Verifier\n"
+    text = replace_block(text, RULES_BEGIN, RULES_END, rules_table())
+    DOC.write_text(replace_block(text, BEGIN, END, section))
 
 
 def main(argv: list[str] | None = None) -> int:

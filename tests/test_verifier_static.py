@@ -171,6 +171,7 @@ def test_config_overrides_tunable_defaults() -> None:
     found = [f for f in analyze(src, config={"slice_us": 5_000_000}).findings if f.id == "slice-out-of-range"]
     assert found and "5 s" in found[0].message and "slice_us" in found[0].message
     assert [f.severity for f in analyze(src, config={"slice_us": 0}).findings] == []
+    assert _ids(analyze(src, config={"slice_us": "5000000"})) == ["slice-out-of-range"]  # CLI strings too
 
 
 def test_kfunc_rules_follow_guards(facts: KernelFacts) -> None:

@@ -89,8 +89,10 @@ def test_task_dropping_scheduler_is_caught_statically_and_ejected_dynamically(tm
 
 
 def test_idle_cpu_waste_is_a_performance_regression(tmp_path: Path) -> None:
-    report = _run("bad/one_cpu.bpf.c", tmp_path)
-    assert report.stage("dynamic").status in ("passed", "warned"), report.reason
+    # keep_going: on an overloaded host the crowded CPU's wakeup latency may already fail the dynamic
+    # stage; the performance stage must still name the idle CPU.
+    report = _run("bad/one_cpu.bpf.c", tmp_path, keep_going=True)
+    assert report.verdict == "fail" and report.stage("static").status == "passed"
     perf = report.stage("performance")
     assert perf.status == "failed" and perf.errors[0].id == "perf-regression"
     table = perf.details["load"]["cpu_busy"]

@@ -26,7 +26,7 @@ class Evaluator:
     def __init__(self, model: SourceModel, kernel: KernelFacts, config: dict[str, Any] | None = None) -> None:
         self.model = model
         self.kernel = kernel
-        self.config = {k: v for k, v in (config or {}).items() if isinstance(v, int | bool)}
+        self.config = {k: v for k, v in ((k, _as_int(v)) for k, v in (config or {}).items()) if v is not None}
         self._text_cache: dict[str, Node | None] = {}
         self._locals_cache: dict[tuple[str, str], Node | None] = {}
 
@@ -209,6 +209,18 @@ class Evaluator:
             node = None
         self._text_cache[text] = node
         return node
+
+
+def _as_int(value: Any) -> int | None:
+    """Tunable values as integers (CLI strings such as "5000" or "0x10" included)."""
+    if isinstance(value, bool | int):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""), 0)
+        except ValueError:
+            return None
+    return None
 
 
 def parse_number(text: str) -> int | None:
