@@ -44,7 +44,7 @@ from schedcp.repository.search import (
     terms,
     validate_filters,
 )
-from schedcp.repository.store import Store, canonical, content_hash
+from schedcp.repository.store import Store, canonical, content_hash, primitive_digest
 
 # Allowed status moves. Forward is promotion; anything may be deprecated; a deprecated policy can
 # only come back as a candidate and earn its way up again.
@@ -103,10 +103,10 @@ def _row_text(table: str, row: sqlite3.Row) -> str:
     return row["profile_summary"] or row["note"]
 
 
-def _reason(reason: str, what: str = "reason") -> str:
+def _reason(reason: str) -> str:
     reason = (reason or "").strip()
     if not 3 <= len(reason) <= MAX_REASON:
-        raise UsageError(f"a {what} of 3..{MAX_REASON} characters is required", "say why, in one sentence")
+        raise UsageError(f"a reason of 3..{MAX_REASON} characters is required", "say why, in one sentence")
     return reason
 
 
@@ -519,7 +519,7 @@ class RepositoryService:
         report["problems"] += problems
         known = self.store.primitive_hashes()
         changed = [p for p in prims if p.name not in known
-                   or known[p.name] != _primitive_digest(p)]
+                   or known[p.name] != primitive_digest(p.description, p.snippet, p.tags)]
         vecs = self.embed([primitive_text(p.name, p.description, p.tags) for p in changed]) if changed else []
         report["primitives"] = {"total": len(prims), "changed": []}
         for i, p in enumerate(changed):
@@ -527,8 +527,3 @@ class RepositoryService:
                 report["primitives"]["changed"].append(p.name)
         return report
 
-
-def _primitive_digest(p: catalog_sources.Primitive) -> str:
-    from schedcp.repository.store import sha256_text
-
-    return sha256_text(canonical([p.description, p.snippet, p.tags]))

@@ -37,6 +37,10 @@ def content_hash(policy: PolicyInput) -> str:
     return sha256_text(canonical(policy.model_dump(exclude={"status", "parent"})))
 
 
+def primitive_digest(description: str, snippet: str, tags: list[str]) -> str:
+    return sha256_text(canonical([description, snippet, tags]))
+
+
 def not_found(name: str) -> UsageError:
     return UsageError(f"no policy named {name!r} in the repository", "run `schedcp repo search` to find names",
                       code="not_found")
@@ -377,7 +381,7 @@ class Store:
     def upsert_primitive(self, name: str, description: str, snippet: str, tags: list[str],
                          embedding: np.ndarray | None) -> bool:
         """Insert or refresh a primitive; returns True when something changed."""
-        digest = sha256_text(canonical([description, snippet, tags]))
+        digest = primitive_digest(description, snippet, tags)
         with self.db.write() as conn:
             row = conn.execute("SELECT id, sha256 FROM primitives WHERE name = ?", (name,)).fetchone()
             if row is not None and row["sha256"] == digest:
