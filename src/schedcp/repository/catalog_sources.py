@@ -100,7 +100,10 @@ def parse_primitive(path: Path) -> Primitive:
 
 def primitives(directory: Path = PRIMITIVES_DIR) -> tuple[list[Primitive], list[str]]:
     found, problems = [], []
-    for path in sorted(directory.glob("*.c")):
+    files = sorted(directory.glob("*.c"))
+    if not files:
+        problems.append(f"no primitives under {directory}: is the package data installed?")
+    for path in files:
         try:
             found.append(parse_primitive(path))
         except (OSError, ValueError) as exc:
