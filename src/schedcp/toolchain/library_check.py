@@ -54,6 +54,8 @@ class CheckResult:
     load: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    # Guest crashes (kernel oops, lost VM) that preceded this result's successful retry.
+    guest_crashes: list[str] = field(default_factory=list)
 
     @property
     def moved(self) -> dict[str, int]:
@@ -133,7 +135,7 @@ def check_one(
         if result.ok:
             result.stage = "done"
     except SchedcpError as exc:
-        result.error = exc.cause
+        result.error = f"{exc.cause} {_guest_context(exc)}".strip()
         details = getattr(exc, "details", {}) or {}
         if details.get("verifier_log"):
             result.error += " | verifier: " + " / ".join(details["verifier_log"][-6:])
@@ -144,10 +146,17 @@ def check_one(
             try:
                 attach_mod.detach(node, attached)
             except SchedcpError as exc:
-                result.problems.append(f"detach failed: {exc.cause}")
+                result.problems.append(f"detach failed: {exc.cause} {_guest_context(exc)}".strip())
                 result.ok = False
         result.wall_s = round(time.monotonic() - start, 2)
     return result
+
+
+def _guest_context(exc: SchedcpError) -> str:
+    """For a lost or hung guest, the console tail (kernel oops, agent crash) is the only clue."""
+    if getattr(exc, "code", "") in ("guest_lost", "guest_timeout"):
+        return f"[{exc.next_step[-1500:]}]"
+    return ""
 
 
 def _problems(result: CheckResult, meta: metadata.SchedulerMeta) -> list[str]:
@@ -168,6 +177,74 @@ def _problems(result: CheckResult, meta: metadata.SchedulerMeta) -> list[str]:
     return out
 
 
+class KernelSession:
+    """One kernel, one micro-VM, many scheduler checks; rebooted only when the guest dies.
+
+        with KernelSession("unstable") as session:
+            default = session.check("fifo")
+            tuned = session.check("fifo", {"direct_idle": False})
+
+    A guest that dies or hangs during a check is killed, and that check is retried up to
+    `crash_retries` times on a fresh boot (the crash is kept in `guest_crashes`). A sched_ext BPF
+    program cannot crash the kernel by design; a dead guest has so far always been an oops in
+    emulated text patching (static keys flipped on enable/disable under multi-threaded TCG).
+    """
+
+    def __init__(self, kernel_spec: str, *, cpus: int = 2, crash_retries: int = 1) -> None:
+        from schedcp.testbed import kernel as kernel_mod
+
+        self.spec = kernel_spec
+        self.cpus = cpus
+        self.crash_retries = crash_retries
+        self.kernel = kernel_mod.cached(kernel_spec)
+        self.include_dir = headers.kernel_include_dir(self.kernel)
+        self.vm = None
+        self.boots = 0
+
+    def __enter__(self) -> KernelSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def node(self):
+        """The live guest's node client, booting (again) when needed."""
+        from schedcp.testbed.vm import MicroVM, VMConfig
+
+        if self.vm is None or not self.vm.alive:
+            self.close()
+            self.vm = MicroVM(VMConfig(cpus=self.cpus, kernel=self.spec), kernel=self.kernel)
+            self.vm.start()
+            self.boots += 1
+        return self.vm.node
+
+    def check(
+        self,
+        name: str | metadata.SchedulerMeta,
+        config: dict[str, Any] | None = None,
+        *,
+        seconds: float = DEFAULT_SECONDS,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> CheckResult:
+        meta = metadata.get(name) if isinstance(name, str) else name
+        crashes: list[str] = []
+        while True:
+            res = check_one(self.node(), meta, self.kernel, include_dir=self.include_dir, config=config,
+                            seconds=seconds, timeout_ms=timeout_ms)
+            if self.vm is not None and self.vm.alive:
+                break
+            if len(crashes) >= self.crash_retries:
+                break
+            crashes.append(res.error or "; ".join(res.problems))
+        res.guest_crashes = crashes
+        return res
+
+    def close(self) -> None:
+        if self.vm is not None:
+            self.vm.stop()
+            self.vm = None
+
+
 def check_kernel(
     kernel_spec: str,
     names: list[str] | None = None,
@@ -176,31 +253,18 @@ def check_kernel(
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     configs: dict[str, dict[str, Any]] | None = None,
     cpus: int = 2,
+    crash_retries: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> list[CheckResult]:
-    """Check schedulers (default: the whole library) on one kernel, in one VM boot when possible.
-
-    If a scheduler hangs the guest, the VM is killed; the next scheduler gets a fresh boot.
-    """
-    from schedcp.testbed import kernel as kernel_mod
-    from schedcp.testbed.vm import MicroVM, VMConfig
-
-    kernel = kernel_mod.cached(kernel_spec)
-    include_dir = headers.kernel_include_dir(kernel)
+    """Check schedulers (default: the whole library) on one kernel, in one VM boot when possible."""
     metas = [metadata.get(n) for n in names] if names else metadata.library()
     results: list[CheckResult] = []
-    pending = list(metas)
-    while pending:
-        with MicroVM(VMConfig(cpus=cpus, kernel=kernel_spec), kernel=kernel) as vm:
-            while pending:
-                meta = pending.pop(0)
-                res = check_one(vm.node, meta, kernel, include_dir=include_dir,
-                                config=(configs or {}).get(meta.name), seconds=seconds, timeout_ms=timeout_ms)
-                results.append(res)
-                if progress:
-                    progress(res.summary())
-                if not vm.alive:
-                    break
+    with KernelSession(kernel_spec, cpus=cpus, crash_retries=crash_retries) as session:
+        for meta in metas:
+            res = session.check(meta, (configs or {}).get(meta.name), seconds=seconds, timeout_ms=timeout_ms)
+            results.append(res)
+            if progress:
+                progress(res.summary())
     return results
 
 
