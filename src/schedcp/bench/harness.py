@@ -120,7 +120,11 @@ def _ejections(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e.get("kind") == "disabled"]
 
 
-def run_once(target, bench: Benchmark, arm: Arm, args: list[str]) -> dict[str, Any]:
+def _event_text(event: dict[str, Any]) -> str:
+    return f"{event.get('reason')}: {' / '.join(event.get('detail', [])[:2])}"
+
+
+def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: int | None = None) -> dict[str, Any]:
     """One measured run of one arm; never raises for a scheduler or workload failure."""
     node = target.node
     record: dict[str, Any] = {"arm": arm.name, "status": "ok"}
@@ -135,10 +139,11 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str]) -> dict[str, A
         assert arm.resolved is not None
         try:
             attached = attach_mod.attach(node, arm.resolved.object_path, meta=arm.resolved.meta,
-                                         config=dict(arm.config))
+                                         config=dict(arm.config), timeout_ms=watchdog_ms)
         except NodeOpError as exc:
-            record.update(status="attach_failed", error=exc.cause,
-                          events=exc.details.get("kernel_events", [])[:10])
+            events = exc.details.get("kernel_events", [])
+            record.update(status="attach_failed", error=exc.cause + "".join(
+                f"; kernel: {_event_text(e)}" for e in _ejections(events)[:1]), events=events[:10])
             return record
         before = node.state()
     argv = target.workload_argv(bench.module, args)
@@ -156,9 +161,8 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str]) -> dict[str, A
                 pass
         else:
             ej = _ejections(events)
-            record.update(status="ejected", error=(
-                f"{ej[0].get('reason')}: {' / '.join(ej[0].get('detail', [])[:2])}" if ej
-                else f"scheduler state became {after.get('state')!r} ({after.get('ops')!r})"))
+            record.update(status="ejected", error=_event_text(ej[0]) if ej
+                          else f"scheduler state became {after.get('state')!r} ({after.get('ops')!r})")
         try:
             attach_mod.detach(node, attached)
         except NodeOpError as exc:
@@ -197,13 +201,34 @@ def summarize_arms(bench: Benchmark, arms: list[Arm], runs: list[dict[str, Any]]
             "metrics": metrics,
         }
     base = out.get(BASELINE, {}).get("metrics", {})
-    for data in out.values():
+    for name, data in out.items():
         for m in bench.metrics:
             cell = data["metrics"].get(m.key)
             if cell is None or m.key not in base:
                 continue
             cell["improvement"] = stats.improvement(base[m.key]["median"], cell["median"], m.direction)
             cell["change_pct"] = stats.change_pct(base[m.key]["median"], cell["median"])
+            paired = paired_improvements(runs, name, m.key, m.direction)
+            if paired:
+                cell["paired_improvement"] = stats.summarize(paired).median
+                cell["paired_wins"] = sum(f > 1.0 for f in paired)
+                cell["pairs"] = len(paired)
+    return out
+
+
+def paired_improvements(runs: list[dict[str, Any]], arm: str, key: str, direction: stats.Direction) -> list[float]:
+    """Improvement of `arm` over EEVDF within each round where both ran ok. Arms of one round run
+    back to back, so slow drifts of the machine (other load on the host) cancel in these ratios."""
+    by_round: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if r["status"] == "ok" and key in r.get("metrics", {}) and "round" in r:
+            by_round.setdefault(r["round"], {})[r["arm"]] = r["metrics"][key]
+    out = []
+    for values in by_round.values():
+        if arm in values and BASELINE in values:
+            factor = stats.improvement(values[BASELINE], values[arm], direction)
+            if factor is not None:
+                out.append(factor)
     return out
 
 
@@ -237,6 +262,7 @@ def run_benchmark(
     extra_args: list[str] | None = None,
     smoke: bool = False,
     warmup: bool = True,
+    watchdog_ms: int | None = None,
     say: Say = lambda _m: None,
 ) -> dict[str, Any]:
     if not 1 <= runs <= 100:
@@ -256,7 +282,7 @@ def run_benchmark(
             say(f"{bench.name}: warm-up {w['status']}: {w.get('error')}")
     for rnd in range(runs):
         for pos, arm in enumerate(round_order(arms, rnd)):
-            rec = run_once(target, bench, arm, args_for(rnd))
+            rec = run_once(target, bench, arm, args_for(rnd), watchdog_ms)
             rec.update(round=rnd, position=pos)
             records.append(rec)
             say(f"{bench.name}: round {rnd + 1}/{runs} {arm.name}: {_brief(bench, rec)}")
@@ -270,6 +296,7 @@ def run_benchmark(
                      "primary": m.primary} for m in bench.metrics],
         "arms": [a.describe() for a in arms],
         "runs": runs,
+        "watchdog_ms": watchdog_ms,
         "elapsed_s": round(time.time() - started, 1),
         "records": records,
         "summary": summary,

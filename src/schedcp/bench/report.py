@@ -12,22 +12,34 @@ from schedcp.bench.workloads import BENCHMARKS
 REGENERATE = "python benchmarks/run_all.py"
 
 
-def fmt_value(value: float, unit: str) -> str:
-    if unit == "us" and value >= 1000:
-        return f"{value / 1000:.2f} ms"
+def _scaled(median: float, unit: str) -> tuple[float, str]:
+    """Divisor and unit to print a metric in, chosen from its median (microseconds become ms)."""
+    if unit == "us" and median >= 1000:
+        return 1000.0, "ms"
+    return 1.0, unit
+
+
+def _num(value: float) -> str:
     if abs(value) >= 1000:
-        return f"{value:,.0f} {unit}"
+        return f"{value:,.0f}"
     if abs(value) >= 100:
-        return f"{value:.0f} {unit}"
-    return f"{value:.3g} {unit}"
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def fmt_value(value: float, unit: str) -> str:
+    div, shown = _scaled(value, unit)
+    return f"{_num(value / div)} {shown}".strip()
 
 
 def cell_text(cell: dict[str, Any] | None, unit: str, *, spread: bool = True) -> str:
+    """"median unit [min–max] (factor×)", all in the unit chosen for the median."""
     if not cell:
         return "—"
-    text = fmt_value(cell["median"], unit)
+    div, shown = _scaled(cell["median"], unit)
+    text = f"{_num(cell['median'] / div)} {shown}".strip()
     if spread and cell.get("n", 1) > 1:
-        text += f" [{fmt_value(cell['min'], '').strip()}–{fmt_value(cell['max'], '').strip()}]"
+        text += f" [{_num(cell['min'] / div)}–{_num(cell['max'] / div)}]"
     if cell.get("improvement") is not None:
         text += f" ({stats.format_factor(cell['improvement'])})"
     return text
@@ -63,6 +75,24 @@ def evaluation_line(result: dict[str, Any]) -> str | None:
         parts.append(f"{t['metric']} {stats.format_factor(t['factor'])} (goal ≥ {t['at_least']:.2f}×)")
     verdict = "MET" if ev.get("met") else "MISSED"
     return f"{verdict} by {ev.get('arm')}: " + "; ".join(parts)
+
+
+def paired_lines(result: dict[str, Any]) -> list[str]:
+    """Per policy and primary metric: median paired improvement and in how many rounds it won."""
+    out = []
+    for arm in result["arms"]:
+        if arm["name"] == "eevdf":
+            continue
+        cells = result["summary"].get(arm["name"], {}).get("metrics", {})
+        parts = []
+        for m in result["metrics"]:
+            cell = cells.get(m["key"], {})
+            if m["primary"] and cell.get("pairs"):
+                parts.append(f"{m['label']} {stats.format_factor(cell['paired_improvement'])} "
+                             f"(better in {cell['paired_wins']}/{cell['pairs']})")
+        if parts:
+            out.append(f"`{arm['name']}` " + ", ".join(parts))
+    return out
 
 
 def _md_table(rows: list[list[str]]) -> str:
@@ -116,6 +146,7 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         "",
         "## Targets",
         "",
+        *([f"![all benchmarks]({images['overview']})", ""] if "overview" in images else []),
         "| benchmark | goal | best policy | result | verdict |",
         "|---|---|---|---|---|",
     ]
@@ -145,6 +176,10 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         verdict = evaluation_line(result)
         if verdict:
             lines += [f"**{verdict}**", ""]
+        paired = paired_lines(result)
+        if paired:
+            lines += ["Round by round (each policy against the EEVDF run of the same round): " + "; ".join(paired)
+                      + ".", ""]
         if bench is not None and bench.rationale:
             lines += [bench.rationale, ""]
         for arm in result["arms"]:
@@ -182,6 +217,10 @@ def write_docs(doc: dict[str, Any], repo: Path, command: str = REGENERATE) -> di
             path = plot.plot_benchmark(result, img_dir / f"bench-{result['benchmark']}.png")
             images[result["benchmark"]] = f"img/{path.name}"
             written[result["benchmark"]] = path
+    if images:
+        overview = plot.plot_suite(doc, img_dir / "bench-overview.png")
+        images["overview"] = f"img/{overview.name}"
+        written["overview"] = overview
     page = repo / "docs" / "benchmarks.md"
     page.write_text(render_markdown(doc, images, command))
     raw = repo / "benchmarks" / "results" / "latest.json"

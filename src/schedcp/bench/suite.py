@@ -43,6 +43,7 @@ def run_suite(
     kernel_spec: str = "unstable",
     smoke: bool = False,
     extra_args: list[str] | None = None,
+    watchdog_ms: int | None = None,
     say: harness.Say = lambda _m: None,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -74,14 +75,14 @@ def run_suite(
                 say(f"target ready: {_machine_line(doc['machine'])}")
             try:
                 result = harness.run_benchmark(target, bench, arms, runs=runs, extra_args=extra_args,
-                                               smoke=smoke, say=say)
+                                               smoke=smoke, watchdog_ms=watchdog_ms, say=say)
             except SchedcpError as exc:
                 if exc.code not in _GUEST_GONE:
                     raise
                 say(f"{bench.name}: the guest died: {exc.cause}")
-                result = {"benchmark": bench.name, "title": bench.title, "error": exc.cause,
-                          "arms": [a.describe() for a in arms]}
                 target.stop()
+                result = {"benchmark": bench.name, "title": bench.title, "error": exc.cause,
+                          "arms": [a.describe() for a in arms], "console_tail": target.console_tail()}
             doc["benchmarks"].append(result)
     finally:
         target.stop()

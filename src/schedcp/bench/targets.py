@@ -115,6 +115,9 @@ class VMTarget:
         if self.vm is not None:
             self.vm.stop()
 
+    def console_tail(self, lines: int = 40) -> str:
+        return self.vm.console_tail(lines) if self.vm is not None else ""
+
 
 class LocalTarget:
     """This machine, through an in-process node agent: needs root and a sched_ext kernel."""
@@ -154,6 +157,9 @@ class LocalTarget:
     def describe(self) -> dict[str, Any]:
         return {"target": "local", "host_cpu": host_cpu_model(), "host_cpus": os.cpu_count(),
                 "kernel": self.kernel.release, "vcpus": os.cpu_count(), "accel": None}
+
+    def console_tail(self, lines: int = 40) -> str:
+        return ""
 
     def stop(self) -> None:
         if self._node is not None:

@@ -1,0 +1,56 @@
+"""Regenerate docs/benchmarks.md: every scheduler benchmark against EEVDF in one micro-VM boot.
+
+    .venv/bin/python benchmarks/run_all.py            # all benchmarks, 5 runs per arm (~25 min here)
+    .venv/bin/python benchmarks/run_all.py --runs 3 --only batch,wakelat
+
+Writes docs/benchmarks.md, docs/img/bench-*.png, docs/img/bench-overview.png and the raw results in
+benchmarks/results/latest.json. Progress goes to stderr. The same run is available as
+`schedcp bench all --runs 5 --write-docs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from schedcp.bench import report, suite, workloads
+from schedcp.errors import SchedcpError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5, help="measured runs per policy and benchmark")
+    ap.add_argument("--only", default="all", help="comma-separated benchmarks (default: all)")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--kernel", default="unstable")
+    args = ap.parse_args(argv)
+    benches = workloads.select([n.strip() for n in args.only.split(",") if n.strip()])
+    command = "python benchmarks/run_all.py" + (f" --runs {args.runs}" if args.runs != 5 else "")
+    if args.only != "all":
+        command += f" --only {args.only}"
+    t0 = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[{time.monotonic() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    try:
+        doc = suite.run_suite(benches, policies=None, configs={}, runs=args.runs, cpus=args.cpus,
+                              kernel_spec=args.kernel, say=say, command=command.split())
+    except SchedcpError as exc:
+        print(f"error: {exc.cause}\nnext: {exc.next_step}", file=sys.stderr)
+        return 1
+    written = report.write_docs(doc, REPO, command)
+    for key, path in written.items():
+        say(f"wrote {key}: {path.relative_to(REPO)}")
+    for result in doc["benchmarks"]:
+        line = report.evaluation_line(result) if "summary" in result else f"FAILED: {result.get('error')}"
+        say(f"{result['benchmark']}: {line}")
+    return 0 if all("summary" in r for r in doc["benchmarks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
