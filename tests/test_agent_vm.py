@@ -48,3 +48,28 @@ def test_optimize_demo_measures_a_policy_against_eevdf_in_one_boot(tmp_path: Pat
     assert row["metrics"]["makespan_s"] == trial["policy"]["makespan_s"]
     assert doc["cost"]["total"]["tool_calls"] >= 8 and doc["cost"]["total"]["input_tokens"] == 0
     assert not qemu_children()
+
+
+@pytest.mark.vm
+def test_a_guest_that_dies_mid_trial_is_replaced_and_the_trial_repeated(unstable_kernel, tmp_path: Path) -> None:
+    """The guest panics during the first trial (sysrq crash, only in that boot): the session boots a
+    fresh guest and measures again there; the outcome says so and is not held against the policy."""
+    from schedcp.agent.candidates import build
+    from schedcp.agent.models import Candidate
+    from schedcp.agent.session import Target, VmSession
+    from schedcp.agent.trial import run_trial
+
+    flag = "/tmp/schedcp-node/crash-this-boot"
+    script = (f"if [ -e {flag} ]; then echo c > /proc/sysrq-trigger; fi; "
+              "exec python3 -m schedcp_workloads.longtail --tasks 6 --short-ms 20 --long-factor 4")
+    target = Target("crashy", ["sh", "-c", script], None, 120.0)
+    with RepositoryService(tmp_path / "repo.db") as repo, VmSession("unstable", 2) as session:
+        built = build(Candidate(policy="fifo", rationale="test policy"), unstable_kernel, repo)
+        first_boot = session.vm and session.boot_id
+        session.vm.node.put_file("crash-this-boot", b"1")
+        trial = run_trial(session, target, built, {}, "makespan", rounds=1)
+        assert session.restarts == 1 and trial.attempts == 2
+        assert trial.ok and not trial.guest_crash and trial.same_boot
+        assert trial.boot_id and trial.boot_id != first_boot
+        assert trial.rounds[0].eevdf["makespan_s"] > 0 and trial.rounds[0].policy["makespan_s"] > 0
+    assert not qemu_children()

@@ -119,9 +119,13 @@ class ExecutionAgent(Agent):
             cand: Candidate = state["candidate"]
             result = svc.trial(built, dict(cand.config), state["goal"], args.rounds)
             state["trial"] = result
-            attached = result.ok or (result.error is not None and "did not load/attach" not in result.error)
-            stage("kernel_verifier", "passed" if attached else "failed",
-                  f"loaded and attached as {result.ops_name or built.name}" if attached else (result.error or ""))
+            attached = bool(result.ops_name)  # set once the kernel accepted and attached the program
+            if attached:
+                stage("kernel_verifier", "passed", f"loaded and attached as {result.ops_name}")
+            elif result.guest_crash:
+                stage("kernel_verifier", "skipped", "the guest died before the program was loaded")
+            else:
+                stage("kernel_verifier", "failed", result.error or "not attached")
             if result.ok:
                 stage("trial", "passed", f"{result.metric}: EEVDF {result.baseline_value} vs "
                                          f"{result.policy_value} (x{result.ratio})")

@@ -191,6 +191,9 @@ class LearningAgent(Agent):
                                                   f"({len(t.rounds)} interleaved rounds, same boot)")
             except SchedcpError as exc:  # already at the top status, or the repository refused
                 self.say(f"not promoted: {exc.cause}")
+        elif verdict == "failed" and t is not None and t.guest_crash:
+            self.say("the guest died during the trial (an emulation or kernel fault, not a policy verdict); "
+                     "no antipattern written")
         elif verdict in ("regressed", "failed"):
             what = (f"{t.metric} {1 / t.ratio:.2f}x worse than EEVDF" if verdict == "regressed" and t and t.ratio
                     else f"failed: {ex.error}")

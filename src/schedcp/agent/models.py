@@ -81,6 +81,8 @@ class Trial(BaseModel):
     stayed_enabled: bool = True
     ejections: list[dict[str, Any]] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
+    guest_crash: bool = False  # the guest died (not a policy verdict); see trial.run_trial
+    attempts: int = 1
 
 
 class Execution(BaseModel):

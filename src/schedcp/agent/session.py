@@ -90,17 +90,24 @@ class VmSession:
         from schedcp.testbed.vm import MicroVM, VMConfig
 
         vm = None
-        try:
-            vm = MicroVM(VMConfig(cpus=self.cpus, kernel=self.kernel_spec), kernel=self.kernel)
-            vm.start()
-            self.boot_id = self._read_boot_id(vm)
-            self._vm = vm
-        except BaseException as exc:  # handed to whoever waits for the VM
-            self._error = exc
-            if vm is not None:
-                vm.kill()
-            ready.set()
-            return
+        for attempt in (1, 2):
+            try:
+                vm = MicroVM(VMConfig(cpus=self.cpus, kernel=self.kernel_spec), kernel=self.kernel)
+                vm.start()
+                self.boot_id = self._read_boot_id(vm)
+                self._vm = vm
+                break
+            except BaseException as exc:  # handed to whoever waits for the VM
+                if vm is not None:
+                    vm.kill()
+                # A guest that died while booting (seen rarely under TCG) gets one more try.
+                if attempt == 1 and isinstance(exc, SchedcpError) and exc.code in ("guest_lost", "guest_timeout"):
+                    self.progress(f"the guest died while booting ({exc.cause[:80]}); booting again")
+                    self.restarts += 1
+                    continue
+                self._error = exc
+                ready.set()
+                return
         ready.set()
         release.wait()
         vm.stop()

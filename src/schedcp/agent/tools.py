@@ -89,12 +89,22 @@ class Services:
         """Run the target once under EEVDF with the sampler; the raw observation is kept for renders."""
         if self._raw is not None and not refresh and probe is None:
             return self._raw
+        from schedcp.agent.trial import GUEST_DEAD
         from schedcp.analysis.engine import Engine
+        from schedcp.errors import SchedcpError
 
-        engine = Engine.for_vm(self.session.vm)
         self.progress(f"observing {self.target.label} in the guest" + (f" with probes {probe}" if probe else ""))
-        raw = engine.observe_command(self.target.argv, duration_s=min(self.target.timeout_s, OBSERVE_MAX_S),
-                                     interval_s=interval_s, probe=probe)
+        for attempt in (1, 2):
+            engine = Engine.for_vm(self.session.vm)
+            try:
+                raw = engine.observe_command(self.target.argv, duration_s=min(self.target.timeout_s, OBSERVE_MAX_S),
+                                             interval_s=interval_s, probe=probe)
+                break
+            except SchedcpError as exc:
+                if exc.code not in GUEST_DEAD or attempt == 2:
+                    raise
+                self.progress(f"the guest died while observing ({exc.cause[:100]}); observing again in a fresh boot")
+                self.session.discard()
         self.observations += 1
         self._raw = raw
         return raw

@@ -77,23 +77,59 @@ def _attach_failure(name: str, exc: Any) -> str:
     return f"{name} did not load/attach: {exc.cause}" + (f" — {detail[:500]}" if detail else "")
 
 
+GUEST_DEAD = ("guest_timeout", "guest_lost")
+
+
+def crash_reason(text: str) -> str:
+    """The telling line of a guest console tail (a panic or an oops), if there is one."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    for key in ("Kernel panic", "BUG:", "RIP:", "Oops", "watchdog"):
+        for ln in lines:
+            if key in ln:
+                return ln[:200]
+    return ""
+
+
 def run_trial(session: VmSession, target: Target, built: Built, config: dict[str, Any], goal: str, *,
-              rounds: int = 2, watchdog_ms: int = WATCHDOG_MS,
+              rounds: int = 2, watchdog_ms: int = WATCHDOG_MS, retries: int = 1,
               progress: Callable[[str], None] = lambda _m: None) -> Trial:
+    """Measure; if the guest itself dies (a kernel panic or hang under emulation), boot a fresh guest and
+    measure again, up to ``retries`` times. A BPF scheduler cannot crash the kernel by design (the
+    verifier and sched_ext's fallback see to that), so a dead guest is not held against the policy."""
+    if not 1 <= rounds <= 3:
+        raise SchedcpError(f"rounds={rounds} is out of range", "use 1..3", code="usage")
+    attempt = 0
+    while True:
+        attempt += 1
+        trial = Trial(ok=False)
+        try:
+            _measure(session, target, built, config, goal, trial, rounds, watchdog_ms, progress)
+        except SchedcpError as exc:
+            if exc.code not in GUEST_DEAD:
+                raise
+            session.discard()
+            trial.ok, trial.guest_crash = False, True
+            why = crash_reason(exc.next_step)
+            trial.error = f"the guest crashed or hung during the trial ({exc.cause})" + (f": {why}" if why else "")
+        trial.attempts = attempt
+        if not trial.guest_crash or attempt > retries:
+            return trial
+        progress(f"the guest died ({trial.error[:120]}); measuring again in a fresh boot")
+
+
+def _measure(session: VmSession, target: Target, built: Built, config: dict[str, Any], goal: str, trial: Trial,
+             rounds: int, watchdog_ms: int, progress: Callable[[str], None]) -> None:
     from schedcp.testbed.vm import NodeOpError
     from schedcp.toolchain import attach as attach_mod
     from schedcp.toolchain import headers
 
-    if not 1 <= rounds <= 3:
-        raise SchedcpError(f"rounds={rounds} is out of range", "use 1..3", code="usage")
     vm = session.vm
     node = vm.node
     include = headers.kernel_include_dir(session.kernel)
-    boot_id = session.boot_id
+    boot_id = trial.boot_id = session.boot_id
     eevdf_runs: list[dict[str, float]] = []
     policy_runs: list[dict[str, float]] = []
     raw_rounds: list[tuple[list[str], dict[str, float], dict[str, float]]] = []
-    trial = Trial(ok=False, boot_id=boot_id)
     counters: dict[str, int] = {}
     for r in range(rounds):
         order = ["eevdf", "policy"] if r % 2 == 0 else ["policy", "eevdf"]
@@ -116,18 +152,9 @@ def run_trial(session: VmSession, target: Target, built: Built, config: dict[str
                                              timeout_ms=watchdog_ms, include_dir=include)
             except NodeOpError as exc:
                 trial.error = _attach_failure(built.name, exc)
-                return trial
+                return
             trial.ops_name = attached.ops_name
-            try:
-                run = session.run_workload(target)
-            except SchedcpError as exc:
-                if exc.code not in ("guest_timeout", "guest_lost"):
-                    raise
-                # The guest stopped answering while the candidate ran: its fault, and the guest is gone.
-                session.discard()
-                trial.stayed_enabled = False
-                trial.error = f"the guest hung or crashed under {built.name}: {exc.cause}"
-                return trial
+            run = session.run_workload(target)
             state = node.state()
             events = attached.kernel_events + node.events()
             ejected = [e for e in events if e.get("kind") == "disabled"]
@@ -144,11 +171,11 @@ def run_trial(session: VmSession, target: Target, built: Built, config: dict[str
                 why = "; ".join(f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejected[:2])
                 trial.error = f"the kernel ejected {built.name} during the run" + (f" ({why})" if why else
                                                                                     f" (state {state.get('state')})")
-                return trial
+                return
             if run["exit_code"] != 0 or run["timed_out"]:
                 trial.error = (f"the workload failed under {built.name} (exit {run['exit_code']}"
                                f"{', timed out' if run['timed_out'] else ''})")
-                return trial
+                return
             got[side] = run["metrics"]
         eevdf_runs.append(got["eevdf"])
         policy_runs.append(got["policy"])
@@ -167,4 +194,3 @@ def run_trial(session: VmSession, target: Target, built: Built, config: dict[str
     after = session.current_boot_id()
     trial.same_boot = bool(boot_id) and after == boot_id
     trial.ok = True
-    return trial
