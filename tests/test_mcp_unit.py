@@ -57,19 +57,6 @@ def test_fit_halves_the_largest_list_and_says_so():
     assert out["results"][0] == data["results"][0]  # the head (best hits) survives
 
 
-def test_page_text_walks_the_whole_text_without_splitting_characters():
-    text = ("héllo wörld ✓ " * 500)
-    pieces, offset = [], 0
-    while True:
-        page = budget.page_text(text, offset, 777)
-        pieces.append(page["text"])
-        assert len(page["text"].encode()) <= 777
-        if "next_offset" not in page:
-            break
-        offset = page["next_offset"]
-    assert "".join(pieces) == text
-
-
 def test_error_results_have_cause_and_next_step():
     res = budget.error_result("thing broke", "do this", "bad")
     assert res.is_error
@@ -261,3 +248,24 @@ def test_breaker_hook_notifies_subscribed_clients_in_process(tmp_path, monkeypat
         return updated
 
     assert anyio.run(main) == [uri]
+
+
+def test_documented_config_snippets_are_valid_and_match_print_config():
+    """docs/mcp.md shows the same shapes --print-config prints (paths aside)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "mcp.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", doc, re.S)]
+    assert len(blocks) >= 4
+    printed = [clientconfig.config_for(c) for c in ("claude-code", "claude-desktop")]
+    endpoint = http_mod.parse_endpoint("127.0.0.1:8765")
+    printed += [clientconfig.config_for(c, endpoint) for c in ("claude-code", "cursor")]
+
+    def shape(cfg):
+        entry = cfg["mcpServers"]["schedcp"]
+        return sorted(entry), entry.get("type"), entry.get("args"), entry.get("url"), entry.get("headers")
+
+    documented = [shape(b) for b in blocks if "mcpServers" in b]
+    for cfg in printed:
+        assert shape(cfg) in documented, shape(cfg)

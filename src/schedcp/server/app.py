@@ -8,7 +8,6 @@ deployment work; until then they are simply absent from ``tools/list``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,8 +23,6 @@ from schedcp.server import resources
 from schedcp.server.budget import error_result
 from schedcp.server.state import ServerOptions, ServerState
 from schedcp.server.tooling import failure
-
-log = logging.getLogger("schedcp.server")
 
 RESERVED_TOOL_NAMES = ("deploy_scheduler", "deployment_status", "rollback")
 

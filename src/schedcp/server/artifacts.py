@@ -61,13 +61,6 @@ class ArtifactStore:
         except FileNotFoundError:
             return None
 
-    def ids(self, kind: str, limit: int = 50) -> list[str]:
-        folder = self._dir(kind)
-        if not folder.is_dir():
-            return []
-        files = sorted(folder.glob("*.json"), key=_mtime, reverse=True)
-        return [p.stem for p in files[:limit]]
-
     def _prune(self, folder: Path) -> None:
         files = sorted(folder.glob("*.json"), key=_mtime)
         for old in files[:-KEEP]:

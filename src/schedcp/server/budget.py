@@ -3,8 +3,8 @@
 Agents pay for every byte a tool returns, and a flood of detail makes them worse at the task, so
 each tool renders its answer as compact JSON within ``max_bytes`` (default 4 KB). When the answer
 is larger, the biggest lists and strings are halved until it fits, and a ``truncated`` note names
-what was cut and how to ask for more. Long text (file contents, command output) is paged with
-``offset`` instead, so nothing is ever unreachable.
+what was cut and how to ask for more. Long text is not lost: files are paged with ``offset``
+(read_file) and complete command output is kept as a resource (schedcp://run/{id}).
 """
 
 from __future__ import annotations
@@ -116,25 +116,6 @@ def fit(data: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES, *, hint: str =
             del slim[k]
             note["dropped_keys"] += 1
     return slim
-
-
-def page_text(text: str, offset: int, max_bytes: int) -> dict[str, Any]:
-    """One window of a long text, in bytes, with where to continue."""
-    raw = text.encode("utf-8", "replace")
-    total = len(raw)
-    offset = min(max(offset, 0), total)
-    window = raw[offset : offset + max_bytes]
-    # Do not split a UTF-8 character at the end of the window.
-    chunk = window.decode("utf-8", "ignore")
-    consumed = len(chunk.encode())
-    out: dict[str, Any] = {"offset": offset, "bytes": consumed, "total_bytes": total, "text": chunk}
-    if offset + consumed < total:
-        out["next_offset"] = offset + consumed
-        out["truncated"] = {
-            "note": f"showing bytes {offset}..{offset + consumed} of {total}; call again with "
-            f"offset={offset + consumed} for more",
-        }
-    return out
 
 
 def respond(data: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES, *, hint: str = "") -> CallToolResult:

@@ -7,7 +7,6 @@ configuration dict must stay small and flat, an argv must be a list of plain wor
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -21,7 +20,6 @@ MAX_ARG_CHARS = 512
 # Characters a shell would treat specially. Argv elements never reach a shell, but names, paths and
 # patterns that are not argv must not carry them at all: they only ever mean an injection attempt.
 SHELL_META = set(";|&$`<>(){}[]!*?~'\"\\\n\r\t\x00")
-_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _CONFIG_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
 
@@ -47,13 +45,6 @@ def safe_path(value: str, what: str = "path", *, absolute: bool = True) -> str:
     if absolute and not value.startswith("/"):
         raise UsageError(f"{what} {value!r} is not absolute", f"give an absolute {what}, e.g. /proc/loadavg")
     return str(PurePosixPath(value))
-
-
-def policy_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise UsageError(f"{value!r} is not a valid scheduler name",
-                         "names are lowercase letters, digits, '_', '.', '-' and start with a letter")
-    return value
 
 
 def source_text(value: str) -> str:
@@ -109,10 +100,3 @@ def argv(value: list[str], what: str = "argv") -> list[str]:
             "argv is not a shell line: give each word as its own element, e.g. ['ls', '-l', '/proc']",
         )
     return list(value)
-
-
-def json_size(value: Any, limit: int, what: str) -> Any:
-    size = len(json.dumps(value, default=str).encode())
-    if size > limit:
-        raise UsageError(f"{what} is {size} bytes as JSON; the limit is {limit}", f"send a smaller {what}")
-    return value

@@ -138,10 +138,6 @@ class EventHub:
             subscribers = self._sessions.get(uri, [])
             self._sessions[uri] = [s for s in subscribers if _connection_of(s) is not key]
 
-    def subscriber_count(self, uri: str) -> int:
-        with self._lock:
-            return len(self._sessions.get(uri, ()))
-
 
 def _connection_of(session: Any) -> Any:
     """The client connection behind a per-request ServerSession.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
@@ -33,17 +34,26 @@ _LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _WATCH_ID = re.compile(r"^w-[0-9a-f]{8,32}$")
 
 
+def library_source(name: str) -> Path | None:
+    """A shipped library or test scheduler's source file, by plain name only (never a path)."""
+    if not _LIBRARY_NAME.match(name):
+        return None
+    for folder in ("library", "testing"):
+        path = schedulers_dir() / folder / f"{name}.bpf.c"
+        if path.is_file():
+            return path
+    return None
+
+
 def scheduler_source(state: ServerState, name: str) -> str:
     """From the repository first (agent-added policies live there), else the shipped library."""
     try:
         return state.repository().source(name)
     except SchedcpError as exc:
         repo_error = exc
-    if _LIBRARY_NAME.match(name):
-        for folder in ("library", "testing"):
-            path = schedulers_dir() / folder / f"{name}.bpf.c"
-            if path.is_file():
-                return path.read_text(errors="replace")
+    path = library_source(name)
+    if path is not None:
+        return path.read_text(errors="replace")
     raise ResourceNotFoundError(f"no source for scheduler {name!r}: {repo_error.cause}")
 
 

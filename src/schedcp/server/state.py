@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,8 @@ class ServerOptions:
     daemon_socket: Path | None = None  # None: SCHEDCP_DAEMON_SOCKET or the runtime default
     repo_db: Path | None = None  # None: SCHEDCP_REPO_DB or the data-dir default
     artifacts_root: Path | None = None
-    kernel: str = "unstable"
     vm_queue: int = 2  # run_in_vm calls allowed to wait while one VM runs
     vm_wait_s: float = 900.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ServerState:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from schedcp.errors import SchedcpError, UsageError
-from schedcp.paths import schedulers_dir
 from schedcp.server import workloads
+from schedcp.server.resources import library_source
 from schedcp.server.vmgate import VmGate
 from schedcp.testbed import kernel as kernel_mod
 from schedcp.testbed.vm import MicroVM, NodeOpError, VMConfig
@@ -48,14 +48,6 @@ class Prepared:
     object_path: Path
     meta: metadata.SchedulerMeta | None
     source_sha256: str
-
-
-def _library_source(name: str) -> Path | None:
-    for folder in ("library", "testing"):
-        path = schedulers_dir() / folder / f"{name}.bpf.c"
-        if path.is_file():
-            return path
-    return None
 
 
 def _repo_meta(info: dict[str, Any]) -> metadata.SchedulerMeta | None:
@@ -94,7 +86,7 @@ def prepare(req: RunRequest, kernel: kernel_mod.Kernel, repository: Callable[[],
         return Prepared("submitted", result.object_path, None, result.source_sha256)
     if req.scheduler is None:
         return None
-    path = _library_source(req.scheduler)
+    path = library_source(req.scheduler)
     if path is not None:
         toml = path.with_suffix("").with_suffix(".toml")
         meta = metadata.load_meta(toml) if toml.is_file() else None
