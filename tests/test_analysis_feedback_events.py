@@ -123,8 +123,10 @@ def test_event_when_a_matching_process_appears(tmp_path) -> None:
 
 def test_event_on_behaviour_change_with_hysteresis() -> None:
     # A process that idles, then burns CPU: one behaviour_changed event for cpus, not a stream.
-    code = "import time\ntime.sleep(1.5)\nend = time.time() + 3\nwhile time.time() < end: pass\n"
+    code = "import time\ntime.sleep(2.5)\nend = time.time() + 3\nwhile time.time() < end: pass\n"
     proc = subprocess.Popen([sys.executable, "-c", code])
+    # Let interpreter start-up finish first: on a loaded machine it would count as the baseline.
+    time.sleep(0.8)
     watcher = EventWatcher()
     events, cb = _collect()
     watcher.subscribe(WatchSpec(kind="behaviour_change", pids=[proc.pid], poll_s=0.1, hold=3), cb)
