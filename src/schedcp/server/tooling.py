@@ -45,7 +45,10 @@ COMPUTE = ToolKind(read_only=True)  # no lasting change, but not free (builds, b
 WRITE = ToolKind(read_only=False)
 
 
-def make_tool(fn: Callable[..., Any], *, name: str, title: str, kind: ToolKind, description: str | None = None) -> Tool:
+def make_tool(fn: Callable[..., Any], kind: ToolKind, *, description: str | None = None) -> Tool:
+    """A tool named after its function (the stable API name), titled from it, described by its docstring."""
+    name = fn.__name__
+    title = name.replace("_", " ").capitalize()
     tool = Tool.from_function(
         fn, name=name, title=title, description=description or inspect.cleandoc(fn.__doc__ or ""),
         annotations=ToolAnnotations(

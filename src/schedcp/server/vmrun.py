@@ -40,6 +40,7 @@ class RunRequest:
     partial: bool = False
     watchdog_ms: int | None = 10000
     warmup: bool = True
+    image_variant: str = "default"  # "build" carries make and gcc for the parallel-build workload
 
 
 @dataclass
@@ -146,7 +147,7 @@ def run(req: RunRequest, gate: VmGate, repository: Callable[[], Any],
     with gate.slot() as waited:
         doc["queued_s"] = round(waited, 2)
         progress("booting the micro-VM")
-        with MicroVM(VMConfig(cpus=2, kernel=req.kernel)) as vm:
+        with MicroVM(VMConfig(cpus=2, kernel=req.kernel, image_variant=req.image_variant)) as vm:
             assert vm.node is not None
             doc["boot_s"] = round(vm.boot_s or 0.0, 2)
             doc["accel"] = vm.accel.name if vm.accel else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 import re
 from typing import Any
 
@@ -49,21 +48,15 @@ def argv_for(name: str, args: list[str]) -> list[str]:
 
 
 def parse_metrics(stdout: str) -> dict[str, float]:
-    """Numeric metrics from the last JSON line of a workload's output (flattened, bounded)."""
-    for line in reversed(stdout.strip().splitlines()[-20:]):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            source = doc["metrics"] if isinstance(doc.get("metrics"), dict) else doc
-            out: dict[str, float] = {}
-            _flatten(source, "", out)
-            return out
-    return {}
+    """Numeric metrics of the workload's result line (flattened, bounded); {} when it printed none."""
+    from schedcp.bench.harness import parse_output
+
+    doc = parse_output(stdout)
+    if doc is None:
+        return {}
+    out: dict[str, float] = {}
+    _flatten(doc["metrics"] if isinstance(doc.get("metrics"), dict) else doc, "", out)
+    return out
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, float]) -> None:

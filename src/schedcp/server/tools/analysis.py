@@ -283,14 +283,14 @@ def tools(state: ServerState) -> list[Tool]:
         return budget.respond({"watch_id": watch_id, "stopped": True}, max_bytes)
 
     return [
-        make_tool(workload_summary, name="workload_summary", title="Workload summary", kind=COMPUTE),
-        make_tool(workload_profile, name="workload_profile", title="Workload profile", kind=COMPUTE),
-        make_tool(run_probe, name="run_probe", title="Run probe", kind=COMPUTE),
-        make_tool(read_file, name="read_file", title="Read file", kind=READ),
-        make_tool(run_sandboxed, name="run_sandboxed", title="Run sandboxed", kind=COMPUTE),
-        make_tool(get_feedback, name="get_feedback", title="Get feedback", kind=READ),
-        make_tool(watch_workload, name="watch_workload", title="Watch workload", kind=WRITE),
-        make_tool(unwatch_workload, name="unwatch_workload", title="Unwatch workload", kind=WRITE),
+        make_tool(workload_summary, COMPUTE),
+        make_tool(workload_profile, COMPUTE),
+        make_tool(run_probe, COMPUTE),
+        make_tool(read_file, READ),
+        make_tool(run_sandboxed, COMPUTE),
+        make_tool(get_feedback, READ),
+        make_tool(watch_workload, WRITE),
+        make_tool(unwatch_workload, WRITE),
     ]
 
 

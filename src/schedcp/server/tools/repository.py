@@ -191,10 +191,10 @@ def tools(state: ServerState) -> list[Tool]:
         return budget.respond(out, max_bytes)
 
     return [
-        make_tool(search_schedulers, name="search_schedulers", title="Search schedulers", kind=COMPUTE),
-        make_tool(get_scheduler, name="get_scheduler", title="Get scheduler", kind=READ),
-        make_tool(list_primitives, name="list_primitives", title="List primitives", kind=READ),
-        make_tool(record_result, name="record_result", title="Record result", kind=WRITE),
-        make_tool(promote_scheduler, name="promote_scheduler", title="Promote scheduler", kind=WRITE),
-        make_tool(add_scheduler, name="add_scheduler", title="Add scheduler", kind=WRITE),
+        make_tool(search_schedulers, COMPUTE),
+        make_tool(get_scheduler, READ),
+        make_tool(list_primitives, READ),
+        make_tool(record_result, WRITE),
+        make_tool(promote_scheduler, WRITE),
+        make_tool(add_scheduler, WRITE),
     ]

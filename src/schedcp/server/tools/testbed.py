@@ -95,7 +95,7 @@ def tools(state: ServerState) -> list[Tool]:
         req = vmrun.RunRequest(
             argv=argv_list, workload=label, scheduler=scheduler, source=source, config=checks.config_dict(config),
             kernel=kernel, baseline=compare_baseline, repeats=repeats, timeout_s=timeout_s, partial=partial,
-            watchdog_ms=watchdog_ms, warmup=warmup,
+            watchdog_ms=watchdog_ms, warmup=warmup, image_variant="build" if workload == "build" else "default",
         )
         steps = iter(range(1, 100))
 
@@ -110,4 +110,4 @@ def tools(state: ServerState) -> list[Tool]:
         return budget.respond(vmrun.summarise(doc, run_id, detail), max_bytes,
                               hint=f"the complete run is the resource schedcp://run/{run_id}")
 
-    return [make_tool(run_in_vm, name="run_in_vm", title="Run in micro-VM", kind=COMPUTE)]
+    return [make_tool(run_in_vm, COMPUTE)]

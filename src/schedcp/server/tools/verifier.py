@@ -95,7 +95,7 @@ def tools(state: ServerState) -> list[Tool]:
             data = summarise(report, token_id, report_id)
         return budget.respond(data, max_bytes, hint=f"the whole report is the resource schedcp://report/{report_id}")
 
-    return [make_tool(verify_scheduler, name="verify_scheduler", title="Verify scheduler", kind=COMPUTE)]
+    return [make_tool(verify_scheduler, COMPUTE)]
 
 
 def scheduler_source_or_error(state: ServerState, name: str) -> str:
