@@ -128,7 +128,14 @@ def check_one(
         result.starved = list(result.load.get("starved", []))
         result.stage = "verify"
         result.state_after = node.state()
-        result.ejections = _ejections(node.events())
+        events = node.events()
+        # Mid-disable ("disabling"), the kernel has not logged its reason yet: wait for it briefly.
+        deadline = time.monotonic() + 5
+        while (result.state_after.get("state") != "enabled" and not _ejections(events)
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
+            events += node.events()
+        result.ejections = _ejections(events)
         result.counters_after = attach_mod.read_counters(node, attached, stats)
         result.problems = _problems(result, meta)
         result.ok = not result.problems

@@ -10,9 +10,13 @@
  * weight 300 gets three times the CPU of a layer with weight 100 whenever both have work, however
  * many threads each one runs, and an idle layer's share goes to the others.
  *
- * A layer that was idle is not allowed to bank its unused share: when it gets work again, its
- * clock is raised to within one slice of the layer that ran last, so it cannot monopolise the
- * machine to catch up.
+ * A layer that was idle (no runnable task at all, counted in ops.runnable/ops.quiescent) is not
+ * allowed to bank its unused share: when it gets work again, its clock is raised to within one
+ * slice of the clock of the layer last chosen by weight, so it cannot monopolise the machine to
+ * catch up. And no layer with queued work waits longer than `max_wait_us` between
+ * two services, whatever the weights: with extreme weights (1 against 10000) the light layer
+ * would otherwise wait for seconds, and the default layer holds the kernel's own threads (the
+ * sched_ext watchdog's worker among them), so starving it gets the scheduler ejected.
  */
 #include "schedcp.h"
 
@@ -28,16 +32,23 @@ const volatile u32 layer1_weight = 100;
 const volatile u32 layer2_weight = 100;
 const volatile u32 default_weight = 100;
 const volatile u64 slice_us = 5000;
+const volatile u64 max_wait_us = 100000;
 
-u64 nr_enqueued, nr_dispatched, nr_layer0, nr_layer1, nr_layer2, nr_unmatched;
+u64 nr_enqueued, nr_dispatched, nr_layer0, nr_layer1, nr_layer2, nr_unmatched, nr_rescued;
 
-/* Per-layer virtual clocks (CPU time / weight), and the clock of the layer served last. */
+/* Per-layer virtual clocks (CPU time / weight), and the clock of the layer last chosen by weight. */
 u64 layer_vtime[NR_LAYERS];
 u64 layer_clock;
+/* Runnable (queued or running) tasks per layer: zero means the layer is idle. */
+u64 layer_nr_runnable[NR_LAYERS];
+/* When each layer last got a CPU, or got work after being empty: its wait starts there. */
+u64 layer_waiting_since[NR_LAYERS];
 
 struct task_ctx {
 	u64 started;
-	u32 layer;
+	u32 layer;		/* from the latest classification */
+	u32 counted_layer;	/* the layer whose runnable count includes this task */
+	bool counted;
 };
 SCHEDCP_TASK_STORAGE(task_ctxs, struct task_ctx);
 
@@ -89,14 +100,12 @@ static u32 remember_layer(struct task_struct *p)
 
 s32 BPF_STRUCT_OPS(layered_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
-	remember_layer(p);
 	return schedcp_select_cpu_direct(p, prev_cpu, wake_flags, slice_us * NSEC_PER_USEC, &nr_dispatched, NULL);
 }
 
 void BPF_STRUCT_OPS(layered_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	u32 layer = remember_layer(p) & (NR_LAYERS - 1);
-	u64 floor = layer_clock - slice_us * NSEC_PER_USEC;
 
 	SCHEDCP_STAT_INC(nr_enqueued);
 	if (layer == 0)
@@ -107,24 +116,37 @@ void BPF_STRUCT_OPS(layered_enqueue, struct task_struct *p, u64 enq_flags)
 		SCHEDCP_STAT_INC(nr_layer2);
 	else
 		SCHEDCP_STAT_INC(nr_unmatched);
-	/* Waking up from idle: no banked share beyond one slice. */
-	if (scx_bpf_dsq_nr_queued(layer) == 0 && vtime_before(layer_vtime[layer], floor))
-		layer_vtime[layer] = floor;
+	if (scx_bpf_dsq_nr_queued(layer) == 0)
+		layer_waiting_since[layer] = schedcp_now();
 	schedcp_insert(p, layer, slice_us * NSEC_PER_USEC, enq_flags);
+}
+
+static bool starving(u32 layer, u64 now)
+{
+	return now - layer_waiting_since[layer & (NR_LAYERS - 1)] > max_wait_us * NSEC_PER_USEC;
+}
+
+/* Serve layer a before layer b? Starving layers first, then the least served relative to weight. */
+static bool serve_before(u32 a, u32 b, u64 now)
+{
+	if (starving(a, now) != starving(b, now))
+		return starving(a, now);
+	return vtime_before(layer_vtime[a & (NR_LAYERS - 1)], layer_vtime[b & (NR_LAYERS - 1)]);
 }
 
 void BPF_STRUCT_OPS(layered_dispatch, s32 cpu, struct task_struct *prev)
 {
+	u64 now = schedcp_now();
 	u32 tried = 0, i;
 
-	/* Serve layers from the least-served (relative to weight) upwards until one yields a task. */
+	/* Try layers in serving order until one yields a task (it may hold only pinned tasks). */
 	bpf_repeat(NR_LAYERS) {
 		s32 best = -1;
 
 		bpf_for(i, 0, NR_LAYERS) {
 			if ((tried & (1 << i)) || scx_bpf_dsq_nr_queued(i) == 0)
 				continue;
-			if (best < 0 || vtime_before(layer_vtime[i], layer_vtime[best & (NR_LAYERS - 1)]))
+			if (best < 0 || serve_before(i, best, now))
 				best = i;
 		}
 		if (best < 0)
@@ -132,11 +154,39 @@ void BPF_STRUCT_OPS(layered_dispatch, s32 cpu, struct task_struct *prev)
 		tried |= 1 << best;
 		if (schedcp_move_to_local(best)) {
 			SCHEDCP_STAT_INC(nr_dispatched);
-			if (vtime_before(layer_clock, layer_vtime[best & (NR_LAYERS - 1)]))
+			if (starving(best, now))
+				SCHEDCP_STAT_INC(nr_rescued);
+			else
 				layer_clock = layer_vtime[best & (NR_LAYERS - 1)];
+			layer_waiting_since[best & (NR_LAYERS - 1)] = now;
 			return;
 		}
 	}
+}
+
+void BPF_STRUCT_OPS(layered_runnable, struct task_struct *p, u64 enq_flags)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	u32 layer = remember_layer(p) & (NR_LAYERS - 1);
+	u64 floor = layer_clock - slice_us * NSEC_PER_USEC;
+
+	if (!tctx || tctx->counted)
+		return;
+	tctx->counted = true;
+	tctx->counted_layer = layer;
+	/* The layer wakes up from idle: no banked share beyond one slice. */
+	if (__sync_fetch_and_add(&layer_nr_runnable[layer], 1) == 0 && vtime_before(layer_vtime[layer], floor))
+		layer_vtime[layer] = floor;
+}
+
+void BPF_STRUCT_OPS(layered_quiescent, struct task_struct *p, u64 deq_flags)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+
+	if (!tctx || !tctx->counted)
+		return;
+	tctx->counted = false;
+	__sync_fetch_and_sub(&layer_nr_runnable[tctx->counted_layer & (NR_LAYERS - 1)], 1);
 }
 
 void BPF_STRUCT_OPS(layered_running, struct task_struct *p)
@@ -181,6 +231,8 @@ struct sched_ext_ops layered_ops = {
 	.select_cpu = (void *)layered_select_cpu,
 	.enqueue = (void *)layered_enqueue,
 	.dispatch = (void *)layered_dispatch,
+	.runnable = (void *)layered_runnable,
+	.quiescent = (void *)layered_quiescent,
 	.running = (void *)layered_running,
 	.stopping = (void *)layered_stopping,
 	.init_task = (void *)layered_init_task,

@@ -11,16 +11,29 @@
  * monopolise the CPU until it caught up. We bound that credit: a waking task's clock is lifted to
  * no further behind than `sleeper_credit_us` (scaled by its weight) of the global clock. Some
  * credit is kept on purpose: it is what lets interactive tasks run promptly after waking.
+ *
+ * The opposite bound matters too. A very low weight task (nice 19 has weight 1) is charged 100x
+ * its runtime, so one slice can push its clock seconds ahead and it would wait that long before
+ * running again: long enough for the sched_ext watchdog to eject us. A queued clock is therefore
+ * never more than `max_lag_us` ahead of the global clock. Weight ratios are kept exactly up to
+ * roughly max_lag_us / slice_us; beyond that the lowest weights get somewhat more than their share.
+ *
+ * CPU time is measured from ops.running to ops.stopping rather than inferred from the slice left,
+ * because the kernel may refill a slice on its own (e.g. when nothing else is queued).
  */
 #include "schedcp.h"
 
 const volatile u64 slice_us = 5000;
 const volatile u64 sleeper_credit_us = 10000;
+const volatile u64 max_lag_us = 100000;
 
-u64 nr_enqueued, nr_dispatched, nr_direct, nr_credit_capped;
+u64 nr_enqueued, nr_dispatched, nr_direct, nr_credit_capped, nr_lag_capped;
 
 /* The clock of the most recently started task: where "now" is in virtual time. */
 u64 vtime_now;
+
+/* When each task last got a CPU, to measure what it used. */
+SCHEDCP_TASK_STORAGE(started_at, u64);
 
 #define VTIME_DSQ 0
 
@@ -39,6 +52,9 @@ void BPF_STRUCT_OPS(vtime_enqueue, struct task_struct *p, u64 enq_flags)
 	if (vtime_before(vtime, vtime_now - credit)) {
 		vtime = vtime_now - credit;
 		SCHEDCP_STAT_INC(nr_credit_capped);
+	} else if (vtime_before(vtime_now + max_lag_us * NSEC_PER_USEC, vtime)) {
+		vtime = vtime_now + max_lag_us * NSEC_PER_USEC;
+		SCHEDCP_STAT_INC(nr_lag_capped);
 	}
 	schedcp_insert_vtime(p, VTIME_DSQ, slice_us * NSEC_PER_USEC, vtime, enq_flags);
 }
@@ -51,6 +67,10 @@ void BPF_STRUCT_OPS(vtime_dispatch, s32 cpu, struct task_struct *prev)
 
 void BPF_STRUCT_OPS(vtime_running, struct task_struct *p)
 {
+	u64 *started = bpf_task_storage_get(&started_at, p, 0, 0);
+
+	if (started)
+		*started = schedcp_now();
 	/* Racy max across CPUs is fine: the clock only needs to be roughly monotonic. */
 	if (vtime_before(vtime_now, p->scx.dsq_vtime))
 		vtime_now = p->scx.dsq_vtime;
@@ -58,17 +78,22 @@ void BPF_STRUCT_OPS(vtime_running, struct task_struct *p)
 
 void BPF_STRUCT_OPS(vtime_stopping, struct task_struct *p, bool runnable)
 {
-	u64 slice = slice_us * NSEC_PER_USEC;
-	/* p->scx.slice counts down from what we granted; the difference is what was used. */
-	u64 used = slice > p->scx.slice ? slice - p->scx.slice : 0;
+	u64 *started = bpf_task_storage_get(&started_at, p, 0, 0);
 
-	schedcp_set_vtime(p, p->scx.dsq_vtime + schedcp_scale_inv_weight(used, p->scx.weight));
+	if (started)
+		schedcp_set_vtime(p, p->scx.dsq_vtime +
+					     schedcp_scale_inv_weight(schedcp_now() - *started, p->scx.weight));
 }
 
 void BPF_STRUCT_OPS(vtime_enable, struct task_struct *p)
 {
 	/* New tasks start at the current clock: no debt, no credit. */
 	schedcp_set_vtime(p, vtime_now);
+}
+
+s32 BPF_STRUCT_OPS(vtime_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	return bpf_task_storage_get(&started_at, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE) ? 0 : -ENOMEM;
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(vtime_init)
@@ -84,6 +109,7 @@ struct sched_ext_ops vtime_ops = {
 	.running = (void *)vtime_running,
 	.stopping = (void *)vtime_stopping,
 	.enable = (void *)vtime_enable,
+	.init_task = (void *)vtime_init_task,
 	.init = (void *)vtime_init,
 	.name = "vtime",
 };
