@@ -7,7 +7,7 @@ import pytest
 from schedcp.agent import rules
 from schedcp.agent.learning import verdict_of
 from schedcp.agent.models import Candidate, Execution, RoundResult, Trial
-from schedcp.agent.trial import goal_alias, goal_metric, ratio_of
+from schedcp.agent.trial import consistent, goal_alias, goal_metric, ratio_of
 from schedcp.analysis.profile import (
     Characteristics,
     Churn,
@@ -169,12 +169,19 @@ def _execution(ratios: list[float], ok: bool = True) -> Execution:
     rounds = [RoundResult(round=i + 1, order=["eevdf", "policy"], eevdf={}, policy={}, ratio=r)
               for i, r in enumerate(ratios)]
     mid = sorted(ratios)[len(ratios) // 2] if ratios else None
-    trial = Trial(ok=ok, rounds=rounds, ratio=mid, consistent=all(r > 1 for r in ratios), metric="makespan_s")
+    trial = Trial(ok=ok, rounds=rounds, ratio=mid, consistent=consistent(ratios), metric="makespan_s")
     return Execution(candidate=Candidate(policy="ljf", rationale="test"), trial=trial, ok=ok)
+
+
+def test_consistency_needs_two_rounds_in_three() -> None:
+    assert consistent([1.2, 0.9, 1.1]) and consistent([1.1])
+    assert not consistent([1.2, 0.9]) and not consistent([1.2, 0.9, 0.95]) and not consistent([])
+    assert not consistent([1.2, None, None])
 
 
 def test_verdicts() -> None:
     assert verdict_of(_execution([1.4, 1.3])) == "improved"
+    assert verdict_of(_execution([1.4, 0.9, 1.3])) == "improved"  # one noisy round of three is tolerated
     assert verdict_of(_execution([0.6, 2.5])) == "neutral"  # big median, rounds disagree
     assert verdict_of(_execution([1.01, 1.02])) == "neutral"
     assert verdict_of(_execution([0.8, 0.9])) == "regressed"

@@ -43,6 +43,10 @@ class SubmitArgs(BaseModel):
     note: str = Field("", max_length=600, description="One line for the Learning agent.")
 
 
+def _wins(trial: Trial) -> int:
+    return sum(1 for r in trial.rounds if (r.ratio or 0) > 1.0)
+
+
 def trial_brief(trial: Trial) -> dict[str, Any]:
     """What an agent needs from a trial (the full record stays in the run's result)."""
     out: dict[str, Any] = {"ok": trial.ok, "error": trial.error, "metric": trial.metric,
@@ -204,7 +208,7 @@ class ExecutionAgent(Agent):
         if t is not None and t.ok:
             rounds = ", ".join(f"r{r.round} {'/'.join(r.order)} x{r.ratio}" for r in t.rounds)
             self.say(f"{t.metric} under EEVDF {t.baseline_value} vs {ex.candidate.label()} {t.policy_value} "
-                     f"→ ratio {t.ratio} ({'won every round' if t.consistent else 'not every round'}; {rounds}; "
+                     f"→ ratio {t.ratio} (won {_wins(t)} of {len(t.rounds)} rounds; {rounds}; "
                      f"same boot {t.boot_id[:8]})")
         elif ex.error:
             self.say(f"failed: {ex.error}")

@@ -76,7 +76,7 @@ class Trial(BaseModel):
     baseline_value: float | None = None
     policy_value: float | None = None
     ratio: float | None = None
-    consistent: bool = False  # the policy won every round
+    consistent: bool = False  # the policy won at least two rounds in three (trial.consistent)
     ops_name: str = ""
     stayed_enabled: bool = True
     ejections: list[dict[str, Any]] = Field(default_factory=list)

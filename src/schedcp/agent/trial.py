@@ -62,6 +62,12 @@ def ratio_of(direction: str, baseline: float | None, value: float | None) -> flo
     return round(baseline / value if direction == "lower" else value / baseline, 4)
 
 
+def consistent(ratios: list[float | None]) -> bool:
+    """The candidate won at least two rounds in three (every round when there are one or two)."""
+    wins = sum(1 for r in ratios if r is not None and r > 1.0)
+    return bool(ratios) and 3 * wins >= 2 * len(ratios)
+
+
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     names = set().union(*runs) if runs else set()
     return {n: round(statistics.median(r[n] for r in runs if n in r), 6) for n in sorted(names)}
@@ -190,7 +196,7 @@ def _measure(session: VmSession, target: Target, built: Built, config: dict[str,
     trial.rounds = [RoundResult(round=i + 1, order=o, eevdf=e, policy=p,
                                 ratio=ratio_of(way, e.get(metric), p.get(metric)))
                     for i, (o, e, p) in enumerate(raw_rounds)]
-    trial.consistent = all((rr.ratio or 0) > 1.0 for rr in trial.rounds)
+    trial.consistent = consistent([rr.ratio for rr in trial.rounds])
     after = session.current_boot_id()
     trial.same_boot = bool(boot_id) and after == boot_id
     trial.ok = True

@@ -20,6 +20,7 @@ from schedcp.errors import SchedcpError
 
 DEMO_WORKLOAD = "longtail"
 DEMO_ITERATIONS = 2
+DEMO_ROUNDS = 3  # the median of three interleaved rounds shrugs off one noisy round
 
 
 def _line(agent: str, message: str) -> str:
@@ -37,7 +38,8 @@ def _render(doc: dict[str, Any]) -> None:
         label = _label(ex["candidate"])
         if t.get("ok"):
             console.print(f"  {it['n']}. {label}: {t['metric']} EEVDF {t['baseline_value']} → {t['policy_value']}"
-                          f"  (x{t['ratio']}, {'every round' if t['consistent'] else 'not every round'})",
+                          f"  (x{t['ratio']}, won {sum(1 for r in t['rounds'] if (r['ratio'] or 0) > 1)} of "
+                          f"{len(t['rounds'])} rounds)",
                           highlight=False)
         else:
             console.print(f"  {it['n']}. {label}: failed — {ex.get('error')}", highlight=False)
@@ -73,7 +75,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("builtin", "--model", "-m", help="builtin (offline) | anthropic[:MODEL] | "
                                   "openai[:MODEL] (OPENAI_BASE_URL for compatible servers)."),
         iterations: int = typer.Option(DEMO_ITERATIONS, "--iterations", "-n", help="Candidates to try (1..10)."),
-        rounds: int = typer.Option(2, "--rounds", help="Interleaved EEVDF/candidate rounds per trial (1..3)."),
+        rounds: int = typer.Option(None, "--rounds", help="Interleaved EEVDF/candidate rounds per trial (1..3; "
+                                   "default 2, 3 with --demo)."),
         cpus: int = typer.Option(2, "--cpus", help="Guest vCPUs."),
         kernel: str = typer.Option("unstable", "--kernel", "-k", help="Cached test kernel spec."),
         timeout: float = typer.Option(180.0, "--timeout", help="Seconds one run of the workload may take."),
@@ -92,7 +95,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _optimize(command: list[str], workload: str | None, workload_args: list[str], goal: str, model: str,
-              iterations: int, rounds: int, cpus: int, kernel: str, timeout: float, demo: bool,
+              iterations: int, rounds: int | None, cpus: int, kernel: str, timeout: float, demo: bool,
               as_json: bool) -> dict[str, Any]:
     from schedcp.agent.loop import OptimizeOptions, Optimizer
     from schedcp.agent.session import make_target
@@ -102,6 +105,8 @@ def _optimize(command: list[str], workload: str | None, workload_args: list[str]
         if command or workload:
             raise UsageError("--demo picks its own workload", "drop --workload and the command, or drop --demo")
         workload = DEMO_WORKLOAD
+    if rounds is None:
+        rounds = DEMO_ROUNDS if demo else 2
     target = make_target(workload, command, workload_args=workload_args, timeout_s=timeout)
     options = OptimizeOptions(target=target, goal=goal, model=model, iterations=iterations, rounds=rounds,
                               cpus=cpus, kernel=kernel)
