@@ -138,3 +138,39 @@ def test_sandbox_policy_is_validated() -> None:
         run_sandboxed(["true"], SandboxPolicy(ro_binds=["relative"]))
     with pytest.raises(UsageError):
         run_sandboxed("true")  # type: ignore[arg-type]
+
+
+def test_sandbox_works_for_an_unprivileged_caller() -> None:
+    """The MCP server runs as a user: the sandbox must not depend on root's setpriv."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    # A copy of the package in a directory any uid can read (the checkout may sit under /root).
+    public = Path(tempfile.mkdtemp(prefix="schedcp-sbx-", dir="/tmp"))
+    try:
+        shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "schedcp", public / "schedcp",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [public, *public.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        code = (
+            f"import sys; sys.path.insert(0, {str(public)!r})\n"
+            "from schedcp.analysis.sandbox import run_sandboxed\n"
+            "r = run_sandboxed(['/bin/sh', '-c', 'id -u; touch /etc/schedcp-evil 2>&1'])\n"
+            "print(r['stdout'])\n"
+        )
+
+        def drop() -> None:
+            os.setgid(65534)
+            os.setuid(65534)
+
+        out = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, preexec_fn=drop,
+                             timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "65534"
+    assert "Read-only file system" in out.stdout
+    assert not Path("/etc/schedcp-evil").exists()

@@ -207,3 +207,18 @@ def test_offline_fetch_falls_back_to_the_cached_kernel(
     assert any("using the cached kernel" in m for m in messages)
     with pytest.raises(SchedcpError, match="cannot reach"):
         kernel.fetch("7.9", progress=messages.append)
+
+
+def test_verifier_log_summary_names_the_complaint_and_line() -> None:
+    from schedcp.toolchain.verifier_log import summarize
+
+    log = [
+        "; u64 *count = bpf_map_lookup_elem(&counts, &key); @ reject.bpf.c:28",
+        "8: (85) call bpf_map_lookup_elem#1",
+        "; *count += 1; @ reject.bpf.c:30",
+        "9: (79) r1 = *(u64 *)(r0 +0)",
+        "R0 invalid mem access 'map_value_or_null'",
+        "processed 9 insns (limit 1000000)",
+    ]
+    assert summarize(log) == "R0 invalid mem access 'map_value_or_null' at *count += 1; @ reject.bpf.c:30"
+    assert summarize(["libbpf: something else"]) == ""

@@ -98,7 +98,7 @@ def bwrap_prefix(policy: SandboxPolicy) -> list[str]:
     setpriv = shutil.which("setpriv")
     if bwrap is None:
         raise NotReadyError("bubblewrap (bwrap) is not installed", "apt-get install bubblewrap")
-    if setpriv is None:
+    if setpriv is None and os.geteuid() == 0:
         raise NotReadyError("setpriv is not installed", "apt-get install util-linux")
     argv = [
         bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -112,6 +112,10 @@ def bwrap_prefix(policy: SandboxPolicy) -> list[str]:
              "--setenv", "HOME", WORK_DIR, "--setenv", "LANG", "C.UTF-8"]
     for k, v in policy.env.items():
         argv += ["--setenv", k, v]
+    if os.geteuid() != 0:
+        # Unprivileged (e.g. the MCP server as a user): bwrap's own user namespace already drops
+        # every capability and sets no_new_privs; there is no other uid to switch to.
+        return [*argv, "--"]
     argv += ["--", setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
              "--no-new-privs", "--"]
     return argv

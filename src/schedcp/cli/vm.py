@@ -14,6 +14,7 @@ from schedcp.testbed.vm import MicroVM, NodeOpError, VMConfig
 from schedcp.toolchain import attach as attach_mod
 from schedcp.toolchain import headers, metadata
 from schedcp.toolchain.resolve import resolve_scheduler
+from schedcp.toolchain.verifier_log import summarize as _verifier_summary
 
 vm_app = typer.Typer(help="Run things in the sched_ext micro-VM.", no_args_is_help=True)
 
@@ -115,18 +116,6 @@ def _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms,
             "boot_s": round(vm.boot_s or 0.0, 3),
             "accel": vm.accel.name if vm.accel else None,
         }
-
-
-def _verifier_summary(log: list[str]) -> str:
-    """The failing source line and the verifier's complaint, from a libbpf/verifier log."""
-    source_line = ""
-    for i, line in enumerate(log):
-        if line.startswith("; ") and " @ " in line:
-            source_line = line[2:].strip()
-        if "-- END PROG LOAD LOG --" in line or line.startswith("processed "):
-            complaint = next((log[j] for j in range(i - 1, -1, -1) if not log[j].lstrip()[:1].isdigit()), "")
-            return f"{complaint.strip()} at {source_line}" if source_line else complaint.strip()
-    return ""
 
 
 def register(app: typer.Typer) -> None:

@@ -124,7 +124,7 @@ def _median_metrics(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _attach_error(name: str, exc: NodeOpError) -> SchedcpError:
-    from schedcp.cli.vm import _verifier_summary  # one reading of verifier logs for CLI and MCP
+    from schedcp.toolchain.verifier_log import summarize as _verifier_summary
 
     log = exc.details.get("verifier_log") or []
     ejections = [e for e in exc.details.get("kernel_events") or [] if e.get("kind") == "disabled"]
