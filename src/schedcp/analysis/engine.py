@@ -65,7 +65,16 @@ class Engine:
     ) -> dict[str, Any]:
         """Launch argv (a list, never a shell string) and sample it until it exits or duration_s."""
         argv = validate_argv(argv)
+        user_argv = list(argv)
         _check_duration(duration_s)
+        raw = self._launch(argv, duration_s, interval_s, cwd, env, probe, probe_backend, sandbox)
+        # Report the caller's command, not the sandbox wrapper it ran inside.
+        raw["argv"] = user_argv
+        if sandbox is not None:
+            raw["sandboxed"] = True
+        return raw
+
+    def _launch(self, argv, duration_s, interval_s, cwd, env, probe, probe_backend, sandbox) -> dict[str, Any]:
         if sandbox is not None:
             if not self.local:
                 raise UsageError("the bwrap sandbox is for host runs", "the micro-VM already isolates the command")
