@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from schedcp.errors import SchedcpError
 from schedcp.testbed import kernel as kernel_mod
 from schedcp.toolchain import build, headers, library_check, metadata
 from schedcp.toolchain.objinfo import global_vars
@@ -194,3 +195,28 @@ def test_own_detach_is_not_an_ejection() -> None:
         {"kind": "enabled"},
     ]
     assert [e["reason"] for e in library_check._ejections(events)] == ["runtime error"]
+
+
+class _DeadNode:
+    """A node whose guest has just died: every call fails the way NodeClient reports it."""
+
+    def put_file(self, *args, **kwargs):
+        raise SchedcpError("lost the connection to the guest during 'put_file'",
+                           "see the console tail: Kernel panic - not syncing", code="guest_lost")
+
+    call = put_file
+
+
+def test_check_one_reports_a_lost_guest(include_dirs: dict[str, Path]) -> None:
+    obj = _object("fifo", "unstable", include_dirs).object_path
+    res = library_check.check_one(_DeadNode(), metadata.get("fifo"), "7.2-test", object_path=obj)
+    assert not res.ok and res.guest_lost and res.stage == "attach"
+    assert "Kernel panic" in res.error
+
+
+@pytest.mark.parametrize("config", [{"nope": 1}, {"slice_us": 10}, {"direct_idle": "maybe"}])
+def test_check_one_refuses_bad_tunables_before_touching_the_node(config: dict, include_dirs: dict[str, Path]) -> None:
+    obj = _object("fifo", "unstable", include_dirs).object_path
+    res = library_check.check_one(_DeadNode(), metadata.get("fifo"), "k", object_path=obj, config=config)
+    assert not res.ok and not res.guest_lost  # the dead node was never called
+    assert next(iter(config)) in res.error

@@ -54,7 +54,9 @@ class CheckResult:
     load: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     wall_s: float = 0.0
-    # Guest crashes (kernel oops, lost VM) that preceded this result's successful retry.
+    # The guest died or stopped answering during this check (the VM is unusable afterwards).
+    guest_lost: bool = False
+    # Guest crashes (kernel oops, lost VM) that preceded this result's retry.
     guest_crashes: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +145,7 @@ def check_one(
             result.stage = "done"
     except SchedcpError as exc:
         result.error = f"{exc.cause} {_guest_context(exc)}".strip()
+        result.guest_lost = _is_guest_lost(exc)
         details = getattr(exc, "details", {}) or {}
         if details.get("verifier_log"):
             result.error += " | verifier: " + " / ".join(details["verifier_log"][-6:])
@@ -154,16 +157,19 @@ def check_one(
                 attach_mod.detach(node, attached)
             except SchedcpError as exc:
                 result.problems.append(f"detach failed: {exc.cause} {_guest_context(exc)}".strip())
+                result.guest_lost = result.guest_lost or _is_guest_lost(exc)
                 result.ok = False
         result.wall_s = round(time.monotonic() - start, 2)
     return result
 
 
+def _is_guest_lost(exc: SchedcpError) -> bool:
+    return getattr(exc, "code", "") in ("guest_lost", "guest_timeout")
+
+
 def _guest_context(exc: SchedcpError) -> str:
     """For a lost or hung guest, the console tail (kernel oops, agent crash) is the only clue."""
-    if getattr(exc, "code", "") in ("guest_lost", "guest_timeout"):
-        return f"[{exc.next_step[-1500:]}]"
-    return ""
+    return f"[{exc.next_step[-1500:]}]" if _is_guest_lost(exc) else ""
 
 
 def _problems(result: CheckResult, meta: metadata.SchedulerMeta) -> list[str]:
@@ -238,6 +244,8 @@ class KernelSession:
         while True:
             res = check_one(self.node(), meta, self.kernel, include_dir=self.include_dir, config=config,
                             seconds=seconds, timeout_ms=timeout_ms)
+            if self.vm is not None and res.guest_lost:
+                self.vm.kill()  # the channel can close before QEMU has exited
             if self.vm is not None and self.vm.alive:
                 break
             if len(crashes) >= self.crash_retries:
