@@ -78,15 +78,32 @@ def test_judge_accepts_a_healthy_run() -> None:
     ({"equal1": {"max_gap_s": 2.7}}, "dyn-starvation"),
     ({"equal1": {"error": "no report before the deadline"}}, "dyn-starvation"),
     ({"late": {"first_progress_s": 2.0}}, "dyn-starvation"),
-    ({"equal1": {"cpu_s": 0.3}}, "dyn-unfair"),
-    ({"late": {"cpu_s": 0.05}}, "dyn-unfair"),
-    ({"sleeper0": {"lat_p99_ms": 900.0}}, "dyn-wakeup-latency"),
+    ({"equal1": {"cpu_s": 0.15}}, "dyn-unfair"),
+    ({"late": {"cpu_s": 0.02}}, "dyn-unfair"),
+    ({"sleeper0": {"lat_p99_ms": 1500.0}}, "dyn-wakeup-latency"),
     ({"pingpong": {"round_trips": 0}}, "dyn-starvation"),
 ])
 def test_judge_flags_each_failure(tasks: dict, fid: str) -> None:
     findings = load.judge(_load(**tasks), 5.0)
     assert [f.id for f in findings].count(fid) >= 1
     assert all(f.stage == "dynamic" and f.hint for f in findings)
+
+
+def test_mild_unfairness_is_a_warning_and_starvation_grade_an_error() -> None:
+    mild = load.judge(_load(equal1={"cpu_s": 0.45}), 5.0)
+    assert [(f.id, f.severity) for f in mild] == [("dyn-unfair", "warning")]
+    severe = load.judge(_load(equal1={"cpu_s": 0.15}), 5.0)
+    assert [(f.id, f.severity) for f in severe] == [("dyn-unfair", "error")]
+
+
+def test_timing_bounds_follow_the_eevdf_baseline() -> None:
+    slow_host = {"max_gap_s": 1.7, "wakeup_p99_ms": 400.0, "late_first_progress_s": 0.2}
+    bounds = load.Bounds().relative_to(slow_host)
+    assert bounds.max_gap_s == 3.4 and bounds.max_wakeup_p99_ms == 3200.0 and bounds.late_start_s == 1.5
+    assert load.Bounds().relative_to(None) == load.Bounds()
+    run = _load(equal1={"max_gap_s": 2.5}, sleeper0={"lat_p99_ms": 1500.0})
+    assert {f.id for f in load.judge(run, 5.0)} == {"dyn-starvation", "dyn-wakeup-latency"}
+    assert load.judge(run, 5.0, baseline=slow_host) == []
 
 
 def test_judge_reports_a_load_that_never_finished() -> None:

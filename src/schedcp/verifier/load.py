@@ -2,18 +2,19 @@
 
 The guest side is ``guest/verifyload.py`` (stdlib only), uploaded at run time. Judging is a pure
 function of its JSON output, so the bounds are unit-testable without a VM. The bounds are far
-looser than what EEVDF or any sane sched_ext policy achieves on a 2-CPU TCG guest, even when the
-host is busy enough to stall the guest's vCPUs for a few hundred milliseconds (measured on the
-development machine with three other VMs running: EEVDF's worst task gap 0.8 s, equal tasks within
-35% of each other, wakeup p99 under 250 ms). Crossing them means starvation or gross unfairness,
-not noise.
+looser than what EEVDF or any sane sched_ext policy achieves on a 2-CPU TCG guest, and the timing
+ones are widened further by what EEVDF itself showed in the same boot: on the shared development
+host (load average 6-15 from other VMs) EEVDF had task gaps up to 1.7 s and wakeup p99 up to
+400 ms. Crossing them means starvation or gross unfairness, not noise. Unequal shares between
+equal tasks are only an error when starvation-grade (under 15%); milder ones are a warning, since
+a policy such as longest-job-first is unequal on purpose.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,21 @@ GUEST_NAME = "verifier/verifyload.py"
 class Bounds:
     max_gap_s: float = 2.0  # longest time any task may go without running
     late_start_s: float = 1.5  # how long the late starter may wait for its first run
-    min_equal_share: float = 0.4  # least/most CPU among equal-nice hogs
-    min_late_share: float = 0.25  # late starter's CPU rate relative to an equal hog's
-    max_wakeup_p99_ms: float = 750.0
+    min_equal_share: float = 0.15  # least/most CPU among equal-nice hogs: below is starvation-grade
+    warn_equal_share: float = 0.4  # below this, unequal shares are reported (a policy may intend it)
+    min_late_share: float = 0.1  # late starter's CPU rate relative to an equal hog's
+    max_wakeup_p99_ms: float = 1000.0
+
+    def relative_to(self, baseline: dict[str, Any] | None) -> Bounds:
+        """Widen the timing bounds when EEVDF itself was slow in this boot (a busy host stalls vCPUs)."""
+        if not baseline:
+            return self
+        return replace(
+            self,
+            max_gap_s=max(self.max_gap_s, 2 * (baseline.get("max_gap_s") or 0.0)),
+            max_wakeup_p99_ms=max(self.max_wakeup_p99_ms, 8 * (baseline.get("wakeup_p99_ms") or 0.0)),
+            late_start_s=max(self.late_start_s, 2 * (baseline.get("late_first_progress_s") or 0.0)),
+        )
 
 
 HOG_PREFIXES = ("equal", "nice", "late")
@@ -80,6 +93,7 @@ def summary(load: dict[str, Any] | None) -> dict[str, Any]:
         "pingpong_per_s": round(tasks.get("pingpong", {}).get("round_trips", 0) / seconds, 1),
         "forks_per_s": round(tasks.get("forker", {}).get("forks", 0) / seconds, 1),
         "max_gap_s": max((t.get("max_gap_s", 0.0) for t in tasks.values()), default=0.0),
+        "late_first_progress_s": tasks.get("late", {}).get("first_progress_s"),
         "context_switches": load.get("context_switches"),
     }
 
@@ -90,8 +104,14 @@ def _finding(fid: str, message: str, hint: str, evidence: list[str] | None = Non
                    evidence=evidence or [])
 
 
-def judge(run_result: dict[str, Any], seconds: float, bounds: Bounds = Bounds()) -> list[Finding]:
-    """Findings about progress, fairness and wakeup latency from one run under the scheduler."""
+def judge(run_result: dict[str, Any], seconds: float, bounds: Bounds = Bounds(),
+          baseline: dict[str, Any] | None = None) -> list[Finding]:
+    """Findings about progress, fairness and wakeup latency from one run under the scheduler.
+
+    `baseline` is the summary() of the same load under EEVDF in the same boot; timing bounds are
+    widened by it, so a slow host does not turn into a verdict against the scheduler.
+    """
+    bounds = bounds.relative_to(baseline)
     load = run_result.get("load")
     if load is None:
         why = "timed out" if run_result.get("timed_out") else f"exited with {run_result.get('exit_code')}"
@@ -144,20 +164,24 @@ def _fairness(hogs: dict[str, dict[str, Any]], bounds: Bounds) -> list[Finding]:
     out: list[Finding] = []
     equal = {n: t for n, t in hogs.items() if n.startswith("equal")}
     rates = {n: t["cpu_s"] / max(t.get("run_s") or 0.0, 1e-3) for n, t in equal.items()}
-    if len(rates) >= 2 and max(rates.values()) > 0:
-        lo, hi = min(rates.values()), max(rates.values())
-        if lo / hi < bounds.min_equal_share:
+    if len(rates) < 2 or max(rates.values()) <= 0:
+        return out
+    lo, hi = min(rates.values()), max(rates.values())
+    if lo / hi < bounds.warn_equal_share:
+        severe = lo / hi < bounds.min_equal_share
+        out.append(_finding(
+            "dyn-unfair", f"tasks with equal nice got very different CPU: the least got {lo / hi:.0%} of the most "
+            f"(bound {bounds.min_equal_share if severe else bounds.warn_equal_share:.0%})",
+            "equal-weight tasks should share the CPU evenly: avoid decisions keyed on pid/comm and give every task "
+            "the same slice for the same weight (fine to ignore if the policy favours long jobs on purpose)",
+            [f"{n}: {equal[n]['cpu_s']:.2f}s CPU" for n in sorted(equal)],
+            severity="error" if severe else "warning"))
+    late = hogs.get("late")
+    mean_equal = sum(rates.values()) / len(rates)
+    if late and late.get("run_s") and mean_equal > 0:
+        share = late["cpu_s"] / late["run_s"] / mean_equal
+        if share < bounds.min_late_share:
             out.append(_finding(
-                "dyn-unfair", f"tasks with equal nice got very different CPU: the least got {lo / hi:.0%} of the most "
-                f"(bound {bounds.min_equal_share:.0%})", "equal-weight tasks must share the CPU evenly: avoid "
-                "decisions keyed on pid/comm, and give every task the same slice for the same weight",
-                [f"{n}: {equal[n]['cpu_s']:.2f}s CPU" for n in sorted(equal)]))
-        late = hogs.get("late")
-        mean_equal = sum(rates.values()) / len(rates)
-        if late and late.get("run_s") and mean_equal > 0:
-            share = late["cpu_s"] / late["run_s"] / mean_equal
-            if share < bounds.min_late_share:
-                out.append(_finding(
-                    "dyn-unfair", f"a task started halfway through got {share:.0%} of an equal task's CPU rate",
-                    "new tasks must not be penalised for starting late (check how their vtime is initialised)"))
+                "dyn-unfair", f"a task started halfway through got {share:.0%} of an equal task's CPU rate",
+                "new tasks must not be penalised for starting late (check how their vtime is initialised)"))
     return out

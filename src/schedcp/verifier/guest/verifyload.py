@@ -37,56 +37,61 @@ def _spin_chunk() -> None:
         print(x)
 
 
+class Progress:
+    """Counts completed steps and the longest wait between two of them (how long the task stalled)."""
+
+    def __init__(self) -> None:
+        self.began = self.last = time.monotonic()
+        self.steps = 0
+        self.max_gap = 0.0
+        self.first: float | None = None
+
+    def step(self) -> float:
+        now = time.monotonic()
+        self.steps += 1
+        if self.first is None:
+            self.first = now - self.began
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+        return now
+
+
 def hog(deadline: float, start_at: float) -> dict:
     """Burn CPU in small chunks; report how many, the CPU time, and the longest stall."""
     while time.monotonic() < start_at:
         time.sleep(min(0.05, max(0.0, start_at - time.monotonic())))
-    began = time.monotonic()
     cpu0 = time.process_time()
-    chunks = 0
-    last = began
-    max_gap = 0.0
-    first_progress = None
+    progress = Progress()
     while True:
         _spin_chunk()
-        now = time.monotonic()
-        chunks += 1
-        if first_progress is None:
-            first_progress = now - began
-        max_gap = max(max_gap, now - last)
-        last = now
-        if now >= deadline:
+        if progress.step() >= deadline:
             break
     return {
-        "chunks": chunks,
+        "chunks": progress.steps,
         "cpu_s": round(time.process_time() - cpu0, 4),
-        "run_s": round(last - began, 4),
-        "max_gap_s": round(max_gap, 4),
-        "first_progress_s": round(first_progress or 0.0, 4),
+        "run_s": round(progress.last - progress.began, 4),
+        "max_gap_s": round(progress.max_gap, 4),
+        "first_progress_s": round(progress.first or 0.0, 4),
     }
 
 
 def sleeper(deadline: float, period_s: float) -> dict:
     """Sleep briefly in a loop and measure how late each wakeup is (the scheduling delay)."""
     lat: list[float] = []
-    last = time.monotonic()
-    max_gap = 0.0
+    progress = Progress()
     while True:
         t0 = time.monotonic()
         if t0 >= deadline:
             break
         time.sleep(period_s)
-        t1 = time.monotonic()
-        lat.append(max(0.0, t1 - t0 - period_s))
-        max_gap = max(max_gap, t1 - last)
-        last = t1
+        lat.append(max(0.0, progress.step() - t0 - period_s))
     lat.sort()
     return {
         "wakeups": len(lat),
         "lat_p50_ms": round(_pct(lat, 50) * 1e3, 3),
         "lat_p99_ms": round(_pct(lat, 99) * 1e3, 3),
         "lat_max_ms": round((lat[-1] if lat else 0.0) * 1e3, 3),
-        "max_gap_s": round(max_gap, 4),
+        "max_gap_s": round(progress.max_gap, 4),
     }
 
 
@@ -108,9 +113,7 @@ def pingpong(deadline: float) -> dict:
             os._exit(0)
     os.close(a_r)
     os.close(b_w)
-    trips = 0
-    last = time.monotonic()
-    max_gap = 0.0
+    progress = Progress()
     while True:
         now = time.monotonic()
         if now >= deadline:
@@ -120,21 +123,16 @@ def pingpong(deadline: float) -> dict:
         if not ready:
             break
         os.read(b_r, 1)
-        trips += 1
-        t = time.monotonic()
-        max_gap = max(max_gap, t - last)
-        last = t
+        progress.step()
     os.write(a_w, b"q")
     os.waitpid(pid, 0)
-    return {"round_trips": trips, "max_gap_s": round(max_gap, 4)}
+    return {"round_trips": progress.steps, "max_gap_s": round(progress.max_gap, 4)}
 
 
 def fork_storm(deadline: float) -> dict:
     """Create and reap short-lived processes as fast as possible."""
-    forks = 0
     worst = 0.0
-    last = time.monotonic()
-    max_gap = 0.0
+    progress = Progress()
     while True:
         t0 = time.monotonic()
         if t0 >= deadline:
@@ -143,12 +141,8 @@ def fork_storm(deadline: float) -> dict:
         if pid == 0:
             os._exit(0)
         os.waitpid(pid, 0)
-        t1 = time.monotonic()
-        forks += 1
-        worst = max(worst, t1 - t0)
-        max_gap = max(max_gap, t1 - last)
-        last = t1
-    return {"forks": forks, "worst_fork_ms": round(worst * 1e3, 3), "max_gap_s": round(max_gap, 4)}
+        worst = max(worst, progress.step() - t0)
+    return {"forks": progress.steps, "worst_fork_ms": round(worst * 1e3, 3), "max_gap_s": round(progress.max_gap, 4)}
 
 
 def _pct(values: list[float], pct: float) -> float:
