@@ -51,20 +51,52 @@ def test_optimize_demo_measures_a_policy_against_eevdf_in_one_boot(tmp_path: Pat
 
 
 @pytest.mark.vm
-def test_a_guest_that_dies_mid_trial_is_replaced_and_the_trial_repeated(unstable_kernel, tmp_path: Path) -> None:
-    """The guest panics during the first trial (sysrq crash, only in that boot): the session boots a
-    fresh guest and measures again there; the outcome says so and is not held against the policy."""
+def test_failures_in_the_guest(unstable_kernel, tmp_path: Path) -> None:
+    """In one session: a scheduler the kernel's verifier refuses, one the static analysis stops,
+    and a guest that panics mid-trial (sysrq crash, only in that boot), after which the session boots
+    a fresh guest and measures again there."""
     from schedcp.agent.candidates import build
+    from schedcp.agent.cost import CostMeter
+    from schedcp.agent.execution import ExecutionAgent
+    from schedcp.agent.learning import LearningAgent
     from schedcp.agent.models import Candidate
     from schedcp.agent.session import Target, VmSession
+    from schedcp.agent.tools import Services
     from schedcp.agent.trial import run_trial
+    from schedcp.analysis.derive import build_profile
+    from schedcp.paths import schedulers_dir
 
     flag = "/tmp/schedcp-node/crash-this-boot"
     script = (f"if [ -e {flag} ]; then echo c > /proc/sysrq-trigger; fi; "
               "exec python3 -m schedcp_workloads.longtail --tasks 6 --short-ms 20 --long-factor 4")
     target = Target("crashy", ["sh", "-c", script], None, 120.0)
-    with RepositoryService(tmp_path / "repo.db") as repo, VmSession("unstable", 2) as session:
-        built = build(Candidate(policy="fifo", rationale="test policy"), unstable_kernel, repo)
+    testing = schedulers_dir() / "testing"
+    with VmSession("unstable", 2) as session:
+        session.start()
+        svc = Services(session, target, repo_db=tmp_path / "repo.db")
+        meter = CostMeter()
+        executor = ExecutionAgent(svc, meter, None, rounds=1)
+
+        refused = executor.run(Candidate(policy="agent-reject", level="compose", rationale="must be refused",
+                                         source=(testing / "reject.bpf.c").read_text()), "makespan")
+        stages = {s.name: s for s in refused.stages}
+        assert not refused.ok and stages["build"].status == "passed" and stages["static"].status == "passed"
+        assert stages["kernel_verifier"].status == "failed"
+        assert "map_value_or_null" in stages["kernel_verifier"].summary, stages["kernel_verifier"]
+        assert svc.show("agent-reject")["status"] == "candidate"  # new code is kept, as a candidate
+
+        raw = {"kind": "run", "argv": target.argv, "wall_s": 1.0, "tasks": [], "system": {"ncpu": 2}}
+        lesson = LearningAgent(svc, meter).run(build_profile(raw, "vm"), refused, session=[], remaining=[],
+                                               iterations_left=1)
+        assert lesson.verdict == "failed" and lesson.recorded is None
+        assert "did not load/attach" in lesson.antipattern["note"] and lesson.decision.action == "stop"
+
+        stalled = executor.run(Candidate(policy="agent-stall", level="compose", rationale="never dispatches",
+                                         source=(testing / "stall.bpf.c").read_text()), "makespan")
+        assert not stalled.ok and stalled.trial is None
+        assert [s.status for s in stalled.stages] == ["passed", "failed"] and "never consumed" in stalled.error
+
+        built = build(Candidate(policy="fifo", rationale="test policy"), unstable_kernel, svc.repository)
         first_boot = session.vm and session.boot_id
         session.vm.node.put_file("crash-this-boot", b"1")
         trial = run_trial(session, target, built, {}, "makespan", rounds=1)
@@ -72,4 +104,5 @@ def test_a_guest_that_dies_mid_trial_is_replaced_and_the_trial_repeated(unstable
         assert trial.ok and not trial.guest_crash and trial.same_boot
         assert trial.boot_id and trial.boot_id != first_boot
         assert trial.rounds[0].eevdf["makespan_s"] > 0 and trial.rounds[0].policy["makespan_s"] > 0
+        svc.close()
     assert not qemu_children()

@@ -74,7 +74,7 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _attach_failure(name: str, exc: Any) -> str:
-    from schedcp.cli.vm import _verifier_summary
+    from schedcp.toolchain.verifier_log import summarize as _verifier_summary
 
     log = exc.details.get("verifier_log") or []
     ejected = [e for e in exc.details.get("kernel_events") or [] if e.get("kind") == "disabled"]

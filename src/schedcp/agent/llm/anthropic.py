@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from schedcp.agent.llm import ChatResponse, Message, ToolCall, ToolDef, Usage
-from schedcp.agent.llm.http import HttpSettings, JsonPoster, bad_response, require_key
+from schedcp.agent.llm.http import HttpChatModel, HttpSettings, bad_response, require_key
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE = "https://api.anthropic.com"
@@ -95,28 +96,22 @@ def parse_response(doc: dict[str, Any], model: str) -> ChatResponse:
     )
 
 
-class AnthropicModel:
-    offline = False
+class AnthropicModel(HttpChatModel):
+    provider = "anthropic"
 
     def __init__(self, model: str, *, api_key: str | None = None, base_url: str | None = None,
                  transport: httpx.BaseTransport | None = None, settings: HttpSettings | None = None,
-                 sleep: Any = None) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.model = model
         self.name = f"anthropic:{model}"
         key = api_key if api_key is not None else require_key("ANTHROPIC_API_KEY", "Anthropic")
         base = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE).rstrip("/")
-        headers = {"x-api-key": key, "anthropic-version": API_VERSION}
-        extra = {"sleep": sleep} if sleep is not None else {}
-        self.http = JsonPoster("anthropic", f"{base}/v1/messages", headers, settings=settings,
-                               transport=transport, key_env="ANTHROPIC_API_KEY", **extra)
+        self._connect(f"{base}/v1/messages", {"x-api-key": key, "anthropic-version": API_VERSION},
+                      "ANTHROPIC_API_KEY", transport=transport, settings=settings, sleep=sleep)
 
-    def chat(self, system: str, messages: list[Message], tools: list[ToolDef], *,
-             max_tokens: int = 2048) -> ChatResponse:
-        payload = build_request(self.model, system, messages, tools, max_tokens)
-        doc, sent, got = self.http.post(payload)
-        resp = parse_response(doc, self.model)
-        resp.request_bytes, resp.response_bytes = sent, got
-        return resp
+    def build_request(self, system: str, messages: list[Message], tools: list[ToolDef],
+                      max_tokens: int) -> dict[str, Any]:
+        return build_request(self.model, system, messages, tools, max_tokens)
 
-    def close(self) -> None:
-        self.http.close()
+    def parse_response(self, doc: dict[str, Any]) -> ChatResponse:
+        return parse_response(doc, self.model)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from schedcp.agent.llm import ChatResponse, Message, ToolDef
 from schedcp.errors import NotReadyError, SchedcpError
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -175,3 +176,34 @@ def bad_response(provider: str, what: str) -> ProviderError:
     return ProviderError(f"{provider} returned an unexpected response: {what}",
                          "check the base URL and model; the endpoint may not speak this API",
                          status=200, code="llm_bad_response")
+
+
+class HttpChatModel:
+    """A ChatModel over one JSON endpoint: subclasses translate requests and responses."""
+
+    offline = False
+    provider = ""
+    model = ""
+
+    def _connect(self, url: str, headers: dict[str, str], key_env: str, *, transport: httpx.BaseTransport | None,
+                 settings: HttpSettings | None, sleep: Callable[[float], None] | None) -> None:
+        extra = {"sleep": sleep} if sleep is not None else {}
+        self.http = JsonPoster(self.provider, url, headers, settings=settings, transport=transport,
+                               key_env=key_env, **extra)
+
+    def build_request(self, system: str, messages: list[Message], tools: list[ToolDef],
+                      max_tokens: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse_response(self, doc: dict[str, Any]) -> ChatResponse:
+        raise NotImplementedError
+
+    def chat(self, system: str, messages: list[Message], tools: list[ToolDef], *,
+             max_tokens: int = 2048) -> ChatResponse:
+        doc, sent, got = self.http.post(self.build_request(system, messages, tools, max_tokens))
+        resp = self.parse_response(doc)
+        resp.request_bytes, resp.response_bytes = sent, got
+        return resp
+
+    def close(self) -> None:
+        self.http.close()

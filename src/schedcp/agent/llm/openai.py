@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from schedcp.agent.llm import ChatResponse, Message, ToolCall, ToolDef, Usage
-from schedcp.agent.llm.http import HttpSettings, JsonPoster, bad_response, require_key
+from schedcp.agent.llm.http import HttpChatModel, HttpSettings, bad_response, require_key
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 STOP_REASONS = {"tool_calls": "tool_use", "function_call": "tool_use", "stop": "end", "length": "max_tokens"}
@@ -92,12 +93,12 @@ def parse_response(doc: dict[str, Any], model: str) -> ChatResponse:
     )
 
 
-class OpenAIModel:
-    offline = False
+class OpenAIModel(HttpChatModel):
+    provider = "openai"
 
     def __init__(self, model: str, *, api_key: str | None = None, base_url: str | None = None,
                  transport: httpx.BaseTransport | None = None, settings: HttpSettings | None = None,
-                 sleep: Any = None) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.model = model
         self.name = f"openai:{model}"
         base = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE).rstrip("/")
@@ -105,20 +106,14 @@ class OpenAIModel:
             # Local compatible servers often need no key; the official endpoint always does.
             api_key = require_key("OPENAI_API_KEY", "OpenAI") if base == DEFAULT_BASE else \
                 os.environ.get("OPENAI_API_KEY", "")
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         # OpenAI's newer models refuse max_tokens; compatible servers mostly only know max_tokens.
         self.token_field = "max_completion_tokens" if base == DEFAULT_BASE else "max_tokens"
-        extra = {"sleep": sleep} if sleep is not None else {}
-        self.http = JsonPoster("openai", f"{base}/chat/completions", headers, settings=settings,
-                               transport=transport, key_env="OPENAI_API_KEY", **extra)
+        self._connect(f"{base}/chat/completions", {"authorization": f"Bearer {api_key}"} if api_key else {},
+                      "OPENAI_API_KEY", transport=transport, settings=settings, sleep=sleep)
 
-    def chat(self, system: str, messages: list[Message], tools: list[ToolDef], *,
-             max_tokens: int = 2048) -> ChatResponse:
-        payload = build_request(self.model, system, messages, tools, max_tokens, token_field=self.token_field)
-        doc, sent, got = self.http.post(payload)
-        resp = parse_response(doc, self.model)
-        resp.request_bytes, resp.response_bytes = sent, got
-        return resp
+    def build_request(self, system: str, messages: list[Message], tools: list[ToolDef],
+                      max_tokens: int) -> dict[str, Any]:
+        return build_request(self.model, system, messages, tools, max_tokens, token_field=self.token_field)
 
-    def close(self) -> None:
-        self.http.close()
+    def parse_response(self, doc: dict[str, Any]) -> ChatResponse:
+        return parse_response(doc, self.model)
