@@ -18,6 +18,7 @@ Protocol, for one benchmark on one booted target:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ def _event_text(event: dict[str, Any]) -> str:
 def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: int | None = None) -> dict[str, Any]:
     """One measured run of one arm; never raises for a scheduler or workload failure."""
     node = target.node
-    record: dict[str, Any] = {"arm": arm.name, "status": "ok"}
+    # Other work on the host slows an emulated guest down; keep the context with every run.
+    record: dict[str, Any] = {"arm": arm.name, "status": "ok", "host_load": round(os.getloadavg()[0], 2)}
     attached = None
     before = node.state()
     node.events()  # drop older kernel-log events: only this run's count

@@ -30,12 +30,13 @@ import itertools
 import json
 import os
 import random
-import select
 import struct
 import sys
 import time
 import zlib
 from collections.abc import Callable
+
+from .proc import fork_child, read_all, read_exact
 
 # Work of one *short* instance at --scale 1, in units. A unit of any kind costs about 1 ms of CPU on
 # a modern host core (about 10 ms under the micro-VM's TCG), so kinds are comparable.
@@ -158,26 +159,17 @@ JOBS: dict[str, Callable[[int, int], tuple[str, bool]]] = {
 }
 
 
-def _read_exact(fd: int, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _child(kind: str, seed: int, size_fd: int, result_fd: int) -> None:
-    raw = _read_exact(size_fd, _SIZE.size)
+def _child(kind: str, seed: int, size_fd: int, result_fd: int) -> int:
+    raw = read_exact(size_fd, _SIZE.size)
     if len(raw) != _SIZE.size:
-        os._exit(3)
+        return 3
     units = _SIZE.unpack(raw)[0]
     t0, c0 = time.monotonic(), time.process_time()
     digest, ok = JOBS[kind](units, seed)
     t1, c1 = time.monotonic(), time.process_time()
     line = json.dumps({"pid": os.getpid(), "start": t0, "end": t1, "cpu": c1 - c0, "digest": digest, "ok": ok})
     os.write(result_fd, line.encode() + b"\n")  # one write below PIPE_BUF: atomic
+    return 0
 
 
 def run_kind(kind: str, tasks: int, short_units: int, long_factor: float, long_index: int, seed: int) -> dict:
@@ -188,16 +180,7 @@ def run_kind(kind: str, tasks: int, short_units: int, long_factor: float, long_i
     index_of: dict[int, int] = {}
     for idx in range(tasks):
         r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for fd in (*size_fds, w, result_r):
-                    os.close(fd)
-                _child(kind, seed, r, result_w)
-                code = 0
-            finally:
-                os._exit(code)
+        pid = fork_child(lambda r=r: _child(kind, seed, r, result_w), close=(*size_fds, w, result_r))
         os.close(r)
         size_fds.append(w)
         index_of[pid] = idx
@@ -207,15 +190,7 @@ def run_kind(kind: str, tasks: int, short_units: int, long_factor: float, long_i
         os.write(w, _SIZE.pack(long_units if idx == long_index else short_units))
         os.close(w)
     reports: dict[int, dict] = {}
-    buf = b""
-    while True:
-        select.select([result_r], [], [])
-        chunk = os.read(result_r, 65536)
-        if not chunk:
-            break
-        buf += chunk
-    os.close(result_r)
-    for line in buf.splitlines():
+    for line in read_all(result_r).splitlines():
         rec = json.loads(line)
         reports[index_of[rec["pid"]]] = rec
     failed = []

@@ -22,6 +22,8 @@ import sys
 import time
 import zlib
 
+from .proc import fork_child
+
 _MSG = 100
 
 
@@ -65,19 +67,6 @@ def _sender(sid: int, fds: list[int], loops: int) -> None:
             os.write(fd, msg)
 
 
-def _spawn(fn, close: list[int]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            for fd in close:
-                os.close(fd)
-            code = fn()
-        finally:
-            os._exit(code)
-    return pid
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="hackbench", description=__doc__.splitlines()[0])
     ap.add_argument("--groups", type=int, default=2)
@@ -102,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             return run
 
         for r in reads:
-            pids.append(_spawn(gated(lambda r=r: min(_receiver(r, args.fds, args.loops), 100)),
+            pids.append(fork_child(gated(lambda r=r: min(_receiver(r, args.fds, args.loops), 100)),
                                [fd for fd in reads if fd != r] + writes))
         for sid in range(args.fds):
-            pids.append(_spawn(gated(lambda sid=sid, writes=writes: (_sender(sid, writes, args.loops), 0)[1]),
+            pids.append(fork_child(gated(lambda sid=sid, writes=writes: (_sender(sid, writes, args.loops), 0)[1]),
                                reads))
         for fd in reads + writes:
             os.close(fd)

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from .proc import fork_child, read_all
 from .wakelat import latency_summary, request_digest
 
 _CHUNK_LINKS = 200  # SHA-256 links per hog chunk
@@ -55,29 +56,19 @@ def tick_checksum(cycles: int) -> int:
 
 
 def _spawn(fn, *args) -> tuple[int, int]:
+    """Fork fn(*args, write_end); returns the child's pid and the read end of its report pipe."""
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            fn(*args, w)
-            code = 0
-        finally:
-            os._exit(code)
+    pid = fork_child(lambda: fn(*args, w), close=(r,))
     os.close(w)
     return pid, r
 
 
 def _collect(pid: int, fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    os.close(fd)
+    data = read_all(fd)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"child {pid} failed")
-    return b"".join(chunks)
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ import struct
 import sys
 import time
 
+from .proc import fork_child, read_all, read_exact, write_all
+
 # request: seq, send time; reply: worker, seq, send, wake, done, digest (8 bytes).
 _REQ = struct.Struct("<QQ")
 _REPLY = struct.Struct("<IQQQQ8s")
@@ -56,19 +58,9 @@ def latency_summary(values_ns: list[int], prefix: str) -> dict[str, float]:
     return out
 
 
-def _read_exact(fd: int, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            return data
-        data += chunk
-    return data
-
-
 def _worker(wid: int, req_fd: int, reply_fd: int, links: int) -> None:
     while True:
-        raw = _read_exact(req_fd, _REQ.size)
+        raw = read_exact(req_fd, _REQ.size)
         woke = time.monotonic_ns()
         if len(raw) < _REQ.size:
             return
@@ -82,17 +74,7 @@ def _messenger(mid: int, workers: int, links: int, deadline_ns: int, out_fd: int
     req_fds = []
     for wid in range(workers):
         r, w = os.pipe()
-        if os.fork() == 0:
-            code = 1
-            try:
-                os.close(w)
-                os.close(reply_r)
-                for fd in req_fds:
-                    os.close(fd)
-                _worker(wid, r, reply_w, links)
-                code = 0
-            finally:
-                os._exit(code)
+        fork_child(lambda wid=wid, r=r: _worker(wid, r, reply_w, links), close=(w, reply_r, *req_fds))
         os.close(r)
         req_fds.append(w)
     os.close(reply_w)
@@ -105,7 +87,7 @@ def _messenger(mid: int, workers: int, links: int, deadline_ns: int, out_fd: int
             seq += 1
             os.write(w, _REQ.pack(seq, time.monotonic_ns()))
         for _ in req_fds:
-            raw = _read_exact(reply_r, _REPLY.size)
+            raw = read_exact(reply_r, _REPLY.size)
             if len(raw) < _REPLY.size:
                 raise RuntimeError("a worker died")
             _wid, rseq, sent, woke, done, digest = _REPLY.unpack(raw)
@@ -119,10 +101,7 @@ def _messenger(mid: int, workers: int, links: int, deadline_ns: int, out_fd: int
     checked = random.Random(mid).sample(received, min(sample, len(received)))
     bad = sum(request_digest(s, links) != d for s, d in checked)
     report = {"wake": wake, "request": request, "checked": len(checked), "bad": bad}
-    data = json.dumps(report).encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(out_fd, view) :]
+    write_all(out_fd, json.dumps(report).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,30 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     pipes: dict[int, int] = {}
     for mid in range(args.messengers):
         r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(r)
-                for fd in pipes.values():
-                    os.close(fd)
-                _messenger(mid, args.workers, args.work, deadline, w, args.check)
-                code = 0
-            finally:
-                os._exit(code)
+        pid = fork_child(lambda mid=mid, w=w: _messenger(mid, args.workers, args.work, deadline, w, args.check),
+                         close=(r, *pipes.values()))
         os.close(w)
         pipes[pid] = r
     reports = []
     for pid, r in pipes.items():
-        chunks = []
-        while chunk := os.read(r, 1 << 20):
-            chunks.append(chunk)
-        os.close(r)
+        data = read_all(r)
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0 or not chunks:
+        if os.waitstatus_to_exitcode(status) != 0 or not data:
             print(json.dumps({"workload": "wakelat", "ok": False, "errors": ["a messenger failed"]}), flush=True)
             return 1
-        reports.append(json.loads(b"".join(chunks)))
+        reports.append(json.loads(data))
     elapsed = (time.monotonic_ns() - start_ns) / 1e9
     # Drop the warm-up: the first rounds include process start-up. Samples are in send order.
     wake, request = [], []
