@@ -229,6 +229,32 @@ def test_model_outage_falls_back_to_builtin_agents(tmp_path: Path) -> None:
     assert result["iterations"][0]["lesson"]["recorded"]["policy"] == "ljf"
 
 
+def test_a_builtin_agent_taking_over_does_not_repeat_work(tmp_path: Path) -> None:
+    # The model measures and records, then loops until its turn caps; the built-in agents finish
+    # the steps without running the trial or recording the result a second time.
+    script = [
+        Turn(calls=[("workload_summary", {})]),
+        Turn(calls=[("submit_profile", {"goal": "makespan", "rationale": "batch with a long tail"})]),
+        Turn(calls=[("submit_plan", {"candidates": [{"policy": "ljf", "rationale": "long job first"}]})]),
+        Turn(calls=[("build_candidate", {}), ("static_check", {}), ("run_trial", {"rounds": 2})]),
+        *[Turn(calls=[("static_check", {})])] * 9,
+        Turn(calls=[("record_result", {})]),
+        *[Turn(calls=[("record_result", {})])] * 7,
+    ]
+    model = ScriptedModel(script)
+    db = tmp_path / "repo.db"
+    opt = optimizer(db, model=model, iterations=1)
+    result = opt.run()
+    assert model.remaining == 0
+    assert [f["agent"] for f in result["fallbacks"]] == ["execution", "learning"]
+    assert "did not finish within" in result["fallbacks"][0]["reason"]
+    assert opt.services.trials == [("ljf", {})]  # measured once
+    lesson = result["iterations"][0]["lesson"]
+    assert lesson["verdict"] == "improved" and lesson["promoted"]["to"] == "production"
+    with RepositoryService(db) as repo:
+        assert len(repo.history("ljf")["results"]) == 1  # recorded once
+
+
 def test_bad_credentials_stop_the_run(tmp_path: Path) -> None:
     model = ScriptedModel([Turn(status=401, error="invalid x-api-key")], flavor="anthropic")
     with pytest.raises(ProviderError) as info:

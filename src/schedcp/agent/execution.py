@@ -67,6 +67,7 @@ class ExecutionAgent(Agent):
     def __init__(self, *args: Any, rounds: int = 2, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rounds = rounds
+        self._state: dict[str, Any] | None = None
 
     def tools(self, state: dict[str, Any]) -> list[Tool]:
         svc = self.services
@@ -168,8 +169,11 @@ class ExecutionAgent(Agent):
         state["registered"] = True
 
     def run(self, candidate: Candidate, goal: str) -> Execution:
-        state: dict[str, Any] = {"candidate": candidate, "goal": goal, "stages": [], "built": None,
-                                 "static_ok": False, "trials": 0, "trial": None, "note": ""}
+        # A built-in agent taking over from a model (loop.py) continues from what was already done.
+        if self._state is None or self._state["key"] != (candidate.key(), candidate.source):
+            self._state = {"key": (candidate.key(), candidate.source), "candidate": candidate, "goal": goal,
+                           "stages": [], "built": None, "static_ok": False, "trials": 0, "trial": None, "note": ""}
+        state = self._state
         box = self.toolbox(self.tools(state))
         with self.meter.timed(self.name):
             if self.model is None:
@@ -189,8 +193,11 @@ class ExecutionAgent(Agent):
         return ex
 
     def _builtin(self, box: Any, state: dict[str, Any]) -> None:
+        if state["trial"] is not None:
+            return  # measured already (a model got that far before handing over)
         try:
-            box.call("build_candidate")
+            if state["built"] is None:
+                box.call("build_candidate")
             found = box.call("static_check")
         except SchedcpError as exc:
             state["note"] = exc.cause

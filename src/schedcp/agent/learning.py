@@ -93,6 +93,10 @@ class LearningAgent(Agent):
     system = prompts.LEARNING
     max_turns = 8
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._state: dict[str, Any] | None = None
+
     def tools(self, state: dict[str, Any]) -> list[Tool]:
         svc = self.services
         ex: Execution = state["execution"]
@@ -158,7 +162,10 @@ class LearningAgent(Agent):
 
     def run(self, profile: WorkloadProfile, ex: Execution, *, session: list[dict[str, Any]],
             remaining: list[Candidate], iterations_left: int) -> Lesson:
-        state: dict[str, Any] = {"execution": ex, "profile": profile}
+        # A built-in agent taking over from a model (loop.py) must not record or promote twice.
+        if self._state is None or self._state["execution"] is not ex:
+            self._state = {"execution": ex, "profile": profile}
+        state = self._state
         box = self.toolbox(self.tools(state))
         verdict = verdict_of(ex)
         with self.meter.timed(self.name):
@@ -183,9 +190,13 @@ class LearningAgent(Agent):
     def _builtin(self, box: Any, ex: Execution, verdict: Verdict, session: list[dict[str, Any]],
                  remaining: list[Candidate], iterations_left: int) -> None:
         t = ex.trial
-        if ex.ok:
+        state = self._state or {}
+        if ex.ok and not state.get("recorded"):
             box.call("record_result", notes=f"verdict {verdict}")
-        if verdict == "improved":
+        judged = bool(state.get("promoted") or state.get("antipattern"))  # a model did it before handing over
+        if judged:
+            self.say("promotion/antipattern already handled before the hand-over")
+        elif verdict == "improved":
             try:
                 won = sum(1 for r in t.rounds if (r.ratio or 0) > 1.0)
                 box.call("promote_policy", reason=f"{t.metric} {t.ratio:.2f}x better than EEVDF (median), won {won} of "
