@@ -327,3 +327,23 @@ def test_turn_cap_and_nudges() -> None:
     assert run_llm_agent(fixed, "test", "sys", "task", echo_box(meter), meter) == {"answer": "42"}
     assert fixed.requests[1]["messages"][-1]["role"] == "tool"
     assert "not valid JSON" in fixed.requests[1]["messages"][-1]["content"]
+
+
+def test_cli_refuses_bad_options_before_booting_anything() -> None:
+    from conftest import run_cli
+
+    cases = [
+        (["--demo", "--model", "gemini"], "unknown model backend"),
+        (["--demo", "--iterations", "0"], "--iterations 0 is out of range"),
+        (["--demo", "--goal", "speed"], "unknown goal"),
+        (["--workload", "nope"], "unknown workload"),
+        (["--demo", "--", "ls"], "--demo picks its own workload"),
+        ([], "nothing to optimise"),
+    ]
+    for args, cause in cases:
+        res = run_cli("optimize", "--json", *args, timeout=60)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        doc = json.loads(res.stdout)
+        assert cause in doc["cause"] and doc["next_step"], doc
+    res = run_cli("optimize", "--demo", "--model", "anthropic", "--json", timeout=60, env={"ANTHROPIC_API_KEY": ""})
+    assert res.returncode == 1 and json.loads(res.stdout)["error"] == "llm_no_key"

@@ -124,7 +124,9 @@ def _optimize(command: list[str], workload: str | None, workload_args: list[str]
         else:
             progress(message)
 
+    optimizer = Optimizer(options, narrate=narrate, progress=status)  # validates options, model, key
     if not as_json:
         err_console.print(f"[dim]sched-agent: {target.label} in the micro-VM ({kernel}, {cpus} vCPUs), "
-                          f"model {model}, up to {iterations} candidate(s)[/]", highlight=False)
-    return Optimizer(options, narrate=narrate, progress=status).run()
+                          f"model {model}, up to {iterations} candidate(s), {rounds} round(s) each[/]",
+                          highlight=False)
+    return optimizer.run()
