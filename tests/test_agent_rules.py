@@ -186,3 +186,35 @@ def test_verdicts() -> None:
     assert verdict_of(_execution([1.01, 1.02])) == "neutral"
     assert verdict_of(_execution([0.8, 0.9])) == "regressed"
     assert verdict_of(_execution([], ok=False)) == "failed"
+
+
+def test_every_agent_tool_schema_is_self_contained_and_provider_safe() -> None:
+    import json
+    import re
+
+    from schedcp.agent.cost import CostMeter
+    from schedcp.agent.execution import ExecutionAgent
+    from schedcp.agent.learning import LearningAgent
+    from schedcp.agent.observation import ObservationAgent
+    from schedcp.agent.planning import PlanningAgent
+    from schedcp.agent.session import Target, VmSession
+    from schedcp.agent.tools import Services
+
+    svc = Services(VmSession(), Target("t", ["true"]))  # nothing is booted or opened: tools are only listed
+    meter, p = CostMeter(), profile(tail=(50.0, 1000.0))
+    ex = _execution([1.2, 1.3])
+    boxes = {
+        "observation": ObservationAgent(svc, meter).tools(),
+        "planning": PlanningAgent(svc, meter).tools(p),
+        "execution": ExecutionAgent(svc, meter).tools({"candidate": ex.candidate, "stages": []}),
+        "learning": LearningAgent(svc, meter).tools({"execution": ex, "profile": p}),
+    }
+    for agent, tools in boxes.items():
+        assert sum(t.finish for t in tools) == 1, agent  # exactly one way to finish
+        for t in tools:
+            d = t.definition()
+            assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", d.name)
+            text = json.dumps(d.parameters)
+            assert "$ref" not in text and "$defs" not in text, (agent, d.name)
+            assert d.parameters["type"] == "object" and d.parameters["additionalProperties"] is False
+            assert len(text) < 3000 and 10 <= len(d.description) <= 400, (agent, d.name)

@@ -18,6 +18,7 @@ class Agent:
     name = "agent"
     system = ""
     max_turns = 12
+    max_tokens = 2048  # per model reply; agents that may write C source need more
 
     def __init__(self, services: Services, meter: CostMeter, model: ChatModel | None = None,
                  narrate: Narrate = lambda _a, _m: None) -> None:
@@ -37,4 +38,5 @@ class Agent:
     def drive(self, box: ToolBox, task: str) -> dict[str, Any]:
         """Let the model work the toolbox until it calls the finish tool."""
         assert self.model is not None
-        return run_llm_agent(self.model, self.name, self.system, task, box, self.meter, max_turns=self.max_turns)
+        return run_llm_agent(self.model, self.name, self.system, task, box, self.meter, max_turns=self.max_turns,
+                             max_tokens=self.max_tokens)

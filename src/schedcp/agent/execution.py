@@ -63,6 +63,7 @@ class ExecutionAgent(Agent):
     name = "execution"
     system = prompts.EXECUTION
     max_turns = 10
+    max_tokens = 8192  # a patch or a composed policy is written as one tool argument
 
     def __init__(self, *args: Any, rounds: int = 2, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -76,6 +76,7 @@ class PlanningAgent(Agent):
     name = "planning"
     system = prompts.PLANNING
     max_turns = 12
+    max_tokens = 8192  # a patch or a composed policy is written as one tool argument
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -44,11 +44,16 @@ class Outcome:
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema without pydantic's titles (tokens the model does not need)."""
+    """The model's JSON schema, self-contained (nested models inlined, not referenced through $defs,
+    which not every provider resolves) and without pydantic's titles (tokens no model needs)."""
     schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
 
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return strip(defs[ref.removeprefix("#/$defs/")] | {k: v for k, v in node.items() if k != "$ref"})
             return {k: strip(v) for k, v in node.items() if k != "title" or not isinstance(v, str)}
         if isinstance(node, list):
             return [strip(v) for v in node]
