@@ -126,6 +126,36 @@ def test_enqueue_paths_that_drop(body: str, line_offset: int) -> None:
     assert drops[0].line == body_start + 1 + line_offset
 
 
+DIRECT = """static bool try_direct(struct task_struct *p)
+{
+	s32 cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+
+	if (cpu < 0)
+		return false;
+	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, 1000000, 0);
+	return true;
+}
+"""
+
+
+@pytest.mark.parametrize(("body", "drops"), [
+    ("if (try_direct(p)) return;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", False),
+    ("if (!try_direct(p)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", False),
+    ("if (!try_direct(p)) return;", True),
+    ("if (try_direct(p)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", True),
+])
+def test_helper_that_returns_true_after_queueing(body: str, drops: bool) -> None:
+    """The common `if (try_direct(p)) return;` idiom: true means the helper queued the task."""
+    assert ("enqueue-drops-task" in _ids(analyze(_enqueue(body, DIRECT)))) is drops
+
+
+def test_error_after_an_early_return_is_conditional() -> None:
+    src = _enqueue("if (p->pid) { scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); return; }\n"
+                   "scx_bpf_error_bstr(\"pid 0\", 0, 0);\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);")
+    found = [f for f in analyze(src).findings if f.id == "error-in-hot-path"]
+    assert found and found[0].severity == "info"
+
+
 def test_goto_is_not_guessed() -> None:
     body = "if (p->pid) goto out;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\nreturn;\nout:\n" \
            "scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0);"

@@ -171,7 +171,8 @@ def render_text(report: Report, *, max_findings: int = 12) -> str:
     lines.append(f"scheduler: {report.scheduler}  kernel: {report.kernel or '?'}"
                  + (f"  config: {report.config}" if report.config else ""))
     for stage in report.stages:
-        lines.append(f"  [{stage.status:>7}] {stage.name:<16} {stage.duration_s:6.1f}s  {stage.summary}")
+        took = f"{stage.duration_s:6.1f}s" if stage.status != "skipped" else "      -"
+        lines.append(f"  [{stage.status:>7}] {stage.name:<16} {took}  {stage.summary}".rstrip())
     shown = 0
     for stage in report.stages:
         for f in sorted(stage.findings, key=lambda f: SEVERITY_RANK[f.severity]):

@@ -245,10 +245,20 @@ def is_conditional(node: Node, fn: Function) -> bool:
             right = parent.child_by_field_name("right")
             if right is not None and _contains(right, child):
                 return True
-        if parent.type == "compound_statement" and _after_loop_macro(parent):
+        if parent.type == "compound_statement" and (_after_loop_macro(parent) or _early_exit_before(parent, child)):
             return True
         child = parent
         parent = parent.parent
+    return parent is not None and _early_exit_before(parent, child)
+
+
+def _early_exit_before(block: Node, child: Node) -> bool:
+    """A statement before `child` in this block can leave it (return/goto), so child may not run."""
+    for sibling in block.named_children:
+        if sibling == child or sibling.start_byte >= child.start_byte:
+            return False
+        if any(n.type in ("return_statement", "goto_statement") for n in walk(sibling)):
+            return True
     return False
 
 

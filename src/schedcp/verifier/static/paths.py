@@ -40,6 +40,7 @@ class Exit:
     line: int
     kind: str  # "return" or "end"
     state: State
+    value: Node | None = None  # the returned expression
 
 
 @dataclass
@@ -56,6 +57,7 @@ class HandoffAnalysis:
         self.effects = effects
         self.evaluator = evaluator
         self._always: dict[str, bool] = {}
+        self._true_queues: dict[str, bool] = {}
         self._may_abort: dict[str, bool] = {}
 
     # -- summaries of helpers ------------------------------------------------------------------------
@@ -64,6 +66,30 @@ class HandoffAnalysis:
             self._always[fn.name] = False  # recursion guard
             self._always[fn.name] = not [e for e in self.exits(fn) if not e.state.queued]
         return self._always[fn.name]
+
+    def true_implies_handoff(self, fn: Function) -> bool:
+        """`if (helper(p)) return;` is safe when every way helper returns non-zero has queued the task."""
+        if fn.name not in self._true_queues:
+            self._true_queues[fn.name] = False  # recursion guard
+            truthy = [ex for ex in self.exits(fn) if ex.kind == "return"
+                      and self.evaluator.value(ex.value, fn) != 0]
+            self._true_queues[fn.name] = bool(truthy) and all(ex.state.queued for ex in truthy)
+        return self._true_queues[fn.name]
+
+    def _condition_queues(self, cond: Node | None) -> tuple[bool, bool]:
+        """(then-branch queued, else-branch queued) implied by a helper call in the condition."""
+        node = _unwrap(cond)
+        negated = False
+        if node is not None and node.type == "unary_expression" \
+                and text_of(node.child_by_field_name("operator")) == "!":
+            negated, node = True, _unwrap(node.child_by_field_name("argument"))
+        if node is None or node.type != "call_expression":
+            return False, False
+        name = callee_name(node)
+        target = (self.effects.model.functions.get(name) or self.effects.macro_function(name)) if name else None
+        if target is None or target is self._fn or not self.true_implies_handoff(target):
+            return False, False
+        return (False, True) if negated else (True, False)
 
     def may_abort(self, fn: Function) -> bool:
         if fn.name not in self._may_abort:
@@ -96,7 +122,9 @@ class HandoffAnalysis:
             for eff in self.effects.of_call(call, self._fn, 0):
                 if eff.kind is Kind.ERROR:
                     aborted = True
-                if eff.kind in HANDOFF_KINDS and not eff.inner_conditional:
+                # Only a direct kfunc call is certain here; a helper may return before its insert,
+                # which always_hands_off() below judges path by path.
+                if eff.kind in HANDOFF_KINDS and not eff.via:
                     queued = True
             target = self.effects.model.functions.get(name) or self.effects.macro_function(name)
             if target is not None and target is not self._fn:
@@ -114,7 +142,7 @@ class HandoffAnalysis:
             return _Flow(self._expr(node, state))
         if t == "return_statement":
             value = node.named_children[0] if node.named_children else None
-            out.append(Exit(line_of(node), "return", self._expr(value, state)))
+            out.append(Exit(line_of(node), "return", self._expr(value, state), value))
             return _Flow(None)
         if t == "if_statement":
             return self._if(node, state, out)
@@ -155,16 +183,19 @@ class HandoffAnalysis:
         cond = node.child_by_field_name("condition")
         state = self._expr(cond, state)
         known = self.evaluator.value(cond, self._fn) if cond is not None else None
+        then_queued, else_queued = self._condition_queues(cond)
+        then_state = State(True, state.aborted) if then_queued else state
+        else_state = State(True, state.aborted) if else_queued else state
         then_node = node.child_by_field_name("consequence")
         else_clause = node.child_by_field_name("alternative")
-        then_flow = self._stmt(then_node, state, out) if then_node is not None and known != 0 else _Flow(None)
+        then_flow = self._stmt(then_node, then_state, out) if then_node is not None and known != 0 else _Flow(None)
         if else_clause is not None and known != 1:
             else_body = [c for c in else_clause.named_children if c.type != "comment"]
-            else_flow = self._block(else_body, state, out)
+            else_flow = self._block(else_body, else_state, out)
         elif known == 1:
             else_flow = _Flow(None)
         else:
-            else_flow = _Flow(state)
+            else_flow = _Flow(else_state)
         return _Flow(_join(then_flow.normal, else_flow.normal), then_flow.breaks + else_flow.breaks,
                      then_flow.continues + else_flow.continues)
 
@@ -214,6 +245,12 @@ def _join_all(states: list[State]) -> State | None:
     for s in states:
         out = _join(out, s)
     return out
+
+
+def _unwrap(node: Node | None) -> Node | None:
+    while node is not None and node.type == "parenthesized_expression" and node.named_children:
+        node = node.named_children[0]
+    return node
 
 
 def _is_loop_macro(node: Node) -> bool:
