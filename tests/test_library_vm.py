@@ -111,3 +111,35 @@ def test_tunable_bytes_are_live_in_rodata(run: Run) -> None:
         assert struct.unpack_from("<I", rodata, handle.variables["layer0_weight"].offset)[0] == 100
     finally:
         attach.detach(node, handle)
+
+
+# What the compat shims must bind to on each kernel (newest generation the kernel offers).
+NEWEST_KFUNCS = {
+    "unstable": {"fifo_enqueue": "scx_bpf_dsq_insert___v2", "fifo_dispatch": "scx_bpf_dsq_move_to_local___v2",
+                 "vtime_enqueue": "__scx_bpf_dsq_insert_vtime", "vtime_stopping": "scx_bpf_task_set_dsq_vtime"},
+    "6.19": {"fifo_enqueue": "scx_bpf_dsq_insert___v2", "fifo_dispatch": "scx_bpf_dsq_move_to_local",
+             "vtime_enqueue": "__scx_bpf_dsq_insert_vtime", "vtime_stopping": "scx_bpf_task_set_dsq_vtime"},
+}
+
+
+def test_shims_bind_the_newest_kfuncs(run: Run) -> None:
+    """Load (without attaching) and read the verifier's view of the calls back with bpftool."""
+    node = run.session.node()
+    expected = NEWEST_KFUNCS[run.session.spec]
+    for sched in ("fifo", "vtime"):
+        meta = metadata.get(sched)
+        obj = build.build(meta.source_path, run.session.include_dir, target=run.session.kernel.release).object_path
+        handle = attach.attach(node, obj, meta=meta, attach=False)
+        try:
+            for prog, kfunc in expected.items():
+                if not prog.startswith(sched):
+                    continue
+                out = node.run(["bpftool", "prog", "dump", "xlated", "name", prog], timeout_s=30)
+                calls = {line.split("call ", 1)[1].split("#")[0].strip()
+                         for line in out["stdout"].splitlines() if "call " in line}
+                assert kfunc in calls, f"{prog} on {run.session.spec} calls {sorted(calls)}"
+                # The v1 name must be gone where v2 exists (libbpf's ___ stripping trap).
+                if kfunc.endswith("___v2"):
+                    assert kfunc.removesuffix("___v2") not in calls
+        finally:
+            attach.detach(node, handle)
