@@ -183,7 +183,7 @@ class LearningAgent(Agent):
                                                                          "recorded by the loop"))
         decision = state.get("decision") or Decision(action="next_candidate", reason="no decision was made")
         lesson = Lesson(verdict=verdict, recorded=state.get("recorded"), promoted=state.get("promoted"),
-                        antipattern=state.get("antipattern"), decision=decision)
+                        antipattern=state.get("antipattern"), decision=decision, notes=state.get("notes", []))
         self._tell(lesson)
         return lesson
 
@@ -194,18 +194,19 @@ class LearningAgent(Agent):
         if ex.ok and not state.get("recorded"):
             box.call("record_result", notes=f"verdict {verdict}")
         judged = bool(state.get("promoted") or state.get("antipattern"))  # a model did it before handing over
+        notes = state.setdefault("notes", [])
         if judged:
-            self.say("promotion/antipattern already handled before the hand-over")
+            notes.append("promotion/antipattern already handled before the hand-over")
         elif verdict == "improved":
             try:
                 won = sum(1 for r in t.rounds if (r.ratio or 0) > 1.0)
                 box.call("promote_policy", reason=f"{t.metric} {t.ratio:.2f}x better than EEVDF (median), won {won} of "
                                                   f"{len(t.rounds)} interleaved rounds in one boot")
             except SchedcpError as exc:  # already at the top status, or the repository refused
-                self.say(f"not promoted: {exc.cause}")
+                notes.append(f"not promoted: {exc.cause}")
         elif verdict == "failed" and t is not None and t.guest_crash:
-            self.say("the guest died during the trial (an emulation or kernel fault, not a policy verdict); "
-                     "no antipattern written")
+            notes.append("the guest died during the trial (an emulation or kernel fault, not a policy verdict); "
+                         "no antipattern written")
         elif verdict in ("regressed", "failed"):
             what = (f"{t.metric} {1 / t.ratio:.2f}x worse than EEVDF" if verdict == "regressed" and t and t.ratio
                     else f"failed: {ex.error}")
@@ -248,6 +249,8 @@ class LearningAgent(Agent):
             self.say(f"promoted {p.get('name')}: {p.get('from')} → {p.get('to')}")
         if lesson.antipattern:
             self.say(f"antipattern noted: {lesson.antipattern.get('note')}")
+        for note in lesson.notes:
+            self.say(note)
         d = lesson.decision
         self.say(f"verdict {lesson.verdict}; next: {d.action}" + (f" {d.config}" if d.config else "")
                  + f" — {d.reason}")
