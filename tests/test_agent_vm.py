@@ -52,7 +52,7 @@ def test_optimize_demo_measures_a_policy_against_eevdf_in_one_boot(tmp_path: Pat
 
 @pytest.mark.vm
 def test_failures_in_the_guest(unstable_kernel, tmp_path: Path) -> None:
-    """In one session: a scheduler the kernel's verifier refuses, one the static analysis stops,
+    """In one session: a scheduler the verifier pipeline refuses, one the static analysis stops,
     and a guest that panics mid-trial (sysrq crash, only in that boot), after which the session boots
     a fresh guest and measures again there."""
     from schedcp.agent.candidates import build
@@ -81,15 +81,20 @@ def test_failures_in_the_guest(unstable_kernel, tmp_path: Path) -> None:
                                          source=(testing / "reject.bpf.c").read_text()), "makespan")
         stages = {s.name: s for s in refused.stages}
         assert not refused.ok and stages["build"].status == "passed" and stages["static"].status == "passed"
-        assert stages["kernel_verifier"].status == "failed"
-        assert "map_value_or_null" in stages["kernel_verifier"].summary, stages["kernel_verifier"]
+        # New code goes through the Execution Verifier's pipeline, whose kernel-verifier stage refuses it.
+        assert stages["verifier"].status == "failed" and refused.trial is None
+        assert "kernel_verifier" in stages["verifier"].summary, stages["verifier"]
         assert svc.show("agent-reject")["status"] == "candidate"  # new code is kept, as a candidate
+        # Loaded directly into the session's guest, the kernel's verifier gives its reason.
+        stored = build(Candidate(policy="agent-reject", rationale="stored"), unstable_kernel, svc.repository)
+        direct = run_trial(session, target, stored, {}, "makespan", rounds=1)
+        assert not direct.ok and "did not load/attach" in direct.error and "map_value_or_null" in direct.error
 
         raw = {"kind": "run", "argv": target.argv, "wall_s": 1.0, "tasks": [], "system": {"ncpu": 2}}
         lesson = LearningAgent(svc, meter).run(build_profile(raw, "vm"), refused, session=[], remaining=[],
                                                iterations_left=1)
         assert lesson.verdict == "failed" and lesson.recorded is None
-        assert "did not load/attach" in lesson.antipattern["note"] and lesson.decision.action == "stop"
+        assert "verifier" in lesson.antipattern["note"] and lesson.decision.action == "stop"
 
         stalled = executor.run(Candidate(policy="agent-stall", level="compose", rationale="never dispatches",
                                          source=(testing / "stall.bpf.c").read_text()), "makespan")

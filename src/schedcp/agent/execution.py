@@ -1,11 +1,12 @@
 """Execution agent: build, check, verify and measure one candidate.
 
 Stages, cheapest first: build for the target kernel (clang, readable diagnostics) -> the
-verifier's scheduler-specific static analysis -> the kernel's BPF verifier (the load in the
-guest) -> a trial: the workload under EEVDF and under the candidate in the same boot,
-interleaved (trial.py). A candidate carrying source (patch/compose) may be revised by an LLM
-after a failed build or check; the built-in agent runs the stages once. New code is saved in the
-repository as a 'candidate' policy once it builds and passes the static checks.
+verifier's scheduler-specific static analysis -> for new code, the Execution Verifier's whole
+pipeline in its own micro-VM -> the kernel's BPF verifier (the load in the session's guest) -> a
+trial: the workload under EEVDF and under the candidate in the same boot, interleaved (trial.py).
+A candidate carrying source (patch/compose) may be revised by an LLM after a failed build or
+check; the built-in agent runs the stages once. New code is saved in the repository as a
+'candidate' policy once it builds and passes the static checks.
 """
 
 from __future__ import annotations
@@ -105,13 +106,28 @@ class ExecutionAgent(Agent):
                 self._register_generated(state)
             return {"errors": len(errors), "findings": findings}
 
+        def verify(_: NoArgs) -> dict[str, Any]:
+            cand: Candidate = state["candidate"]
+            if cand.source is None:
+                raise UsageError("library and repository policies are verified already; this is for new code",
+                                 "run the trial")
+            if not state.get("static_ok"):
+                raise UsageError("build and static-check the candidate first", "call build_candidate, static_check")
+            report = svc.verify_source(cand)
+            state["verified"] = report["verdict"] == "pass"
+            failed = next((st for st in report["stages"] if st["status"] == "failed"), None)
+            stage("verifier", "passed" if state["verified"] else "failed",
+                  f"pipeline {report['verdict']}: {report['reason']}"
+                  + (f" (stage {failed['name']}: {failed['summary']})" if failed else ""))
+            return report
+
         def revise(args: ReviseArgs) -> dict[str, Any]:
             cand: Candidate = state["candidate"]
             if cand.source is None:
                 raise UsageError("this candidate configures an existing policy; there is no source to revise",
                                  "run the trial, or give up with submit_execution")
             state["candidate"] = svc.validate(cand.model_copy(update={"source": args.source}))
-            state["built"], state["static_ok"] = None, False
+            state["built"], state["static_ok"], state["verified"] = None, False, False
             return {"ok": True, "source_bytes": len(args.source.encode()), "next": "build_candidate"}
 
         def trial(args: TrialArgs) -> dict[str, Any]:
@@ -119,6 +135,8 @@ class ExecutionAgent(Agent):
             if built is None or not state.get("static_ok"):
                 raise UsageError("the candidate must build and pass static_check first",
                                  "call build_candidate and static_check")
+            if state["candidate"].source is not None and not state.get("verified"):
+                raise UsageError("new code must pass verify_candidate before its trial", "call verify_candidate")
             if state["trials"] >= MAX_TRIALS:
                 raise UsageError(f"only {MAX_TRIALS} trials per candidate", "call submit_execution")
             state["trials"] += 1
@@ -147,6 +165,9 @@ class ExecutionAgent(Agent):
             Tool("build_candidate", "Compile the candidate for the target kernel.", NoArgs, build),
             Tool("static_check", "Scheduler-specific static analysis (starvation, DSQ misuse, slices, kfuncs).",
                  NoArgs, static),
+            Tool("verify_candidate", "New code only: the Execution Verifier's full pipeline (build, static, kernel "
+                 "verifier, correctness and performance runs in its own micro-VM). Required before its trial.",
+                 NoArgs, verify),
             Tool("revise_source", "Replace the candidate's source (patch/compose candidates only).", ReviseArgs,
                  revise, max_bytes=512),
             Tool("run_trial", "Load the candidate in the micro-VM (kernel verifier) and measure the workload under "
@@ -173,7 +194,8 @@ class ExecutionAgent(Agent):
         # A built-in agent taking over from a model (loop.py) continues from what was already done.
         if self._state is None or self._state["key"] != (candidate.key(), candidate.source):
             self._state = {"key": (candidate.key(), candidate.source), "candidate": candidate, "goal": goal,
-                           "stages": [], "built": None, "static_ok": False, "trials": 0, "trial": None, "note": ""}
+                           "stages": [], "built": None, "static_ok": False, "verified": False, "trials": 0,
+                           "trial": None, "note": ""}
         state = self._state
         box = self.toolbox(self.tools(state))
         with self.meter.timed(self.name):
@@ -205,6 +227,10 @@ class ExecutionAgent(Agent):
             return
         if found.get("errors"):
             state["note"] = "static analysis found errors; not run"
+            return
+        needs_verifier = state["candidate"].source is not None and not state.get("verified")
+        if needs_verifier and box.call("verify_candidate").get("verdict") != "pass":
+            state["note"] = "the verifier pipeline refused it; not run"
             return
         box.call("run_trial", rounds=self.rounds)
         state["note"] = "built, checked and measured by the built-in execution agent"

@@ -28,7 +28,8 @@ PLANNING = _COMMON + (
 
 EXECUTION = _COMMON + (
     " Role: Execution. Get the candidate built, checked and measured. Call build_candidate, then static_check, "
-    "then run_trial (it runs the workload under EEVDF and under the candidate in the same micro-VM boot). "
+    "then (new code only) verify_candidate, then run_trial (it runs the workload under EEVDF and under the "
+    "candidate in the same micro-VM boot). "
     "If the build or the checks fail and the candidate has source, fix it with revise_source and retry. "
     "Then call submit_execution with a one-line note."
 )

@@ -135,6 +135,25 @@ class Services:
 
         return candidates.static_findings(source, config)
 
+    def verify_source(self, candidate: Candidate) -> dict[str, Any]:
+        """The Execution Verifier's whole pipeline on new code, in its own micro-VM (no token: the
+        agent only trials; deployment asks the daemon for a token)."""
+        import tempfile
+
+        from schedcp.verifier.pipeline import VerifyOptions, verify
+
+        assert candidate.source is not None
+        with tempfile.TemporaryDirectory(prefix="schedcp-agent-") as tmp:
+            path = Path(tmp) / f"{candidate.policy.replace('.', '_')}.bpf.c"
+            path.write_text(candidate.source)
+            report = verify(VerifyOptions(target=str(path), kernel=self.session.kernel_spec, issue_token=False),
+                            progress=self.progress)
+        findings = [f for st in report.stages for f in st.findings if f.severity == "error"][:6]
+        return {"verdict": report.verdict, "reason": report.reason,
+                "stages": [{"name": st.name, "status": st.status, "summary": st.summary} for st in report.stages],
+                "errors": [{"stage": f.stage, "id": f.id, "message": f.message, "line": f.line, "hint": f.hint}
+                           for f in findings]}
+
     def trial(self, built: Built, config: dict[str, Any], goal: str, rounds: int) -> Trial:
         from schedcp.agent.trial import run_trial
 
