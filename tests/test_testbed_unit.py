@@ -222,3 +222,21 @@ def test_verifier_log_summary_names_the_complaint_and_line() -> None:
     ]
     assert summarize(log) == "R0 invalid mem access 'map_value_or_null' at *count += 1; @ reject.bpf.c:30"
     assert summarize(["libbpf: something else"]) == ""
+
+
+def test_kernel_header_lists_kfuncs_with_attributed_return_types(tmp_path: Path) -> None:
+    from schedcp.toolchain import headers
+
+    vmlinux_h = tmp_path / "vmlinux.h"
+    vmlinux_h.write_text(
+        'extern void __attribute__((btf_type_tag("address_space(1)"))) *bpf_arena_alloc_pages(void *p__map, '
+        'void __attribute__((btf_type_tag("address_space(1)"))) *addr__ign, u32 page_cnt) __weak __ksym;\n'
+        "extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __weak __ksym;\n"
+        "struct not_a_kfunc { int x; };\n"
+    )
+    out = tmp_path / "schedcp_kernel.h"
+    headers.write_kernel_header(vmlinux_h, out, (7, 2))
+    text = out.read_text()
+    assert "SCHEDCP_HAVE_KFUNC_bpf_arena_alloc_pages 1" in text
+    assert "SCHEDCP_HAVE_KFUNC_scx_bpf_create_dsq 1" in text
+    assert "__attribute__" not in text and "SCHEDCP_KERNEL_VERSION (7 * 256 + 2)" in text
