@@ -80,7 +80,7 @@ def test_judge_accepts_a_healthy_run() -> None:
     ({"late": {"first_progress_s": 2.0}}, "dyn-starvation"),
     ({"equal1": {"cpu_s": 0.15}}, "dyn-unfair"),
     ({"late": {"cpu_s": 0.02}}, "dyn-unfair"),
-    ({"sleeper0": {"lat_p99_ms": 1500.0}}, "dyn-wakeup-latency"),
+    ({"sleeper0": {"lat_p99_ms": 2500.0}}, "dyn-wakeup-latency"),
     ({"pingpong": {"round_trips": 0}}, "dyn-starvation"),
 ])
 def test_judge_flags_each_failure(tasks: dict, fid: str) -> None:
@@ -100,10 +100,16 @@ def test_timing_bounds_follow_the_eevdf_baseline() -> None:
     slow_host = {"max_gap_s": 1.7, "wakeup_p99_ms": 400.0, "late_first_progress_s": 0.2}
     bounds = load.Bounds().relative_to(slow_host)
     assert bounds.max_gap_s == 3.4 and bounds.max_wakeup_p99_ms == 3200.0 and bounds.late_start_s == 1.5
+    assert bounds.warn_wakeup_p99_ms == 1600.0
     assert load.Bounds().relative_to(None) == load.Bounds()
     run = _load(equal1={"max_gap_s": 2.5}, sleeper0={"lat_p99_ms": 1500.0})
     assert {f.id for f in load.judge(run, 5.0)} == {"dyn-starvation", "dyn-wakeup-latency"}
     assert load.judge(run, 5.0, baseline=slow_host) == []
+
+
+def test_slow_wakeups_warn_before_they_fail() -> None:
+    assert [(f.id, f.severity) for f in load.judge(_load(sleeper0={"lat_p99_ms": 1100.0}), 5.0)] == [
+        ("dyn-wakeup-latency", "warning")]
 
 
 def test_judge_reports_a_load_that_never_finished() -> None:

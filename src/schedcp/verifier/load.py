@@ -31,7 +31,8 @@ class Bounds:
     min_equal_share: float = 0.15  # least/most CPU among equal-nice hogs: below is starvation-grade
     warn_equal_share: float = 0.4  # below this, unequal shares are reported (a policy may intend it)
     min_late_share: float = 0.1  # late starter's CPU rate relative to an equal hog's
-    max_wakeup_p99_ms: float = 1000.0
+    max_wakeup_p99_ms: float = 2000.0  # above: an error (waking tasks are effectively starved)
+    warn_wakeup_p99_ms: float = 750.0  # above: a warning (few samples make p99 noisy on a busy host)
 
     def relative_to(self, baseline: dict[str, Any] | None) -> Bounds:
         """Widen the timing bounds when EEVDF itself was slow in this boot (a busy host stalls vCPUs)."""
@@ -41,6 +42,7 @@ class Bounds:
             self,
             max_gap_s=max(self.max_gap_s, 2 * (baseline.get("max_gap_s") or 0.0)),
             max_wakeup_p99_ms=max(self.max_wakeup_p99_ms, 8 * (baseline.get("wakeup_p99_ms") or 0.0)),
+            warn_wakeup_p99_ms=max(self.warn_wakeup_p99_ms, 4 * (baseline.get("wakeup_p99_ms") or 0.0)),
             late_start_s=max(self.late_start_s, 2 * (baseline.get("late_first_progress_s") or 0.0)),
         )
 
@@ -148,12 +150,15 @@ def judge(run_result: dict[str, Any], seconds: float, bounds: Bounds = Bounds(),
             "run", "new tasks need a fair starting point (e.g. start their vtime at the current global vtime)"))
     out += _fairness(hogs, bounds)
     sleepers = {n: t for n, t in tasks.items() if n.startswith("sleeper") and "wakeups" in t}
-    slow = sorted((t["lat_p99_ms"], n) for n, t in sleepers.items() if t["lat_p99_ms"] > bounds.max_wakeup_p99_ms)
+    slow = sorted((t["lat_p99_ms"], n) for n, t in sleepers.items() if t["lat_p99_ms"] > bounds.warn_wakeup_p99_ms)
     if slow:
+        severe = slow[-1][0] > bounds.max_wakeup_p99_ms
+        limit = bounds.max_wakeup_p99_ms if severe else bounds.warn_wakeup_p99_ms
         out.append(_finding(
-            "dyn-wakeup-latency", f"wakeup latency p99 of {slow[-1][0]:.0f} ms (bound {bounds.max_wakeup_p99_ms:.0f} "
-            f"ms) for {slow[-1][1]}", "waking tasks wait too long: use shorter slices, dispatch wakers to idle "
-            "CPUs (select_cpu), or preempt long-running tasks", [f"{n}: p99 {v:.1f} ms" for v, n in slow]))
+            "dyn-wakeup-latency",
+            f"wakeup latency p99 of {slow[-1][0]:.0f} ms (bound {limit:.0f} ms) for {slow[-1][1]}",
+            "waking tasks wait too long: use shorter slices, dispatch wakers to idle CPUs (select_cpu), or preempt "
+            "long-running tasks", [f"{n}: p99 {v:.1f} ms" for v, n in slow], severity="error" if severe else "warning"))
     if tasks.get("pingpong", {}).get("round_trips", 1) == 0:
         out.append(_finding("dyn-starvation", "the pipe ping-pong pair made no progress",
                             "tasks woken by other tasks must be enqueued and dispatched"))
