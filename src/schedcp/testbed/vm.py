@@ -9,6 +9,8 @@ discovery, so the ``microvm`` machine cannot carry a virtio-serial port to them.
 ``-nodefaults`` and no firmware option ROMs, ``pc`` boots as fast here (about 7 s under TCG).
 
 Every VM gets a private scratch directory (console log, channel socket), so many run at once.
+Note: the parent-death signal is tied to the *thread* that started QEMU (a Linux rule), so a VM
+started in a worker thread dies when that thread ends; start VMs from a thread that outlives them.
 QEMU is started with a parent-death signal and in its own process group, and is always killed on
 exit, on timeout and on error.
 """
