@@ -305,3 +305,14 @@ def test_paired_ratios_compare_arms_within_each_round() -> None:
     cell = harness.summarize_arms(bench, arms, records)["p"]["metrics"]["makespan_s"]
     assert cell["pairs"] == 2 and cell["paired_wins"] == 2
     assert cell["paired_improvement"] == pytest.approx(1.25)
+
+
+def test_the_least_disturbed_attempt_counts_and_the_others_are_kept_as_noisy() -> None:
+    attempts = [{**_record("p", "ok", makespan_s=20.0), "host_steal": 0.6},
+                {**_record("p", "ok", makespan_s=11.0), "host_steal": 0.1},
+                {**_record("p", "ok", makespan_s=12.0), "host_steal": 0.3}]
+    kept = harness.pick_attempt(attempts)
+    assert [a["status"] for a in kept] == ["noisy", "ok", "noisy"]
+    assert "60%" in kept[0]["error"]
+    failed = [_record("p", "ejected"), {**_record("p", "ok", makespan_s=9.0), "host_steal": 0.5}]
+    assert [a["status"] for a in harness.pick_attempt(failed)] == ["ejected", "ok"]

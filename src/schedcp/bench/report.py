@@ -77,6 +77,20 @@ def evaluation_line(result: dict[str, Any]) -> str | None:
     return f"{verdict} by {ev.get('arm')}: " + "; ".join(parts)
 
 
+def noise_line(result: dict[str, Any]) -> str | None:
+    """How much the host held the guest back during the counted runs, and what was repeated."""
+    steals = [r["host_steal"] for r in result.get("records", [])
+              if r.get("status") == "ok" and r.get("host_steal") is not None]
+    if not steals:
+        return None
+    repeated = sum(r.get("status") == "noisy" for r in result.get("records", []))
+    text = (f"Host interference: during the counted runs the vCPUs waited for a host CPU "
+            f"{stats.summarize(steals).median:.0%} of the time (median; max {max(steals):.0%})")
+    if result.get("max_steal") is not None:
+        text += f"; {repeated} runs were repeated for exceeding {result['max_steal']:.0%}"
+    return text + "."
+
+
 def paired_lines(result: dict[str, Any]) -> list[str]:
     """Per policy and primary metric: median paired improvement and in how many rounds it won."""
     out = []
@@ -176,6 +190,9 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         verdict = evaluation_line(result)
         if verdict:
             lines += [f"**{verdict}**", ""]
+        noise = noise_line(result)
+        if noise:
+            lines += [noise, ""]
         paired = paired_lines(result)
         if paired:
             lines += ["Round by round (each policy against the EEVDF run of the same round): " + "; ".join(paired)

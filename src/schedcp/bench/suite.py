@@ -44,6 +44,7 @@ def run_suite(
     smoke: bool = False,
     extra_args: list[str] | None = None,
     watchdog_ms: int | None = None,
+    max_steal: float | None = None,
     say: harness.Say = lambda _m: None,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -75,7 +76,8 @@ def run_suite(
                 say(f"target ready: {_machine_line(doc['machine'])}")
             try:
                 result = harness.run_benchmark(target, bench, arms, runs=runs, extra_args=extra_args,
-                                               smoke=smoke, watchdog_ms=watchdog_ms, say=say)
+                                               smoke=smoke, watchdog_ms=watchdog_ms,
+                                               max_steal=max_steal, say=say)
             except SchedcpError as exc:
                 if exc.code not in _GUEST_GONE:
                     raise

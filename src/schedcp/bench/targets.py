@@ -77,7 +77,9 @@ class VMTarget:
 
     def __init__(self, *, cpus: int, kernel_spec: str, image_variant: str, memory_mb: int = 2048) -> None:
         self.kernel = kernel_mod.cached(kernel_spec)
-        self.config = VMConfig(cpus=cpus, memory_mb=memory_mb, kernel=kernel_spec, image_variant=image_variant)
+        # Named threads ("CPU 0/TCG", ...) let us read how long the vCPUs waited for a host CPU.
+        self.config = VMConfig(cpus=cpus, memory_mb=memory_mb, kernel=kernel_spec, image_variant=image_variant,
+                               extra_qemu_args=["-name", "schedcp-bench,debug-threads=on"], boot_timeout_s=300.0)
         self.vm: MicroVM | None = None
 
     def start(self) -> None:
@@ -95,6 +97,26 @@ class VMTarget:
 
     def workload_argv(self, module: str, args: list[str]) -> list[str]:
         return ["python3", "-m", f"schedcp_workloads.{module}", *args]
+
+    def vcpu_schedstat(self) -> tuple[int, int] | None:
+        """(ns the vCPU threads ran, ns they waited runnable for a host CPU), summed; None if unknown.
+
+        The waiting part is time the guest lost to other work on the host: its clock runs on while
+        its CPUs do not, which looks like extra latency and slower work inside the guest.
+        """
+        if self.vm is None or self.vm.proc is None:
+            return None
+        run = wait = 0
+        found = False
+        for task in Path(f"/proc/{self.vm.proc.pid}/task").glob("*"):
+            try:
+                if "CPU" not in (task / "comm").read_text():
+                    continue
+                fields = (task / "schedstat").read_text().split()
+            except OSError:
+                continue
+            run, wait, found = run + int(fields[0]), wait + int(fields[1]), True
+        return (run, wait) if found else None
 
     def describe(self) -> dict[str, Any]:
         vm = self.vm
@@ -153,6 +175,9 @@ class LocalTarget:
 
     def workload_argv(self, module: str, args: list[str]) -> list[str]:
         return [sys.executable, "-m", f"schedcp.bench.guest.{module}", *args]
+
+    def vcpu_schedstat(self) -> tuple[int, int] | None:
+        return None  # no hypervisor between the workload and the CPUs
 
     def describe(self) -> dict[str, Any]:
         return {"target": "local", "host_cpu": host_cpu_model(), "host_cpus": os.cpu_count(),
