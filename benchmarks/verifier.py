@@ -132,8 +132,9 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 def rules_table() -> str:
     from schedcp.verifier.static.rules import catalogue
 
-    rows = [RULES_BEGIN, "", "| rule | severity | catches |", "|---|---|---|"]
-    rows += [f"| `{r['id']}` | {r['severity']} | {r['description']} |" for r in catalogue()]
+    rows = [RULES_BEGIN, "", "| rule | default severity | catches |", "|---|---|---|"]
+    rows += [f"| `{r['id']}` | {r['severity']} | {r['description'].replace('|', chr(92) + '|')} |"
+             for r in catalogue()]
     return "\n".join([*rows, "", RULES_END])
 
 
@@ -156,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated corpus/library names")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/verifier.md")
     parser.add_argument("--json", type=Path, help="also write raw results here")
+    parser.add_argument("--from-json", type=Path, help="render earlier raw results instead of running")
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        section = render(saved["results"], saved["meta"])
+        if not args.no_write:
+            write_doc(section)
+        print(section)
+        return 0
     from schedcp.testbed import kernel as kernel_mod
     from schedcp.verifier.vmstages import DEFAULT_TIMEOUT_MS
 
