@@ -225,7 +225,8 @@ class MicroVM:
         sock_path = self.workdir / "node.sock"
         console = self.workdir / "console.log"
         cpu = "host" if self.accel.name == "kvm" else "max"
-        cmdline = f"console=ttyS0 quiet panic=-1 rdinit=/init {self.config.cmdline_extra}".strip()
+        # no_timer_check: under a loaded TCG host the IO-APIC timer check can fail and panic the boot.
+        cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init {self.config.cmdline_extra}".strip()
         argv = [
             qemu, "-accel", _accel_arg(self.accel.name), "-M", "pc", "-cpu", cpu,
             "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
@@ -321,7 +322,7 @@ class MicroVM:
         with _live_lock:
             _live.discard(self)
         if self.workdir is not None and not os.environ.get("SCHEDCP_KEEP_VM_DIR"):
-            self._saved_console = self.console_tail(60)
+            self._saved_console = self.console_tail(200)
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
