@@ -29,7 +29,7 @@ def test_guest_caps_report_facilities(guest: Engine) -> None:
 
 
 def test_guest_longtail_batch(guest: Engine) -> None:
-    raw = guest.observe_command(_wl("longtail", "--short-ms", "30", "--long-factor", "15"), duration_s=60)
+    raw = guest.observe_command(_wl("longtail", "--short-ms", "30", "--long-factor", "40"), duration_s=60)
     prof = guest.profile(raw)
     lt = prof.characteristics.long_tail
     # Under emulation (TCG) a short worker can occasionally finish between two samples.

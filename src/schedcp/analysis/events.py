@@ -34,6 +34,7 @@ from schedcp.node import observe
 log = logging.getLogger(__name__)
 
 MIN_POLL_S = 0.05
+COMM_SETTLE_S = 1.0  # how long a new PID's comm is re-read (it changes at exec)
 MAX_SUBSCRIPTIONS = 64
 
 
@@ -120,6 +121,7 @@ class EventWatcher:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._comms: dict[int, str] = {}
+        self._first_seen: dict[int, float] = {}
         self.callback_errors = 0
 
     # -- public API ----------------------------------------------------------------------------
@@ -191,13 +193,21 @@ class EventWatcher:
     def _refresh_comms(self) -> None:
         """PID -> comm for live processes; only new PIDs are read, so a poll stays cheap."""
         alive = set(observe._list_ints("/proc"))
+        now = time.monotonic()
         for pid in list(self._comms):
             if pid not in alive:
                 del self._comms[pid]
-        for pid in alive - self._comms.keys():
+                self._first_seen.pop(pid, None)
+        # A process caught between fork and exec still carries its parent's comm; re-read young
+        # PIDs for a moment so the name they exec into is the one we match.
+        young = {pid for pid, t in self._first_seen.items() if now - t < COMM_SETTLE_S}
+        for pid in (alive - self._comms.keys()) | young:
             comm = observe._read(f"/proc/{pid}/comm")
             if comm is not None:
                 self._comms[pid] = comm.strip()
+                self._first_seen.setdefault(pid, now)
+        for pid in [p for p, t in self._first_seen.items() if now - t >= COMM_SETTLE_S]:
+            del self._first_seen[pid]
 
     def _matching(self, spec: WatchSpec) -> set[int]:
         if spec.pids is not None:
