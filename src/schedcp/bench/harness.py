@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from schedcp.toolchain.resolve import ResolvedScheduler, resolve_scheduler
 
 BASELINE = "eevdf"
 SEED_BASE = 1000
+GUEST_GONE = ("guest_timeout", "guest_lost")
+MAX_CRASHES = 5  # per benchmark; beyond that something is wrong with the policy, not the emulator
 Say = Callable[[str], None]
 
 
@@ -75,7 +78,11 @@ def parse_configs(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def prepare_arms(policies: list[str], configs: dict[str, dict[str, str]], kernel) -> list[Arm]:
-    """EEVDF plus one arm per policy, each built for `kernel` with validated tunables."""
+    """EEVDF plus one arm per policy, each built for `kernel` with validated tunables.
+
+    A policy may carry a label, ``NAME@LABEL``, so one scheduler can run under several
+    configurations in the same boot (``--config NAME@LABEL:knob=value`` configures that arm).
+    """
     names = [p.strip() for p in policies if p.strip() and p.strip() != BASELINE]
     if len(set(names)) != len(names):
         raise UsageError("a policy is listed twice", "list each policy once")
@@ -85,15 +92,19 @@ def prepare_arms(policies: list[str], configs: dict[str, dict[str, str]], kernel
                          "add them to --policies or fix the name")
     arms = [Arm(BASELINE)]
     for spec in names:
-        resolved = resolve_scheduler(spec, kernel)
+        source, _, label = spec.partition("@")
+        if label and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", label):
+            raise UsageError(f"bad label in {spec!r}", "labels are 1-32 letters, digits, '_', '-' or '.'")
+        resolved = resolve_scheduler(source, kernel)
         config = configs.get(spec, {})
         if config:
             if resolved.meta is None:
                 raise UsageError(f"{spec} declares no tunables", f"drop --config for {spec}")
             resolved.meta.validate_config(config)
-        if any(a.name == resolved.name for a in arms):
-            raise UsageError(f"two policies are both called {resolved.name!r}", "rename one of the files")
-        arms.append(Arm(resolved.name, resolved, config))
+        name = f"{resolved.name}@{label}" if label else resolved.name
+        if any(a.name == name for a in arms):
+            raise UsageError(f"two policies are both called {name!r}", "give one a label: NAME@LABEL")
+        arms.append(Arm(name, resolved, config))
     return arms
 
 
@@ -286,16 +297,32 @@ def run_benchmark(
 
     started = time.time()
     records: list[dict[str, Any]] = []
+    crashes: list[dict[str, Any]] = []
+
+    def run_guarded(arm: Arm, rnd: int) -> dict[str, Any]:
+        """run_once, but a crashed guest is rebooted and the run repeated (a few times at most)."""
+        while True:
+            try:
+                return run_once(target, bench, arm, args_for(rnd), watchdog_ms)
+            except SchedcpError as exc:
+                if exc.code not in GUEST_GONE or len(crashes) >= MAX_CRASHES:
+                    raise
+                crashes.append({"round": rnd, "arm": arm.name, "cause": exc.cause,
+                                "console_tail": target.console_tail(30)})
+                say(f"{bench.name}: the guest crashed during {arm.name} ({exc.cause}); rebooting, repeating the run")
+                target.stop()
+                target.start()
+
     if warmup:
         say(f"{bench.name}: warm-up run under EEVDF")
-        w = run_once(target, bench, arms[0], args_for(-1))
+        w = run_guarded(arms[0], -1)
         if w["status"] != "ok":
             say(f"{bench.name}: warm-up {w['status']}: {w.get('error')}")
     for rnd in range(runs):
         for pos, arm in enumerate(round_order(arms, rnd)):
             attempts = []
             for _attempt in range(1 + (retries if max_steal is not None else 0)):
-                rec = run_once(target, bench, arm, args_for(rnd), watchdog_ms)
+                rec = run_guarded(arm, rnd)
                 rec.update(round=rnd, position=pos)
                 attempts.append(rec)
                 steal = rec.get("host_steal")
@@ -319,6 +346,7 @@ def run_benchmark(
         "max_steal": max_steal,
         "elapsed_s": round(time.time() - started, 1),
         "records": records,
+        "guest_crashes": crashes,
         "summary": summary,
         "evaluation": evaluate_targets(bench, summary),
     }

@@ -193,6 +193,10 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         noise = noise_line(result)
         if noise:
             lines += [noise, ""]
+        if result.get("guest_crashes"):
+            lines += [f"The guest crashed {len(result['guest_crashes'])} time(s) during this benchmark (a known "
+                      "multi-threaded TCG problem when sched_ext patches static branches on attach/detach); each "
+                      "time the harness rebooted it and repeated the interrupted run.", ""]
         paired = paired_lines(result)
         if paired:
             lines += ["Round by round (each policy against the EEVDF run of the same round): " + "; ".join(paired)

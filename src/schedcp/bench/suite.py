@@ -20,13 +20,12 @@ from schedcp.bench.workloads import Benchmark
 from schedcp.errors import SchedcpError, UsageError
 
 SCHEMA = 1
-_GUEST_GONE = ("guest_timeout", "guest_lost")
 
 
-def make_target(kind: str, *, cpus: int, kernel_spec: str, benches: list[Benchmark]):
+def make_target(kind: str, *, cpus: int, kernel_spec: str, benches: list[Benchmark], host_nice: int = 0):
     if kind == "vm":
         variant = "build" if any(b.image_variant == "build" for b in benches) else "default"
-        return VMTarget(cpus=cpus, kernel_spec=kernel_spec, image_variant=variant)
+        return VMTarget(cpus=cpus, kernel_spec=kernel_spec, image_variant=variant, host_nice=host_nice)
     if kind == "local":
         return LocalTarget()
     raise UsageError(f"unknown target {kind!r}", "use --target vm or --target local")
@@ -45,12 +44,13 @@ def run_suite(
     extra_args: list[str] | None = None,
     watchdog_ms: int | None = None,
     max_steal: float | None = None,
+    host_nice: int = 0,
     say: harness.Say = lambda _m: None,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
     if extra_args and len(benches) != 1:
         raise UsageError("workload arguments after -- need exactly one benchmark", "name a single benchmark")
-    target = make_target(target_kind, cpus=cpus, kernel_spec=kernel_spec, benches=benches)
+    target = make_target(target_kind, cpus=cpus, kernel_spec=kernel_spec, benches=benches, host_nice=host_nice)
     plans = []
     for bench in benches:
         chosen = policies if policies is not None else list(bench.policies)
@@ -79,7 +79,7 @@ def run_suite(
                                                smoke=smoke, watchdog_ms=watchdog_ms,
                                                max_steal=max_steal, say=say)
             except SchedcpError as exc:
-                if exc.code not in _GUEST_GONE:
+                if exc.code not in harness.GUEST_GONE:
                     raise
                 say(f"{bench.name}: the guest died: {exc.cause}")
                 target.stop()

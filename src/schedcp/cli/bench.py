@@ -46,6 +46,9 @@ def bench(
     max_steal: float | None = typer.Option(
         None, "--max-steal", min=0.0, max=1.0,
         help="Repeat a run (up to twice) when the host kept the vCPUs waiting more than this fraction of it."),
+    host_nice: int = typer.Option(
+        0, "--host-nice", min=-20, max=19,
+        help="vm: host nice value for QEMU's threads; below 0 shields the guest from other host load (root)."),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny workload sizes: checks the pipeline in seconds."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the JSON results here."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Write a PNG chart here."),
@@ -67,7 +70,7 @@ def bench(
             benches,
             policies=[p for p in policies.split(",") if p.strip()] if policies is not None else None,
             configs=parse_configs(config), runs=runs, target_kind=target, cpus=cpus, kernel_spec=kernel,
-            smoke=smoke, extra_args=extra, watchdog_ms=watchdog_ms, max_steal=max_steal, say=say,
+            smoke=smoke, extra_args=extra, watchdog_ms=watchdog_ms, max_steal=max_steal, host_nice=host_nice, say=say,
             command=["schedcp", "bench", *sys.argv[2:]],
         )
         outputs = _save(doc, out, plot_path, write_docs, say)

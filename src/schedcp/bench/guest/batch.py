@@ -25,6 +25,7 @@ after the timed part; the long instance must pass its own check. Any mismatch ex
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import itertools
 import json
@@ -176,6 +177,10 @@ def run_kind(kind: str, tasks: int, short_units: int, long_factor: float, long_i
     """Fork the batch, release it at once, collect per-task times; returns the kind's report."""
     long_units = max(short_units + 1, round(short_units * long_factor))
     result_r, result_w = os.pipe()
+    # Keep the collector away from the parent's objects in the children: otherwise every child
+    # writes to (and so copies) every page holding them, a fixed cost that dwarfs short jobs.
+    gc.collect()
+    gc.freeze()
     size_fds: list[int] = []
     index_of: dict[int, int] = {}
     for idx in range(tasks):

@@ -12,35 +12,44 @@
  * ones and finishes about when the short jobs are drained by the other CPUs. Running to completion
  * also cuts context switches, which matter a lot for CPU caches (and even more under emulation).
  *
- * Tasks are measured in ops.running/ops.stopping, nothing is looked up by name. Two lanes:
+ * Tasks are measured in ops.running/ops.stopping, nothing is looked up by name. Three kinds:
  *
- *  - light: the task's current and average CPU bursts are short (it sleeps often: shells, make,
- *    pipes, kernel threads) or it just started. FIFO, served first, short slice, and it may cut
- *    short the slice of a CPU running batch work, so it never waits a whole batch slice.
- *  - batch: the task has run `batch_burst_us` without sleeping. Ordered by a key
- *        enqueue time + max_wait * (1 - min(attained, horizon) / horizon)
- *    so more attained CPU time means an earlier key. Aging is built in: a job that has waited
- *    `max_wait_us` is ahead of anything enqueued after it, however much that one has run.
- *    With max_wait > horizon, a running job always beats a job that has waited less than
- *    (max_wait / horizon) times the running job's attained time: that is run-to-completion.
+ *  - light: the task has slept at least `light_min_sleeps` times and its bursts are short (shells,
+ *    make, pipe partners, kernel threads). FIFO lane served first, short slice. With `preempt`
+ *    it cuts short the slice of a CPU running batch work when it has to wait; that is off by
+ *    default, because each cut costs a batch job a switch and often a migration (measured: it
+ *    undid a third of the gain on the batch benchmark), and a light task waits one slice at most.
+ *  - new: never measured yet. Same FIFO lane and slice, but no preemption: a batch of jobs
+ *    released together gets one short probe each as CPUs come free, then sorts itself out below.
+ *  - batch: its current or average burst reached `batch_burst_us`. Ordered by a key
+ *        enqueue time + max_wait * (1 - min(evidence, horizon) / horizon)
+ *    where the evidence of being long is the CPU time attained so far, plus `fault_weight_us`
+ *    per page fault if set (jobs fed bigger inputs fault in more memory early: a hint that can
+ *    single out a long job during its probe instead of after a short job's whole runtime).
+ *    More evidence means an earlier key. Aging is built in: a job that has waited `max_wait_us`
+ *    is ahead of anything enqueued after it. With max_wait > horizon, a running job keeps beating
+ *    jobs that have waited less than (max_wait / horizon) times its evidence: run-to-completion.
  *
  * The light lane may win at most `max_light_streak` dispatches in a row while batch work waits,
  * so a storm of light tasks slows batch work down but cannot starve it.
  */
 #include "schedcp.h"
 
-const volatile u64 slice_us = 50000;
-const volatile u64 light_slice_us = 4000;
+const volatile u64 slice_us = 100000;
+const volatile u64 light_slice_us = 5000;
 const volatile u64 batch_burst_us = 3000;
+const volatile u32 light_min_sleeps = 3;
+const volatile u64 fault_weight_us = 0;
 const volatile u64 max_wait_us = 10000000;
 const volatile u64 horizon_ms = 1000;
 const volatile u32 max_light_streak = 16;
-const volatile bool preempt = true;
+const volatile bool preempt = false;
 
 u64 nr_light, nr_batch, nr_dispatched, nr_direct, nr_preempted, nr_long;
 
 struct task_ctx {
 	struct schedcp_runtime rt;
+	u32 sleeps;	/* bursts that ended in sleep: how much light-task history we have */
 };
 SCHEDCP_TASK_STORAGE(task_ctxs, struct task_ctx);
 
@@ -61,10 +70,17 @@ static bool is_batch(const struct task_ctx *tctx)
 	return schedcp_runtime_expected_burst(&tctx->rt) >= batch_burst_us * NSEC_PER_USEC;
 }
 
-static u64 batch_key(const struct task_ctx *tctx, u64 now)
+/* Short bursts and enough sleeps to be sure of it: worth a preemption. */
+static bool is_light(const struct task_ctx *tctx)
+{
+	return tctx->sleeps >= light_min_sleeps && !is_batch(tctx);
+}
+
+static u64 batch_key(struct task_struct *p, const struct task_ctx *tctx, u64 now)
 {
 	u64 horizon = horizon_ms * NSEC_PER_MSEC;
-	u64 ran = min(tctx->rt.total, horizon);
+	u64 evidence = tctx->rt.total + fault_weight_us * NSEC_PER_USEC * p->min_flt;
+	u64 ran = min(evidence, horizon);
 	u64 wait = max_wait_us * NSEC_PER_USEC;
 
 	if (ran >= horizon)
@@ -109,13 +125,13 @@ void BPF_STRUCT_OPS(ljf_batch_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (tctx && is_batch(tctx)) {
 		SCHEDCP_STAT_INC(nr_batch);
-		schedcp_insert_vtime(p, BATCH_DSQ, slice_us * NSEC_PER_USEC, batch_key(tctx, schedcp_now()),
+		schedcp_insert_vtime(p, BATCH_DSQ, slice_us * NSEC_PER_USEC, batch_key(p, tctx, schedcp_now()),
 				     enq_flags);
 		return;
 	}
 	SCHEDCP_STAT_INC(nr_light);
 	schedcp_insert(p, LIGHT_DSQ, light_slice_us * NSEC_PER_USEC, enq_flags);
-	if (preempt)
+	if (preempt && tctx && is_light(tctx))
 		kick_batch_cpu(p);
 }
 
@@ -151,6 +167,8 @@ void BPF_STRUCT_OPS(ljf_batch_stopping, struct task_struct *p, bool runnable)
 	if (!tctx)
 		return;
 	schedcp_runtime_stop(&tctx->rt, runnable);
+	if (!runnable && tctx->sleeps < 1000)
+		tctx->sleeps++;
 	if (cpu >= 0 && cpu < SCHEDCP_MAX_CPUS)
 		cpu_batch[cpu] = 0;
 }

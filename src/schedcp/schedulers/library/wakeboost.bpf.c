@@ -15,9 +15,12 @@
  *    out work, a pipe partner) slips ahead, which keeps the pipeline moving.
  *  - A task whose expected burst reaches `hog_burst_us` is a hog: its key carries a fixed
  *    `hog_delay_us` instead, so every wakeup within that window is served first, and its slice
- *    is longer (fewer switches for work that does not care). When a short task has to queue and a
- *    CPU is running a hog, that hog's slice is cut (`preempt`), so the short task waits at most
- *    for a context switch instead of a whole hog slice.
+ *    is longer (fewer switches for work that does not care). When a task that needs only a
+ *    moment (expected burst up to `preempt_burst_us`) has to queue and a CPU is running a hog,
+ *    that hog's slice is cut (`preempt`), so it waits about one context switch instead of a
+ *    whole hog slice. The thresholds are wide apart on purpose: bursts are measured in wall time,
+ *    which on a virtual machine includes time the host took away, so a worker must not be
+ *    mistaken for a hog when the host is busy.
  *
  * Keys are absolute times, so nothing starves: a hog is overtaken only by work that became
  * runnable less than `hog_delay_us` after it.
@@ -26,8 +29,9 @@
 
 const volatile u64 slice_us = 10000;
 const volatile u64 hog_slice_us = 20000;
-const volatile u64 hog_burst_us = 5000;
+const volatile u64 hog_burst_us = 20000;
 const volatile u64 hog_delay_us = 20000;
+const volatile u64 preempt_burst_us = 1000;
 const volatile bool preempt = true;
 
 u64 nr_enqueued, nr_hog, nr_dispatched, nr_direct, nr_preempted;
@@ -83,7 +87,7 @@ static void kick_hog_cpu(struct task_struct *p)
 void BPF_STRUCT_OPS(wakeboost_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = lookup(p);
-	u64 now = schedcp_now();
+	u64 now = schedcp_now(), burst;
 
 	SCHEDCP_STAT_INC(nr_enqueued);
 	if (is_hog(tctx)) {
@@ -92,9 +96,11 @@ void BPF_STRUCT_OPS(wakeboost_enqueue, struct task_struct *p, u64 enq_flags)
 				     enq_flags);
 		return;
 	}
-	schedcp_insert_vtime(p, WAKE_DSQ, slice_us * NSEC_PER_USEC,
-			     now + (tctx ? schedcp_runtime_expected_burst(&tctx->rt) : 0), enq_flags);
-	if (preempt)
+	burst = tctx ? schedcp_runtime_expected_burst(&tctx->rt) : 0;
+	schedcp_insert_vtime(p, WAKE_DSQ, slice_us * NSEC_PER_USEC, now + burst, enq_flags);
+	/* Only a task that needs just a moment is worth a preemption; among similar workers a cut
+	 * slice would only reorder them at the price of a context switch. */
+	if (preempt && tctx && burst <= preempt_burst_us * NSEC_PER_USEC)
 		kick_hog_cpu(p);
 }
 
