@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="all", help="comma-separated benchmarks (default: all)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--kernel", default="unstable")
+    ap.add_argument("--host-nice", type=int, default=-19,
+                    help="host priority of the VM's threads (shields it from other load on a shared host)")
+    ap.add_argument("--max-steal", type=float, default=0.2,
+                    help="repeat a run (twice at most) when the host held the vCPUs back more than this")
     args = ap.parse_args(argv)
     benches = workloads.select([n.strip() for n in args.only.split(",") if n.strip()])
     command = "python benchmarks/run_all.py" + (f" --runs {args.runs}" if args.runs != 5 else "")
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         doc = suite.run_suite(benches, policies=None, configs={}, runs=args.runs, cpus=args.cpus,
-                              kernel_spec=args.kernel, say=say, command=command.split())
+                              kernel_spec=args.kernel, host_nice=args.host_nice, max_steal=args.max_steal,
+                              say=say, command=command.split())
     except SchedcpError as exc:
         print(f"error: {exc.cause}\nnext: {exc.next_step}", file=sys.stderr)
         return 1

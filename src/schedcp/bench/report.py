@@ -77,6 +77,34 @@ def evaluation_line(result: dict[str, Any]) -> str | None:
     return f"{verdict} by {ev.get('arm')}: " + "; ".join(parts)
 
 
+def expected_run_to_completion(ratio: float, shorts: int = 39) -> float:
+    """Expected makespan (in short-job units, 2 CPUs) when jobs run to completion in a random order
+    and the long job (`ratio` short jobs of work) keeps its CPU once picked."""
+    bound = (shorts + ratio) / 2
+    return sum(max(j / 2 + ratio, bound) for j in range(shorts + 1)) / (shorts + 1)
+
+
+def batch_bounds(result: dict[str, Any]) -> str | None:
+    """For the long-tail batch: what the measured job sizes allow, so the result can be judged."""
+    ratios = [k["long_cpu_s"] / k["short_cpu_s"] for r in result.get("records", [])
+              if r.get("arm") == "eevdf" and r.get("status") == "ok"
+              for k in r.get("details", {}).get("kinds", []) if k.get("short_cpu_s")]
+    if not ratios:
+        return None
+    n = len(result["records"][0].get("details", {}).get("kinds", [{}])[0].get("completion_s", [])) or 40
+    shorts = n - 1
+    ratio = stats.summarize(ratios).median
+    fair = shorts / 2 + ratio
+    bound = max(ratio, (shorts + ratio) / 2)
+    rtc = expected_run_to_completion(ratio, shorts)
+    return (f"Measured job sizes: under EEVDF the long job used {ratio:.1f}x the CPU time of a short one "
+            f"(median over kinds and runs). In short-job units on 2 CPUs, fair sharing then predicts a makespan "
+            f"of about {fair:.1f}, the lower bound is {bound:.1f} (at most {1 - bound / fair:.0%} below fair "
+            f"sharing, {fair / bound:.2f}x), and running jobs to completion in a random order, the best a policy "
+            f"can do without knowing which job is long, expects {rtc:.1f} ({fair / rtc:.2f}x) before any saving "
+            f"in context switches.")
+
+
 def noise_line(result: dict[str, Any]) -> str | None:
     """How much the host held the guest back during the counted runs, and what was repeated."""
     steals = [r["host_steal"] for r in result.get("records", [])
@@ -203,6 +231,9 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
                       + ".", ""]
         if bench is not None and bench.rationale:
             lines += [bench.rationale, ""]
+        bounds = batch_bounds(result)
+        if bounds:
+            lines += [bounds, ""]
         for arm in result["arms"]:
             errors = result["summary"].get(arm["name"], {}).get("errors", [])
             for err in errors:
