@@ -11,6 +11,7 @@ benchmarks/results/latest.json. Progress goes to stderr. The same run is availab
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="host priority of the VM's threads (shields it from other load on a shared host)")
     ap.add_argument("--max-steal", type=float, default=0.2,
                     help="repeat a run (twice at most) when the host held the vCPUs back more than this")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="re-render the page from saved results (e.g. benchmarks/results/latest.json); runs nothing")
     args = ap.parse_args(argv)
     benches = workloads.select([n.strip() for n in args.only.split(",") if n.strip()])
     command = "python benchmarks/run_all.py" + (f" --runs {args.runs}" if args.runs != 5 else "")
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.monotonic() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
+    if args.from_json is not None:
+        doc = json.loads(args.from_json.read_text())
+        for key, path in report.write_docs(doc, REPO, " ".join(doc.get("command", [command]))).items():
+            say(f"wrote {key}: {path.relative_to(REPO)}")
+        return 0
     try:
         doc = suite.run_suite(benches, policies=None, configs={}, runs=args.runs, cpus=args.cpus,
                               kernel_spec=args.kernel, host_nice=args.host_nice, max_steal=args.max_steal,

@@ -147,10 +147,11 @@ def _machine_md(m: dict[str, Any]) -> str:
     if not m:
         return "(no machine information: the target never started)"
     if m.get("target") == "vm":
-        return (f"QEMU micro-VM, **{m.get('vcpus')} vCPUs, accelerator {m.get('accel')}**, {m.get('memory_mb')} MiB, "
-                f"guest kernel {m.get('kernel')} (sched_ext), image `{m.get('image_variant')}`, guest Python "
-                f"{m.get('guest_python')}; host CPU {m.get('host_cpu')} ({m.get('host_cpus')} cores), "
-                f"boot {m.get('boot_s')} s.")
+        return (f"QEMU micro-VM, **{m.get('vcpus')} vCPUs, accelerator {m.get('accel')}** "
+                f"({m.get('tcg_thread', '?')}-threaded), {m.get('memory_mb')} MiB, guest kernel {m.get('kernel')} "
+                f"(sched_ext), image `{m.get('image_variant')}`, guest Python {m.get('guest_python')}; host CPU "
+                f"{m.get('host_cpu')} ({m.get('host_cpus')} cores), VM threads at host nice {m.get('host_nice', 0)}, "
+                f"first boot {m.get('boot_s')} s.")
     return f"Local host, {m.get('host_cpu')} ({m.get('host_cpus')} CPUs), kernel {m.get('kernel')}."
 
 
