@@ -20,6 +20,16 @@ from schedcp.bench import report, suite, workloads
 from schedcp.errors import SchedcpError
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "latest.json"
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """`old` with the benchmarks in `new` replaced (or added), in registry order."""
+    fresh = {r["benchmark"]: r for r in new["benchmarks"]}
+    merged = [fresh.pop(r["benchmark"], r) for r in old.get("benchmarks", [])] + list(fresh.values())
+    order = list(workloads.BENCHMARKS)
+    merged.sort(key=lambda r: order.index(r["benchmark"]) if r["benchmark"] in order else len(order))
+    return {**new, "started": min(old.get("started", new["started"]), new["started"]), "benchmarks": merged}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="host priority of the VM's threads (shields it from other load on a shared host)")
     ap.add_argument("--max-steal", type=float, default=0.2,
                     help="repeat a run (twice at most) when the host held the vCPUs back more than this")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the benchmarks run now in benchmarks/results/latest.json, keep the others")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="re-render the page from saved results (e.g. benchmarks/results/latest.json); runs nothing")
     args = ap.parse_args(argv)
@@ -56,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except SchedcpError as exc:
         print(f"error: {exc.cause}\nnext: {exc.next_step}", file=sys.stderr)
         return 1
+    if args.merge:
+        doc = merge_results(json.loads(RESULTS.read_text()), doc)
+        command = "python benchmarks/run_all.py (benchmarks run separately: see each one's start time)"
     written = report.write_docs(doc, REPO, command)
     for key, path in written.items():
         say(f"wrote {key}: {path.relative_to(REPO)}")

@@ -342,6 +342,7 @@ def run_benchmark(
                      "primary": m.primary} for m in bench.metrics],
         "arms": [a.describe() for a in arms],
         "runs": runs,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "watchdog_ms": watchdog_ms,
         "max_steal": max_steal,
         "elapsed_s": round(time.time() - started, 1),

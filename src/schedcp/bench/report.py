@@ -212,7 +212,9 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         args = " ".join(result["workload"]["args"])
         lines += [f"Workload: `python3 -m schedcp_workloads.{result['workload']['module']} {args}`"
                   + (" (plus a per-round `--seed`, the same for every policy in a round)"
-                     if result["workload"].get("seeded") else ""), ""]
+                     if result["workload"].get("seeded") else "")
+                  + f"; {result.get('runs')} runs per policy"
+                  + (f", measured from {result['started_at']}" if result.get("started_at") else "") + ".", ""]
         if result["benchmark"] in images:
             lines += [f"![{result['benchmark']}]({images[result['benchmark']]})", ""]
         lines += [_md_table(benchmark_table(result, all_metrics=True)), ""]

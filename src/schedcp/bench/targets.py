@@ -80,7 +80,8 @@ class VMTarget:
         if not -20 <= host_nice <= 19:
             raise UsageError(f"host nice {host_nice} is out of range", "use -20..19")
         self.host_nice = host_nice
-        self.tcg_thread = "multi"
+        # SCHEDCP_BENCH_TCG_THREAD=single trades parallelism for stability (smoke tests use it).
+        self.tcg_thread = "single" if os.environ.get("SCHEDCP_BENCH_TCG_THREAD") == "single" else "multi"
         self.boots = 0
         self.kernel = kernel_mod.cached(kernel_spec)
         # Named threads ("CPU 0/TCG", ...) let us read how long the vCPUs waited for a host CPU.

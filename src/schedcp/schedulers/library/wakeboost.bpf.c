@@ -9,10 +9,11 @@
  * interrupted (each preemption is a context switch that delays everyone behind it). So:
  *
  *  - A waking task goes straight to an idle CPU if there is one.
- *  - Otherwise it queues by a key: the time it became runnable plus its expected CPU burst
- *    (average of past bursts, or the current one if longer; measured in ops.running/stopping).
- *    Among similar workers that is FIFO; a task that only needs a moment (a messenger handing
- *    out work, a pipe partner) slips ahead, which keeps the pipeline moving.
+ *  - Otherwise it queues by a key: the time it became runnable plus a small delay derived from
+ *    its expected CPU burst (average of past bursts, or the current one if longer; measured in
+ *    ops.running/stopping). Among similar workers that is FIFO. By default the delay paces
+ *    producers: a task with very short bursts that hands out work (a messenger) queues behind
+ *    the workers it just woke (see wake_delay()); `pace_us` = 0 makes it shortest-burst-first.
  *  - A task whose expected burst reaches `hog_burst_us` is a hog: its key carries a fixed
  *    `hog_delay_us` instead, so every wakeup within that window is served first, and its slice
  *    is longer (fewer switches for work that does not care). When a task that needs only a
@@ -32,6 +33,7 @@ const volatile u64 hog_slice_us = 20000;
 const volatile u64 hog_burst_us = 20000;
 const volatile u64 hog_delay_us = 20000;
 const volatile u64 preempt_burst_us = 1000;
+const volatile u64 pace_us = 2000;
 const volatile bool preempt = true;
 
 u64 nr_enqueued, nr_hog, nr_dispatched, nr_direct, nr_preempted;
@@ -54,6 +56,23 @@ static struct task_ctx *lookup(struct task_struct *p)
 static bool is_hog(const struct task_ctx *tctx)
 {
 	return tctx && schedcp_runtime_expected_burst(&tctx->rt) >= hog_burst_us * NSEC_PER_USEC;
+}
+
+/*
+ * How far behind "now" a waking short task queues. Without pacing, by its expected burst: shortest
+ * first. With pacing (pace_us > 0), the other way round within a window of pace_us: the longer
+ * burst goes first, so a task that only hands out work (short bursts: a messenger, a producer)
+ * waits until the workers it woke have started. That is backpressure: the producer cannot pile up
+ * more requests than the CPUs are serving, so queues stay short and each request waits less, while
+ * the CPUs stay just as busy (the producer still runs whenever nothing else is queued).
+ */
+static u64 wake_delay(u64 burst)
+{
+	u64 window = pace_us * NSEC_PER_USEC;
+
+	if (!window)
+		return burst;
+	return window - min(burst, window);
 }
 
 s32 BPF_STRUCT_OPS(wakeboost_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -97,7 +116,7 @@ void BPF_STRUCT_OPS(wakeboost_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 	burst = tctx ? schedcp_runtime_expected_burst(&tctx->rt) : 0;
-	schedcp_insert_vtime(p, WAKE_DSQ, slice_us * NSEC_PER_USEC, now + burst, enq_flags);
+	schedcp_insert_vtime(p, WAKE_DSQ, slice_us * NSEC_PER_USEC, now + wake_delay(burst), enq_flags);
 	/* Only a task that needs just a moment is worth a preemption; among similar workers a cut
 	 * slice would only reorder them at the price of a context switch. */
 	if (preempt && tctx && burst <= preempt_burst_us * NSEC_PER_USEC)
