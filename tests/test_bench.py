@@ -16,6 +16,10 @@ from schedcp.bench import harness, report, stats, suite, workloads
 from schedcp.bench.guest import batch, build, hackbench, interactive, wakelat
 from schedcp.errors import UsageError
 
+# Smoke runs check that every benchmark works, not parallel speed-ups: single-threaded TCG avoids the
+# rare guest crash multi-threaded TCG shows on sched_ext attach/detach.
+os.environ.setdefault("SCHEDCP_BENCH_TCG_THREAD", "single")
+
 
 def run_workload(module: str, *args: str, timeout: float = 120) -> dict:
     """Run a guest workload on the host exactly as the guest does (a fresh interpreter, -m)."""
