@@ -10,7 +10,6 @@ them; the store is deliberately small (the repository owns the policy history it
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import BaseModel
 
 from schedcp.errors import UsageError
 from schedcp.paths import data_dir
+from schedcp.sqlite_wal import connect_wal
 
 Direction = Literal["lower", "higher"]
 Verdict = Literal["improved", "regressed", "unchanged"]
@@ -135,8 +135,7 @@ class FeedbackStore:
         self.path = Path(path) if path else data_dir() / "feedback.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_wal(self.path, timeout_s=30, check_same_thread=False)
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from schedcp.errors import UsageError
+from schedcp.sqlite_wal import connect_wal
 
 MAX_SOURCE_BYTES = 256 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.c$")
@@ -24,8 +25,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.c$")
 
 def _token_db(state_dir: Path) -> sqlite3.Connection:
     state_dir.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(state_dir / "tokens.db", timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
+    db = connect_wal(state_dir / "tokens.db", timeout_s=30)
     db.execute(
         "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, token TEXT NOT NULL, scheduler TEXT, "
         "object_sha256 TEXT, kernel TEXT, config TEXT, created REAL)"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from schedcp.errors import SchedcpError
 from schedcp.paths import data_dir
+from schedcp.sqlite_wal import connect_wal
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -62,15 +63,14 @@ class Database:
         self.lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            self.conn = connect_wal(
+                path, timeout_s=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
         except (OSError, sqlite3.Error) as exc:
             raise self._unavailable(path, exc) from exc
         try:
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._migrate(migrations)

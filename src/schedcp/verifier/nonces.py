@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from schedcp.paths import data_dir
+from schedcp.sqlite_wal import connect_wal
 
 # Keep spent nonces a little past expiry so clock adjustments cannot resurrect a token.
 RETAIN_AFTER_EXPIRY_S = 24 * 3600
@@ -25,8 +26,7 @@ class NonceStore:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_wal(self.path, timeout_s=10, isolation_level=None)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS spent_nonces ("
             " nonce TEXT PRIMARY KEY, key_id TEXT NOT NULL, expires_at REAL NOT NULL, used_at REAL NOT NULL)"
