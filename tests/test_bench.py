@@ -296,6 +296,21 @@ def test_parallel_build_benchmark_in_the_build_image(unstable_kernel) -> None:
         assert run["metrics"]["build_s"] > 0 and len(run["details"]["checksum"]) == 16
 
 
+@pytest.mark.vm
+def test_wakeboost_hand_off_is_a_tunable_that_really_hands_off(unstable_kernel) -> None:
+    # Two configurations of one policy in one boot: the labelled arm turns hand-off on.
+    doc = suite.run_suite([workloads.get("wakelat")], policies=["wakeboost", "wakeboost@on"],
+                          configs={"wakeboost@on": {"handoff": "true"}}, runs=1, smoke=True)
+    result = doc["benchmarks"][0]
+    runs = {r["arm"]: r for r in result["records"] if r["arm"] != "eevdf"}
+    assert runs["wakeboost"]["status"] == "ok" and runs["wakeboost@on"]["status"] == "ok"
+    assert runs["wakeboost"]["counters"]["nr_handoff"] == 0
+    # Messengers wake workers whose bursts are many times their own cost per wakeup, with both
+    # CPUs busy most of the time: most requests are handed off.
+    assert runs["wakeboost@on"]["counters"]["nr_handoff"] > 0.2 * runs["wakeboost@on"]["metrics"]["rps"]
+    assert runs["wakeboost@on"]["details"]["errors"] == []
+
+
 def test_paired_ratios_compare_arms_within_each_round() -> None:
     bench = workloads.get("batch")
     arms = [harness.Arm("eevdf"), harness.Arm("p")]

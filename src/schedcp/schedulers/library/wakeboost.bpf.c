@@ -23,6 +23,14 @@
  *    which on a virtual machine includes time the host took away, so a worker must not be
  *    mistaken for a hog when the host is busy.
  *
+ *  - Hand-off (`handoff`, off by default): when a task wakes a worker whose bursts are much
+ *    longer than the waker's CPU time per wakeup (a messenger handing out a request) and no CPU
+ *    is idle, the worker takes the waker's CPU at once and the waker queues. The request starts
+ *    when it is handed out instead of waiting behind everything the producer queued before it;
+ *    the producer hands out its next request when a CPU is free again. The CPUs do the same
+ *    work, the queue moves upstream to the producer, and each request costs two more context
+ *    switches: worth it for request/response servers, a loss for messaging storms.
+ *
  * Keys are absolute times, so nothing starves: a hog is overtaken only by work that became
  * runnable less than `hog_delay_us` after it.
  */
@@ -35,11 +43,17 @@ const volatile u64 hog_delay_us = 20000;
 const volatile u64 preempt_burst_us = 1000;
 const volatile u64 pace_us = 2000;
 const volatile bool preempt = true;
+const volatile bool handoff = false;
+const volatile u64 handoff_ratio = 2;
+const volatile u64 handoff_min_queued = 0;
+const volatile u64 handoff_min_burst_us = 300;
 
-u64 nr_enqueued, nr_hog, nr_dispatched, nr_direct, nr_preempted;
+u64 nr_enqueued, nr_hog, nr_dispatched, nr_direct, nr_preempted, nr_handoff;
 
 struct task_ctx {
 	struct schedcp_runtime rt;
+	u64 wake_mark;		/* the task's CPU time when it last woke another task */
+	u64 avg_wake_cost;	/* average CPU time it spends per task it wakes */
 };
 SCHEDCP_TASK_STORAGE(task_ctxs, struct task_ctx);
 
@@ -75,11 +89,69 @@ static u64 wake_delay(u64 burst)
 	return window - min(burst, window);
 }
 
+/*
+ * Whether a wakeup should be handed the waker's CPU: the waker is a producer, i.e. it spends on
+ * average less than 1/handoff_ratio of the wakee's expected burst per task it wakes (a messenger
+ * handing out requests, not a worker replying once per long request), and the wakee is no hog.
+ * Also keeps the waker's cost-per-wakeup average up to date, so every wakeup is one sample.
+ */
+static bool hand_off(const struct task_ctx *tctx, struct task_struct *p, struct task_struct *waker)
+{
+	struct task_ctx *wctx;
+	u64 cpu_time, cost, burst;
+
+	if (waker == p || waker->pid == 0)
+		return false;
+	/* Task storage lookups accept only trusted pointers; current is one. */
+	wctx = bpf_task_storage_get(&task_ctxs, waker, 0, 0);
+	if (!wctx)
+		return false;
+	/* CPU time so far, including the part of the current run not yet accounted in stopping. */
+	cpu_time = wctx->rt.total + (schedcp_now() - wctx->rt.started);
+	cost = cpu_time - wctx->wake_mark;
+	wctx->wake_mark = cpu_time;
+	wctx->avg_wake_cost = schedcp_ewma(wctx->avg_wake_cost, cost);
+
+	if (!handoff || !tctx || is_hog(tctx))
+		return false;
+	/*
+	 * A hand-off costs the waker a context switch and a trip through the queue. That pays only
+	 * for a wakee with real work to do: short bursts (messaging storms) drain a queue quickly
+	 * anyway, and switching on every message would cost more than the wait it saves.
+	 */
+	burst = schedcp_runtime_expected_burst(&tctx->rt);
+	return burst >= handoff_min_burst_us * NSEC_PER_USEC && wctx->avg_wake_cost * handoff_ratio < burst;
+}
+
 s32 BPF_STRUCT_OPS(wakeboost_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
-	u64 slice = (is_hog(lookup(p)) ? hog_slice_us : slice_us) * NSEC_PER_USEC;
+	struct task_ctx *tctx = lookup(p);
+	u64 slice = (is_hog(tctx) ? hog_slice_us : slice_us) * NSEC_PER_USEC;
+	bool is_idle = false, handed = false;
+	s32 cpu, this_cpu = bpf_get_smp_processor_id();
 
-	return schedcp_select_cpu_direct(p, prev_cpu, wake_flags, slice, &nr_dispatched, &nr_direct);
+	/*
+	 * select_cpu runs in the waker's context, so current is the waker (unless this is an
+	 * interrupt's wakeup; then current is whatever it interrupted and the cost test decides).
+	 */
+	if (wake_flags & SCX_WAKE_TTWU)
+		handed = hand_off(tctx, p, bpf_get_current_task_btf());
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		schedcp_insert(p, SCX_DSQ_LOCAL, slice, 0);
+		SCHEDCP_STAT_INC(nr_dispatched);
+		SCHEDCP_STAT_INC(nr_direct);
+		return cpu;
+	}
+	/* SCX_ENQ_PREEMPT puts the wakee at the head of this CPU's local queue and ends the waker's slice. */
+	if (handed && bpf_cpumask_test_cpu(this_cpu, p->cpus_ptr) &&
+	    scx_bpf_dsq_nr_queued(WAKE_DSQ) >= handoff_min_queued) {
+		schedcp_insert(p, SCX_DSQ_LOCAL, slice, SCX_ENQ_PREEMPT);
+		SCHEDCP_STAT_INC(nr_dispatched);
+		SCHEDCP_STAT_INC(nr_handoff);
+		return this_cpu;
+	}
+	return cpu;
 }
 
 /* A short task is queued and the CPUs may all be busy: cut the slice of one running hog. */
