@@ -48,12 +48,13 @@ const volatile u64 handoff_ratio = 2;
 const volatile u64 handoff_min_queued = 0;
 const volatile u64 handoff_min_burst_us = 300;
 
-u64 nr_enqueued, nr_hog, nr_dispatched, nr_direct, nr_preempted, nr_handoff;
+u64 nr_enqueued, nr_hog, nr_dispatched, nr_direct, nr_preempted, nr_handoff, nr_paced;
 
 struct task_ctx {
 	struct schedcp_runtime rt;
 	u64 wake_mark;		/* the task's CPU time when it last woke another task */
 	u64 avg_wake_cost;	/* average CPU time it spends per task it wakes */
+	u64 producer_at;	/* when it last woke a task that qualified for a hand-off */
 };
 SCHEDCP_TASK_STORAGE(task_ctxs, struct task_ctx);
 
@@ -120,7 +121,10 @@ static bool hand_off(const struct task_ctx *tctx, struct task_struct *p, struct 
 	 * anyway, and switching on every message would cost more than the wait it saves.
 	 */
 	burst = schedcp_runtime_expected_burst(&tctx->rt);
-	return burst >= handoff_min_burst_us * NSEC_PER_USEC && wctx->avg_wake_cost * handoff_ratio < burst;
+	if (burst < handoff_min_burst_us * NSEC_PER_USEC || wctx->avg_wake_cost * handoff_ratio >= burst)
+		return false;
+	wctx->producer_at = schedcp_now();
+	return true;
 }
 
 s32 BPF_STRUCT_OPS(wakeboost_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -181,6 +185,18 @@ void BPF_STRUCT_OPS(wakeboost_enqueue, struct task_struct *p, u64 enq_flags)
 	u64 now = schedcp_now(), burst;
 
 	SCHEDCP_STAT_INC(nr_enqueued);
+	/*
+	 * With hand-off, a producer that handed out work within the last hog_delay_us queues like a
+	 * hog and never preempts: it should run only when no woken worker is waiting, so it hands out
+	 * the next request exactly when a CPU can take it. If it sometimes slept (a reply not ready
+	 * yet) it would otherwise look like a short task, jump the queue and cut slices.
+	 */
+	if (handoff && tctx && tctx->producer_at && now - tctx->producer_at < hog_delay_us * NSEC_PER_USEC) {
+		SCHEDCP_STAT_INC(nr_paced);
+		schedcp_insert_vtime(p, WAKE_DSQ, slice_us * NSEC_PER_USEC, now + hog_delay_us * NSEC_PER_USEC,
+				     enq_flags);
+		return;
+	}
 	if (is_hog(tctx)) {
 		SCHEDCP_STAT_INC(nr_hog);
 		schedcp_insert_vtime(p, WAKE_DSQ, hog_slice_us * NSEC_PER_USEC, now + hog_delay_us * NSEC_PER_USEC,
