@@ -83,8 +83,9 @@ def test_other_goals_pick_their_policies() -> None:
     storm = plan_for(profile(storm=True))
     assert storm[0].policy == "fifo" and storm[0].config["direct_idle"] is True
     latency = plan_for(profile("latency_sensitive", burst_ms=0.3, batch=False))
-    assert latency[0].policy == "latency" and latency[1].policy == "edf"
-    assert latency[0].config == {"fast_slice_us": 500, "max_burst_us": 1000}  # from the 300 us bursts
+    assert [c.policy for c in latency] == ["wakeboost", "latency", "edf"]
+    assert latency[0].config == {"handoff": True}
+    assert latency[1].config == {"fast_slice_us": 500, "max_burst_us": 1000}  # from the 300 us bursts
     fair = plan_for(profile(runq_wait=60.0, evidence=["groups: 2 commands each >=20% CPU"], batch=False))
     assert fair[0].policy == "vtime"
     throughput = plan_for(profile(batch=False))

@@ -118,15 +118,15 @@ _register(Benchmark(
     configs={"wakeboost@handoff": {"handoff": "true"}},
     rationale=(
         "Why a policy can win: a messenger writes its requests one after another, and under fair sharing a "
-        "worker it woke waits for the CPU behind the messenger and behind every worker woken before it; "
-        "each request costs about the same, so first come, first served is the order with the shortest "
-        "worst wait, and preempting a worker mid-request only delays everyone behind it (`wakeboost`, "
-        "`fifo`). `wakeboost@handoff` goes further: when no CPU is idle, a worker woken by a messenger "
-        "takes the messenger's CPU at once, and the messenger queues behind every woken worker, so it hands "
-        "out its next request exactly when a CPU can start it. The waiting moves from the requests to the messenger, which is not "
-        "measured as latency but does bound throughput, so requests per second is the check that no work "
-        "was lost; each hand-off costs two extra context switches, which is why it is a tunable, off by "
-        "default (it slows hackbench)."
+        "worker it woke waits for the CPU behind the messenger and behind every worker woken before it; each "
+        "request costs about the same, so first come, first served is the order with the shortest worst wait,"
+        " and preempting a worker mid-request only delays everyone behind it (`wakeboost`, `fifo`). "
+        "`wakeboost@handoff` goes further: when no CPU is idle, a worker woken by a messenger takes the "
+        "messenger's CPU at once, and the messenger queues behind every woken worker, so it hands out its "
+        "next request exactly when a CPU can start it. The waiting moves from the requests to the messenger, "
+        "which is not measured as latency but does bound throughput, so requests per second is the check that"
+        " no work was lost; each hand-off costs two extra context switches, which is why it is a tunable, off"
+        " by default (it slows hackbench)."
     ),
     targets=(
         Target("wake_p99_us", 2.0, "paper: schbench p99 latency 2.11x better"),
