@@ -29,7 +29,8 @@ def merge_results(old: dict, new: dict) -> dict:
     merged = [fresh.pop(r["benchmark"], r) for r in old.get("benchmarks", [])] + list(fresh.values())
     order = list(workloads.BENCHMARKS)
     merged.sort(key=lambda r: order.index(r["benchmark"]) if r["benchmark"] in order else len(order))
-    return {**new, "started": min(old.get("started", new["started"]), new["started"]), "benchmarks": merged}
+    return {**new, "started": min(old.get("started", new["started"]), new["started"]), "benchmarks": merged,
+            "merged": True}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.merge:
         doc = merge_results(json.loads(RESULTS.read_text()), doc)
-        command = "python benchmarks/run_all.py (benchmarks run separately: see each one's start time)"
+        command = "python benchmarks/run_all.py"
     written = report.write_docs(doc, REPO, command)
     for key, path in written.items():
         say(f"wrote {key}: {path.relative_to(REPO)}")

@@ -177,7 +177,9 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         "",
         _machine_md(doc.get("machine", {})),
         "",
-        f"Run started {doc.get('started')}, finished {doc.get('finished')}.",
+        f"Run started {doc.get('started')}, finished {doc.get('finished')}."
+        + (" Some benchmarks were re-run separately in their own boot (`--merge`); each section gives the "
+           "time its runs started, and every ratio still compares arms of the same boot." if doc.get("merged") else ""),
         "",
         "**Read these numbers with the machine in mind.** The guest runs under QEMU's TCG (software "
         "emulation: no usable KVM here) on a 2-core host shared with other work. Emulated CPUs are about "
