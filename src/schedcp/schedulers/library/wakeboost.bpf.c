@@ -186,14 +186,16 @@ void BPF_STRUCT_OPS(wakeboost_enqueue, struct task_struct *p, u64 enq_flags)
 
 	SCHEDCP_STAT_INC(nr_enqueued);
 	/*
-	 * With hand-off, a producer that handed out work within the last hog_delay_us queues like a
-	 * hog and never preempts: it should run only when no woken worker is waiting, so it hands out
-	 * the next request exactly when a CPU can take it. If it sometimes slept (a reply not ready
-	 * yet) it would otherwise look like a short task, jump the queue and cut slices.
+	 * With hand-off, a producer that handed out work within the last pacing window queues a whole
+	 * window behind "now" and never preempts: it runs once the workers woken before it have
+	 * started, so it hands out the next request when a CPU can take it. If it sometimes slept (a
+	 * reply not ready yet) it would otherwise look like a short task, jump the queue and cut
+	 * slices. It still goes ahead of hogs (hog_delay_us), so a producer next to CPU-bound work
+	 * is delayed by a window, not by a hog slice.
 	 */
-	if (handoff && tctx && tctx->producer_at && now - tctx->producer_at < hog_delay_us * NSEC_PER_USEC) {
+	if (handoff && tctx && tctx->producer_at && now - tctx->producer_at < pace_us * NSEC_PER_USEC) {
 		SCHEDCP_STAT_INC(nr_paced);
-		schedcp_insert_vtime(p, WAKE_DSQ, slice_us * NSEC_PER_USEC, now + hog_delay_us * NSEC_PER_USEC,
+		schedcp_insert_vtime(p, WAKE_DSQ, slice_us * NSEC_PER_USEC, now + pace_us * NSEC_PER_USEC,
 				     enq_flags);
 		return;
 	}
