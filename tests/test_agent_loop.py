@@ -188,21 +188,25 @@ def test_builtin_loop_adapts_and_the_next_run_reuses_history(tmp_path: Path) -> 
     first_wait: list[int] = []
 
     def measure(name: str, config: dict[str, Any]) -> float:
-        """ljf helps; its first tuning step helps more; the second step less (relative to the
-        configuration the planner derived from this host's measurements)."""
+        """On this imagined host the planner's first choice (ljf_batch) loses; ljf helps, its first
+        tuning step helps more, the second step less (relative to the configuration the planner
+        derived from this host's measurements)."""
         if name != "ljf":
             return 0.9
         wait = config.get("max_wait_us", 100_000)
         first_wait[:] = first_wait or [wait]
         return {first_wait[0]: 1.3, rules.nice(2 * first_wait[0]): 1.5}.get(wait, 1.1)
 
-    opt = optimizer(db, iterations=3, measure=measure)
+    opt = optimizer(db, iterations=4, measure=measure)
     result = opt.run()
     assert result["model"] == "builtin" and result["goal"] == "makespan"
     assert result["cost"]["total"]["input_tokens"] == 0 and result["cost"]["total"]["tool_calls"] > 5
     plan = result["plan"]["candidates"]
-    assert plan[0]["policy"] == "ljf" and plan[0]["origin"] == "rules"
+    assert [c["policy"] for c in plan[:2]] == ["ljf_batch", "ljf"] and plan[0]["origin"] == "rules"
     its = result["iterations"]
+    # The loss is remembered as an antipattern and the loop moves on to the next candidate.
+    assert its[0]["candidate"]["policy"] == "ljf_batch" and its[0]["lesson"]["antipattern"] is not None
+    its = its[1:]
     waits = [it["candidate"]["config"].get("max_wait_us") for it in its]
     # Tuned twice (1-2-5 steps) while it kept improving.
     assert waits[1] == rules.nice(2 * waits[0]) and waits[2] == rules.nice(2 * waits[1]) > waits[1]
@@ -226,7 +230,7 @@ def test_model_outage_falls_back_to_builtin_agents(tmp_path: Path) -> None:
     result = optimizer(tmp_path / "repo.db", model=model, iterations=1).run()
     assert [f["agent"] for f in result["fallbacks"]] == ["observation", "planning", "execution", "learning"]
     assert all("HTTP 500" in f["reason"] for f in result["fallbacks"])
-    assert result["iterations"][0]["lesson"]["recorded"]["policy"] == "ljf"
+    assert result["iterations"][0]["lesson"]["recorded"]["policy"] == "ljf_batch"  # the plan's first choice
 
 
 def test_a_builtin_agent_taking_over_does_not_repeat_work(tmp_path: Path) -> None:

@@ -23,13 +23,13 @@ def test_optimize_demo_measures_a_policy_against_eevdf_in_one_boot(tmp_path: Pat
 
     # The observation saw the long tail and the planner chose longest-job-first for makespan.
     assert doc["goal"] == "makespan"
-    assert doc["plan"]["candidates"][0]["policy"] == "ljf"
+    assert [c["policy"] for c in doc["plan"]["candidates"][:2]] == ["ljf_batch", "ljf"]
 
     (it,) = doc["iterations"]
     ex = it["execution"]
     assert [s["name"] for s in ex["stages"]] == ["build", "static", "kernel_verifier", "trial"], ex
     trial = ex["trial"]
-    assert trial["ok"] and trial["ops_name"] == "ljf" and trial["stayed_enabled"]
+    assert trial["ok"] and trial["ops_name"] == "ljf_batch" and trial["stayed_enabled"]
     # Both sides ran in the same guest boot, interleaved, and each round measured both.
     assert trial["same_boot"] and trial["boot_id"] == doc["vm"]["boot_id"] != ""
     assert [r["order"] for r in trial["rounds"]] == [["eevdf", "policy"], ["policy", "eevdf"]]
@@ -40,10 +40,10 @@ def test_optimize_demo_measures_a_policy_against_eevdf_in_one_boot(tmp_path: Pat
     assert trial["counters"].get("nr_dispatched", 0) > 0  # the policy really scheduled tasks
 
     recorded = it["lesson"]["recorded"]
-    assert recorded["policy"] == "ljf" and recorded["primary_metric"] == "makespan_s"
+    assert recorded["policy"] == "ljf_batch" and recorded["primary_metric"] == "makespan_s"
     assert doc["repository"] == str(db)
     with RepositoryService(db) as repo:
-        (row,) = repo.history("ljf")["results"]
+        (row,) = repo.history("ljf_batch")["results"]
     assert row["id"] == recorded["id"] and row["baseline"]["makespan_s"] == trial["baseline"]["makespan_s"]
     assert row["metrics"]["makespan_s"] == trial["policy"]["makespan_s"]
     assert doc["cost"]["total"]["tool_calls"] >= 8 and doc["cost"]["total"]["input_tokens"] == 0
