@@ -114,8 +114,9 @@ def _render(doc: dict[str, Any]) -> None:
             continue
         rows = report.benchmark_table(result)
         table = Table(title=f"{result['title']} ({result['runs']} runs, median [min–max] (×EEVDF))")
-        for col in rows[0]:
-            table.add_column(col)
+        for i, col in enumerate(rows[0]):
+            # Policy names (NAME@LABEL) must stay whole; the numbers can wrap.
+            table.add_column(col, no_wrap=i == 0, min_width=max(len(r[0]) for r in rows) if i == 0 else None)
         for row in rows[1:]:
             table.add_row(*row)
         console.print(table)
