@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         doc = merge_results(json.loads(RESULTS.read_text()), doc)
         command = "python benchmarks/run_all.py"
+        doc["command"] = command.split()  # the page's regenerate command is the full run
     written = report.write_docs(doc, REPO, command)
     for key, path in written.items():
         say(f"wrote {key}: {path.relative_to(REPO)}")

@@ -204,6 +204,13 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
             lines.append(f"| {result['benchmark']} | {t['metric']} ≥ {t['at_least']:.2f}× ({t['source']}) | "
                          f"{ev.get('arm')} | {stats.format_factor(t['factor'])} | "
                          f"{'met' if t['met'] else '**missed**'} |")
+    lines += [
+        "",
+        "Not on this page: the paper's fourth number, an agent that reuses the policy repository costing "
+        "13× less than one writing schedulers from scratch. Measuring it needs runs against a real model, "
+        "and these machines have no network. The agent loop counts every cost that comparison needs (model "
+        "tokens, tool calls, bytes read per agent); see `docs/agent.md`.",
+    ]
     for result in doc.get("benchmarks", []):
         lines += ["", f"## {result.get('title', result['benchmark'])}", ""]
         if "error" in result:
