@@ -33,6 +33,9 @@ from schedcp.toolchain import attach as attach_mod
 from schedcp.toolchain import metadata
 from schedcp.toolchain.resolve import ResolvedScheduler, resolve_scheduler
 
+# How long to wait for the kernel's reason once a scheduler is seen leaving mid-run.
+EJECTION_REASON_WAIT_S = 3.0
+
 BASELINE = "eevdf"
 SEED_BASE = 1000
 GUEST_GONE = ("guest_timeout", "guest_lost")
@@ -179,6 +182,12 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: i
                 pass
         else:
             ej = _ejections(events)
+            settle = time.monotonic() + EJECTION_REASON_WAIT_S
+            while not ej and time.monotonic() < settle:
+                # The state can read 'disabling' a moment before the kernel logs why: wait for it.
+                time.sleep(0.2)
+                events = events + node.events()
+                ej = _ejections(events)
             record.update(status="ejected", error=_event_text(ej[0]) if ej
                           else f"scheduler state became {after.get('state')!r} ({after.get('ops')!r})")
         try:
