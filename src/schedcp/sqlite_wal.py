@@ -25,7 +25,8 @@ def connect_wal(path: Path | str, *, timeout_s: float = 30.0, **kwargs: Any) -> 
             conn.execute("PRAGMA journal_mode=WAL")
             return conn
         except sqlite3.OperationalError as exc:
-            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+            busy = (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
                 conn.close()
                 raise
         time.sleep(delay * (1 + random.random()))

@@ -357,14 +357,17 @@ static __always_inline u64 schedcp_runtime_expected_burst(const struct schedcp_r
 /*
  * Let the kernel's default policy pick a CPU (previous CPU if idle, else an idle sibling, ...).
  * When it found and claimed an idle CPU, nobody waits there, so the task goes straight into that
- * CPU's local queue: ordering policy only matters when tasks compete. Counters are optional.
+ * CPU's local queue: ordering policy only matters when tasks compete. Counters are optional;
+ * *direct tells the caller whether the task was inserted (then it must not insert it again).
  */
-static __always_inline s32 schedcp_select_cpu_direct(struct task_struct *p, s32 prev_cpu, u64 wake_flags,
-						     u64 slice_ns, u64 *nr_dispatched, u64 *nr_direct)
+static __always_inline s32 schedcp_select_cpu_try_direct(struct task_struct *p, s32 prev_cpu, u64 wake_flags,
+							 u64 slice_ns, u64 *nr_dispatched, u64 *nr_direct,
+							 bool *direct)
 {
 	bool is_idle = false;
 	s32 cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 
+	*direct = is_idle;
 	if (is_idle) {
 		schedcp_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
 		if (nr_dispatched)
@@ -373,4 +376,13 @@ static __always_inline s32 schedcp_select_cpu_direct(struct task_struct *p, s32 
 			SCHEDCP_STAT_INC(*nr_direct);
 	}
 	return cpu;
+}
+
+/* schedcp_select_cpu_try_direct() for policies with nothing else to do on a wakeup. */
+static __always_inline s32 schedcp_select_cpu_direct(struct task_struct *p, s32 prev_cpu, u64 wake_flags,
+						     u64 slice_ns, u64 *nr_dispatched, u64 *nr_direct)
+{
+	bool direct;
+
+	return schedcp_select_cpu_try_direct(p, prev_cpu, wake_flags, slice_ns, nr_dispatched, nr_direct, &direct);
 }

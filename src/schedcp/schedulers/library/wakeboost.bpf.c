@@ -45,7 +45,6 @@ const volatile u64 pace_us = 2000;
 const volatile bool preempt = true;
 const volatile bool handoff = false;
 const volatile u64 handoff_ratio = 2;
-const volatile u64 handoff_min_queued = 0;
 const volatile u64 handoff_min_burst_us = 300;
 
 u64 nr_enqueued, nr_hog, nr_dispatched, nr_direct, nr_preempted, nr_handoff, nr_paced;
@@ -94,26 +93,28 @@ static u64 wake_delay(u64 burst)
  * Whether a wakeup should be handed the waker's CPU: the waker is a producer, i.e. it spends on
  * average less than 1/handoff_ratio of the wakee's expected burst per task it wakes (a messenger
  * handing out requests, not a worker replying once per long request), and the wakee is no hog.
- * Also keeps the waker's cost-per-wakeup average up to date, so every wakeup is one sample.
+ * Also keeps the waker's cost-per-wakeup average up to date, so every wakeup is one sample (only
+ * with hand-off on: nothing else reads it, and this runs on every wakeup).
  */
 static bool hand_off(const struct task_ctx *tctx, struct task_struct *p, struct task_struct *waker)
 {
 	struct task_ctx *wctx;
-	u64 cpu_time, cost, burst;
+	u64 now, cpu_time, cost, burst;
 
-	if (waker == p || waker->pid == 0)
+	if (!handoff || waker == p || waker->pid == 0)
 		return false;
 	/* Task storage lookups accept only trusted pointers; current is one. */
 	wctx = bpf_task_storage_get(&task_ctxs, waker, 0, 0);
 	if (!wctx)
 		return false;
 	/* CPU time so far, including the part of the current run not yet accounted in stopping. */
-	cpu_time = wctx->rt.total + (schedcp_now() - wctx->rt.started);
+	now = schedcp_now();
+	cpu_time = wctx->rt.total + (now - wctx->rt.started);
 	cost = cpu_time - wctx->wake_mark;
 	wctx->wake_mark = cpu_time;
 	wctx->avg_wake_cost = schedcp_ewma(wctx->avg_wake_cost, cost);
 
-	if (!handoff || !tctx || is_hog(tctx))
+	if (!tctx || is_hog(tctx))
 		return false;
 	/*
 	 * A hand-off costs the waker a context switch and a trip through the queue. That pays only
@@ -123,7 +124,7 @@ static bool hand_off(const struct task_ctx *tctx, struct task_struct *p, struct 
 	burst = schedcp_runtime_expected_burst(&tctx->rt);
 	if (burst < handoff_min_burst_us * NSEC_PER_USEC || wctx->avg_wake_cost * handoff_ratio >= burst)
 		return false;
-	wctx->producer_at = schedcp_now();
+	wctx->producer_at = now;
 	return true;
 }
 
@@ -131,7 +132,7 @@ s32 BPF_STRUCT_OPS(wakeboost_select_cpu, struct task_struct *p, s32 prev_cpu, u6
 {
 	struct task_ctx *tctx = lookup(p);
 	u64 slice = (is_hog(tctx) ? hog_slice_us : slice_us) * NSEC_PER_USEC;
-	bool is_idle = false, handed = false;
+	bool direct, handed = false;
 	s32 cpu, this_cpu = bpf_get_smp_processor_id();
 
 	/*
@@ -140,22 +141,14 @@ s32 BPF_STRUCT_OPS(wakeboost_select_cpu, struct task_struct *p, s32 prev_cpu, u6
 	 */
 	if (wake_flags & SCX_WAKE_TTWU)
 		handed = hand_off(tctx, p, bpf_get_current_task_btf());
-	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
-	if (is_idle) {
-		schedcp_insert(p, SCX_DSQ_LOCAL, slice, 0);
-		SCHEDCP_STAT_INC(nr_dispatched);
-		SCHEDCP_STAT_INC(nr_direct);
+	cpu = schedcp_select_cpu_try_direct(p, prev_cpu, wake_flags, slice, &nr_dispatched, &nr_direct, &direct);
+	if (direct || !handed || !bpf_cpumask_test_cpu(this_cpu, p->cpus_ptr))
 		return cpu;
-	}
 	/* SCX_ENQ_PREEMPT puts the wakee at the head of this CPU's local queue and ends the waker's slice. */
-	if (handed && bpf_cpumask_test_cpu(this_cpu, p->cpus_ptr) &&
-	    scx_bpf_dsq_nr_queued(WAKE_DSQ) >= handoff_min_queued) {
-		schedcp_insert(p, SCX_DSQ_LOCAL, slice, SCX_ENQ_PREEMPT);
-		SCHEDCP_STAT_INC(nr_dispatched);
-		SCHEDCP_STAT_INC(nr_handoff);
-		return this_cpu;
-	}
-	return cpu;
+	schedcp_insert(p, SCX_DSQ_LOCAL, slice, SCX_ENQ_PREEMPT);
+	SCHEDCP_STAT_INC(nr_dispatched);
+	SCHEDCP_STAT_INC(nr_handoff);
+	return this_cpu;
 }
 
 /* A short task is queued and the CPUs may all be busy: cut the slice of one running hog. */
