@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bytes per tier for representative workloads, and probe overhead on a CPU-bound pool.
 
-    .venv/bin/python benchmarks/analysis_budget.py
+.venv/bin/python benchmarks/analysis_budget.py
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What each MCP tool costs an agent: bytes returned per tool and detail level, and call latency.
 
     .venv/bin/python benchmarks/mcp_tools.py                 # non-VM tools, prints a Markdown report
@@ -35,8 +36,11 @@ from mcp import Client  # noqa: E402
 
 from schedcp.server.testing import call, isolated_env, stdio_params  # noqa: E402
 
-PROFILE = {"summary": "parallel batch of CPU-bound jobs started together", "goal": "makespan",
-           "characteristics": {"classification": "cpu_bound"}}
+PROFILE = {
+    "summary": "parallel batch of CPU-bound jobs started together",
+    "goal": "makespan",
+    "characteristics": {"classification": "cpu_bound"},
+}
 
 
 def cases(tmp: Path, source: str) -> list[tuple[str, str, Any]]:
@@ -44,10 +48,16 @@ def cases(tmp: Path, source: str) -> list[tuple[str, str, Any]]:
     counter = iter(range(10**6))
     return [
         ("workload_summary", "system, 0.2 s window", {"duration_s": 0.2}),
-        ("workload_profile", "command, 1 s window, profile", {
-            "command": [sys.executable, "-c", "sum(range(2_000_000))"], "duration_s": 1}),
-        ("workload_profile", "command, 1 s window, full", {
-            "command": [sys.executable, "-c", "sum(range(2_000_000))"], "duration_s": 1, "detail": "full"}),
+        (
+            "workload_profile",
+            "command, 1 s window, profile",
+            {"command": [sys.executable, "-c", "sum(range(2_000_000))"], "duration_s": 1},
+        ),
+        (
+            "workload_profile",
+            "command, 1 s window, full",
+            {"command": [sys.executable, "-c", "sum(range(2_000_000))"], "duration_s": 1, "detail": "full"},
+        ),
         ("read_file", "/proc/loadavg", {"path": "/proc/loadavg"}),
         ("read_file", "/proc/cpuinfo, default 4 KB", {"path": "/proc/cpuinfo"}),
         ("read_file", "/proc/cpuinfo, max_bytes 16384", {"path": "/proc/cpuinfo", "max_bytes": 16384}),
@@ -55,24 +65,51 @@ def cases(tmp: Path, source: str) -> list[tuple[str, str, Any]]:
         ("run_sandboxed", "ps -e, default 4 KB", {"argv": ["ps", "-e", "-o", "pid,comm,args"]}),
         ("get_feedback", "empty history", {"workload_key": "bench"}),
         ("search_schedulers", "k=5, default 4 KB", {"query": "parallel build, minimise makespan"}),
-        ("search_schedulers", "k=10, max_bytes 1024", {"query": "interactive latency under load", "k": 10,
-                                                        "max_bytes": 1024}),
-        ("search_schedulers", "k=10, max_bytes 16384", {"query": "interactive latency under load", "k": 10,
-                                                         "max_bytes": 16384}),
+        (
+            "search_schedulers",
+            "k=10, max_bytes 1024",
+            {"query": "interactive latency under load", "k": 10, "max_bytes": 1024},
+        ),
+        (
+            "search_schedulers",
+            "k=10, max_bytes 16384",
+            {"query": "interactive latency under load", "k": 10, "max_bytes": 16384},
+        ),
         ("get_scheduler", "summary", {"name": "fifo"}),
         ("get_scheduler", "full, max_bytes 16384", {"name": "fifo", "detail": "full", "max_bytes": 16384}),
         ("list_primitives", "all", {}),
         ("list_primitives", "query, k=3", {"query": "keep long tasks from starving", "k": 3}),
         ("list_primitives", "one snippet, max_bytes 16384", {"name": "aging", "max_bytes": 16384}),
-        ("add_scheduler", "new candidate", lambda i: {
-            "name": f"bench_{next(counter)}", "source": source, "parent": "fifo",
-            "description": "A fifo copy the benchmark adds to time the repository write path."}),
-        ("record_result", "one result", lambda i: {
-            "policy": "fifo", "profile": PROFILE, "metrics": {"makespan_s": 9.0 + i % 3},
-            "baseline": {"makespan_s": 10.0}}),
-        ("promote_scheduler", "promote/demote", lambda i: {
-            "name": "locality", "direction": "demote" if i % 2 == 0 else "promote",
-            "to": "candidate" if i % 2 == 0 else "verified", "reason": "benchmark status flip"}),
+        (
+            "add_scheduler",
+            "new candidate",
+            lambda i: {
+                "name": f"bench_{next(counter)}",
+                "source": source,
+                "parent": "fifo",
+                "description": "A fifo copy the benchmark adds to time the repository write path.",
+            },
+        ),
+        (
+            "record_result",
+            "one result",
+            lambda i: {
+                "policy": "fifo",
+                "profile": PROFILE,
+                "metrics": {"makespan_s": 9.0 + i % 3},
+                "baseline": {"makespan_s": 10.0},
+            },
+        ),
+        (
+            "promote_scheduler",
+            "promote/demote",
+            lambda i: {
+                "name": "locality",
+                "direction": "demote" if i % 2 == 0 else "promote",
+                "to": "candidate" if i % 2 == 0 else "verified",
+                "reason": "benchmark status flip",
+            },
+        ),
         ("get_scheduler", "error: unknown name", {"name": "no_such_policy"}),
         ("read_file", "error: path traversal", {"path": "/proc/../etc/shadow"}),
     ]
@@ -102,30 +139,67 @@ async def measure(env: dict[str, str], calls: int, with_vm: bool) -> dict[str, A
                 times.append((time.perf_counter() - t0) * 1000)
                 sizes.append(len(text.encode()))
                 errors += is_error
-            rows.append({"tool": tool, "case": label, "calls": n, "bytes_max": max(sizes),
-                         "bytes_median": int(statistics.median(sizes)), "p50_ms": round(pct(times, 0.5), 1),
-                         "p99_ms": round(pct(times, 0.99), 1), "errors": errors})
-            print(f"  {tool:<18} {label:<32} {rows[-1]['bytes_max']:>6} B  p50 {rows[-1]['p50_ms']:>7} ms",
-                  file=sys.stderr)
+            rows.append(
+                {
+                    "tool": tool,
+                    "case": label,
+                    "calls": n,
+                    "bytes_max": max(sizes),
+                    "bytes_median": int(statistics.median(sizes)),
+                    "p50_ms": round(pct(times, 0.5), 1),
+                    "p99_ms": round(pct(times, 0.99), 1),
+                    "errors": errors,
+                }
+            )
+            print(
+                f"  {tool:<18} {label:<32} {rows[-1]['bytes_max']:>6} B  p50 {rows[-1]['p50_ms']:>7} ms",
+                file=sys.stderr,
+            )
         vm_rows = []
         if with_vm:
             for detail in ("summary", "full"):
                 t0 = time.perf_counter()
-                is_error, _data, text = await call(client, "verify_scheduler", {
-                    "scheduler": "fifo", "detail": detail, "max_bytes": 16384})
-                vm_rows.append({"tool": "verify_scheduler", "case": f"fifo through the daemon, {detail}",
-                                "bytes": len(text.encode()), "wall_s": round(time.perf_counter() - t0, 1),
-                                "error": is_error})
+                is_error, _data, text = await call(
+                    client, "verify_scheduler", {"scheduler": "fifo", "detail": detail, "max_bytes": 16384}
+                )
+                vm_rows.append(
+                    {
+                        "tool": "verify_scheduler",
+                        "case": f"fifo through the daemon, {detail}",
+                        "bytes": len(text.encode()),
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                        "error": is_error,
+                    }
+                )
             for detail in ("summary", "full"):
                 t0 = time.perf_counter()
-                is_error, _data, text = await call(client, "run_in_vm", {
-                    "workload": "pingpong", "workload_args": ["--seconds", "1"], "scheduler": "fifo",
-                    "detail": detail, "max_bytes": 16384})
-                vm_rows.append({"tool": "run_in_vm", "case": f"pingpong 1 s vs EEVDF, {detail}",
-                                "bytes": len(text.encode()), "wall_s": round(time.perf_counter() - t0, 1),
-                                "error": is_error})
-    return {"cold_start_s": round(cold, 2), "tools": len(tools), "tools_list_bytes": listing, "rows": rows,
-            "vm_rows": vm_rows}
+                is_error, _data, text = await call(
+                    client,
+                    "run_in_vm",
+                    {
+                        "workload": "pingpong",
+                        "workload_args": ["--seconds", "1"],
+                        "scheduler": "fifo",
+                        "detail": detail,
+                        "max_bytes": 16384,
+                    },
+                )
+                vm_rows.append(
+                    {
+                        "tool": "run_in_vm",
+                        "case": f"pingpong 1 s vs EEVDF, {detail}",
+                        "bytes": len(text.encode()),
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                        "error": is_error,
+                    }
+                )
+    return {
+        "cold_start_s": round(cold, 2),
+        "tools": len(tools),
+        "tools_list_bytes": listing,
+        "rows": rows,
+        "vm_rows": vm_rows,
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -164,8 +238,14 @@ def main() -> int:
                 result = anyio.run(measure, env, args.calls, args.vm)
         else:
             result = anyio.run(measure, env, args.calls, args.vm)
-    result.update({"date": time.strftime("%Y-%m-%d"), "host": platform.node() or "host", "cpus": os.cpu_count(),
-                   "calls": args.calls})
+    result.update(
+        {
+            "date": time.strftime("%Y-%m-%d"),
+            "host": platform.node() or "host",
+            "cpus": os.cpu_count(),
+            "calls": args.calls,
+        }
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     sys.stdout.write(markdown(result))

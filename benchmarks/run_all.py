@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Regenerate docs/benchmarks.md: every scheduler benchmark against EEVDF in one micro-VM boot.
 
     .venv/bin/python benchmarks/run_all.py            # all benchmarks, 5 runs per arm (~25 min here)
@@ -29,8 +30,12 @@ def merge_results(old: dict, new: dict) -> dict:
     merged = [fresh.pop(r["benchmark"], r) for r in old.get("benchmarks", [])] + list(fresh.values())
     order = list(workloads.BENCHMARKS)
     merged.sort(key=lambda r: order.index(r["benchmark"]) if r["benchmark"] in order else len(order))
-    return {**new, "started": min(old.get("started", new["started"]), new["started"]), "benchmarks": merged,
-            "merged": True}
+    return {
+        **new,
+        "started": min(old.get("started", new["started"]), new["started"]),
+        "benchmarks": merged,
+        "merged": True,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +44,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="all", help="comma-separated benchmarks (default: all)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--kernel", default="unstable")
-    ap.add_argument("--host-nice", type=int, default=-19,
-                    help="host priority of the VM's threads (shields it from other load on a shared host)")
-    ap.add_argument("--max-steal", type=float, default=0.2,
-                    help="repeat a run (twice at most) when the host held the vCPUs back more than this")
-    ap.add_argument("--merge", action="store_true",
-                    help="replace only the benchmarks run now in benchmarks/results/latest.json, keep the others")
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="re-render the page from saved results (e.g. benchmarks/results/latest.json); runs nothing")
+    ap.add_argument(
+        "--host-nice",
+        type=int,
+        default=-19,
+        help="host priority of the VM's threads (shields it from other load on a shared host)",
+    )
+    ap.add_argument(
+        "--max-steal",
+        type=float,
+        default=0.2,
+        help="repeat a run (twice at most) when the host held the vCPUs back more than this",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the benchmarks run now in benchmarks/results/latest.json, keep the others",
+    )
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="re-render the page from saved results (e.g. benchmarks/results/latest.json); runs nothing",
+    )
     args = ap.parse_args(argv)
     benches = workloads.select([n.strip() for n in args.only.split(",") if n.strip()])
     command = "python benchmarks/run_all.py" + (f" --runs {args.runs}" if args.runs != 5 else "")
@@ -63,9 +83,18 @@ def main(argv: list[str] | None = None) -> int:
             say(f"wrote {key}: {path.relative_to(REPO)}")
         return 0
     try:
-        doc = suite.run_suite(benches, policies=None, configs={}, runs=args.runs, cpus=args.cpus,
-                              kernel_spec=args.kernel, host_nice=args.host_nice, max_steal=args.max_steal,
-                              say=say, command=command.split())
+        doc = suite.run_suite(
+            benches,
+            policies=None,
+            configs={},
+            runs=args.runs,
+            cpus=args.cpus,
+            kernel_spec=args.kernel,
+            host_nice=args.host_nice,
+            max_steal=args.max_steal,
+            say=say,
+            command=command.split(),
+        )
     except SchedcpError as exc:
         print(f"error: {exc.cause}\nnext: {exc.next_step}", file=sys.stderr)
         return 1

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Benchmark the Execution Verifier: stage wall times, detection rate and false-positive rate.
 
     .venv/bin/python benchmarks/verifier.py            # whole corpus + library, writes docs/verifier.md
@@ -37,8 +38,15 @@ def corpus(only: set[str] | None) -> list[dict[str, Any]]:
     for path in sorted((CORPUS / "bad").glob("*.bpf.c")):
         m = re.search(r"/\*\s*expect:\s*(\S+)\s+(\S+)\s*\*/", path.read_text())
         assert m, path
-        entries.append({"name": path.name.removesuffix(".bpf.c"), "target": str(path), "kind": "bad",
-                        "expect_stage": m.group(1), "expect_rule": m.group(2)})
+        entries.append(
+            {
+                "name": path.name.removesuffix(".bpf.c"),
+                "target": str(path),
+                "kind": "bad",
+                "expect_stage": m.group(1),
+                "expect_rule": m.group(2),
+            }
+        )
     for path in sorted((CORPUS / "good").glob("*.bpf.c")):
         entries.append({"name": path.name.removesuffix(".bpf.c"), "target": str(path), "kind": "good"})
     for name in LIBRARY_NAMES:
@@ -59,9 +67,15 @@ def run_one(entry: dict[str, Any], key: Path) -> dict[str, Any]:
     first = failed[0] if failed else None
     errors = [f.id for f in first.findings if f.severity == "error"] if first else []
     out = {
-        **entry, "verdict": report.verdict, "failed_stage": first.name if first else None, "errors": errors,
-        "reason": report.reason[:200], "timings": report.timings, "token": bool(report.token),
-        "guest_crashes": report.metrics.get("guest_crashes", []), "wall_s": round(time.monotonic() - t0, 2),
+        **entry,
+        "verdict": report.verdict,
+        "failed_stage": first.name if first else None,
+        "errors": errors,
+        "reason": report.reason[:200],
+        "timings": report.timings,
+        "token": bool(report.token),
+        "guest_crashes": report.metrics.get("guest_crashes", []),
+        "wall_s": round(time.monotonic() - t0, 2),
         "warnings": sorted({f.id for f in report.findings if f.severity == "warning"}),
         "metrics": {k: report.metrics.get(k) for k in ("scheduler", "eevdf")},
     }
@@ -82,49 +96,74 @@ def _stat(values: list[float]) -> str:
 def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     bad = [r for r in results if r["kind"] == "bad"]
     good = [r for r in results if r["kind"] == "good"]
-    lines = [BEGIN, "", f"Measured {meta['date']} on {meta['host']} ({meta['cpus']} CPUs, QEMU TCG, "
-             f"load average {meta['load_before']:.1f} at the start: other VMs were running), kernel "
-             f"`{meta['kernel']}`, {meta['seconds']:g} s load, {meta['watchdog_ms']} ms watchdog. "
-             f"Benchmark wall time {meta['wall_s'] / 60:.1f} min.", ""]
+    lines = [
+        BEGIN,
+        "",
+        f"Measured {meta['date']} on {meta['host']} ({meta['cpus']} CPUs, QEMU TCG, "
+        f"load average {meta['load_before']:.1f} at the start: other VMs were running), kernel "
+        f"`{meta['kernel']}`, {meta['seconds']:g} s load, {meta['watchdog_ms']} ms watchdog. "
+        f"Benchmark wall time {meta['wall_s'] / 60:.1f} min.",
+        "",
+    ]
     detected = sum(r.get("detected", False) for r in bad)
     attributed = sum(r.get("attributed", False) for r in bad)
     fps = sum(r.get("false_positive", False) for r in good)
-    lines += ["| | count | rate |", "|---|---|---|",
-              f"| bad schedulers detected (verdict fail) | {detected}/{len(bad)} | "
-              f"{detected / max(len(bad), 1):.0%} |",
-              f"| … caught by the expected stage and rule | {attributed}/{len(bad)} | "
-              f"{attributed / max(len(bad), 1):.0%} |",
-              f"| good schedulers failed (false positives) | {fps}/{len(good)} | {fps / max(len(good), 1):.0%} |",
-              ""]
+    lines += [
+        "| | count | rate |",
+        "|---|---|---|",
+        f"| bad schedulers detected (verdict fail) | {detected}/{len(bad)} | {detected / max(len(bad), 1):.0%} |",
+        f"| … caught by the expected stage and rule | {attributed}/{len(bad)} | {attributed / max(len(bad), 1):.0%} |",
+        f"| good schedulers failed (false positives) | {fps}/{len(good)} | {fps / max(len(good), 1):.0%} |",
+        "",
+    ]
     stages = ("build", "static", "vm_boot", "kernel_verifier", "dynamic", "performance", "total")
-    lines += ["Wall time per stage in seconds (median / max over the runs that reached the stage):", "",
-              "| stage | runs | median / max |", "|---|---|---|"]
+    lines += [
+        "Wall time per stage in seconds (median / max over the runs that reached the stage):",
+        "",
+        "| stage | runs | median / max |",
+        "|---|---|---|",
+    ]
     for stage in stages:
         values = [r["timings"][stage] for r in results if stage in r.get("timings", {})]
         lines.append(f"| {stage} | {len(values)} | {_stat(values)} |")
     full = [r["timings"]["total"] for r in results if "performance" in r.get("timings", {})]
     lines += ["", f"End to end for schedulers that ran all five stages: {_stat(full)} s (median / max).", ""]
-    lines += ["Bad corpus (`tests/corpus/bad`):", "", "| scheduler | expected | verdict | failed at | rules | ok |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "Bad corpus (`tests/corpus/bad`):",
+        "",
+        "| scheduler | expected | verdict | failed at | rules | ok |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in bad:
         ok = "yes" if r.get("attributed") else ("detected" if r.get("detected") else "**missed**")
-        lines.append(f"| {r['name']} | {r['expect_stage']} / {r['expect_rule']} | {r['verdict']} | "
-                     f"{r.get('failed_stage') or '–'} | {', '.join(r.get('errors', [])) or '–'} | {ok} |")
-    lines += ["", "Good schedulers (`tests/corpus/good` and the library by name):", "",
-              "| scheduler | verdict | token | total s | warnings | CPU use sched / EEVDF |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['name']} | {r['expect_stage']} / {r['expect_rule']} | {r['verdict']} | "
+            f"{r.get('failed_stage') or '–'} | {', '.join(r.get('errors', [])) or '–'} | {ok} |"
+        )
+    lines += [
+        "",
+        "Good schedulers (`tests/corpus/good` and the library by name):",
+        "",
+        "| scheduler | verdict | token | total s | warnings | CPU use sched / EEVDF |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in good:
         m = r.get("metrics") or {}
         busy = ((m.get("scheduler") or {}).get("cpu_busy"), (m.get("eevdf") or {}).get("cpu_busy"))
         busy_text = f"{busy[0]:.2f} / {busy[1]:.2f}" if None not in busy else "–"
         verdict = r["verdict"] if r["verdict"] == "pass" else f"**{r['verdict']}**: {r.get('reason', '')[:90]}"
-        lines.append(f"| {r['name']} | {verdict} | {'yes' if r.get('token') else 'no'} | "
-                     f"{r.get('timings', {}).get('total', 0):.1f} | {', '.join(r.get('warnings', [])) or '–'} | "
-                     f"{busy_text} |")
+        lines.append(
+            f"| {r['name']} | {verdict} | {'yes' if r.get('token') else 'no'} | "
+            f"{r.get('timings', {}).get('total', 0):.1f} | {', '.join(r.get('warnings', [])) or '–'} | "
+            f"{busy_text} |"
+        )
     crashes = [(r["name"], c) for r in results for c in r.get("guest_crashes", [])]
     if crashes:
-        lines += ["", f"Guest kernel crashes retried automatically: {len(crashes)} "
-                  f"({'; '.join(f'{n}: {c[:80]}' for n, c in crashes[:5])})."]
+        lines += [
+            "",
+            f"Guest kernel crashes retried automatically: {len(crashes)} "
+            f"({'; '.join(f'{n}: {c[:80]}' for n, c in crashes[:5])}).",
+        ]
     lines += ["", END]
     return "\n".join(lines)
 
@@ -133,8 +172,7 @@ def rules_table() -> str:
     from schedcp.verifier.static.rules import catalogue
 
     rows = [RULES_BEGIN, "", "| rule | default severity | catches |", "|---|---|---|"]
-    rows += [f"| `{r['id']}` | {r['severity']} | {r['description'].replace('|', chr(92) + '|')} |"
-             for r in catalogue()]
+    rows += [f"| `{r['id']}` | {r['severity']} | {r['description'].replace('|', chr(92) + '|')} |" for r in catalogue()]
     return "\n".join([*rows, "", RULES_END])
 
 
@@ -170,9 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     from schedcp.verifier.vmstages import DEFAULT_TIMEOUT_MS
 
     entries = corpus(set(args.only.split(",")) if args.only else None)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node() or "host", "cpus": os.cpu_count(),
-            "load_before": os.getloadavg()[0], "kernel": kernel_mod.cached().release, "seconds": 5.0,
-            "watchdog_ms": DEFAULT_TIMEOUT_MS}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "host": platform.node() or "host",
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg()[0],
+        "kernel": kernel_mod.cached().release,
+        "seconds": 5.0,
+        "watchdog_ms": DEFAULT_TIMEOUT_MS,
+    }
     started = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             result = run_one(entry, key)
             results.append(result)
             mark = result.get("attributed", not result.get("false_positive", False))
-            print(f"{entry['name']:<24} {result['verdict']:<5} {result.get('failed_stage') or '':<16} "
-                  f"{','.join(result.get('errors', []))[:60]:<60} {result['wall_s']:6.1f}s {'ok' if mark else 'XX'}",
-                  flush=True)
+            print(
+                f"{entry['name']:<24} {result['verdict']:<5} {result.get('failed_stage') or '':<16} "
+                f"{','.join(result.get('errors', []))[:60]:<60} {result['wall_s']:6.1f}s {'ok' if mark else 'XX'}",
+                flush=True,
+            )
     meta["wall_s"] = time.monotonic() - started
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))

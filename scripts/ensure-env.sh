@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Install everything SchedCP needs on a Debian/Ubuntu machine, idempotently:
 # Debian packages, a virtualenv with pinned dependencies (.venv), and the test kernels and guest
 # image (in the cache, outside the repository). Sourced by run-demo.sh and run-tests.sh.

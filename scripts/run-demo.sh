@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job: set everything up, then run SchedCP's demo in the sched_ext micro-VM.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/ensure-env.sh"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared fixtures. VM tests boot the real sched_ext test kernel; `scripts/ensure-env.sh` (run by
 the README's test command) fetches it, so a missing kernel is a failure here, never a skip."""
 
@@ -43,6 +44,9 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None)
     """Run the real `schedcp` console script in a subprocess."""
     exe = Path(sys.executable).with_name("schedcp")
     return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, timeout=timeout,
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Model backends: request/response translation, the HTTP layer against a real local server,
 errors, and the scripted model going through the same code."""
 
@@ -18,15 +19,25 @@ from schedcp.agent.llm.http import HttpSettings, ProviderError
 from schedcp.agent.llm.scripted import ScriptedModel, ScriptExhausted, Turn
 from schedcp.errors import NotReadyError, UsageError
 
-TOOLS = [ToolDef("lookup", "Find a thing.", {"type": "object", "properties": {"q": {"type": "string"}},
-                                              "required": ["q"], "additionalProperties": False})]
+TOOLS = [
+    ToolDef(
+        "lookup",
+        "Find a thing.",
+        {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"], "additionalProperties": False},
+    )
+]
 
 
 def conversation() -> list[Message]:
     return [
         Message.user("find ljf"),
-        Message.assistant("looking", [ToolCall("c1", "lookup", {"q": "ljf"}, '{"q": "ljf"}'),
-                                      ToolCall("c2", "lookup", None, '{"q": ', parse_error="bad json")]),
+        Message.assistant(
+            "looking",
+            [
+                ToolCall("c1", "lookup", {"q": "ljf"}, '{"q": "ljf"}'),
+                ToolCall("c2", "lookup", None, '{"q": ', parse_error="bad json"),
+            ],
+        ),
         Message.tool_result("c1", '{"found": true}'),
         Message.tool_result("c2", '{"error": "bad json"}', is_error=True),
         Message.user("now finish"),
@@ -37,8 +48,7 @@ def conversation() -> list[Message]:
 def test_anthropic_request_groups_tool_results_in_one_user_turn() -> None:
     req = anth.build_request("m", "be brief", conversation(), TOOLS, 512)
     assert req["system"] == "be brief" and req["max_tokens"] == 512 and req["model"] == "m"
-    assert req["tools"][0] == {"name": "lookup", "description": "Find a thing.",
-                               "input_schema": TOOLS[0].parameters}
+    assert req["tools"][0] == {"name": "lookup", "description": "Find a thing.", "input_schema": TOOLS[0].parameters}
     roles = [m["role"] for m in req["messages"]]
     assert roles == ["user", "assistant", "user"]  # strictly alternating
     assistant = req["messages"][1]["content"]
@@ -53,18 +63,31 @@ def test_anthropic_request_groups_tool_results_in_one_user_turn() -> None:
 
 
 def test_anthropic_response_parsing() -> None:
-    doc = {"content": [{"type": "text", "text": "ok"},
-                       {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
-                       {"type": "tool_use", "id": "toolu_2", "name": "lookup", "input": "not an object"}],
-           "stop_reason": "tool_use", "model": "claude-x",
-           "usage": {"input_tokens": 120, "output_tokens": 30, "cache_read_input_tokens": 100,
-                     "cache_creation_input_tokens": 7}}
+    doc = {
+        "content": [
+            {"type": "text", "text": "ok"},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "lookup", "input": "not an object"},
+        ],
+        "stop_reason": "tool_use",
+        "model": "claude-x",
+        "usage": {
+            "input_tokens": 120,
+            "output_tokens": 30,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 7,
+        },
+    }
     resp = anth.parse_response(doc, "m")
     assert resp.text == "ok" and resp.stop_reason == "tool_use" and resp.model == "claude-x"
     assert resp.tool_calls[0].arguments == {"q": "x"} and resp.tool_calls[0].parse_error is None
     assert resp.tool_calls[1].arguments is None and "not a JSON object" in resp.tool_calls[1].parse_error
-    assert resp.usage.as_dict() == {"input_tokens": 120, "output_tokens": 30, "cache_read_tokens": 100,
-                                    "cache_write_tokens": 7}
+    assert resp.usage.as_dict() == {
+        "input_tokens": 120,
+        "output_tokens": 30,
+        "cache_read_tokens": 100,
+        "cache_write_tokens": 7,
+    }
     with pytest.raises(ProviderError, match="unexpected response"):
         anth.parse_response({"type": "message"}, "m")
 
@@ -85,13 +108,25 @@ def test_openai_request_keeps_raw_arguments_and_separate_tool_messages() -> None
 
 
 def test_openai_response_parsing_flags_bad_arguments() -> None:
-    doc = {"model": "gpt-x", "choices": [{"finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": None, "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}},
-            {"id": "b", "type": "function", "function": {"name": "lookup", "arguments": '{"q": '}},
-            {"id": "c", "type": "function", "function": {"name": "lookup", "arguments": '["q"]'}},
-            {"id": "d", "type": "function", "function": {"name": "lookup", "arguments": ""}}]}}],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 40}}}
+    doc = {
+        "model": "gpt-x",
+        "choices": [
+            {
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "a", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}},
+                        {"id": "b", "type": "function", "function": {"name": "lookup", "arguments": '{"q": '}},
+                        {"id": "c", "type": "function", "function": {"name": "lookup", "arguments": '["q"]'}},
+                        {"id": "d", "type": "function", "function": {"name": "lookup", "arguments": ""}},
+                    ],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 40}},
+    }
     resp = oai.parse_response(doc, "m")
     a, b, c, d = resp.tool_calls
     assert a.arguments == {"q": "x"} and resp.stop_reason == "tool_use" and resp.text == ""
@@ -115,8 +150,7 @@ class Provider:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                outer.seen.append({"path": self.path, "headers": dict(self.headers.items()),
-                                   "json": json.loads(body)})
+                outer.seen.append({"path": self.path, "headers": dict(self.headers.items()), "json": json.loads(body)})
                 status, doc, headers, delay = outer.replies.pop(0) if outer.replies else (500, {}, {}, 0.0)
                 time.sleep(delay)
                 data = json.dumps(doc).encode()
@@ -151,10 +185,19 @@ def provider():
     p.close()
 
 
-ANTHROPIC_OK = {"type": "message", "role": "assistant", "model": "claude-test", "stop_reason": "end_turn",
-                "content": [{"type": "text", "text": "hello"}], "usage": {"input_tokens": 11, "output_tokens": 2}}
-OPENAI_OK = {"model": "gpt-test", "choices": [{"finish_reason": "stop", "message": {"role": "assistant",
-             "content": "hi"}}], "usage": {"prompt_tokens": 9, "completion_tokens": 1}}
+ANTHROPIC_OK = {
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-test",
+    "stop_reason": "end_turn",
+    "content": [{"type": "text", "text": "hello"}],
+    "usage": {"input_tokens": 11, "output_tokens": 2},
+}
+OPENAI_OK = {
+    "model": "gpt-test",
+    "choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+}
 
 
 def fast(attempts: int = 3, timeout: float = 10.0) -> HttpSettings:
@@ -163,10 +206,18 @@ def fast(attempts: int = 3, timeout: float = 10.0) -> HttpSettings:
 
 def test_anthropic_over_http_retries_429_then_succeeds(provider: Provider) -> None:
     sleeps: list[float] = []
-    provider.replies = [(429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
-                         {"retry-after": "0.05"}, 0.0), (200, ANTHROPIC_OK, {}, 0.0)]
-    model = anth.AnthropicModel("claude-test", api_key="sk-test", base_url=provider.url, settings=fast(),
-                                sleep=sleeps.append)
+    provider.replies = [
+        (
+            429,
+            {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+            {"retry-after": "0.05"},
+            0.0,
+        ),
+        (200, ANTHROPIC_OK, {}, 0.0),
+    ]
+    model = anth.AnthropicModel(
+        "claude-test", api_key="sk-test", base_url=provider.url, settings=fast(), sleep=sleeps.append
+    )
     resp = model.chat("sys", [Message.user("hi")], TOOLS, max_tokens=64)
     assert resp.text == "hello" and resp.usage.input_tokens == 11 and resp.request_bytes > 0
     assert model.http.attempts == 2 and sleeps == [0.05]  # Retry-After honoured
@@ -177,8 +228,10 @@ def test_anthropic_over_http_retries_429_then_succeeds(provider: Provider) -> No
 
 
 def test_openai_over_http_with_bearer_and_5xx_retry(provider: Provider) -> None:
-    provider.replies = [(503, {"error": {"message": "busy", "type": "server_error"}}, {}, 0.0),
-                        (200, OPENAI_OK, {}, 0.0)]
+    provider.replies = [
+        (503, {"error": {"message": "busy", "type": "server_error"}}, {}, 0.0),
+        (200, OPENAI_OK, {}, 0.0),
+    ]
     model = oai.OpenAIModel("gpt-test", api_key="sk-o", base_url=provider.url + "/v1", settings=fast())
     resp = model.chat("sys", [Message.user("hi")], [], max_tokens=32)
     assert resp.text == "hi" and model.http.attempts == 2
@@ -188,8 +241,9 @@ def test_openai_over_http_with_bearer_and_5xx_retry(provider: Provider) -> None:
 
 
 def test_http_errors_are_clear_and_not_retried_when_pointless(provider: Provider) -> None:
-    provider.replies = [(401, {"type": "error", "error": {"type": "authentication_error",
-                                                          "message": "invalid x-api-key"}}, {}, 0.0)]
+    provider.replies = [
+        (401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}, {}, 0.0)
+    ]
     model = anth.AnthropicModel("m", api_key="bad", base_url=provider.url, settings=fast())
     with pytest.raises(ProviderError) as info:
         model.chat("", [Message.user("hi")], [])
@@ -204,8 +258,7 @@ def test_http_errors_are_clear_and_not_retried_when_pointless(provider: Provider
     assert info.value.code == "llm_server_error" and "gave up after 3 attempts" in info.value.cause
     assert model.http.attempts == 3
 
-    provider.replies = [(400, {"error": {"message": "tools.0: bad schema", "type": "invalid_request_error"}},
-                         {}, 0.0)]
+    provider.replies = [(400, {"error": {"message": "tools.0: bad schema", "type": "invalid_request_error"}}, {}, 0.0)]
     with pytest.raises(ProviderError, match="bad schema") as info:
         model.chat("", [Message.user("hi")], [])
     assert info.value.code == "llm_bad_request"
@@ -253,20 +306,26 @@ def test_model_specs_and_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the scripted model ---------------------------------------------------------------------------
 @pytest.mark.parametrize("flavor", ["anthropic", "openai"])
 def test_scripted_model_round_trips_through_the_backend(flavor: str) -> None:
-    model = ScriptedModel([
-        Turn(text="thinking", calls=[("lookup", {"q": "a"}), ("lookup", '{"q": oops')]),
-        lambda request: Turn(text=f"saw {len(request['messages'])} messages"),
-        Turn(status=429, error="slow"),
-        Turn(text="after retry", input_tokens=5, output_tokens=3),
-    ], flavor=flavor)
+    model = ScriptedModel(
+        [
+            Turn(text="thinking", calls=[("lookup", {"q": "a"}), ("lookup", '{"q": oops')]),
+            lambda request: Turn(text=f"saw {len(request['messages'])} messages"),
+            Turn(status=429, error="slow"),
+            Turn(text="after retry", input_tokens=5, output_tokens=3),
+        ],
+        flavor=flavor,
+    )
     first = model.chat("sys", [Message.user("go")], TOOLS)
     assert first.text == "thinking" and [c.name for c in first.tool_calls] == ["lookup", "lookup"]
     assert first.tool_calls[0].arguments == {"q": "a"}
     assert first.tool_calls[1].arguments is None and first.tool_calls[1].parse_error
     assert first.usage.input_tokens > 0 and first.stop_reason == "tool_use"
-    history = [Message.user("go"), Message.assistant(first.text, first.tool_calls),
-               Message.tool_result(first.tool_calls[0].id, "{}"),
-               Message.tool_result(first.tool_calls[1].id, '{"error":"bad"}', is_error=True)]
+    history = [
+        Message.user("go"),
+        Message.assistant(first.text, first.tool_calls),
+        Message.tool_result(first.tool_calls[0].id, "{}"),
+        Message.tool_result(first.tool_calls[1].id, '{"error":"bad"}', is_error=True),
+    ]
     second = model.chat("sys", history, TOOLS)
     expected = 3 if flavor == "anthropic" else 5  # tool results: one user turn vs one message each (+system)
     assert second.text == f"saw {expected} messages"

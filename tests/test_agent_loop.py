@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The agent loop driven by a scripted model and by the built-in agents.
 
 Real parts: the policy repository (a temporary SQLite file with the real embedding model), the
@@ -70,13 +71,29 @@ class HostServices(Services):
         self.trials.append((built.name, dict(config)))
         ratio = self.measure(built.name, config)
         base, value = 10.0, round(10.0 / ratio, 4)
-        return Trial(ok=True, boot_id="host-test", metric="makespan_s", direction="lower",
-                     rounds=[RoundResult(round=i + 1, order=["eevdf", "policy"] if i % 2 == 0 else
-                                         ["policy", "eevdf"], eevdf={"makespan_s": base},
-                                         policy={"makespan_s": value}, ratio=ratio) for i in range(rounds)],
-                     baseline={"makespan_s": base, "run_wall_s": base + 1}, policy={"makespan_s": value,
-                                                                                    "run_wall_s": value + 1},
-                     baseline_value=base, policy_value=value, ratio=ratio, consistent=ratio > 1.0, ops_name=built.name)
+        return Trial(
+            ok=True,
+            boot_id="host-test",
+            metric="makespan_s",
+            direction="lower",
+            rounds=[
+                RoundResult(
+                    round=i + 1,
+                    order=["eevdf", "policy"] if i % 2 == 0 else ["policy", "eevdf"],
+                    eevdf={"makespan_s": base},
+                    policy={"makespan_s": value},
+                    ratio=ratio,
+                )
+                for i in range(rounds)
+            ],
+            baseline={"makespan_s": base, "run_wall_s": base + 1},
+            policy={"makespan_s": value, "run_wall_s": value + 1},
+            baseline_value=base,
+            policy_value=value,
+            ratio=ratio,
+            consistent=ratio > 1.0,
+            ops_name=built.name,
+        )
 
 
 def ljf_measure(name: str, config: dict[str, Any]) -> float:
@@ -110,22 +127,54 @@ def test_scripted_model_drives_all_four_agents(tmp_path: Path) -> None:
             assert results and results[-1].get("is_error"), results
             assert containing in results[-1]["content"], results[-1]["content"]
             return then
+
         return step
 
     script = [
         # Observation: cheap summary, one invalid submission, then a valid one.
         Turn(calls=[("workload_summary", {})]),
         Turn(calls=[("submit_profile", {"goal": "fastest", "rationale": "because"})]),
-        expect_error("goal", Turn(calls=[("submit_profile", {
-            "goal": "makespan", "rationale": "the batch ends when its longest task does",
-            "keywords": ["long-tail", "batch"]})])),
+        expect_error(
+            "goal",
+            Turn(
+                calls=[
+                    (
+                        "submit_profile",
+                        {
+                            "goal": "makespan",
+                            "rationale": "the batch ends when its longest task does",
+                            "keywords": ["long-tail", "batch"],
+                        },
+                    )
+                ]
+            ),
+        ),
         # Planning: history and antipatterns in one turn; a plan with a bad tunable is refused.
         Turn(calls=[("best_config", {}), ("antipatterns", {})]),
-        Turn(calls=[("submit_plan", {"candidates": [{"policy": "ljf", "config": {"bogus_knob": 1},
-                                                      "rationale": "long job first"}]})]),
-        expect_error("bogus_knob", Turn(calls=[("submit_plan", {"candidates": [
-            {"policy": "ljf", "config": {"max_wait_us": 100_000}, "rationale": "long job first"},
-            {"policy": "fifo", "config": {"slice_us": 20_000}, "rationale": "long slices"}]})])),
+        Turn(
+            calls=[
+                (
+                    "submit_plan",
+                    {"candidates": [{"policy": "ljf", "config": {"bogus_knob": 1}, "rationale": "long job first"}]},
+                )
+            ]
+        ),
+        expect_error(
+            "bogus_knob",
+            Turn(
+                calls=[
+                    (
+                        "submit_plan",
+                        {
+                            "candidates": [
+                                {"policy": "ljf", "config": {"max_wait_us": 100_000}, "rationale": "long job first"},
+                                {"policy": "fifo", "config": {"slice_us": 20_000}, "rationale": "long slices"},
+                            ]
+                        },
+                    )
+                ]
+            ),
+        ),
         # Execution 1: trial before build is refused, then the stages in order.
         Turn(calls=[("run_trial", {"rounds": 2})]),
         expect_error("build_candidate", Turn(calls=[("build_candidate", {}), ("static_check", {})])),
@@ -133,15 +182,27 @@ def test_scripted_model_drives_all_four_agents(tmp_path: Path) -> None:
         Turn(calls=[("submit_execution", {"note": "measured"})]),
         # Learning 1: promotion before recording is refused; record, promote, tune.
         Turn(calls=[("promote_policy", {"reason": "it won"})]),
-        expect_error("record", Turn(calls=[("record_result", {"notes": "first"}),
-                                           ("promote_policy", {"reason": "won every round"})])),
-        Turn(calls=[("submit_decision", {"action": "tune", "config": {"max_wait_us": 400_000},
-                                         "reason": "push the aging bound"})]),
+        expect_error(
+            "record",
+            Turn(calls=[("record_result", {"notes": "first"}), ("promote_policy", {"reason": "won every round"})]),
+        ),
+        Turn(
+            calls=[
+                (
+                    "submit_decision",
+                    {"action": "tune", "config": {"max_wait_us": 400_000}, "reason": "push the aging bound"},
+                )
+            ]
+        ),
         # Execution 2 and Learning 2: the tuned variant is worse than its parent.
         Turn(calls=[("build_candidate", {}), ("static_check", {}), ("run_trial", {"rounds": 2})]),
         Turn(calls=[("submit_execution", {"note": "done"})]),
-        Turn(calls=[("record_result", {}), ("annotate_antipattern", {
-            "note": "a 400 ms aging bound let short jobs wait behind the long one"})]),
+        Turn(
+            calls=[
+                ("record_result", {}),
+                ("annotate_antipattern", {"note": "a 400 ms aging bound let short jobs wait behind the long one"}),
+            ]
+        ),
         Turn(calls=[("submit_decision", {"action": "stop", "reason": "the first configuration was best"})]),
     ]
     model = ScriptedModel(script, flavor="anthropic")
@@ -153,8 +214,13 @@ def test_scripted_model_drives_all_four_agents(tmp_path: Path) -> None:
 
     # Each agent saw only its own tools and its own system prompt.
     systems = {r["system"]: tool_names(r) for r in model.requests}
-    assert systems[prompts.OBSERVATION] == {"workload_summary", "workload_profile", "observe_again", "run_probe",
-                                            "submit_profile"}
+    assert systems[prompts.OBSERVATION] == {
+        "workload_summary",
+        "workload_profile",
+        "observe_again",
+        "run_probe",
+        "submit_profile",
+    }
     assert "record_result" in systems[prompts.LEARNING] and "record_result" not in systems[prompts.PLANNING]
     assert "run_trial" not in systems[prompts.PLANNING]
 
@@ -168,17 +234,17 @@ def test_scripted_model_drives_all_four_agents(tmp_path: Path) -> None:
     assert result["best"]["config"] == {"max_wait_us": 100_000} and result["best"]["ratio"] == 1.3
 
     cost = result["cost"]["agents"]
-    assert {a: cost[a]["llm_calls"] for a in cost} == {"observation": 3, "planning": 3, "execution": 6,
-                                                         "learning": 5}
-    assert {a: cost[a]["tool_errors"] for a in cost} == {"observation": 1, "planning": 1, "execution": 1,
-                                                           "learning": 1}
+    assert {a: cost[a]["llm_calls"] for a in cost} == {"observation": 3, "planning": 3, "execution": 6, "learning": 5}
+    assert {a: cost[a]["tool_errors"] for a in cost} == {"observation": 1, "planning": 1, "execution": 1, "learning": 1}
     assert result["cost"]["total"]["input_tokens"] > 0 and result["cost"]["total"]["bytes_read"] > 0
 
     with RepositoryService(db) as repo:
         hist = repo.history("ljf")
         assert hist["status"] == "production" and len(hist["results"]) == 2
         assert {json.dumps(r["config"], sort_keys=True) for r in hist["results"]} == {
-            '{"max_wait_us": 100000}', '{"max_wait_us": 400000}'}
+            '{"max_wait_us": 100000}',
+            '{"max_wait_us": 400000}',
+        }
         assert any("400 ms aging bound" in a["note"] for a in hist["antipatterns"])
 
 
@@ -284,8 +350,14 @@ def echo_box(meter: CostMeter) -> ToolBox:
             raise UsageError("the service refused", "ask for something else")
         return {"echo": a.word * a.times}
 
-    return ToolBox("test", [Tool("echo", "Repeat a word.", EchoArgs, echo, max_bytes=600),
-                            Tool("done", "Finish.", DoneArgs, lambda a: {"answer": a.answer}, finish=True)], meter)
+    return ToolBox(
+        "test",
+        [
+            Tool("echo", "Repeat a word.", EchoArgs, echo, max_bytes=600),
+            Tool("done", "Finish.", DoneArgs, lambda a: {"answer": a.answer}, finish=True),
+        ],
+        meter,
+    )
 
 
 def test_toolbox_turns_every_bad_call_into_a_message() -> None:
@@ -324,10 +396,13 @@ def test_turn_cap_and_nudges() -> None:
     assert info.value.code == "agent_no_finish"
     # The nudge asks for the finish tool by name.
     assert chatty.requests[1]["messages"][-1] == {
-        "role": "user", "content": "Continue with the tools. When you are done, call done with your result."}
+        "role": "user",
+        "content": "Continue with the tools. When you are done, call done with your result.",
+    }
 
-    fixed = ScriptedModel([Turn(calls=[("done", '{"answer": ')]),
-                           Turn(calls=[("done", {"answer": "42"})])], flavor="openai")
+    fixed = ScriptedModel(
+        [Turn(calls=[("done", '{"answer": ')]), Turn(calls=[("done", {"answer": "42"})])], flavor="openai"
+    )
     assert run_llm_agent(fixed, "test", "sys", "task", echo_box(meter), meter) == {"answer": "42"}
     assert fixed.requests[1]["messages"][-1]["role"] == "tool"
     assert "not valid JSON" in fixed.requests[1]["messages"][-1]["content"]

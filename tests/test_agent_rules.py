@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The built-in planner's decisions, tunable derivation, adaptation and outcome judgement."""
 
 from __future__ import annotations
@@ -23,26 +24,75 @@ from schedcp.toolchain import metadata
 LIBRARY = {m.name for m in metadata.library()}
 
 
-def profile(classification: str = "cpu_bound", *, tail: tuple[float, float] | None = None, storm: bool = False,
-            burst_ms: float = 20.0, runq_wait: float = 30.0, batch: bool = True, evidence: list[str] | None = None,
-            goal: str | None = None) -> WorkloadProfile:
-    sched = SchedNumbers(cpu_s=10.0, parallelism=1.9, runnable_parallelism=3.0, runq_wait_pct=runq_wait,
-                         wait_ms_per_cpu_s=300.0, mean_slice_ms=burst_ms, vcs_per_s=500.0, ivcs_per_s=50.0,
-                         voluntary_share=0.5, migrations_per_s=10.0, runnable_share=0.8, blocked_share=0.0)
-    churn = Churn(procs_seen=41, threads_seen=41, peak_alive_threads=40, spawn_rate_seen=80.0 if storm else 5.0,
-                  forks_per_s_system=120.0 if storm else 5.0, lifetime_p50_s=0.05 if storm else 1.5,
-                  short_lived_storm=storm)
+def profile(
+    classification: str = "cpu_bound",
+    *,
+    tail: tuple[float, float] | None = None,
+    storm: bool = False,
+    burst_ms: float = 20.0,
+    runq_wait: float = 30.0,
+    batch: bool = True,
+    evidence: list[str] | None = None,
+    goal: str | None = None,
+) -> WorkloadProfile:
+    sched = SchedNumbers(
+        cpu_s=10.0,
+        parallelism=1.9,
+        runnable_parallelism=3.0,
+        runq_wait_pct=runq_wait,
+        wait_ms_per_cpu_s=300.0,
+        mean_slice_ms=burst_ms,
+        vcs_per_s=500.0,
+        ivcs_per_s=50.0,
+        voluntary_share=0.5,
+        migrations_per_s=10.0,
+        runnable_share=0.8,
+        blocked_share=0.0,
+    )
+    churn = Churn(
+        procs_seen=41,
+        threads_seen=41,
+        peak_alive_threads=40,
+        spawn_rate_seen=80.0 if storm else 5.0,
+        forks_per_s_system=120.0 if storm else 5.0,
+        lifetime_p50_s=0.05 if storm else 1.5,
+        short_lived_storm=storm,
+    )
     lt = None
     if tail is not None:
         med, top = tail
-        lt = LongTail(detected=top / med >= 4, group_size=40, spawner_pid=1, median_cpu_ms=med, max_cpu_ms=top,
-                      ratio_max_median=round(top / med, 1), top_share=0.3, serial_tail_s=1.0, all_finished=True)
-    ch = Characteristics(classification=classification, evidence=evidence or [], sched=sched, churn=churn,  # type: ignore[arg-type]
-                         long_tail=lt, batch=batch, cpu_busy_pct=[95.0, 90.0])
+        lt = LongTail(
+            detected=top / med >= 4,
+            group_size=40,
+            spawner_pid=1,
+            median_cpu_ms=med,
+            max_cpu_ms=top,
+            ratio_max_median=round(top / med, 1),
+            top_share=0.3,
+            serial_tail_s=1.0,
+            all_finished=True,
+        )
+    ch = Characteristics(
+        classification=classification,
+        evidence=evidence or [],
+        sched=sched,
+        churn=churn,  # type: ignore[arg-type]
+        long_tail=lt,
+        batch=batch,
+        cpu_busy_pct=[95.0, 90.0],
+    )
     chosen, why = choose_goal(ch)
     g = goal or chosen
-    return WorkloadProfile(target="cmd: test", source="vm", duration_s=5.0, summary=describe(ch, g), goal=g,  # type: ignore[arg-type]
-                           goal_rationale=why, keywords=keywords_for(ch, g), characteristics=ch)
+    return WorkloadProfile(
+        target="cmd: test",
+        source="vm",
+        duration_s=5.0,
+        summary=describe(ch, g),
+        goal=g,  # type: ignore[arg-type]
+        goal_rationale=why,
+        keywords=keywords_for(ch, g),
+        characteristics=ch,
+    )
 
 
 def plan_for(p: WorkloadProfile, **kw) -> list[Candidate]:
@@ -99,8 +149,14 @@ def test_other_goals_pick_their_policies() -> None:
 
 def test_history_goes_first_only_when_it_clearly_won() -> None:
     p = profile(tail=(50.0, 1000.0))
-    best = {"policy": "ljf", "config": {"max_wait_us": 200_000}, "expected_ratio": 1.4,
-            "primary_metric": "makespan_s", "results": 3, "best_similarity": 0.93}
+    best = {
+        "policy": "ljf",
+        "config": {"max_wait_us": 200_000},
+        "expected_ratio": 1.4,
+        "primary_metric": "makespan_s",
+        "results": 3,
+        "best_similarity": 0.93,
+    }
     cands = plan_for(p, history={"best": best})
     assert cands[0].origin == "history" and cands[0].config == {"max_wait_us": 200_000}
     assert "1.40x" in cands[0].rationale
@@ -126,8 +182,10 @@ def test_antipatterns_unavailable_policies_and_search_hits() -> None:
     other = {"policy": "ljf", "note": "sched-agent: ljf(max_wait_us=1000) — worse"}
     assert plan_for(p, antipatterns=[other])[1].key() == first.key()
     # Policies that are not runnable here are skipped; a usable BPF search hit is the last resort.
-    hits = [{"name": "scx_rusty", "kind": "external", "usable": False},
-            {"name": "sjf", "kind": "bpf", "usable": True, "title": "Shortest job first"}]
+    hits = [
+        {"name": "scx_rusty", "kind": "external", "usable": False},
+        {"name": "sjf", "kind": "bpf", "usable": True, "title": "Shortest job first"},
+    ]
     cands = plan_for(p, available=LIBRARY - {"fifo"}, search_hits=hits)
     assert "fifo" not in [c.policy for c in cands] and "scx_rusty" not in [c.policy for c in cands]
     assert cands[-1].policy == "sjf" and cands[-1].origin == "search"
@@ -146,15 +204,25 @@ def test_tuning_turns_one_knob_within_its_range() -> None:
     assert rules.tuned(patch, tunables) is None
 
 
-@pytest.mark.parametrize(("goal", "names", "want"), [
-    ("makespan", ["makespan_s", "mean_completion_s", "long_done_s", "run_wall_s", "tasks"], ("makespan_s", "lower")),
-    ("makespan", ["build_s", "compile_cpu_s", "run_wall_s"], ("build_s", "lower")),
-    ("p99_latency", ["request_p99_us", "wake_p99_us", "wake_p999_us", "rps", "run_wall_s"],
-     ("wake_p99_us", "lower")),
-    ("p99_latency", ["latency_p50_us", "latency_p99_us", "throughput_rounds_per_s"], ("latency_p99_us", "lower")),
-    ("throughput", ["msgs_per_s", "time_s", "run_wall_s"], ("msgs_per_s", "higher")),
-    ("throughput", ["checksum_ok", "run_wall_s"], ("run_wall_s", "lower")),
-])
+@pytest.mark.parametrize(
+    ("goal", "names", "want"),
+    [
+        (
+            "makespan",
+            ["makespan_s", "mean_completion_s", "long_done_s", "run_wall_s", "tasks"],
+            ("makespan_s", "lower"),
+        ),
+        ("makespan", ["build_s", "compile_cpu_s", "run_wall_s"], ("build_s", "lower")),
+        (
+            "p99_latency",
+            ["request_p99_us", "wake_p99_us", "wake_p999_us", "rps", "run_wall_s"],
+            ("wake_p99_us", "lower"),
+        ),
+        ("p99_latency", ["latency_p50_us", "latency_p99_us", "throughput_rounds_per_s"], ("latency_p99_us", "lower")),
+        ("throughput", ["msgs_per_s", "time_s", "run_wall_s"], ("msgs_per_s", "higher")),
+        ("throughput", ["checksum_ok", "run_wall_s"], ("run_wall_s", "lower")),
+    ],
+)
 def test_goal_metric(goal: str, names: list[str], want: tuple[str, str]) -> None:
     assert goal_metric(goal, names) == want
 
@@ -169,8 +237,9 @@ def test_goal_alias_and_ratio() -> None:
 
 
 def _execution(ratios: list[float], ok: bool = True) -> Execution:
-    rounds = [RoundResult(round=i + 1, order=["eevdf", "policy"], eevdf={}, policy={}, ratio=r)
-              for i, r in enumerate(ratios)]
+    rounds = [
+        RoundResult(round=i + 1, order=["eevdf", "policy"], eevdf={}, policy={}, ratio=r) for i, r in enumerate(ratios)
+    ]
     mid = sorted(ratios)[len(ratios) // 2] if ratios else None
     trial = Trial(ok=ok, rounds=rounds, ratio=mid, consistent=consistent(ratios), metric="makespan_s")
     return Execution(candidate=Candidate(policy="ljf", rationale="test"), trial=trial, ok=ok)

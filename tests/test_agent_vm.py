@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp optimize --demo` end to end: the real test kernel, the real trial, a real repository."""
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ from schedcp.repository.service import RepositoryService
 @pytest.mark.vm
 def test_optimize_demo_measures_a_policy_against_eevdf_in_one_boot(tmp_path: Path) -> None:
     db = tmp_path / "repo.db"
-    res = run_cli("optimize", "--demo", "--json", "--iterations", "1", "--rounds", "2", timeout=420,
-                  env={"SCHEDCP_REPO_DB": str(db)})
+    res = run_cli(
+        "optimize",
+        "--demo",
+        "--json",
+        "--iterations",
+        "1",
+        "--rounds",
+        "2",
+        timeout=420,
+        env={"SCHEDCP_REPO_DB": str(db)},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads(res.stdout)
     assert doc["target"]["builtin"] == "longtail" and doc["model"] == "builtin"
@@ -67,8 +77,10 @@ def test_failures_in_the_guest(unstable_kernel, tmp_path: Path) -> None:
     from schedcp.paths import schedulers_dir
 
     flag = "/tmp/schedcp-node/crash-this-boot"
-    script = (f"if [ -e {flag} ]; then echo c > /proc/sysrq-trigger; fi; "
-              "exec python3 -m schedcp_workloads.longtail --tasks 6 --short-ms 20 --long-factor 4")
+    script = (
+        f"if [ -e {flag} ]; then echo c > /proc/sysrq-trigger; fi; "
+        "exec python3 -m schedcp_workloads.longtail --tasks 6 --short-ms 20 --long-factor 4"
+    )
     target = Target("crashy", ["sh", "-c", script], None, 120.0)
     testing = schedulers_dir() / "testing"
     with VmSession("unstable", 2) as session:
@@ -77,8 +89,15 @@ def test_failures_in_the_guest(unstable_kernel, tmp_path: Path) -> None:
         meter = CostMeter()
         executor = ExecutionAgent(svc, meter, None, rounds=1)
 
-        refused = executor.run(Candidate(policy="agent-reject", level="compose", rationale="must be refused",
-                                         source=(testing / "reject.bpf.c").read_text()), "makespan")
+        refused = executor.run(
+            Candidate(
+                policy="agent-reject",
+                level="compose",
+                rationale="must be refused",
+                source=(testing / "reject.bpf.c").read_text(),
+            ),
+            "makespan",
+        )
         stages = {s.name: s for s in refused.stages}
         assert not refused.ok and stages["build"].status == "passed" and stages["static"].status == "passed"
         # New code goes through the Execution Verifier's pipeline, whose kernel-verifier stage refuses it.
@@ -91,13 +110,21 @@ def test_failures_in_the_guest(unstable_kernel, tmp_path: Path) -> None:
         assert not direct.ok and "did not load/attach" in direct.error and "map_value_or_null" in direct.error
 
         raw = {"kind": "run", "argv": target.argv, "wall_s": 1.0, "tasks": [], "system": {"ncpu": 2}}
-        lesson = LearningAgent(svc, meter).run(build_profile(raw, "vm"), refused, session=[], remaining=[],
-                                               iterations_left=1)
+        lesson = LearningAgent(svc, meter).run(
+            build_profile(raw, "vm"), refused, session=[], remaining=[], iterations_left=1
+        )
         assert lesson.verdict == "failed" and lesson.recorded is None
         assert "verifier" in lesson.antipattern["note"] and lesson.decision.action == "stop"
 
-        stalled = executor.run(Candidate(policy="agent-stall", level="compose", rationale="never dispatches",
-                                         source=(testing / "stall.bpf.c").read_text()), "makespan")
+        stalled = executor.run(
+            Candidate(
+                policy="agent-stall",
+                level="compose",
+                rationale="never dispatches",
+                source=(testing / "stall.bpf.c").read_text(),
+            ),
+            "makespan",
+        )
         assert not stalled.ok and stalled.trial is None
         assert [s.status for s in stalled.stages] == ["passed", "failed"] and "never consumed" in stalled.error
 

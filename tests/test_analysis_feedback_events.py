@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Feedback channel (real SQLite), event subscriptions (real processes), phases and budgets."""
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from schedcp.errors import UsageError
 
 
 def test_compare_is_sign_aware() -> None:
-    deltas = {d.metric: d for d in compare(
-        {"makespan_s": 10.0, "throughput_ops_per_s": 100.0, "latency_p99_us": 50.0, "cpu_s": 4.0},
-        {"makespan_s": 8.0, "throughput_ops_per_s": 90.0, "latency_p99_us": 50.5, "cpu_s": 4.0, "extra": 1},
-    )}
+    deltas = {
+        d.metric: d
+        for d in compare(
+            {"makespan_s": 10.0, "throughput_ops_per_s": 100.0, "latency_p99_us": 50.0, "cpu_s": 4.0},
+            {"makespan_s": 8.0, "throughput_ops_per_s": 90.0, "latency_p99_us": 50.5, "cpu_s": 4.0, "extra": 1},
+        )
+    }
     assert deltas["makespan_s"].pct_change == -20.0 and deltas["makespan_s"].improvement_pct == 20.0
     assert deltas["makespan_s"].verdict == "improved"
     assert deltas["throughput_ops_per_s"].improvement_pct == -10.0
@@ -38,11 +42,18 @@ def test_feedback_store_round_trip(tmp_path) -> None:
         with pytest.raises(UsageError):
             store.record("dep-0", "longtail-40", {"makespan_s": 3.0})  # no baseline yet
         store.record_baseline("longtail-40", {"makespan_s": 4.0, "app_mean_completion_s": 2.0})
-        report = store.record("dep-1", "longtail-40", {"makespan_s": 3.0, "app_mean_completion_s": 2.2},
-                              context={"scheduler": "ljf"}, primary="makespan_s")
+        report = store.record(
+            "dep-1",
+            "longtail-40",
+            {"makespan_s": 3.0, "app_mean_completion_s": 2.2},
+            context={"scheduler": "ljf"},
+            primary="makespan_s",
+        )
         assert report.summary.startswith("makespan_s +25.0% (improved)")
         assert {d.metric: d.verdict for d in report.deltas} == {
-            "makespan_s": "improved", "app_mean_completion_s": "regressed"}
+            "makespan_s": "improved",
+            "app_mean_completion_s": "regressed",
+        }
         with pytest.raises(UsageError):
             store.record("dep-2", "longtail-40", {"makespan_s": float("nan")})
     with FeedbackStore(db) as again:  # persisted on disk

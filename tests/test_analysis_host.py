@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tier 1 and Tier 2 of the analysis engine on the host, against workloads with known shapes."""
 
 from __future__ import annotations
@@ -97,8 +98,14 @@ def test_observe_existing_pids_and_system(engine: Engine) -> None:
 
 
 def test_tracefs_probe_runs_with_a_launched_command(engine: Engine) -> None:
-    raw = _run(engine, "pingpong", "--seconds", "1", probe=["runqlat", "wakeup", "runtime", "migrations"],
-               probe_backend="tracefs")
+    raw = _run(
+        engine,
+        "pingpong",
+        "--seconds",
+        "1",
+        probe=["runqlat", "wakeup", "runtime", "migrations"],
+        probe_backend="tracefs",
+    )
     p = raw["probe"]
     assert p["available"] and p["backend"] == "tracefs"
     assert p["runqlat"]["count"] > 1000 and p["wakeup"]["count"] > 1000

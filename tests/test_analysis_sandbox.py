@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Escape attempts against the rooted reader and the bwrap sandbox are refused or contained."""
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ def test_reader_reads_proc_and_lists_dirs() -> None:
     assert big["truncated"] and big["bytes"] == 64
 
 
-@pytest.mark.parametrize("path,code", [
-    ("/proc/../etc/shadow", "path_traversal"),
-    ("/proc/self/root/etc/shadow", "outside_roots"),  # a symlink out of /proc
-    ("/proc/self/cwd", "outside_roots"),
-    ("/etc/passwd", "outside_roots"),
-    ("/proc/1/environ", "denied"),
-    ("/proc/kcore", "denied"),
-    ("relative/path", "bad_path"),
-    ("/proc/loadavg\x00x", "bad_path"),
-])
+@pytest.mark.parametrize(
+    "path,code",
+    [
+        ("/proc/../etc/shadow", "path_traversal"),
+        ("/proc/self/root/etc/shadow", "outside_roots"),  # a symlink out of /proc
+        ("/proc/self/cwd", "outside_roots"),
+        ("/etc/passwd", "outside_roots"),
+        ("/proc/1/environ", "denied"),
+        ("/proc/kcore", "denied"),
+        ("relative/path", "bad_path"),
+        ("/proc/loadavg\x00x", "bad_path"),
+    ],
+)
 def test_reader_refuses_escapes(path: str, code: str) -> None:
     with pytest.raises(UsageError) as err:
         SafeReader().read(path)
@@ -151,8 +155,11 @@ def test_sandbox_works_for_an_unprivileged_caller() -> None:
     # A copy of the package in a directory any uid can read (the checkout may sit under /root).
     public = Path(tempfile.mkdtemp(prefix="schedcp-sbx-", dir="/tmp"))
     try:
-        shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "schedcp", public / "schedcp",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            Path(__file__).resolve().parents[1] / "src" / "schedcp",
+            public / "schedcp",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         for path in [public, *public.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         code = (
@@ -166,8 +173,9 @@ def test_sandbox_works_for_an_unprivileged_caller() -> None:
             os.setgid(65534)
             os.setuid(65534)
 
-        out = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, preexec_fn=drop,
-                             timeout=60, cwd="/")
+        out = subprocess.run(
+            ["/usr/bin/python3", "-c", code], capture_output=True, text=True, preexec_fn=drop, timeout=60, cwd="/"
+        )
     finally:
         shutil.rmtree(public, ignore_errors=True)
     assert out.returncode == 0, out.stderr

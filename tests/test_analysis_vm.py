@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tier 1 (and the tracefs probe) inside the micro-VM guest: one boot for all of these tests."""
 
 from __future__ import annotations

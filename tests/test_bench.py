@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Benchmarks: statistics, every guest workload really doing (and checking) its work on the host,
 the harness's bookkeeping, the results page, and a smoke run of every benchmark in the micro-VM."""
 
@@ -23,8 +24,13 @@ os.environ.setdefault("SCHEDCP_BENCH_TCG_THREAD", "single")
 
 def run_workload(module: str, *args: str, timeout: float = 120) -> dict:
     """Run a guest workload on the host exactly as the guest does (a fresh interpreter, -m)."""
-    proc = subprocess.run([sys.executable, "-m", f"schedcp.bench.guest.{module}", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"schedcp.bench.guest.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
     result = harness.parse_output(proc.stdout)
     assert result is not None and result["workload"] == module
@@ -33,6 +39,7 @@ def run_workload(module: str, *args: str, timeout: float = 120) -> dict:
 
 
 # -- statistics ---------------------------------------------------------------------------------
+
 
 def test_summary_of_known_values() -> None:
     s = stats.summarize([5, 1, 4, 2, 3])
@@ -70,6 +77,7 @@ def test_improvement_follows_the_metric_direction() -> None:
 
 # -- workloads: the work is really done and checked ------------------------------------------------
 
+
 def test_batch_runs_every_kind_and_checks_results() -> None:
     result = run_workload("batch", "--scale", "0.1", "--tasks", "6", "--seed", "7")
     assert result["params"]["kinds"] == list(batch.KINDS)
@@ -105,14 +113,20 @@ def test_batch_reports_a_wrong_result(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_wakelat_measures_latency_and_verifies_requests() -> None:
-    result = run_workload("wakelat", "--seconds", "1", "--warmup", "0.2", "--messengers", "2", "--workers", "2",
-                          "--work", "20")
+    result = run_workload(
+        "wakelat", "--seconds", "1", "--warmup", "0.2", "--messengers", "2", "--workers", "2", "--work", "20"
+    )
     m = result["metrics"]
     assert m["requests"] > 20 and m["rps"] > 0
     assert result["checked"] > 0
     for prefix in ("wake", "request"):
-        chain = [m[f"{prefix}_p50_us"], m[f"{prefix}_p90_us"], m[f"{prefix}_p99_us"], m[f"{prefix}_p999_us"],
-                 m[f"{prefix}_max_us"]]
+        chain = [
+            m[f"{prefix}_p50_us"],
+            m[f"{prefix}_p90_us"],
+            m[f"{prefix}_p99_us"],
+            m[f"{prefix}_p999_us"],
+            m[f"{prefix}_max_us"],
+        ]
         assert chain == sorted(chain) and chain[0] > 0
     assert m["request_p50_us"] >= m["wake_p50_us"]  # a request ends after its worker woke
 
@@ -169,6 +183,7 @@ def test_build_compiles_links_and_verifies_the_program(tmp_path: Path) -> None:
 
 # -- harness bookkeeping ------------------------------------------------------------------------
 
+
 def test_rounds_rotate_so_every_arm_takes_every_position() -> None:
     arms = [harness.Arm(n) for n in ("eevdf", "a", "b")]
     orders = [[a.name for a in harness.round_order(arms, r)] for r in range(3)]
@@ -179,7 +194,9 @@ def test_rounds_rotate_so_every_arm_takes_every_position() -> None:
 
 def test_config_parsing_and_validation() -> None:
     assert harness.parse_configs(["ljf:slice_us=5000", "ljf:horizon_ms=10", "fifo:direct_idle=false"]) == {
-        "ljf": {"slice_us": "5000", "horizon_ms": "10"}, "fifo": {"direct_idle": "false"}}
+        "ljf": {"slice_us": "5000", "horizon_ms": "10"},
+        "fifo": {"direct_idle": "false"},
+    }
     with pytest.raises(UsageError):
         harness.parse_configs(["slice_us=5000"])
     with pytest.raises(UsageError):
@@ -225,16 +242,26 @@ def test_summaries_count_only_ok_runs_and_compare_with_eevdf() -> None:
 def test_results_page_and_chart_render(tmp_path: Path) -> None:
     bench = workloads.get("batch")
     arms = [harness.Arm("eevdf"), harness.Arm("ljf_batch")]
-    records = [_record("eevdf", "ok", makespan_s=10.0, mean_completion_s=5.0),
-               _record("ljf_batch", "ok", makespan_s=7.5, mean_completion_s=6.0),
-               _record("ljf_batch", "ejected")]
+    records = [
+        _record("eevdf", "ok", makespan_s=10.0, mean_completion_s=5.0),
+        _record("ljf_batch", "ok", makespan_s=7.5, mean_completion_s=6.0),
+        _record("ljf_batch", "ejected"),
+    ]
     summary = harness.summarize_arms(bench, arms, records)
-    result = {"benchmark": "batch", "title": bench.title, "description": bench.description,
-              "workload": {"module": "batch", "args": list(bench.args), "seeded": True},
-              "metrics": [{"key": m.key, "label": m.label, "unit": m.unit, "direction": m.direction,
-                           "primary": m.primary} for m in bench.metrics],
-              "arms": [a.describe() for a in arms], "runs": 1, "summary": summary,
-              "evaluation": harness.evaluate_targets(bench, summary)}
+    result = {
+        "benchmark": "batch",
+        "title": bench.title,
+        "description": bench.description,
+        "workload": {"module": "batch", "args": list(bench.args), "seeded": True},
+        "metrics": [
+            {"key": m.key, "label": m.label, "unit": m.unit, "direction": m.direction, "primary": m.primary}
+            for m in bench.metrics
+        ],
+        "arms": [a.describe() for a in arms],
+        "runs": 1,
+        "summary": summary,
+        "evaluation": harness.evaluate_targets(bench, summary),
+    }
     doc = {"runs": 1, "machine": {"target": "vm", "vcpus": 2, "accel": "tcg"}, "benchmarks": [result]}
     page = report.render_markdown(doc, {"batch": "img/bench-batch.png"})
     assert "| ljf_batch | 7.5 s (1.33×)" in page
@@ -247,6 +274,7 @@ def test_results_page_and_chart_render(tmp_path: Path) -> None:
 
 
 # -- CLI ----------------------------------------------------------------------------------------
+
 
 def test_cli_lists_benchmarks_and_rejects_unknown_ones() -> None:
     listed = run_cli("bench", "--list", "--json")
@@ -265,6 +293,7 @@ def test_local_target_refuses_a_host_without_sched_ext() -> None:
 
 
 # -- in the micro-VM: every benchmark end to end, tiny sizes ---------------------------------------
+
 
 @pytest.mark.vm
 def test_every_default_image_benchmark_runs_and_ejections_are_reported(unstable_kernel) -> None:
@@ -299,8 +328,13 @@ def test_parallel_build_benchmark_in_the_build_image(unstable_kernel) -> None:
 @pytest.mark.vm
 def test_wakeboost_hand_off_is_a_tunable_that_really_hands_off(unstable_kernel) -> None:
     # Two configurations of one policy in one boot: the labelled arm turns hand-off on.
-    doc = suite.run_suite([workloads.get("wakelat")], policies=["wakeboost", "wakeboost@on"],
-                          configs={"wakeboost@on": {"handoff": "true"}}, runs=1, smoke=True)
+    doc = suite.run_suite(
+        [workloads.get("wakelat")],
+        policies=["wakeboost", "wakeboost@on"],
+        configs={"wakeboost@on": {"handoff": "true"}},
+        runs=1,
+        smoke=True,
+    )
     result = doc["benchmarks"][0]
     runs = {r["arm"]: r for r in result["records"] if r["arm"] != "eevdf"}
     assert runs["wakeboost"]["status"] == "ok" and runs["wakeboost@on"]["status"] == "ok"
@@ -315,21 +349,25 @@ def test_paired_ratios_compare_arms_within_each_round() -> None:
     bench = workloads.get("batch")
     arms = [harness.Arm("eevdf"), harness.Arm("p")]
     # The machine got twice as slow in round 1; within each round the policy is 1.25x better.
-    records = [{**_record("eevdf", "ok", makespan_s=10.0), "round": 0},
-               {**_record("p", "ok", makespan_s=8.0), "round": 0},
-               {**_record("eevdf", "ok", makespan_s=20.0), "round": 1},
-               {**_record("p", "ok", makespan_s=16.0), "round": 1},
-               {**_record("p", "ejected"), "round": 2},
-               {**_record("eevdf", "ok", makespan_s=9.0), "round": 2}]
+    records = [
+        {**_record("eevdf", "ok", makespan_s=10.0), "round": 0},
+        {**_record("p", "ok", makespan_s=8.0), "round": 0},
+        {**_record("eevdf", "ok", makespan_s=20.0), "round": 1},
+        {**_record("p", "ok", makespan_s=16.0), "round": 1},
+        {**_record("p", "ejected"), "round": 2},
+        {**_record("eevdf", "ok", makespan_s=9.0), "round": 2},
+    ]
     cell = harness.summarize_arms(bench, arms, records)["p"]["metrics"]["makespan_s"]
     assert cell["pairs"] == 2 and cell["paired_wins"] == 2
     assert cell["paired_improvement"] == pytest.approx(1.25)
 
 
 def test_the_least_disturbed_attempt_counts_and_the_others_are_kept_as_noisy() -> None:
-    attempts = [{**_record("p", "ok", makespan_s=20.0), "host_steal": 0.6},
-                {**_record("p", "ok", makespan_s=11.0), "host_steal": 0.1},
-                {**_record("p", "ok", makespan_s=12.0), "host_steal": 0.3}]
+    attempts = [
+        {**_record("p", "ok", makespan_s=20.0), "host_steal": 0.6},
+        {**_record("p", "ok", makespan_s=11.0), "host_steal": 0.1},
+        {**_record("p", "ok", makespan_s=12.0), "host_steal": 0.3},
+    ]
     kept = harness.pick_attempt(attempts)
     assert [a["status"] for a in kept] == ["noisy", "ok", "noisy"]
     assert "60%" in kept[0]["error"]

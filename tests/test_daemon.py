@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The privileged daemon: a real subprocess on a unix socket, peer credentials, audit chain."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from schedcp.errors import SchedcpError
 RAW_PING = (
     "import json,socket,sys\n"
     "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
-    "s.sendall(b'{\"id\":1,\"op\":\"ping\"}\\n'); print(s.makefile().readline())\n"
+    's.sendall(b\'{"id":1,"op":"ping"}\\n\'); print(s.makefile().readline())\n'
 )
 
 
@@ -28,8 +29,14 @@ def _as_uid(uid: int, sock: Path) -> subprocess.CompletedProcess[str]:
         os.setgid(uid)
         os.setuid(uid)
 
-    return subprocess.run(["/usr/bin/python3", "-c", RAW_PING, str(sock)], capture_output=True, text=True,
-                          preexec_fn=drop, timeout=30, cwd="/")
+    return subprocess.run(
+        ["/usr/bin/python3", "-c", RAW_PING, str(sock)],
+        capture_output=True,
+        text=True,
+        preexec_fn=drop,
+        timeout=30,
+        cwd="/",
+    )
 
 
 def test_ping_unknown_op_and_bad_args(tmp_path: Path) -> None:

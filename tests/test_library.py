@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The scheduler library without a VM: metadata, builds for every cached kernel, object layout.
 
 Every library scheduler must validate, compile warning-free against each test kernel's vmlinux.h
@@ -80,7 +81,7 @@ def test_builds_cleanly_with_declared_layout(name: str, spec: str, include_dirs:
     for t in meta.tunables:
         var = variables.get(t.name)
         assert var is not None and var.section == ".rodata", f"{t.name} is not a const volatile global"
-        raw = rodata[var.offset: var.offset + var.size]
+        raw = rodata[var.offset : var.offset + var.size]
         if t.type == "str":
             assert var.size == t.max_len
             assert raw.split(b"\0", 1)[0].decode() == t.default
@@ -124,12 +125,15 @@ def test_shims_pick_the_newest_kfunc_available() -> None:
     header = (Path(metadata.__file__).parents[1] / "schedulers" / "include" / "schedcp.h").read_text()
 
     def order(fn: str) -> list[str]:
-        body = header[re.search(rf"static __always_inline \w+ {fn}\(", header).start():]
+        body = header[re.search(rf"static __always_inline \w+ {fn}\(", header).start() :]
         body = body[: body.index("\n}\n")]
         return re.findall(r"\b((?:__)?scx_bpf_\w+|bpf_ktime_get_ns)\(", body)
 
     assert order("schedcp_insert")[:3] == [
-        "scx_bpf_dsq_insert___v2___schedcp", "scx_bpf_dsq_insert", "scx_bpf_dispatch"]
+        "scx_bpf_dsq_insert___v2___schedcp",
+        "scx_bpf_dsq_insert",
+        "scx_bpf_dispatch",
+    ]
     assert order("schedcp_move_to_local")[0] == "scx_bpf_dsq_move_to_local___v2___schedcp"
     assert order("schedcp_move_to_local")[-1] == "scx_bpf_consume"
     assert order("schedcp_set_slice") == ["scx_bpf_task_set_slice"]
@@ -139,9 +143,10 @@ def test_shims_pick_the_newest_kfunc_available() -> None:
 def test_mixedload_reports_every_task() -> None:
     """The guest workload is stdlib only, so it runs on the host too (as a real subprocess)."""
     proc = subprocess.run(
-        [shutil.which("python3") or sys.executable, str(MIXEDLOAD), "--seconds", "0.5", "--starve-s", "60",
-         "--json"],
-        capture_output=True, text=True, timeout=60,
+        [shutil.which("python3") or sys.executable, str(MIXEDLOAD), "--seconds", "0.5", "--starve-s", "60", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -155,16 +160,21 @@ def test_mixedload_reports_every_task() -> None:
 
 
 def test_mixedload_rejects_bad_arguments() -> None:
-    proc = subprocess.run([sys.executable, str(MIXEDLOAD), "--seconds", "0"], capture_output=True, text=True,
-                          timeout=30)
+    proc = subprocess.run(
+        [sys.executable, str(MIXEDLOAD), "--seconds", "0"], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 2 and "--seconds" in proc.stderr
 
 
 def _result(**kw) -> library_check.CheckResult:
-    base = dict(name="fifo", kernel="k", ops_name="fifo",
-                state_after={"state": "enabled", "ops": "fifo"},
-                counters_before={"nr_enqueued": 1, "nr_dispatched": 1, "nr_direct": 0},
-                counters_after={"nr_enqueued": 5, "nr_dispatched": 9, "nr_direct": 0})
+    base = dict(
+        name="fifo",
+        kernel="k",
+        ops_name="fifo",
+        state_after={"state": "enabled", "ops": "fifo"},
+        counters_before={"nr_enqueued": 1, "nr_dispatched": 1, "nr_direct": 0},
+        counters_after={"nr_enqueued": 5, "nr_dispatched": 9, "nr_direct": 0},
+    )
     base.update(kw)
     return library_check.CheckResult(**base)
 
@@ -201,8 +211,11 @@ class _DeadNode:
     """A node whose guest has just died: every call fails the way NodeClient reports it."""
 
     def put_file(self, *args, **kwargs):
-        raise SchedcpError("lost the connection to the guest during 'put_file'",
-                           "see the console tail: Kernel panic - not syncing", code="guest_lost")
+        raise SchedcpError(
+            "lost the connection to the guest during 'put_file'",
+            "see the console tail: Kernel panic - not syncing",
+            code="guest_lost",
+        )
 
     call = put_file
 

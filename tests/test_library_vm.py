@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The scheduler library on the real test kernels: one micro-VM boot per kernel.
 
 For each kernel every core library scheduler is built, attached with a 3 s watchdog, kept under the
@@ -25,8 +26,14 @@ SECONDS = 2.5  # per scheduler; long enough for many slices and for the late sta
 NAMES = ["fifo", "vtime", "locality", "latency", "ljf", "sjf", "edf", "layered", "central"]
 # Counters that the mixed load must move for a policy to have done its specific job at all.
 MUST_MOVE = {
-    "fifo": "nr_direct", "vtime": "nr_direct", "latency": "nr_boosted", "ljf": "nr_long",
-    "sjf": "nr_capped", "edf": "nr_enqueued", "layered": "nr_unmatched", "central": "nr_remote",
+    "fifo": "nr_direct",
+    "vtime": "nr_direct",
+    "latency": "nr_boosted",
+    "ljf": "nr_long",
+    "sjf": "nr_capped",
+    "edf": "nr_enqueued",
+    "layered": "nr_unmatched",
+    "central": "nr_remote",
     "locality": "nr_prev_idle",
 }
 
@@ -54,8 +61,10 @@ def run(request: pytest.FixtureRequest):
 
 def _explain(res: CheckResult) -> str:
     tasks = {t["name"]: (t["progress"], t["max_gap_ms"]) for t in res.load.get("tasks", [])}
-    return (f"{res.name} on {res.kernel}: stage={res.stage} error={res.error!r} problems={res.problems} "
-            f"tasks(progress, max_gap_ms)={tasks} moved={res.moved} crashes={res.guest_crashes}")
+    return (
+        f"{res.name} on {res.kernel}: stage={res.stage} error={res.error!r} problems={res.problems} "
+        f"tasks(progress, max_gap_ms)={tasks} moved={res.moved} crashes={res.guest_crashes}"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -99,14 +108,15 @@ def test_tunable_bytes_are_live_in_rodata(run: Run) -> None:
     node = run.session.node()
     meta = metadata.get("layered")
     obj = build.build(meta.source_path, run.session.include_dir, target=run.session.kernel.release).object_path
-    handle = attach.attach(node, obj, meta=meta, config={"layer1_comm": "kworker", "layer1_weight": 321},
-                           timeout_ms=3000)
+    handle = attach.attach(
+        node, obj, meta=meta, config={"layer1_comm": "kworker", "layer1_weight": 321}, timeout_ms=3000
+    )
     try:
         sections = node.call("sections", {"handle": handle.handle})["sections"]
         rodata = base64.b64decode(sections[".rodata"])
         comm = handle.variables["layer1_comm"]
         weight = handle.variables["layer1_weight"]
-        assert rodata[comm.offset: comm.offset + comm.size].rstrip(b"\0") == b"kworker"
+        assert rodata[comm.offset : comm.offset + comm.size].rstrip(b"\0") == b"kworker"
         assert struct.unpack_from("<I", rodata, weight.offset)[0] == 321
         assert struct.unpack_from("<I", rodata, handle.variables["layer0_weight"].offset)[0] == 100
     finally:
@@ -115,10 +125,18 @@ def test_tunable_bytes_are_live_in_rodata(run: Run) -> None:
 
 # What the compat shims must bind to on each kernel (newest generation the kernel offers).
 NEWEST_KFUNCS = {
-    "unstable": {"fifo_enqueue": "scx_bpf_dsq_insert___v2", "fifo_dispatch": "scx_bpf_dsq_move_to_local___v2",
-                 "vtime_enqueue": "__scx_bpf_dsq_insert_vtime", "vtime_stopping": "scx_bpf_task_set_dsq_vtime"},
-    "6.19": {"fifo_enqueue": "scx_bpf_dsq_insert___v2", "fifo_dispatch": "scx_bpf_dsq_move_to_local",
-             "vtime_enqueue": "__scx_bpf_dsq_insert_vtime", "vtime_stopping": "scx_bpf_task_set_dsq_vtime"},
+    "unstable": {
+        "fifo_enqueue": "scx_bpf_dsq_insert___v2",
+        "fifo_dispatch": "scx_bpf_dsq_move_to_local___v2",
+        "vtime_enqueue": "__scx_bpf_dsq_insert_vtime",
+        "vtime_stopping": "scx_bpf_task_set_dsq_vtime",
+    },
+    "6.19": {
+        "fifo_enqueue": "scx_bpf_dsq_insert___v2",
+        "fifo_dispatch": "scx_bpf_dsq_move_to_local",
+        "vtime_enqueue": "__scx_bpf_dsq_insert_vtime",
+        "vtime_stopping": "scx_bpf_task_set_dsq_vtime",
+    },
 }
 
 
@@ -135,8 +153,11 @@ def test_shims_bind_the_newest_kfuncs(run: Run) -> None:
                 if not prog.startswith(sched):
                     continue
                 out = node.run(["bpftool", "prog", "dump", "xlated", "name", prog], timeout_s=30)
-                calls = {line.split("call ", 1)[1].split("#")[0].strip()
-                         for line in out["stdout"].splitlines() if "call " in line}
+                calls = {
+                    line.split("call ", 1)[1].split("#")[0].strip()
+                    for line in out["stdout"].splitlines()
+                    if "call " in line
+                }
                 assert kfunc in calls, f"{prog} on {run.session.spec} calls {sorted(calls)}"
                 # The v1 name must be gone where v2 exists (libbpf's ___ stripping trap).
                 if kfunc.endswith("___v2"):

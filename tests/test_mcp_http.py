@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The MCP server over real streamable HTTP: bearer-token auth, both protocol eras, and many
 concurrent clients writing to and reading from one repository without corrupting it."""
 
@@ -13,8 +14,11 @@ import pytest
 from schedcp.server.testing import call, free_port, http_client, http_server, isolated_env, schedcp_exe
 
 TOKEN = "mcp-test-token-3b1f0c9e5a7d4e21"
-PROFILE = {"summary": "parallel batch of equal CPU-bound jobs", "goal": "makespan",
-           "characteristics": {"classification": "cpu_bound"}}
+PROFILE = {
+    "summary": "parallel batch of equal CPU-bound jobs",
+    "goal": "makespan",
+    "characteristics": {"classification": "cpu_bound"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +30,19 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 def test_unauthenticated_and_wrong_token_get_401(server):
     url, _ = server
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
     accept = {"accept": "application/json, text/event-stream"}
-    for headers in ({}, {"authorization": "Bearer wrong-token-0000000000"}, {"authorization": f"Basic {TOKEN}"},
-                    {"authorization": TOKEN}):
+    for headers in (
+        {},
+        {"authorization": "Bearer wrong-token-0000000000"},
+        {"authorization": f"Basic {TOKEN}"},
+        {"authorization": TOKEN},
+    ):
         reply = httpx2.post(url, json=init, headers={**accept, **headers})
         assert reply.status_code == 401, headers
         assert reply.headers["www-authenticate"].startswith("Bearer")
@@ -41,10 +53,15 @@ def test_unauthenticated_and_wrong_token_get_401(server):
 
 def test_oversized_request_bodies_are_refused(server):
     url, _ = server
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "add_scheduler", "arguments": {"source": "x" * (2 * 1024 * 1024)}}}
-    reply = httpx2.post(url, json=body, headers={"authorization": f"Bearer {TOKEN}",
-                                                 "accept": "application/json, text/event-stream"})
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "add_scheduler", "arguments": {"source": "x" * (2 * 1024 * 1024)}},
+    }
+    reply = httpx2.post(
+        url, json=body, headers={"authorization": f"Bearer {TOKEN}", "accept": "application/json, text/event-stream"}
+    )
     assert reply.status_code == 413
 
 
@@ -87,14 +104,38 @@ def test_eight_concurrent_sessions_keep_the_repository_consistent(server):
         async with http_client(url, TOKEN, mode=mode) as client:
             source = (await client.read_resource("schedcp://scheduler/fifo/source")).contents[0].text
             name = f"conc_{i}"
-            steps = [("add_scheduler", {"name": name, "source": source, "parent": "fifo",
-                                        "description": f"Concurrent-write test policy number {i}, a fifo copy."})]
+            steps = [
+                (
+                    "add_scheduler",
+                    {
+                        "name": name,
+                        "source": source,
+                        "parent": "fifo",
+                        "description": f"Concurrent-write test policy number {i}, a fifo copy.",
+                    },
+                )
+            ]
             for r in range(rounds):
                 steps += [
-                    ("record_result", {"policy": name, "profile": PROFILE, "metrics": {"makespan_s": 10.0 - r},
-                                       "baseline": {"makespan_s": 10.5}}),
-                    ("record_result", {"policy": "fifo", "profile": PROFILE, "metrics": {"makespan_s": 11.0},
-                                       "baseline": {"makespan_s": 10.0}, "notes": f"session {i} round {r}"}),
+                    (
+                        "record_result",
+                        {
+                            "policy": name,
+                            "profile": PROFILE,
+                            "metrics": {"makespan_s": 10.0 - r},
+                            "baseline": {"makespan_s": 10.5},
+                        },
+                    ),
+                    (
+                        "record_result",
+                        {
+                            "policy": "fifo",
+                            "profile": PROFILE,
+                            "metrics": {"makespan_s": 11.0},
+                            "baseline": {"makespan_s": 10.0},
+                            "notes": f"session {i} round {r}",
+                        },
+                    ),
                     ("search_schedulers", {"query": "concurrent write test fifo copy", "k": 3}),
                     ("get_scheduler", {"name": f"conc_{(i + 1) % sessions}", "detail": "full"}),
                 ]
@@ -133,8 +174,9 @@ def test_eight_concurrent_sessions_keep_the_repository_consistent(server):
 
 def test_refuses_to_listen_off_loopback_without_a_token(tmp_path):
     env = {**isolated_env(tmp_path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([schedcp_exe(), "mcp", "--http", f"0.0.0.0:{free_port()}"], capture_output=True,
-                         text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [schedcp_exe(), "mcp", "--http", f"0.0.0.0:{free_port()}"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 2
     assert "without a token" in out.stderr and "SCHEDCP_MCP_TOKEN" in out.stderr
 
@@ -153,6 +195,7 @@ def test_off_loopback_bind_with_token_requires_it(tmp_path):
 
 def test_loopback_without_token_is_open_to_local_clients(tmp_path):
     with http_server(isolated_env(tmp_path), None) as url:
+
         async def main():
             async with http_client(url, None) as client:
                 return (await call(client, "get_scheduler", {"name": "fifo"}))[1]["name"]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The MCP server over real stdio: `.venv/bin/schedcp mcp` spawned and driven by the SDK's client.
 
 Covers the tool list and its schemas, every non-VM tool against the real services (repository in a
@@ -24,13 +25,28 @@ from schedcp.server.app import RESERVED_TOOL_NAMES
 from schedcp.server.testing import call, isolated_env, schedcp_exe, stdio_params
 
 EXPECTED_TOOLS = {
-    "workload_summary", "workload_profile", "run_probe", "read_file", "run_sandboxed", "get_feedback",
-    "watch_workload", "unwatch_workload",
-    "search_schedulers", "get_scheduler", "list_primitives", "record_result", "promote_scheduler", "add_scheduler",
-    "verify_scheduler", "run_in_vm",
+    "workload_summary",
+    "workload_profile",
+    "run_probe",
+    "read_file",
+    "run_sandboxed",
+    "get_feedback",
+    "watch_workload",
+    "unwatch_workload",
+    "search_schedulers",
+    "get_scheduler",
+    "list_primitives",
+    "record_result",
+    "promote_scheduler",
+    "add_scheduler",
+    "verify_scheduler",
+    "run_in_vm",
 }
-PROFILE = {"summary": "CPU-bound parallel batch of similar jobs started together", "goal": "makespan",
-           "characteristics": {"classification": "cpu_bound", "parallelism": 1.9}}
+PROFILE = {
+    "summary": "CPU-bound parallel batch of similar jobs started together",
+    "goal": "makespan",
+    "characteristics": {"classification": "cpu_bound", "parallelism": 1.9},
+}
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +105,17 @@ def test_every_non_vm_tool_answers_within_budget(env):
     async def fn(client: Client):
         out = {}
         out["summary"] = await call(client, "workload_summary", {"duration_s": 0.5})
-        out["summary_cmd"] = await call(client, "workload_summary", {
-            "command": [sys.executable, "-c", "sum(range(3_000_000))"], "duration_s": 3})
-        out["profile"] = await call(client, "workload_profile", {
-            "command": [sys.executable, "-c", "import time; [sum(range(200000)) for _ in range(20)]"],
-            "duration_s": 4})
+        out["summary_cmd"] = await call(
+            client, "workload_summary", {"command": [sys.executable, "-c", "sum(range(3_000_000))"], "duration_s": 3}
+        )
+        out["profile"] = await call(
+            client,
+            "workload_profile",
+            {
+                "command": [sys.executable, "-c", "import time; [sum(range(200000)) for _ in range(20)]"],
+                "duration_s": 4,
+            },
+        )
         out["search"] = await call(client, "search_schedulers", {"query": "parallel batch, minimise makespan", "k": 3})
         out["get"] = await call(client, "get_scheduler", {"name": "fifo"})
         out["get_full"] = await call(client, "get_scheduler", {"name": "fifo", "detail": "full", "max_bytes": 16384})
@@ -104,22 +126,55 @@ def test_every_non_vm_tool_answers_within_budget(env):
         out["sandboxed"] = await call(client, "run_sandboxed", {"argv": ["sh", "-c", "echo hello; id -u"]})
         out["feedback"] = await call(client, "get_feedback", {"workload_key": "never-measured"})
         source = (await client.read_resource("schedcp://scheduler/fifo/source")).contents[0].text
-        out["add"] = await call(client, "add_scheduler", {
-            "name": "fifo_agent_copy", "source": source, "parent": "fifo",
-            "description": "A copy of fifo saved by an agent to exercise the write path of the repository.",
-            "tags": ["fifo", "test"], "tunables": [{"name": "slice_us", "type": "u64", "default": 5000, "min": 100,
-                                                    "max": 1000000, "description": "slice length"}]})
-        out["record"] = await call(client, "record_result", {
-            "policy": "fifo_agent_copy", "profile": PROFILE, "metrics": {"makespan_s": 9.0},
-            "baseline": {"makespan_s": 10.0}, "config": {"slice_us": 5000}})
-        out["promote"] = await call(client, "promote_scheduler", {
-            "name": "fifo_agent_copy", "reason": "beat EEVDF by 10% on the batch in the micro-VM"})
-        out["demote"] = await call(client, "promote_scheduler", {
-            "name": "fifo_agent_copy", "direction": "demote", "reason": "regressed interactive latency",
-            "antipattern": "a global FIFO makes interactive tasks wait behind every CPU hog"})
+        out["add"] = await call(
+            client,
+            "add_scheduler",
+            {
+                "name": "fifo_agent_copy",
+                "source": source,
+                "parent": "fifo",
+                "description": "A copy of fifo saved by an agent to exercise the write path of the repository.",
+                "tags": ["fifo", "test"],
+                "tunables": [
+                    {
+                        "name": "slice_us",
+                        "type": "u64",
+                        "default": 5000,
+                        "min": 100,
+                        "max": 1000000,
+                        "description": "slice length",
+                    }
+                ],
+            },
+        )
+        out["record"] = await call(
+            client,
+            "record_result",
+            {
+                "policy": "fifo_agent_copy",
+                "profile": PROFILE,
+                "metrics": {"makespan_s": 9.0},
+                "baseline": {"makespan_s": 10.0},
+                "config": {"slice_us": 5000},
+            },
+        )
+        out["promote"] = await call(
+            client,
+            "promote_scheduler",
+            {"name": "fifo_agent_copy", "reason": "beat EEVDF by 10% on the batch in the micro-VM"},
+        )
+        out["demote"] = await call(
+            client,
+            "promote_scheduler",
+            {
+                "name": "fifo_agent_copy",
+                "direction": "demote",
+                "reason": "regressed interactive latency",
+                "antipattern": "a global FIFO makes interactive tasks wait behind every CPU hog",
+            },
+        )
         out["get_copy"] = await call(client, "get_scheduler", {"name": "fifo_agent_copy", "detail": "full"})
-        out["profile_doc"] = json.loads((await client.read_resource(
-            out["profile"][1]["profile_uri"])).contents[0].text)
+        out["profile_doc"] = json.loads((await client.read_resource(out["profile"][1]["profile_uri"])).contents[0].text)
         return out
 
     out = session(env, fn)
@@ -160,8 +215,11 @@ def test_budgets_cut_with_a_note_and_paging_reaches_everything(env, tmp_path):
         small = await call(client, "list_primitives", {"max_bytes": 512})
         pages, offset = [], 0
         for _ in range(100):
-            is_error, data, text = await call(client, "read_file", {
-                "path": str(tmp_path / "notes.txt"), "workload_pid": holder.pid, "offset": offset, "max_bytes": 4096})
+            is_error, data, text = await call(
+                client,
+                "read_file",
+                {"path": str(tmp_path / "notes.txt"), "workload_pid": holder.pid, "offset": offset, "max_bytes": 4096},
+            )
             assert not is_error, text
             assert len(text.encode()) <= 4096
             pages.append(data["text"])
@@ -218,8 +276,11 @@ HOSTILE = [
     ("run_in_vm", {"argv": ["reboot -f"]}, "not a program name"),
     ("run_in_vm", {"workload": "cpupool", "scheduler": "fifo", "config": {"x": "$(reboot)"}}, "not allowed"),
     ("record_result", {"policy": "fifo", "profile": PROFILE, "metrics": {"x": "fast"}}, "metrics"),
-    ("record_result", {"policy": "fifo", "profile": {"summary": "s", "goal": "Bad Goal!"}, "metrics": {"x": 1}},
-     "profile"),
+    (
+        "record_result",
+        {"policy": "fifo", "profile": {"summary": "s", "goal": "Bad Goal!"}, "metrics": {"x": 1}},
+        "profile",
+    ),
     ("promote_scheduler", {"name": "fifo", "reason": "x"}, "reason"),
     ("watch_workload", {"kind": "process_appears", "comm": "a;b"}, "comm"),
     ("unwatch_workload", {"watch_id": "w-0000000000"}, "no active watch"),
@@ -243,8 +304,12 @@ def test_resources_and_their_errors(env):
         static = {str(r.uri) for r in (await client.list_resources()).resources}
         src = (await client.read_resource("schedcp://scheduler/fifo/source")).contents[0]
         errors = []
-        for uri in ("schedcp://report/rep-0000000000000000", "schedcp://scheduler/nosuch/source",
-                    "schedcp://scheduler/..%2F..%2Fetc%2Fpasswd/source", "schedcp://profile/..%2Fx"):
+        for uri in (
+            "schedcp://report/rep-0000000000000000",
+            "schedcp://scheduler/nosuch/source",
+            "schedcp://scheduler/..%2F..%2Fetc%2Fpasswd/source",
+            "schedcp://profile/..%2Fx",
+        ):
             try:
                 await client.read_resource(uri)
                 errors.append(None)
@@ -260,8 +325,13 @@ def test_resources_and_their_errors(env):
         return templates, static, src, errors, refused
 
     templates, static, src, errors, refused = session(env, fn)
-    assert {"schedcp://scheduler/{name}/source", "schedcp://report/{report_id}", "schedcp://profile/{profile_id}",
-            "schedcp://run/{run_id}", "schedcp://events/watch/{watch_id}"} <= templates
+    assert {
+        "schedcp://scheduler/{name}/source",
+        "schedcp://report/{report_id}",
+        "schedcp://profile/{profile_id}",
+        "schedcp://run/{run_id}",
+        "schedcp://events/watch/{watch_id}",
+    } <= templates
     assert "schedcp://events/breaker" in static
     assert src.mime_type == "text/x-c" and "struct_ops" in src.text
     assert all(errors), errors
@@ -281,8 +351,9 @@ def test_workload_watch_notifies_subscribers(env, tmp_path, mode):
             updated.append(str(message.params.uri))
 
     async def fn(client: Client):
-        is_error, data, text = await call(client, "watch_workload", {
-            "kind": "process_appears", "comm": f"zzmcp{mode[:3]}*", "poll_s": 0.2})
+        is_error, data, text = await call(
+            client, "watch_workload", {"kind": "process_appears", "comm": f"zzmcp{mode[:3]}*", "poll_s": 0.2}
+        )
         assert not is_error, text
         uri = data["resource_uri"]
         proc = None
@@ -332,6 +403,7 @@ def test_run_probe_goes_through_the_daemon(tmp_path):
         env = isolated_env(tmp_path, SCHEDCP_DAEMON_SOCKET=str(daemon.path))
         busy = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.001)"])
         try:
+
             async def fn(client: Client):
                 return await call(client, "run_probe", {"kind": "runqlat", "duration_s": 1, "pid": busy.pid})
 
@@ -352,12 +424,32 @@ def test_parallel_stdio_servers_share_one_repository_safely(tmp_path):
 
     async def worker(i: int, errors: list[str]) -> None:
         async with Client(stdio_params(env), mode="legacy") as client:
-            steps = [("add_scheduler", {"name": f"par_{i}", "source": source,
-                                        "description": f"Parallel-process write test policy {i}, a fifo copy."})]
-            steps += [("record_result", {"policy": f"par_{i}", "profile": PROFILE, "metrics": {"makespan_s": 9.0},
-                                         "baseline": {"makespan_s": 10.0}}) for _ in range(3)]
-            steps += [("search_schedulers", {"query": "parallel write test fifo copy"}),
-                      ("get_scheduler", {"name": f"par_{i}", "detail": "full"})]
+            steps = [
+                (
+                    "add_scheduler",
+                    {
+                        "name": f"par_{i}",
+                        "source": source,
+                        "description": f"Parallel-process write test policy {i}, a fifo copy.",
+                    },
+                )
+            ]
+            steps += [
+                (
+                    "record_result",
+                    {
+                        "policy": f"par_{i}",
+                        "profile": PROFILE,
+                        "metrics": {"makespan_s": 9.0},
+                        "baseline": {"makespan_s": 10.0},
+                    },
+                )
+                for _ in range(3)
+            ]
+            steps += [
+                ("search_schedulers", {"query": "parallel write test fifo copy"}),
+                ("get_scheduler", {"name": f"par_{i}", "detail": "full"}),
+            ]
             for tool, args in steps:
                 is_error, _data, text = await call(client, tool, args)
                 if is_error:
@@ -376,9 +468,12 @@ def test_parallel_stdio_servers_share_one_repository_safely(tmp_path):
     db = sqlite3.connect(env["SCHEDCP_REPO_DB"])
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        counts = dict(db.execute(
-            "SELECT p.name, COUNT(r.id) FROM policies p LEFT JOIN results r ON r.policy_id = p.id"
-            " WHERE p.name LIKE 'par_%' GROUP BY p.name").fetchall())
+        counts = dict(
+            db.execute(
+                "SELECT p.name, COUNT(r.id) FROM policies p LEFT JOIN results r ON r.policy_id = p.id"
+                " WHERE p.name LIKE 'par_%' GROUP BY p.name"
+            ).fetchall()
+        )
     finally:
         db.close()
     assert counts == {f"par_{i}": 3 for i in range(4)}
@@ -386,8 +481,13 @@ def test_parallel_stdio_servers_share_one_repository_safely(tmp_path):
 
 @pytest.mark.parametrize("client_name", ["claude-code", "claude-desktop", "cursor", "generic"])
 def test_printed_stdio_configs_launch_a_working_server(env, client_name):
-    out = subprocess.run([schedcp_exe(), "mcp", "--print-config", client_name], capture_output=True, text=True,
-                         env={**env, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}, timeout=60)
+    out = subprocess.run(
+        [schedcp_exe(), "mcp", "--print-config", client_name],
+        capture_output=True,
+        text=True,
+        env={**env, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     cfg = json.loads(out.stdout)
     entry = cfg["mcpServers"]["schedcp"] if "mcpServers" in cfg else cfg

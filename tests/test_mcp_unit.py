@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """MCP server building blocks: budgets, argument checks, HTTP auth, client configs, events, VM gate.
 
 The end-to-end behaviour (real stdio and HTTP servers driven by the SDK's client) is in
@@ -28,7 +29,10 @@ from schedcp.server.state import ServerOptions, ServerState
 from schedcp.server.vmgate import VmGate
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=300),
     lambda children: st.lists(children, max_size=30) | st.dictionaries(st.text(max_size=12), children, max_size=12),
     max_leaves=400,
@@ -36,8 +40,10 @@ json_values = st.recursive(
 
 
 @settings(max_examples=100, deadline=None)
-@given(data=st.dictionaries(st.text(min_size=1, max_size=12), json_values, max_size=12),
-       limit=st.integers(min_value=budget.MIN_MAX_BYTES, max_value=8192))
+@given(
+    data=st.dictionaries(st.text(min_size=1, max_size=12), json_values, max_size=12),
+    limit=st.integers(min_value=budget.MIN_MAX_BYTES, max_value=8192),
+)
 def test_fit_always_respects_the_budget(data, limit):
     out = budget.fit(data, limit)
     assert budget.size(out) <= limit
@@ -89,8 +95,13 @@ def test_argv_passes_metacharacters_inside_arguments_untouched():
 
 def test_config_dict_bounds_keys_values_and_types():
     assert checks.config_dict({"slice_us": 5000, "direct": True}) == {"slice_us": 5000, "direct": True}
-    for bad in ({"Bad-Key": 1}, {"x": {"nested": 1}}, {"x": "a;rm -rf /"}, {"x": "y" * 300},
-                {f"k{i}": i for i in range(41)}):
+    for bad in (
+        {"Bad-Key": 1},
+        {"x": {"nested": 1}},
+        {"x": "a;rm -rf /"},
+        {"x": "y" * 300},
+        {f"k{i}": i for i in range(41)},
+    ):
         with pytest.raises(UsageError):
             checks.config_dict(bad)
 
@@ -101,11 +112,18 @@ def test_source_text_cap_is_256_kib():
         checks.source_text("x" * (checks.MAX_SOURCE_BYTES + 1))
 
 
-@pytest.mark.parametrize(("text", "host", "port", "loopback"), [
-    ("8765", "127.0.0.1", 8765, True), (":9000", "127.0.0.1", 9000, True), ("127.0.0.1:1", "127.0.0.1", 1, True),
-    ("[::1]:8080", "::1", 8080, True), ("0.0.0.0:8765", "0.0.0.0", 8765, False),
-    ("localhost:80", "localhost", 80, True), ("10.1.2.3:443", "10.1.2.3", 443, False),
-])
+@pytest.mark.parametrize(
+    ("text", "host", "port", "loopback"),
+    [
+        ("8765", "127.0.0.1", 8765, True),
+        (":9000", "127.0.0.1", 9000, True),
+        ("127.0.0.1:1", "127.0.0.1", 1, True),
+        ("[::1]:8080", "::1", 8080, True),
+        ("0.0.0.0:8765", "0.0.0.0", 8765, False),
+        ("localhost:80", "localhost", 80, True),
+        ("10.1.2.3:443", "10.1.2.3", 443, False),
+    ],
+)
 def test_parse_endpoint(text, host, port, loopback):
     ep = http_mod.parse_endpoint(text)
     assert (ep.host, ep.port, ep.loopback) == (host, port, loopback)
@@ -131,10 +149,13 @@ def test_bearer_auth_accepts_only_the_exact_token():
     auth = http_mod.BearerAuth(app=None, token="s3cret-token-0123456789")  # type: ignore[arg-type]
     assert auth.allowed([(b"authorization", b"Bearer s3cret-token-0123456789")])
     assert auth.allowed([(b"Authorization", b"bearer s3cret-token-0123456789")])
-    for headers in ([], [(b"authorization", b"Bearer s3cret-token-012345678")],
-                    [(b"authorization", b"Basic s3cret-token-0123456789")],
-                    [(b"authorization", b"s3cret-token-0123456789")],
-                    [(b"authorization", b"Bearer s3cret-token-0123456789"), (b"authorization", b"Bearer x")]):
+    for headers in (
+        [],
+        [(b"authorization", b"Bearer s3cret-token-012345678")],
+        [(b"authorization", b"Basic s3cret-token-0123456789")],
+        [(b"authorization", b"s3cret-token-0123456789")],
+        [(b"authorization", b"Bearer s3cret-token-0123456789"), (b"authorization", b"Bearer x")],
+    ):
         assert not auth.allowed(headers)
 
 
@@ -144,8 +165,11 @@ def test_print_config_points_at_this_install(client):
     entry = cfg["mcpServers"]["schedcp"] if "mcpServers" in cfg else cfg
     assert entry["command"].endswith("schedcp") or entry["args"][:2] == ["-m", "schedcp.cli.main"]
     assert entry["args"][-1] == "mcp"
-    http_cfg = None if client == "claude-desktop" else clientconfig.config_for(
-        client, http_mod.parse_endpoint("127.0.0.1:8765"))
+    http_cfg = (
+        None
+        if client == "claude-desktop"
+        else clientconfig.config_for(client, http_mod.parse_endpoint("127.0.0.1:8765"))
+    )
     if http_cfg is not None:
         text = json.dumps(http_cfg)
         assert "http://127.0.0.1:8765/mcp" in text and "SCHEDCP_MCP_TOKEN" in text
@@ -158,8 +182,10 @@ def test_claude_desktop_http_config_is_refused_with_a_reason():
 
 def test_event_hub_is_bounded_and_thread_safe():
     hub = EventHub(max_events=20)
-    threads = [threading.Thread(target=lambda n=n: [hub.publish("t", "k", {"n": n, "i": i}) for i in range(50)])
-               for n in range(4)]
+    threads = [
+        threading.Thread(target=lambda n=n: [hub.publish("t", "k", {"n": n, "i": i}) for i in range(50)])
+        for n in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -238,8 +264,11 @@ def test_breaker_hook_notifies_subscribed_clients_in_process(tmp_path, monkeypat
                 warnings.simplefilter("ignore")
                 await client.subscribe_resource(uri)
             # The deploy path runs in another thread; the hook must be safe to call from there.
-            await anyio.to_thread.run_sync(lambda: state.events.breaker_tripped(
-                deployment_id="dep-1", policy="fifo", reason="p99 latency +40% for 3 windows"))
+            await anyio.to_thread.run_sync(
+                lambda: state.events.breaker_tripped(
+                    deployment_id="dep-1", policy="fifo", reason="p99 latency +40% for 3 windows"
+                )
+            )
             with anyio.fail_after(10):
                 await got.wait()
             body = json.loads((await client.read_resource(uri)).contents[0].text)

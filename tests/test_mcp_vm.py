@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """MCP tools that boot the real sched_ext test kernel: the agent's whole loop, using MCP calls only.
 
 Three VM boots in all: the daemon's verification, the measured comparison against EEVDF, and a
@@ -29,8 +30,11 @@ def test_agent_loop_summary_search_verify_then_measure_against_eevdf(tmp_path, u
         async def agent(client: Client) -> dict:
             steps: dict = {}
             # 1. Observe: what does this batch do to the CPUs? (host, sandboxed)
-            is_error, summary, text = await call(client, "workload_summary", {
-                "command": [sys.executable, "-m", "schedcp.bench.guest.longtail", *longtail], "duration_s": 20})
+            is_error, summary, text = await call(
+                client,
+                "workload_summary",
+                {"command": [sys.executable, "-m", "schedcp.bench.guest.longtail", *longtail], "duration_s": 20},
+            )
             assert not is_error, text
             steps["summary"] = summary
             # 2. Plan: reuse a policy from the repository that suits the class and goal.
@@ -55,17 +59,30 @@ def test_agent_loop_summary_search_verify_then_measure_against_eevdf(tmp_path, u
             if verdict["verdict"] != "pass":
                 return steps
             # 4. Measure in the micro-VM against EEVDF, same boot.
-            is_error, run, text = await call(client, "run_in_vm", {
-                "workload": "longtail", "workload_args": longtail, "scheduler": choice, "compare_baseline": True})
+            is_error, run, text = await call(
+                client,
+                "run_in_vm",
+                {"workload": "longtail", "workload_args": longtail, "scheduler": choice, "compare_baseline": True},
+            )
             assert not is_error, text
             steps["run"] = run
             # 5. Learn: record the measured outcome.
             metrics = {k: v for k, v in run["scheduler"]["metrics"].items() if isinstance(v, float)}
             baseline = {k: v for k, v in run["baseline"]["metrics"].items() if k in metrics}
-            is_error, recorded, text = await call(client, "record_result", {
-                "policy": choice, "metrics": metrics, "baseline": baseline,
-                "profile": {"summary": summary["summary"], "goal": summary["goal"],
-                            "characteristics": {"classification": summary["class"]}}})
+            is_error, recorded, text = await call(
+                client,
+                "record_result",
+                {
+                    "policy": choice,
+                    "metrics": metrics,
+                    "baseline": baseline,
+                    "profile": {
+                        "summary": summary["summary"],
+                        "goal": summary["goal"],
+                        "characteristics": {"classification": summary["class"]},
+                    },
+                },
+            )
             assert not is_error, text
             steps["recorded"] = recorded
             return steps
@@ -105,9 +122,17 @@ def test_submitted_source_runs_an_argv_and_reports_counters(tmp_path, unstable_k
             async def on_progress(_done: float, _total: float | None, message: str | None) -> None:
                 progress.append(message or "")
 
-            result = await client.call_tool("run_in_vm", {
-                "argv": argv, "source": source, "compare_baseline": False, "detail": "full", "max_bytes": 8192,
-            }, progress_callback=on_progress)
+            result = await client.call_tool(
+                "run_in_vm",
+                {
+                    "argv": argv,
+                    "source": source,
+                    "compare_baseline": False,
+                    "detail": "full",
+                    "max_bytes": 8192,
+                },
+                progress_callback=on_progress,
+            )
             text = result.content[0].text
             ok = (bool(result.is_error), None if result.is_error else json.loads(text), text)
             full = json.loads((await client.read_resource(ok[1]["run_uri"])).contents[0].text) if not ok[0] else None

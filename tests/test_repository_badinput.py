@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Careless or hostile input: validated up front, stored verbatim when legal, never corrupting."""
 
 from __future__ import annotations
@@ -54,27 +55,51 @@ def test_source_size_cap_is_exact(service: RepositoryService) -> None:
         service.add_policy(generated("gen_nul", source="int x;\x00"))
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"description": "too short"}, "description"),
-    ({"description": "x" * 4001}, "description"),
-    ({"tags": ["ok", "bad;tag"]}, "tag"),
-    ({"tags": [f"t{i}" for i in range(31)]}, "tags"),
-    ({"workloads": ["x"]}, "workload"),
-    ({"min_kernel": "6"}, "min_kernel"),
-    ({"min_kernel": "6.12; DROP"}, "min_kernel"),
-    ({"kind": "wasm"}, "kind"),
-    ({"status": "production"}, "candidate"),
-    ({"source": "   "}, "source"),
-    ({"unknown_field": 1}, "unknown_field"),
-    ({"tunables": [{"name": "slice_us", "type": "u64", "description": "slice", "variable": "slice_us",
-                    "flag": "--slice-us"}]}, "exactly one"),
-    ({"tunables": [{"name": "slice_us", "type": "u64", "description": "slice", "flag": "--slice-us"}]}, "flags"),
-    ({"tunables": [{"name": "s", "type": "u64", "description": "slice", "variable": "s", "min": 9, "max": 1}]},
-     "above max"),
-    ({"tunables": [{"name": "s", "type": "enum", "description": "mode", "variable": "s"}]}, "choices"),
-    ({"tunables": [{"name": "s", "type": "u64", "description": "first", "variable": "s"},
-                   {"name": "s", "type": "u64", "description": "second", "variable": "s"}]}, "unique"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"description": "too short"}, "description"),
+        ({"description": "x" * 4001}, "description"),
+        ({"tags": ["ok", "bad;tag"]}, "tag"),
+        ({"tags": [f"t{i}" for i in range(31)]}, "tags"),
+        ({"workloads": ["x"]}, "workload"),
+        ({"min_kernel": "6"}, "min_kernel"),
+        ({"min_kernel": "6.12; DROP"}, "min_kernel"),
+        ({"kind": "wasm"}, "kind"),
+        ({"status": "production"}, "candidate"),
+        ({"source": "   "}, "source"),
+        ({"unknown_field": 1}, "unknown_field"),
+        (
+            {
+                "tunables": [
+                    {
+                        "name": "slice_us",
+                        "type": "u64",
+                        "description": "slice",
+                        "variable": "slice_us",
+                        "flag": "--slice-us",
+                    }
+                ]
+            },
+            "exactly one",
+        ),
+        ({"tunables": [{"name": "slice_us", "type": "u64", "description": "slice", "flag": "--slice-us"}]}, "flags"),
+        (
+            {"tunables": [{"name": "s", "type": "u64", "description": "slice", "variable": "s", "min": 9, "max": 1}]},
+            "above max",
+        ),
+        ({"tunables": [{"name": "s", "type": "enum", "description": "mode", "variable": "s"}]}, "choices"),
+        (
+            {
+                "tunables": [
+                    {"name": "s", "type": "u64", "description": "first", "variable": "s"},
+                    {"name": "s", "type": "u64", "description": "second", "variable": "s"},
+                ]
+            },
+            "unique",
+        ),
+    ],
+)
 def test_malformed_metadata(service: RepositoryService, change: dict, message: str) -> None:
     before = service.store.count("policies")
     with pytest.raises(UsageError, match=message):
@@ -83,13 +108,22 @@ def test_malformed_metadata(service: RepositoryService, change: dict, message: s
 
 
 def test_external_policy_rules(service: RepositoryService) -> None:
-    external = {"name": "scx_custom", "kind": "external", "description": "An upstream binary we only describe.",
-                "tunables": [{"name": "slice_us", "type": "u64", "description": "slice", "flag": "--slice-us"}]}
+    external = {
+        "name": "scx_custom",
+        "kind": "external",
+        "description": "An upstream binary we only describe.",
+        "tunables": [{"name": "slice_us", "type": "u64", "description": "slice", "flag": "--slice-us"}],
+    }
     with pytest.raises(UsageError, match="binary"):
         service.add_policy(external)
     with pytest.raises(UsageError, match="flags, not variables"):
-        service.add_policy({**external, "binary": "scx_custom",
-                            "tunables": [{"name": "s", "type": "u64", "description": "slice", "variable": "s"}]})
+        service.add_policy(
+            {
+                **external,
+                "binary": "scx_custom",
+                "tunables": [{"name": "s", "type": "u64", "description": "slice", "variable": "s"}],
+            }
+        )
     with pytest.raises(UsageError, match="binary"):
         service.add_policy({**external, "binary": "rm -rf /"})
     shown = service.add_policy({**external, "binary": "scx_custom"})
@@ -99,13 +133,20 @@ def test_external_policy_rules(service: RepositoryService) -> None:
 
 
 def test_sql_looking_text_is_stored_verbatim(service: RepositoryService) -> None:
-    description = f"Looks like SQL: {SQLISH} and FTS: name:* NEAR(\"a\" b) OR ^x."
+    description = f'Looks like SQL: {SQLISH} and FTS: name:* NEAR("a" b) OR ^x.'
     service.add_policy(generated("gen_sqlish", description=description, workloads=[SQLISH], tags=["drop table"]))
     shown = service.show("gen_sqlish")
     assert shown["description"] == description and shown["workloads"] == [SQLISH]
-    service.record_result({"policy": "gen_sqlish", "config": {"mode": SQLISH},
-                           "profile": profile(SQLISH, "makespan", note=SQLISH),
-                           "metrics": {"makespan_s": 1.0}, "baseline": {"makespan_s": 2.0}, "notes": SQLISH})
+    service.record_result(
+        {
+            "policy": "gen_sqlish",
+            "config": {"mode": SQLISH},
+            "profile": profile(SQLISH, "makespan", note=SQLISH),
+            "metrics": {"makespan_s": 1.0},
+            "baseline": {"makespan_s": 2.0},
+            "notes": SQLISH,
+        }
+    )
     service.annotate_antipattern(SQLISH, policy="gen_sqlish")
     assert service.history("gen_sqlish")["results"][0]["config"] == {"mode": SQLISH}
     assert service.search("DROP TABLE policies", k=1)["results"][0]["name"] == "gen_sqlish"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp repo ...` through typer's runner and through the real installed entry point."""
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ def test_add_rejects_bad_files(db: Path, tmp_path: Path) -> None:
     code, out = run(db, "add", str(binary), "--meta", str(bad_meta))
     assert code == 2 and "UTF-8" in out
     status_meta = tmp_path / "status.json"
-    status_meta.write_text(json.dumps({"name": "sneaky", "status": "production",
-                                       "description": "tries to start life in production"}))
+    status_meta.write_text(
+        json.dumps({"name": "sneaky", "status": "production", "description": "tries to start life in production"})
+    )
     code, out = run(db, "add", str(lonely), "--meta", str(status_meta))
     assert code == 2 and "starts as candidate" in out
 
@@ -130,8 +132,13 @@ def test_real_entry_point_seeds_an_empty_repository(tmp_path: Path) -> None:
     exe = REPO / ".venv" / "bin" / "schedcp"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "schedcp.cli.main"]
     env = {**os.environ, "SCHEDCP_REPO_DB": str(tmp_path / "first.db")}
-    proc = subprocess.run([*cmd, "repo", "search", "tickless HPC", "-k", "2", "--json"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [*cmd, "repo", "search", "tickless HPC", "-k", "2", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert "scx_tickless" in [r["name"] for r in data["results"]]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Several real processes writing to one repository at once: nothing lost, nothing corrupted."""
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ def _writer(path: str, worker: int, start: mp.synchronize.Event, errors: mp.Queu
         for i in range(POLICIES_EACH):
             svc.add_policy(generated(f"w{worker}_p{i}"), parent="scx_simple" if i == 0 else f"w{worker}_p{i - 1}")
         for i in range(RESULTS_EACH):
-            svc.record_result({
-                "policy": f"w{worker}_p{i % POLICIES_EACH}", "config": {"slice_us": 1000 + i},
-                "profile": profile(f"worker {worker} build run {i}", "makespan"),
-                "metrics": {"makespan_s": 10.0 - i * 0.1}, "baseline": {"makespan_s": 10.0},
-            })
+            svc.record_result(
+                {
+                    "policy": f"w{worker}_p{i % POLICIES_EACH}",
+                    "config": {"slice_us": 1000 + i},
+                    "profile": profile(f"worker {worker} build run {i}", "makespan"),
+                    "metrics": {"makespan_s": 10.0 - i * 0.1},
+                    "baseline": {"makespan_s": 10.0},
+                }
+            )
         svc.promote(f"w{worker}_p0", reason=f"worker {worker} verified it")
         svc.annotate_antipattern(f"worker {worker} saw a stall", policy=f"w{worker}_p1")
         svc.close()
@@ -55,8 +60,10 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        count = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                 for t in ("policies", "results", "antipatterns", "status_log")}
+        count = {
+            t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("policies", "results", "antipatterns", "status_log")
+        }
         assert count["policies"] == before["policies"] + WORKERS * POLICIES_EACH
         assert count["results"] == before["results"] + WORKERS * RESULTS_EACH
         assert count["antipatterns"] == before["antipatterns"] + WORKERS
@@ -68,7 +75,8 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
             chain = conn.execute(
                 "WITH RECURSIVE up(id, n) AS (SELECT id, 0 FROM policies WHERE name = ?"
                 " UNION ALL SELECT p.parent_id, n + 1 FROM policies p JOIN up ON p.id = up.id"
-                " WHERE p.parent_id IS NOT NULL) SELECT MAX(n) FROM up", (f"w{w}_p{POLICIES_EACH - 1}",)
+                " WHERE p.parent_id IS NOT NULL) SELECT MAX(n) FROM up",
+                (f"w{w}_p{POLICIES_EACH - 1}",),
             ).fetchone()[0]
             assert chain == POLICIES_EACH  # p5 -> ... -> p0 -> scx_simple
     finally:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The numpy MiniLM forward pass against a PyTorch/transformers reference (tests/data)."""
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ def test_long_input_is_truncated_not_rejected() -> None:
 
 
 def test_related_sentences_are_closer_than_unrelated() -> None:
-    v = get_embedder().encode([
-        "keep the desktop responsive while compiling",
-        "interactive tasks should stay snappy during a big build",
-        "the quick brown fox jumps over the lazy dog",
-    ])
+    v = get_embedder().encode(
+        [
+            "keep the desktop responsive while compiling",
+            "interactive tasks should stay snappy during a big build",
+            "the quick brown fox jumps over the lazy dog",
+        ]
+    )
     assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.2
 
 

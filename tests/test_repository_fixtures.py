@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared fixtures for the repository tests (imported by the other test_repository_* modules).
 
 Seeding embeds every catalog entry once; the seeded database is built once per test process and
@@ -52,10 +53,19 @@ char _license[] SEC("license") = "GPL";
 """
 
 
-def generated(name: str, description: str = "Generated FIFO variant tuned for short build jobs on small hosts.",
-              **extra: object) -> dict[str, object]:
-    return {"name": name, "kind": "generated", "title": "test policy", "description": description,
-            "workloads": ["software builds"], "tags": ["fifo"], "source": GENERATED_SOURCE, **extra}
+def generated(
+    name: str, description: str = "Generated FIFO variant tuned for short build jobs on small hosts.", **extra: object
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "kind": "generated",
+        "title": "test policy",
+        "description": description,
+        "workloads": ["software builds"],
+        "tags": ["fifo"],
+        "source": GENERATED_SOURCE,
+        **extra,
+    }
 
 
 def test_template_is_seeded_and_copies_are_independent(tmp_path: Path) -> None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Learning endpoints: results and ratios, best configuration, promotion rules, antipatterns, lineage."""
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ def service(tmp_path: Path) -> Iterator[RepositoryService]:
     yield from open_service(tmp_path)
 
 
-BUILD = profile("Parallel kernel compilation with make -j on 2 CPUs, many short compiler processes",
-                "makespan", cpu_bound=True, tasks="short-lived", parallelism=2)
+BUILD = profile(
+    "Parallel kernel compilation with make -j on 2 CPUs, many short compiler processes",
+    "makespan",
+    cpu_bound=True,
+    tasks="short-lived",
+    parallelism=2,
+)
 SIMILAR_BUILD = profile("Building a C project with make -j2: lots of brief gcc processes", "makespan")
 SERVER = profile("memcached key-value server answering small GET requests from many clients", "p99_latency")
 
@@ -32,8 +38,9 @@ def test_directions_and_ratios() -> None:
     assert direction("error_rate") == "lower"
     assert direction("widgets") is None
     assert direction("widgets", {"widgets": "higher"}) == "higher"
-    ratios = improvement_ratios({"makespan_s": 8.0, "throughput": 150.0, "widgets": 3},
-                                {"makespan_s": 10.0, "throughput": 100.0, "widgets": 2})
+    ratios = improvement_ratios(
+        {"makespan_s": 8.0, "throughput": 150.0, "widgets": 3}, {"makespan_s": 10.0, "throughput": 100.0, "widgets": 2}
+    )
     assert ratios == {"makespan_s": 1.25, "throughput": 1.5}
     assert primary_metric("p99_latency", ["latency_p99_us", "throughput"]) == "latency_p99_us"
     assert primary_metric("makespan", ["makespan_s"]) == "makespan_s"
@@ -44,11 +51,16 @@ def test_directions_and_ratios() -> None:
 
 
 def test_record_result_derives_improvement(service: RepositoryService) -> None:
-    out = service.record_result({
-        "policy": "scx_rusty", "config": {"slice_us_underutil": 10000}, "profile": BUILD,
-        "metrics": {"makespan_s": 40.0, "cpu_util": 0.97}, "baseline": {"makespan_s": 50.0, "cpu_util": 0.9},
-        "kernel_release": "7.2.13",
-    })
+    out = service.record_result(
+        {
+            "policy": "scx_rusty",
+            "config": {"slice_us_underutil": 10000},
+            "profile": BUILD,
+            "metrics": {"makespan_s": 40.0, "cpu_util": 0.97},
+            "baseline": {"makespan_s": 50.0, "cpu_util": 0.9},
+            "kernel_release": "7.2.13",
+        }
+    )
     assert out["primary_metric"] == "makespan_s"
     assert out["primary_ratio"] == pytest.approx(1.25)
     assert out["beat_baseline"] is True
@@ -77,23 +89,25 @@ def test_record_result_rejects_bad_input(service: RepositoryService) -> None:
 
 def test_best_config_prefers_similar_workloads_and_real_gains(service: RepositoryService) -> None:
     def record(policy: str, cfg: dict, prof: dict, value: float, base: float, metric: str = "makespan_s") -> None:
-        service.record_result({"policy": policy, "config": cfg, "profile": prof,
-                               "metrics": {metric: value}, "baseline": {metric: base}})
+        service.record_result(
+            {"policy": policy, "config": cfg, "profile": prof, "metrics": {metric: value}, "baseline": {metric: base}}
+        )
 
-    record("scx_rusty", {"slice_us_underutil": 10000}, BUILD, 40.0, 50.0)     # 1.25x on builds
+    record("scx_rusty", {"slice_us_underutil": 10000}, BUILD, 40.0, 50.0)  # 1.25x on builds
     record("scx_rusty", {"slice_us_underutil": 10000}, SIMILAR_BUILD, 42.0, 50.0)
-    record("scx_simple", {}, BUILD, 48.0, 50.0)                               # small gain
-    record("scx_lavd", {}, BUILD, 60.0, 50.0)                                 # a regression
+    record("scx_simple", {}, BUILD, 48.0, 50.0)  # small gain
+    record("scx_lavd", {}, BUILD, 60.0, 50.0)  # a regression
     record("scx_flash", {"slice_us": 500}, SERVER, 100.0, 300.0, "p99_latency_us")  # other goal
 
-    best = service.best_config(profile("compile a large C++ code base with make -j, finish as soon as possible",
-                                       "makespan"))
+    best = service.best_config(
+        profile("compile a large C++ code base with make -j, finish as soon as possible", "makespan")
+    )
     assert best["best"]["policy"] == "scx_rusty"
     assert best["best"]["config"] == {"slice_us_underutil": 10000}
     assert best["best"]["results"] == 2 and best["best"]["wins"] == 2
     names = [c["policy"] for c in best["candidates"]]
-    assert "scx_lavd" not in names            # made things worse on average
-    assert "scx_flash" not in names           # different goal
+    assert "scx_lavd" not in names  # made things worse on average
+    assert "scx_flash" not in names  # different goal
     latency = service.best_config(profile("key-value cache server, many small requests", "p99_latency"))
     assert latency["best"]["policy"] == "scx_flash"
     unrelated = service.best_config(profile("render a 3D scene on the GPU", "makespan"), min_similarity=0.9)
@@ -101,8 +115,9 @@ def test_best_config_prefers_similar_workloads_and_real_gains(service: Repositor
 
 
 def test_deprecated_policies_are_not_recommended(service: RepositoryService) -> None:
-    service.record_result({"policy": "scx_rusty", "profile": BUILD, "metrics": {"makespan_s": 30.0},
-                           "baseline": {"makespan_s": 50.0}})
+    service.record_result(
+        {"policy": "scx_rusty", "profile": BUILD, "metrics": {"makespan_s": 30.0}, "baseline": {"makespan_s": 50.0}}
+    )
     service.set_status("scx_rusty", "deprecated", reason="replaced by a better policy")
     assert service.best_config(BUILD)["best"] is None
 
@@ -111,16 +126,21 @@ def test_promotion_rules_and_log(service: RepositoryService) -> None:
     service.add_policy(generated("gen_fifo"))
     assert service.show("gen_fifo")["status"] == "candidate"
     assert service.promote("gen_fifo", reason="built and passed the VM smoke test") == {
-        "name": "gen_fifo", "from": "candidate", "to": "verified"}
+        "name": "gen_fifo",
+        "from": "candidate",
+        "to": "verified",
+    }
     with pytest.raises(UsageError, match="no recorded result that beat") as info:
         service.promote("gen_fifo", reason="looks good")
     assert info.value.code == "no_evidence"
-    service.record_result({"policy": "gen_fifo", "profile": BUILD, "metrics": {"makespan_s": 50.0},
-                           "baseline": {"makespan_s": 50.0}})     # a tie is not a win
+    service.record_result(
+        {"policy": "gen_fifo", "profile": BUILD, "metrics": {"makespan_s": 50.0}, "baseline": {"makespan_s": 50.0}}
+    )  # a tie is not a win
     with pytest.raises(UsageError, match="no recorded result"):
         service.promote("gen_fifo", reason="looks good")
-    service.record_result({"policy": "gen_fifo", "profile": BUILD, "metrics": {"makespan_s": 45.0},
-                           "baseline": {"makespan_s": 50.0}})
+    service.record_result(
+        {"policy": "gen_fifo", "profile": BUILD, "metrics": {"makespan_s": 45.0}, "baseline": {"makespan_s": 50.0}}
+    )
     assert service.promote("gen_fifo", reason="10% faster builds", actor="agent-7")["to"] == "production"
     with pytest.raises(UsageError, match="top status"):
         service.promote("gen_fifo", reason="again")
@@ -135,14 +155,21 @@ def test_promotion_rules_and_log(service: RepositoryService) -> None:
     assert service.promote("gen_fifo", reason="retry after fix")["to"] == "candidate"
     log = service.history("gen_fifo")["status_log"]
     assert [e["to_status"] for e in reversed(log)] == [
-        "candidate", "verified", "production", "verified", "deprecated", "candidate"]
+        "candidate",
+        "verified",
+        "production",
+        "verified",
+        "deprecated",
+        "candidate",
+    ]
     assert log[3]["actor"] == "agent-7" and log[3]["reason"] == "10% faster builds"
 
 
 def test_antipatterns_attach_to_policies_and_profiles(service: RepositoryService) -> None:
     service.annotate_antipattern("Long slices starve the UI thread; frame times doubled.", policy="scx_central")
-    service.annotate_antipattern("FIFO without aging starved the long compile jobs for minutes.",
-                                 profile=BUILD, actor="agent")
+    service.annotate_antipattern(
+        "FIFO without aging starved the long compile jobs for minutes.", profile=BUILD, actor="agent"
+    )
     with pytest.raises(UsageError, match="needs a policy"):
         service.annotate_antipattern("a note with no anchor")
     with pytest.raises(UsageError, match="no policy named"):
@@ -154,8 +181,9 @@ def test_antipatterns_attach_to_policies_and_profiles(service: RepositoryService
     assert [a["note"][:4] for a in similar] == ["FIFO"]
     assert service.antipatterns(profile=SERVER) == []
     # best_config surfaces notes about similar workloads alongside its answer.
-    service.record_result({"policy": "scx_rusty", "profile": BUILD, "metrics": {"makespan_s": 30.0},
-                           "baseline": {"makespan_s": 50.0}})
+    service.record_result(
+        {"policy": "scx_rusty", "profile": BUILD, "metrics": {"makespan_s": 30.0}, "baseline": {"makespan_s": 50.0}}
+    )
     assert any(a["note"].startswith("FIFO") for a in service.best_config(SIMILAR_BUILD)["antipatterns"])
 
 
@@ -168,7 +196,10 @@ def test_lineage_of_patched_and_generated_policies(service: RepositoryService) -
     assert [a["name"] for a in lineage["ancestors"]][:2] == ["gen_b", "gen_a"]
     down = service.lineage("gen_a")["descendants"]
     assert {(d["name"], d["parent_name"], d["depth"]) for d in down} == {
-        ("gen_b", "gen_a", 1), ("gen_b2", "gen_a", 1), ("gen_c", "gen_b", 2)}
+        ("gen_b", "gen_a", 1),
+        ("gen_b2", "gen_a", 1),
+        ("gen_c", "gen_b", 2),
+    }
     assert service.show("gen_a")["children"] == ["gen_b", "gen_b2"]
     assert service.show("gen_c")["parent"] == "gen_b"
     with pytest.raises(UsageError, match="own parent"):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hybrid search: quality smoke checks, filters, explanations, budgets and hostile query text."""
 
 from __future__ import annotations
@@ -19,20 +20,21 @@ def service(tmp_path: Path) -> Iterator[RepositoryService]:
     yield from open_service(tmp_path)
 
 
-
 def top(service: RepositoryService, query: str, k: int = 3, **filters: object) -> list[str]:
     return [r["name"] for r in service.search(query, k=k, **filters)["results"]]
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("my game stutters while shaders compile in the background", {"scx_lavd", "scx_bpfland"}),
-    ("containers on one host should share CPU according to their cgroup weights", {"scx_flatcg"}),
-    ("HPC job wants no timer interrupts on its cores (nohz_full)", {"scx_tickless", "scx_central"}),
-    ("large parallel build across NUMA nodes, balance load between chiplets", {"scx_rusty"}),
-    ("isolate a latency-critical service from batch jobs using rules on cgroups", {"scx_layered"}),
-])
-def test_search_finds_the_obvious_upstream_policy(service: RepositoryService, query: str,
-                                                  expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("my game stutters while shaders compile in the background", {"scx_lavd", "scx_bpfland"}),
+        ("containers on one host should share CPU according to their cgroup weights", {"scx_flatcg"}),
+        ("HPC job wants no timer interrupts on its cores (nohz_full)", {"scx_tickless", "scx_central"}),
+        ("large parallel build across NUMA nodes, balance load between chiplets", {"scx_rusty"}),
+        ("isolate a latency-critical service from batch jobs using rules on cgroups", {"scx_layered"}),
+    ],
+)
+def test_search_finds_the_obvious_upstream_policy(service: RepositoryService, query: str, expected: set[str]) -> None:
     assert expected & set(top(service, query))
 
 
@@ -73,26 +75,36 @@ def test_filters(service: RepositoryService) -> None:
     assert "gen_old_kernel" in top(service, "fifo build jobs", k=50, status="any")
 
 
-@pytest.mark.parametrize("bad", [
-    {"status": "shipped"}, {"kind": "wasm"}, {"kernel": "6"}, {"kernel": "6.12; DROP TABLE policies"},
-    {"k": 0}, {"k": 51},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"status": "shipped"},
+        {"kind": "wasm"},
+        {"kernel": "6"},
+        {"kernel": "6.12; DROP TABLE policies"},
+        {"k": 0},
+        {"k": 51},
+    ],
+)
 def test_bad_filters_are_usage_errors(service: RepositoryService, bad: dict) -> None:
     with pytest.raises(UsageError):
         service.search("anything", **bad)
 
 
-@pytest.mark.parametrize("query", [
-    "'; DROP TABLE policies; --",
-    'latency" OR name:* NEAR(a b) ^x',
-    "AND OR NOT",
-    "scx_rusty*",
-    "\"unterminated",
-    "policies_fts MATCH 'x'",
-    "(((((",
-    "😀 ünïcödé テスト",
-    "-- /* */ ; \x00",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "'; DROP TABLE policies; --",
+        'latency" OR name:* NEAR(a b) ^x',
+        "AND OR NOT",
+        "scx_rusty*",
+        '"unterminated',
+        "policies_fts MATCH 'x'",
+        "(((((",
+        "😀 ünïcödé テスト",
+        "-- /* */ ; \x00",
+    ],
+)
 def test_hostile_query_text_is_harmless(service: RepositoryService, query: str) -> None:
     before = service.store.count("policies")
     out = service.search(query, k=3)
@@ -136,9 +148,13 @@ def test_new_policies_are_visible_to_other_connections(service: RepositoryServic
 
 
 def test_primitive_search(service: RepositoryService) -> None:
-    assert service.search_primitives("measure task runtime in task local storage")["results"][0]["name"] == \
-        "task_runtime_storage"
-    assert service.search_primitives("bound the credit a sleeping task gets back")["results"][0]["name"] == \
-        "vtime_sleeper_credit"
+    assert (
+        service.search_primitives("measure task runtime in task local storage")["results"][0]["name"]
+        == "task_runtime_storage"
+    )
+    assert (
+        service.search_primitives("bound the credit a sleeping task gets back")["results"][0]["name"]
+        == "vtime_sleeper_credit"
+    )
     names = [r["name"] for r in service.search_primitives("find an idle cpu when a task wakes up", k=2)["results"]]
     assert "idle_cpu_select" in names

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Seeding: idempotent, picks up new library schedulers, honest upstream catalog, primitives."""
 
 from __future__ import annotations
@@ -21,8 +22,19 @@ def service(tmp_path: Path) -> Iterator[RepositoryService]:
     yield from open_service(tmp_path)
 
 
-UPSTREAM = ["scx_rusty", "scx_lavd", "scx_bpfland", "scx_flash", "scx_layered", "scx_p2dq", "scx_simple",
-            "scx_central", "scx_nest", "scx_flatcg", "scx_tickless"]
+UPSTREAM = [
+    "scx_rusty",
+    "scx_lavd",
+    "scx_bpfland",
+    "scx_flash",
+    "scx_layered",
+    "scx_p2dq",
+    "scx_simple",
+    "scx_central",
+    "scx_nest",
+    "scx_flatcg",
+    "scx_tickless",
+]
 
 
 def test_upstream_catalog_is_complete_and_maps_every_tunable_to_a_flag() -> None:
@@ -45,16 +57,23 @@ def test_primitives_parse_from_their_headers() -> None:
     assert problems == []
     names = {p.name for p in prims}
     assert len(prims) >= 8
-    assert {"idle_cpu_select", "vtime_sleeper_credit", "aging", "per_cpu_queues",
-            "task_runtime_storage", "central_dispatch"} <= names
+    assert {
+        "idle_cpu_select",
+        "vtime_sleeper_credit",
+        "aging",
+        "per_cpu_queues",
+        "task_runtime_storage",
+        "central_dispatch",
+    } <= names
     for p in prims:
         assert len(p.description) >= 80 and p.tags
         assert p.snippet.startswith("/*") and f"primitive: {p.name}" in p.snippet
 
 
 def test_bad_primitive_header_is_reported_not_fatal(tmp_path: Path) -> None:
-    (tmp_path / "good_one.c").write_text("/*\n * primitive: good_one\n * tags: a\n *\n * Long enough"
-                                         " description of a good primitive.\n */\nint x;\n")
+    (tmp_path / "good_one.c").write_text(
+        "/*\n * primitive: good_one\n * tags: a\n *\n * Long enough description of a good primitive.\n */\nint x;\n"
+    )
     (tmp_path / "no_header.c").write_text("int y;\n")
     (tmp_path / "wrong_name.c").write_text("/*\n * primitive: other\n *\n * Some description that is long.\n */\n")
     prims, problems = catalog_sources.primitives(tmp_path)
@@ -88,16 +107,22 @@ def _library(tmp_path: Path, names: list[str]) -> Path:
 
 
 def test_seed_adds_new_library_schedulers_and_refreshes_changed_ones(
-        service: RepositoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service: RepositoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lib = _library(tmp_path, ["zz_first"])
     monkeypatch.setattr(metadata, "library_dir", lambda: lib)
     assert service.seed()["added"] == ["zz_first"]
     shown = service.show("zz_first")
     assert shown["kind"] == "bpf" and shown["status"] == "verified"
     assert shown["tunables"][0]["variable"] == "slice_us" and shown["tunables"][0]["max"] == 100000
-    service.record_result({"policy": "zz_first", "profile": {"summary": "test run", "characteristics": {},
-                                                              "goal": "makespan"},
-                           "metrics": {"makespan_s": 1.0}, "baseline": {"makespan_s": 2.0}})
+    service.record_result(
+        {
+            "policy": "zz_first",
+            "profile": {"summary": "test run", "characteristics": {}, "goal": "makespan"},
+            "metrics": {"makespan_s": 1.0},
+            "baseline": {"makespan_s": 2.0},
+        }
+    )
     service.set_status("zz_first", "production", reason="won its benchmark")
 
     _library(tmp_path, ["zz_second"])
@@ -113,7 +138,8 @@ def test_seed_adds_new_library_schedulers_and_refreshes_changed_ones(
 
 
 def test_seed_never_overwrites_a_user_policy_with_the_same_name(
-        service: RepositoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service: RepositoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     service.add_policy(generated("zz_taken"))
     lib = _library(tmp_path, ["zz_taken"])
     monkeypatch.setattr(metadata, "library_dir", lambda: lib)
@@ -122,8 +148,9 @@ def test_seed_never_overwrites_a_user_policy_with_the_same_name(
     assert service.show("zz_taken")["kind"] == "generated"
 
 
-def test_usable_only_when_the_binary_is_on_path(service: RepositoryService, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usable_only_when_the_binary_is_on_path(
+    service: RepositoryService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     assert service.show("scx_rusty")["usable"] is False
     fake = tmp_path / "scx_rusty"
@@ -139,5 +166,14 @@ def test_catalog_file_is_valid_json_with_only_known_keys() -> None:
     data = json.loads(catalog_sources.CATALOG_FILE.read_text())
     assert "about" in data
     for entry in data["policies"]:
-        assert set(entry) <= {"name", "title", "description", "workloads", "tags", "binary", "upstream",
-                              "tunables", "min_kernel"}
+        assert set(entry) <= {
+            "name",
+            "title",
+            "description",
+            "workloads",
+            "tags",
+            "binary",
+            "upstream",
+            "tunables",
+            "min_kernel",
+        }

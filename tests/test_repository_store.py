@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Schema migrations, connection settings, paths and transactional behaviour of the store."""
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def _v1_row(conn: sqlite3.Connection, name: str) -> None:
         " min_kernel, min_kernel_code, source, source_sha256, status, origin, content_sha256, created_at, updated_at)"
         " VALUES (?, 'generated', 'old', ?, ?, '[\"legacy\"]', '[]', '6.12', 6012, 'int x;', 'aa', 'candidate',"
         " 'user', 'bb', 'then', 'then')",
-        (name, "A policy written by the first schema for batch jobs that never sleep.",
-         json.dumps(["nightly batch jobs"])),
+        (
+            name,
+            "A policy written by the first schema for batch jobs that never sleep.",
+            json.dumps(["nightly batch jobs"]),
+        ),
     )
 
 
@@ -64,8 +68,10 @@ def test_upgrade_from_v1_keeps_rows_and_makes_them_searchable(tmp_path: Path) ->
     assert old.version() == 1
     with old.write() as conn:
         _v1_row(conn, "legacy_batch")
-        conn.execute("INSERT INTO primitives (name, description, snippet, tags_json, sha256, updated_at)"
-                     " VALUES ('old_prim', 'an old primitive for counting things', 'u64 n;', '[]', 'x', 'then')")
+        conn.execute(
+            "INSERT INTO primitives (name, description, snippet, tags_json, sha256, updated_at)"
+            " VALUES ('old_prim', 'an old primitive for counting things', 'u64 n;', '[]', 'x', 'then')"
+        )
     old.close()
 
     with RepositoryService(path, auto_seed=False) as svc:
@@ -85,8 +91,10 @@ def test_v3_makes_the_pending_embedding_lookup_an_index_search(tmp_path: Path) -
     store = Store(path)
     try:
         assert store.db.version() == 3
-        plan = " ".join(str(tuple(r)) for r in store.db.conn.execute(
-            "EXPLAIN QUERY PLAN SELECT * FROM policies WHERE embedding IS NULL LIMIT 5"))
+        plan = " ".join(
+            str(tuple(r))
+            for r in store.db.conn.execute("EXPLAIN QUERY PLAN SELECT * FROM policies WHERE embedding IS NULL LIMIT 5")
+        )
         assert "policies_unembedded" in plan
     finally:
         store.close()

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Concurrent first opens of one SQLite file must all end up in WAL mode, none 'database is locked'."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fast tests of the testbed and toolchain pieces; no VM."""
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def test_cpio_archive_is_readable_by_cpio(tmp_path: Path) -> None:
 def test_debian_version_ordering() -> None:
     versions = ["6.19.10-1~bpo13+1", "6.19.14-1~bpo13+1", "6.19.8-1~bpo13+1", "6.19.14-1"]
     assert sorted(versions, key=version_key) == [
-        "6.19.8-1~bpo13+1", "6.19.10-1~bpo13+1", "6.19.14-1~bpo13+1", "6.19.14-1",
+        "6.19.8-1~bpo13+1",
+        "6.19.10-1~bpo13+1",
+        "6.19.14-1~bpo13+1",
+        "6.19.14-1",
     ]
     assert version_key("7.3~rc7-1~exp1") < version_key("7.3-1")
 
@@ -72,7 +76,7 @@ def test_cached_kernel_has_sched_ext_and_headers(unstable_kernel: kernel.Kernel)
         '#include "../vmlinux.h"\nstruct_ops',
         "#include <stdio.h>\nstruct_ops",
         "#include SOME_MACRO\nstruct_ops",
-        '#include <bpf/../../secret.h>\nstruct_ops',
+        "#include <bpf/../../secret.h>\nstruct_ops",
     ],
 )
 def test_includes_outside_the_allow_list_are_refused(source: str) -> None:
@@ -90,13 +94,18 @@ def test_compile_error_comes_back_with_line(unstable_kernel: kernel.Kernel) -> N
 
     source = (
         '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-        "char _license[] SEC(\"license\") = \"GPL\";\n"
+        'char _license[] SEC("license") = "GPL";\n'
         "int broken(void) { return undeclared_thing; }\n"
         'SEC(".struct_ops.link") struct sched_ext_ops x_ops = { .name = "x" };\n'
     )
     with pytest.raises(build.BuildError) as info:
-        build.build(None, headers.kernel_include_dir(unstable_kernel), target="t", source_text=source,
-                    source_name="broken.bpf.c")
+        build.build(
+            None,
+            headers.kernel_include_dir(unstable_kernel),
+            target="t",
+            source_text=source,
+            source_name="broken.bpf.c",
+        )
     diag = info.value.diagnostics[0]
     assert (diag.file, diag.line, diag.severity) == ("broken.bpf.c", 4, "error")
     assert "undeclared_thing" in diag.message
@@ -166,14 +175,16 @@ def test_node_agent_rejects_bad_requests(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_kernel_log_parsing_of_an_ejection() -> None:
     log = scx.KernelLog(path="/nonexistent")
-    events = log.parse([
-        (1.0, "random unrelated line"),
-        (2.0, 'sched_ext: BPF scheduler "vt" enabled'),
-        (3.0, 'sched_ext: BPF scheduler "vt" disabled (runnable task stall)'),
-        (3.0, "sched_ext: vt: kworker/0:1[11] failed to run for 1.436s"),
-        (3.0, "scx_watchdog_workfn+0x18e/0x240"),
-        (3.1, "unrelated"),
-    ])
+    events = log.parse(
+        [
+            (1.0, "random unrelated line"),
+            (2.0, 'sched_ext: BPF scheduler "vt" enabled'),
+            (3.0, 'sched_ext: BPF scheduler "vt" disabled (runnable task stall)'),
+            (3.0, "sched_ext: vt: kworker/0:1[11] failed to run for 1.436s"),
+            (3.0, "scx_watchdog_workfn+0x18e/0x240"),
+            (3.1, "unrelated"),
+        ]
+    )
     assert [e["kind"] for e in events] == ["enabled", "disabled"]
     assert events[1]["reason"] == "runnable task stall"
     assert events[1]["detail"][0].startswith("kworker/0:1[11] failed to run")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Deployment tokens: real ed25519 keys on disk and a real SQLite nonce store."""
 
 from __future__ import annotations
@@ -33,15 +34,28 @@ def store(tmp_path: Path):
 
 
 def _issue(key_path: Path, **overrides) -> str:
-    args = {"scheduler": "vtime", "object_sha256": OBJ, "config": CONFIG, "report_digest": RPT,
-            "kernel": KERNEL, "ttl_s": 3600, "now": NOW}
+    args = {
+        "scheduler": "vtime",
+        "object_sha256": OBJ,
+        "config": CONFIG,
+        "report_digest": RPT,
+        "kernel": KERNEL,
+        "ttl_s": 3600,
+        "now": NOW,
+    }
     args.update(overrides)
     return tokens.issue_token(keys.load_or_create(key_path), **args)
 
 
 def _verify(token: str, key_path: Path, store: NonceStore, **overrides):
-    args = {"object_sha256": OBJ, "config": CONFIG, "kernel": KERNEL,
-            "public_key": keys.load_public(key_path), "nonce_store": store, "now": NOW + 10}
+    args = {
+        "object_sha256": OBJ,
+        "config": CONFIG,
+        "kernel": KERNEL,
+        "public_key": keys.load_public(key_path),
+        "nonce_store": store,
+        "now": NOW + 10,
+    }
     args.update(overrides)
     return tokens.verify_token(token, **args)
 
@@ -120,8 +134,11 @@ def test_expired_token_is_refused(key_path: Path, store: NonceStore) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "word"),
-    [("object_sha256", "c" * 64, "object"), ("config", {"slice_us": 5001, "mode": "fair"}, "configuration"),
-     ("kernel", "6.19.14+deb13-cloud-amd64", "kernel")],
+    [
+        ("object_sha256", "c" * 64, "object"),
+        ("config", {"slice_us": 5001, "mode": "fair"}, "configuration"),
+        ("kernel", "6.19.14+deb13-cloud-amd64", "kernel"),
+    ],
 )
 def test_binding_mismatch_is_refused(key_path: Path, store: NonceStore, field: str, value, word: str) -> None:
     token = _issue(key_path)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp verify` as a real subprocess, for what needs no VM: exit codes, bad input, JSON shape."""
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def test_static_failure_exits_one_with_a_fixable_finding(env: dict[str, str]) ->
     code, report = _verify(str(CORPUS / "bad" / "enqueue_drop.bpf.c"), env=env)
     assert code == 1 and report["verdict"] == "fail" and report["reason"].startswith("static:")
     finding = report["stages"][1]["findings"][0]
-    assert finding["id"] == "enqueue-drops-task" and finding["line"] == 18 and finding["code"] == "return;"
+    assert finding["id"] == "enqueue-drops-task" and finding["line"] == 19 and finding["code"] == "return;"
     assert "scx_bpf_dsq_insert" in finding["hint"]
 
 
@@ -44,13 +45,21 @@ def test_human_output_is_plain_and_short(env: dict[str, str]) -> None:
     assert "\x1b[" not in proc.stdout and len(proc.stdout.splitlines()) < 30
 
 
-@pytest.mark.parametrize(("source", "finding"), [
-    ('#include "vmlinux.h"\n#include "../../etc/passwd"\nSEC(".struct_ops.link") struct sched_ext_ops o = {};\n',
-     "build-disallowed-include"),
-    ('#include "vmlinux.h"\nint main(void) { return 0; }\n', "build-rejected-input"),
-    ('#include "vmlinux.h"\nSEC(".struct_ops.link") struct sched_ext_ops o = { .name = "x" };\nthis is not C;\n',
-     "build-error"),
-], ids=["outside-include", "not-sched-ext", "syntax"])
+@pytest.mark.parametrize(
+    ("source", "finding"),
+    [
+        (
+            '#include "vmlinux.h"\n#include "../../etc/passwd"\nSEC(".struct_ops.link") struct sched_ext_ops o = {};\n',
+            "build-disallowed-include",
+        ),
+        ('#include "vmlinux.h"\nint main(void) { return 0; }\n', "build-rejected-input"),
+        (
+            '#include "vmlinux.h"\nSEC(".struct_ops.link") struct sched_ext_ops o = { .name = "x" };\nthis is not C;\n',
+            "build-error",
+        ),
+    ],
+    ids=["outside-include", "not-sched-ext", "syntax"],
+)
 def test_bad_input_is_a_verdict_not_a_crash(tmp_path: Path, env: dict[str, str], source: str, finding: str) -> None:
     path = tmp_path / "input.bpf.c"
     path.write_text(source)
@@ -68,16 +77,27 @@ def test_huge_file_is_refused_before_reading(tmp_path: Path, env: dict[str, str]
     assert code == 1 and report["stages"][0]["findings"][0]["id"] == "build-rejected-input"
 
 
-@pytest.mark.parametrize("args", [
-    ["/nonexistent/sched.bpf.c"],
-    ["no_such_scheduler"],
-    [str(CORPUS / "good" / "global_fifo.bpf.c"), "--config", "slice_us=5"],
-    ["vtime", "--config", "slice_us=banana"],
-    ["vtime", "--config", "no_such_tunable=1"],
-    ["vtime", "--seconds", "0"],
-    ["vtime", "--workload", "echo 'unterminated"],
-], ids=["missing-file", "unknown-name", "config-without-metadata", "bad-value", "unknown-tunable", "seconds",
-        "workload-quoting"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["/nonexistent/sched.bpf.c"],
+        ["no_such_scheduler"],
+        [str(CORPUS / "good" / "global_fifo.bpf.c"), "--config", "slice_us=5"],
+        ["vtime", "--config", "slice_us=banana"],
+        ["vtime", "--config", "no_such_tunable=1"],
+        ["vtime", "--seconds", "0"],
+        ["vtime", "--workload", "echo 'unterminated"],
+    ],
+    ids=[
+        "missing-file",
+        "unknown-name",
+        "config-without-metadata",
+        "bad-value",
+        "unknown-tunable",
+        "seconds",
+        "workload-quoting",
+    ],
+)
 def test_usage_errors_exit_two(args: list[str], env: dict[str, str]) -> None:
     proc = run_cli("verify", *args, "--static-only", "--json", env=env, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr

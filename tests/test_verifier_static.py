@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Static rules against the corpus and against focused snippets (no VM; real tree-sitter parses)."""
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def test_rule_catalogue_is_consistent() -> None:
 
 # -- focused behaviour ---------------------------------------------------------------------------
 
+
 def _enqueue(body: str, extra: str = "") -> str:
     return f"""{HEAD}{extra}
 SEC("struct_ops/t_enqueue")
@@ -96,33 +98,47 @@ struct sched_ext_ops t_ops = {{ .enqueue = (void *)t_enqueue, .name = "t" }};
 """
 
 
-@pytest.mark.parametrize("body", [
-    "if (p->pid & 1) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\n"
-    "else scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0);",
-    "switch (p->pid & 3) {\ncase 0: scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0); break;\n"
-    "default: scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\n}",
-    "do { scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); } while (0);",
-    "put(p);",
-], ids=["if-else", "switch-default", "do-while", "helper"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "if (p->pid & 1) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\n"
+        "else scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0);",
+        "switch (p->pid & 3) {\ncase 0: scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0); break;\n"
+        "default: scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\n}",
+        "do { scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); } while (0);",
+        "put(p);",
+    ],
+    ids=["if-else", "switch-default", "do-while", "helper"],
+)
 def test_enqueue_paths_that_always_insert(body: str) -> None:
     helper = "static void put(struct task_struct *p) { scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); }\n"
     assert "enqueue-drops-task" not in _ids(analyze(_enqueue(body, helper)))
 
 
-@pytest.mark.parametrize(("body", "line_offset"), [
-    ("if (p->pid == 1) return;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", 0),
-    ("switch (p->pid & 3) {\ncase 0: scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0); break;\n}", 3),
-    ("maybe_put(p);", 1),
-    ("for (int i = 0; i < 4; i++) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", 1),
-], ids=["early-return", "switch-no-default", "conditional-helper", "loop-may-not-run"])
+@pytest.mark.parametrize(
+    ("body", "line_offset"),
+    [
+        ("if (p->pid == 1) return;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", 0),
+        ("switch (p->pid & 3) {\ncase 0: scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0); break;\n}", 3),
+        ("maybe_put(p);", 1),
+        ("for (int i = 0; i < 4; i++) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", 1),
+    ],
+    ids=["early-return", "switch-no-default", "conditional-helper", "loop-may-not-run"],
+)
 def test_enqueue_paths_that_drop(body: str, line_offset: int) -> None:
-    helper = ("static void maybe_put(struct task_struct *p)\n"
-              "{ if (p->pid) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); }\n")
+    helper = (
+        "static void maybe_put(struct task_struct *p)\n"
+        "{ if (p->pid) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); }\n"
+    )
     src = _enqueue(body, helper)
     drops = [f for f in analyze(src).findings if f.id == "enqueue-drops-task"]
     assert drops and drops[0].severity == "error"
-    body_start = src.split("\n").index("{", src.split("\n").index(
-        "void BPF_PROG(t_enqueue, struct task_struct *p, u64 enq_flags)")) + 1
+    body_start = (
+        src.split("\n").index(
+            "{", src.split("\n").index("void BPF_PROG(t_enqueue, struct task_struct *p, u64 enq_flags)")
+        )
+        + 1
+    )
     assert drops[0].line == body_start + 1 + line_offset
 
 
@@ -138,41 +154,48 @@ DIRECT = """static bool try_direct(struct task_struct *p)
 """
 
 
-@pytest.mark.parametrize(("body", "drops"), [
-    ("if (try_direct(p)) return;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", False),
-    ("if (!try_direct(p)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", False),
-    ("if (!try_direct(p)) return;", True),
-    ("if (try_direct(p)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", True),
-])
+@pytest.mark.parametrize(
+    ("body", "drops"),
+    [
+        ("if (try_direct(p)) return;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", False),
+        ("if (!try_direct(p)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", False),
+        ("if (!try_direct(p)) return;", True),
+        ("if (try_direct(p)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);", True),
+    ],
+)
 def test_helper_that_returns_true_after_queueing(body: str, drops: bool) -> None:
     """The common `if (try_direct(p)) return;` idiom: true means the helper queued the task."""
     assert ("enqueue-drops-task" in _ids(analyze(_enqueue(body, DIRECT)))) is drops
 
 
 def test_error_after_an_early_return_is_conditional() -> None:
-    src = _enqueue("if (p->pid) { scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); return; }\n"
-                   "scx_bpf_error_bstr(\"pid 0\", 0, 0);\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);")
+    src = _enqueue(
+        "if (p->pid) { scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0); return; }\n"
+        'scx_bpf_error_bstr("pid 0", 0, 0);\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);'
+    )
     found = [f for f in analyze(src).findings if f.id == "error-in-hot-path"]
     assert found and found[0].severity == "info"
 
 
 def test_goto_is_not_guessed() -> None:
-    body = "if (p->pid) goto out;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\nreturn;\nout:\n" \
-           "scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0);"
+    body = (
+        "if (p->pid) goto out;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\nreturn;\nout:\n"
+        "scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, 1000000, 0);"
+    )
     assert "enqueue-drops-task" not in _ids(analyze(_enqueue(body)))
 
 
 def test_error_path_downgrades_drop_to_warning() -> None:
-    extra = "static void *ctx_of(struct task_struct *p) { void *c = 0; if (!c) scx_bpf_error_bstr(\"x\", 0, 0); " \
-            "return c; }\n"
+    extra = (
+        'static void *ctx_of(struct task_struct *p) { void *c = 0; if (!c) scx_bpf_error_bstr("x", 0, 0); return c; }\n'
+    )
     body = "void *c = ctx_of(p);\nif (!c) return;\nscx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);"
     found = [f for f in analyze(_enqueue(body, extra)).findings if f.id == "enqueue-drops-task"]
     assert found and found[0].severity == "warning"
 
 
 def test_queue_map_handoff_needs_a_pop() -> None:
-    maps = ("struct { __uint(type, BPF_MAP_TYPE_QUEUE); __uint(max_entries, 8); __type(value, s32); } "
-            "q SEC(\".maps\");\n")
+    maps = 'struct { __uint(type, BPF_MAP_TYPE_QUEUE); __uint(max_entries, 8); __type(value, s32); } q SEC(".maps");\n'
     body = "s32 pid = p->pid;\nif (bpf_map_push_elem(&q, &pid, 0)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);"
     result = analyze(_enqueue(body, maps))
     assert "enqueue-drops-task" not in _ids(result)
@@ -180,9 +203,10 @@ def test_queue_map_handoff_needs_a_pop() -> None:
 
 
 def test_drain_in_unwired_function_is_reported() -> None:
-    src = _enqueue("scx_bpf_dsq_insert(p, 9, 1000000, 0);",
-                   "void BPF_PROG(orphan_dispatch, s32 cpu, struct task_struct *prev) "
-                   "{ scx_bpf_dsq_move_to_local(9); }\n")
+    src = _enqueue(
+        "scx_bpf_dsq_insert(p, 9, 1000000, 0);",
+        "void BPF_PROG(orphan_dispatch, s32 cpu, struct task_struct *prev) { scx_bpf_dsq_move_to_local(9); }\n",
+    )
     found = [f for f in analyze(src).findings if f.id == "dsq-never-consumed"]
     assert found and "orphan_dispatch" in found[0].message
 
@@ -195,8 +219,9 @@ def test_wrapper_macro_and_dsq_id_from_enum() -> None:
 
 
 def test_config_overrides_tunable_defaults() -> None:
-    src = _enqueue("scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, slice_us * 1000, 0);",
-                   "const volatile u64 slice_us = 5000;\n")
+    src = _enqueue(
+        "scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, slice_us * 1000, 0);", "const volatile u64 slice_us = 5000;\n"
+    )
     assert _ids(analyze(src)) == []
     found = [f for f in analyze(src, config={"slice_us": 5_000_000}).findings if f.id == "slice-out-of-range"]
     assert found and "5 s" in found[0].message and "slice_us" in found[0].message
@@ -206,8 +231,10 @@ def test_config_overrides_tunable_defaults() -> None:
 
 def test_kfunc_rules_follow_guards(facts: KernelFacts) -> None:
     extra = "extern void scx_bpf_dispatch(struct task_struct *p, u64 d, u64 s, u64 f) __ksym __weak;\n"
-    guarded = "if (bpf_ksym_exists(scx_bpf_dsq_insert)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\n" \
-              "else scx_bpf_dispatch(p, SCX_DSQ_GLOBAL, 1000000, 0);"
+    guarded = (
+        "if (bpf_ksym_exists(scx_bpf_dsq_insert)) scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);\n"
+        "else scx_bpf_dispatch(p, SCX_DSQ_GLOBAL, 1000000, 0);"
+    )
     assert analyze(_enqueue(guarded, extra), kernel=facts).findings == []
     bare = _enqueue("scx_bpf_dispatch(p, SCX_DSQ_GLOBAL, 1000000, 0);", extra)
     assert _ids(analyze(bare, kernel=facts)) == ["kfunc-unavailable"]
@@ -234,15 +261,19 @@ struct sched_ext_ops t_ops = {{ .select_cpu = (void *)t_select_cpu, .enqueue = (
 """
     found = [f for f in analyze(src).findings if f.id == "local-on-cpu-range"]
     assert found and found[0].line == src.split("\n").index("\treturn scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);") + 1
-    checked = src.replace("\treturn scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);",
-                          "\ts32 cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);\n\treturn cpu >= 0 ? cpu : prev_cpu;")
+    checked = src.replace(
+        "\treturn scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);",
+        "\ts32 cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);\n\treturn cpu >= 0 ? cpu : prev_cpu;",
+    )
     assert "local-on-cpu-range" not in _ids(analyze(checked))
 
 
 def test_unknown_loop_bound_in_hot_path_warns_but_cpu_loops_do_not() -> None:
     extra = "u32 n, nr_cpu_ids;\n"
-    body = "for (u32 i = 0; i < n; i++) {}\nfor (u32 i = 0; i < nr_cpu_ids; i++) {}\n" \
-           "scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);"
+    body = (
+        "for (u32 i = 0; i < n; i++) {}\nfor (u32 i = 0; i < nr_cpu_ids; i++) {}\n"
+        "scx_bpf_dsq_insert(p, SCX_DSQ_GLOBAL, 1000000, 0);"
+    )
     found = [f for f in analyze(_enqueue(body, extra)).findings if f.id == "hot-path-loop"]
     assert len(found) == 1 and found[0].severity == "warning" and "i < n" in found[0].message
 
@@ -264,8 +295,10 @@ def test_garbage_and_deep_nesting_do_not_crash() -> None:
 
 
 def test_constant_evaluation() -> None:
-    model = parse_source("#define A (1ULL << 4)\n#define MS(x) ((x) * 1000000ULL)\nenum { X = 2, Y, Z = Y * 3 };\n"
-                         "const volatile u32 t = MS(2) / 4;\nvoid f(void) { u64 v = (u32)-1; }\n")
+    model = parse_source(
+        "#define A (1ULL << 4)\n#define MS(x) ((x) * 1000000ULL)\nenum { X = 2, Y, Z = Y * 3 };\n"
+        "const volatile u32 t = MS(2) / 4;\nvoid f(void) { u64 v = (u32)-1; }\n"
+    )
     ev = Evaluator(model, KernelFacts())
     assert ev.identifier("A") == 16 and ev.identifier("Z") == 9 and ev.identifier("t") == 500_000
     assert ev.identifier("v", model.functions["f"]) == 2**32 - 1

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pure parts of the verifier: verifier-log mapping, load judging, perf comparison, report bounds."""
 
 from __future__ import annotations
@@ -38,17 +39,25 @@ def test_verifier_log_maps_to_the_failing_source_line() -> None:
 
 
 def test_unreleased_reference_error_spans_lines() -> None:
-    log = ["libbpf: prog 'p': BPF program load failed: Invalid argument", "-- BEGIN PROG LOAD LOG --",
-           "; } @ leak.bpf.c:22", "12: (95) exit", "Unreleased reference id=2 alloc_insn=4",
-           "processed 30 insns", "-- END PROG LOAD LOG --"]
+    log = [
+        "libbpf: prog 'p': BPF program load failed: Invalid argument",
+        "-- BEGIN PROG LOAD LOG --",
+        "; } @ leak.bpf.c:22",
+        "12: (95) exit",
+        "Unreleased reference id=2 alloc_insn=4",
+        "processed 30 insns",
+        "-- END PROG LOAD LOG --",
+    ]
     diag = diagnose(log, "leak.bpf.c")
     assert diag.error == "Unreleased reference id=2 alloc_insn=4" and diag.source_line == 22
     assert "release" in diag.hint
 
 
 def test_libbpf_failure_without_program_log() -> None:
-    log = ["libbpf: extern (func ksym) 'scx_bpf_dispatch': not found in kernel or module BTFs",
-           "libbpf: failed to load object '/tmp/x.o'"]
+    log = [
+        "libbpf: extern (func ksym) 'scx_bpf_dispatch': not found in kernel or module BTFs",
+        "libbpf: failed to load object '/tmp/x.o'",
+    ]
     diag = diagnose(log, "old.bpf.c")
     assert "scx_bpf_dispatch" in diag.error and diag.source_line is None
     assert "bpf_ksym_exists" in diag.hint
@@ -66,23 +75,29 @@ def _load(**tasks) -> dict:
     }
     for name, override in tasks.items():
         base[name] = override if "error" in override else {**base.get(name, {}), **override}
-    return {"exit_code": 0, "timed_out": False,
-            "load": {"version": 1, "seconds": 5.0, "cpu_busy": 0.98, "context_switches": 5000, "tasks": base}}
+    return {
+        "exit_code": 0,
+        "timed_out": False,
+        "load": {"version": 1, "seconds": 5.0, "cpu_busy": 0.98, "context_switches": 5000, "tasks": base},
+    }
 
 
 def test_judge_accepts_a_healthy_run() -> None:
     assert load.judge(_load(), 5.0) == []
 
 
-@pytest.mark.parametrize(("tasks", "fid"), [
-    ({"equal1": {"max_gap_s": 2.7}}, "dyn-starvation"),
-    ({"equal1": {"error": "no report before the deadline"}}, "dyn-starvation"),
-    ({"late": {"first_progress_s": 2.0}}, "dyn-starvation"),
-    ({"equal1": {"cpu_s": 0.15}}, "dyn-unfair"),
-    ({"late": {"cpu_s": 0.02}}, "dyn-unfair"),
-    ({"sleeper0": {"lat_p99_ms": 2500.0}}, "dyn-wakeup-latency"),
-    ({"pingpong": {"round_trips": 0}}, "dyn-starvation"),
-])
+@pytest.mark.parametrize(
+    ("tasks", "fid"),
+    [
+        ({"equal1": {"max_gap_s": 2.7}}, "dyn-starvation"),
+        ({"equal1": {"error": "no report before the deadline"}}, "dyn-starvation"),
+        ({"late": {"first_progress_s": 2.0}}, "dyn-starvation"),
+        ({"equal1": {"cpu_s": 0.15}}, "dyn-unfair"),
+        ({"late": {"cpu_s": 0.02}}, "dyn-unfair"),
+        ({"sleeper0": {"lat_p99_ms": 2500.0}}, "dyn-wakeup-latency"),
+        ({"pingpong": {"round_trips": 0}}, "dyn-starvation"),
+    ],
+)
 def test_judge_flags_each_failure(tasks: dict, fid: str) -> None:
     findings = load.judge(_load(**tasks), 5.0)
     assert [f.id for f in findings].count(fid) >= 1
@@ -109,7 +124,8 @@ def test_timing_bounds_follow_the_eevdf_baseline() -> None:
 
 def test_slow_wakeups_warn_before_they_fail() -> None:
     assert [(f.id, f.severity) for f in load.judge(_load(sleeper0={"lat_p99_ms": 1100.0}), 5.0)] == [
-        ("dyn-wakeup-latency", "warning")]
+        ("dyn-wakeup-latency", "warning")
+    ]
 
 
 def test_judge_reports_a_load_that_never_finished() -> None:
@@ -161,17 +177,26 @@ def _finding(i: int, severity: str = "warning") -> Finding:
 
 
 def test_report_is_bounded_and_digest_ignores_token() -> None:
-    stage = StageResult(name="static", status="failed",
-                        findings=[_finding(i) for i in range(60)] + [_finding(99, "error")]).bounded()
+    stage = StageResult(
+        name="static", status="failed", findings=[_finding(i) for i in range(60)] + [_finding(99, "error")]
+    ).bounded()
     assert len(stage.findings) == MAX_FINDINGS_PER_STAGE and stage.omitted_findings == 61 - MAX_FINDINGS_PER_STAGE
     assert stage.findings[0].severity == "error" and all(len(f.message) <= 600 for f in stage.findings)
     events = [{"kind": "disabled", "reason": "r", "detail": ["d" * 999] * 20, "line": "x" * 9999}] * 50
     report = Report(verdict="fail", reason="r", scheduler="s", stages=[stage], kernel_events=events)
     assert len(report.kernel_events) == 12 and len(report.kernel_events[0]["detail"]) == 4
-    fat = [StageResult(name=n, status="failed", findings=[
-        Finding(id="x-y", stage=n, severity=sev, message="m" * 900, hint="h" * 900, evidence=["e" * 300] * 20)
-        for sev in ("error", "warning", "info") for _ in range(10)]).bounded()
-        for n in ("build", "static", "kernel_verifier", "dynamic", "performance")]
+    fat = [
+        StageResult(
+            name=n,
+            status="failed",
+            findings=[
+                Finding(id="x-y", stage=n, severity=sev, message="m" * 900, hint="h" * 900, evidence=["e" * 300] * 20)
+                for sev in ("error", "warning", "info")
+                for _ in range(10)
+            ],
+        ).bounded()
+        for n in ("build", "static", "kernel_verifier", "dynamic", "performance")
+    ]
     huge = Report(verdict="fail", reason="r", scheduler="s", stages=fat, kernel_events=events)
     assert huge.size() > 100_000
     huge.bounded()
@@ -188,8 +213,9 @@ class _DeadNode:
     """A node whose guest hangs: every call ends as the testbed reports a killed VM."""
 
     def put_file(self, *_a, **_k):
-        raise SchedcpError("the guest did not answer 'put_file' within 60s; the VM was killed",
-                           "console: Oops", code="guest_timeout")
+        raise SchedcpError(
+            "the guest did not answer 'put_file' within 60s; the VM was killed", "console: Oops", code="guest_timeout"
+        )
 
     def call(self, *_a, **_k):
         return self.put_file()
@@ -198,8 +224,9 @@ class _DeadNode:
 def test_hung_guest_becomes_a_failed_stage(tmp_path) -> None:
     obj = tmp_path / "x.bpf.o"
     obj.write_bytes(b"\x7fELF")
-    stages = VmStages(_DeadNode(), VmPlan(object_path=obj, source_name="x.bpf.c", meta=None, config={},
-                                          include_dir=None))
+    stages = VmStages(
+        _DeadNode(), VmPlan(object_path=obj, source_name="x.bpf.c", meta=None, config={}, include_dir=None)
+    )
     result = stages.dynamic()
     assert result.status == "failed" and [f.id for f in result.findings] == ["guest-unresponsive"]
     assert stages.out.alive is False

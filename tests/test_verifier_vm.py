@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The whole verifier against the real sched_ext kernel in QEMU, one fresh VM per verification.
 
 Each case runs the real pipeline (build → static → kernel verifier → dynamic → performance) and
@@ -33,8 +34,15 @@ def _run(name: str, tmp_path: Path, **kwargs):
 def test_good_scheduler_passes_with_a_single_use_token(tmp_path: Path, unstable_kernel) -> None:
     source = CORPUS / "good" / "header_fifo.bpf.c"
     key = tmp_path / "key" / "verifier_ed25519"
-    proc = run_cli("verify", str(source), "--json", "--workload", "python3 -c 'sum(range(2 * 10**6))'",
-                   env={"SCHEDCP_VERIFIER_KEY": str(key)}, timeout=400)
+    proc = run_cli(
+        "verify",
+        str(source),
+        "--json",
+        "--workload",
+        "python3 -c 'sum(range(2 * 10**6))'",
+        env={"SCHEDCP_VERIFIER_KEY": str(key)},
+        timeout=400,
+    )
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, report["reason"]
     assert report["verdict"] == "pass" and [s["status"] for s in report["stages"]].count("failed") == 0
@@ -44,12 +52,24 @@ def test_good_scheduler_passes_with_a_single_use_token(tmp_path: Path, unstable_
     obj_sha = build.build_for_kernel(str(source), unstable_kernel).object_sha256
     assert report["object_sha256"] == obj_sha
     with NonceStore(tmp_path / "nonces.sqlite") as store:
-        claims = tokens.verify_token(report["token"], object_sha256=obj_sha, config={}, kernel=unstable_kernel.release,
-                                     public_key=keys.load_public(key), nonce_store=store)
+        claims = tokens.verify_token(
+            report["token"],
+            object_sha256=obj_sha,
+            config={},
+            kernel=unstable_kernel.release,
+            public_key=keys.load_public(key),
+            nonce_store=store,
+        )
         assert claims.rpt == _digest_without_token(report)
         with pytest.raises(tokens.TokenError):
-            tokens.verify_token(report["token"], object_sha256=obj_sha, config={}, kernel=unstable_kernel.release,
-                                public_key=keys.load_public(key), nonce_store=store)
+            tokens.verify_token(
+                report["token"],
+                object_sha256=obj_sha,
+                config={},
+                kernel=unstable_kernel.release,
+                public_key=keys.load_public(key),
+                nonce_store=store,
+            )
 
 
 def _digest_without_token(report: dict) -> str:

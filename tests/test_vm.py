@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The micro-VM testbed against the real sched_ext test kernel (boots QEMU)."""
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def test_guest_reports_kernel_and_tools(vm: MicroVM, unstable_kernel: kernel.Ker
 
 
 def test_minimal_scheduler_attaches_and_counts(vm: MicroVM, unstable_kernel: kernel.Kernel) -> None:
-    attached = attach.attach(vm.node, _obj("minimal", unstable_kernel), timeout_ms=3000,
-                             include_dir=headers.kernel_include_dir(unstable_kernel))
+    attached = attach.attach(
+        vm.node,
+        _obj("minimal", unstable_kernel),
+        timeout_ms=3000,
+        include_dir=headers.kernel_include_dir(unstable_kernel),
+    )
     try:
         assert vm.node.run(["cat", "/sys/kernel/sched_ext/root/ops"])["stdout"].strip() == "minimal"
         assert vm.node.state()["state"] == "enabled"
@@ -48,8 +53,9 @@ def test_minimal_scheduler_attaches_and_counts(vm: MicroVM, unstable_kernel: ker
     finally:
         result = attach.detach(vm.node, attached)
     assert result["state"]["state"] == "disabled"
-    assert any(e["kind"] == "disabled" and e["reason"] == "unregistered from user space"
-               for e in result["kernel_events"])
+    assert any(
+        e["kind"] == "disabled" and e["reason"] == "unregistered from user space" for e in result["kernel_events"]
+    )
 
 
 def test_stalling_scheduler_is_ejected_and_guest_survives(vm: MicroVM, unstable_kernel: kernel.Kernel) -> None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One error type for everything a user or an agent can cause or fix.
 
 Every failure SchedCP reports carries a one-line cause and the next step to take, so the CLI,

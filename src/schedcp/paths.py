@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Where SchedCP keeps things outside the source tree.
 
 Downloaded kernels, guest images and generated headers live in a cache (XDG_CACHE_HOME or

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Open SQLite databases in WAL mode safely when several processes or threads start at once.
 
 Switching a fresh database to WAL needs an exclusive lock. When two connections race for it,

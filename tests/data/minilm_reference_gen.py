@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Regenerate tests/data/minilm_reference.json with a PyTorch reference (not run by the tests).
 
 The reference runs in a throwaway virtualenv that has torch and transformers, never in the project's:
@@ -42,8 +43,13 @@ SENTENCES = [
     "Longest job first with aging so that short tasks are not starved forever.",
     "Throughput-oriented: maximise requests per second for a web service on many cores.",
     "Measure each task's runtime in task-local storage and use it to estimate the next slice.",
-    " ".join(["Long input that runs past one hundred and twenty eight tokens to exercise truncation "
-              "and padding the same way in both implementations."] * 12),
+    " ".join(
+        [
+            "Long input that runs past one hundred and twenty eight tokens to exercise truncation "
+            "and padding the same way in both implementations."
+        ]
+        * 12
+    ),
 ]
 FULL = (0, 1, 19)
 
@@ -62,13 +68,17 @@ def main() -> None:
     out = {
         "reference": f"transformers {transformers.__version__}, torch {torch.__version__}, mean pooling, L2",
         "sentences": [
-            {"text": s, "first16": [round(float(x), 6) for x in vecs[i][:16]],
-             "pooled_norm": round(float(pooled[i].norm()), 5)}
+            {
+                "text": s,
+                "first16": [round(float(x), 6) for x in vecs[i][:16]],
+                "pooled_norm": round(float(pooled[i].norm()), 5),
+            }
             for i, s in enumerate(SENTENCES)
         ],
         "full": {str(i): base64.b64encode(vecs[i].astype("<f4").tobytes()).decode() for i in FULL},
-        "pairwise_cosine_upper": [round(float(cos[i, j]), 5)
-                                  for i in range(len(SENTENCES)) for j in range(i + 1, len(SENTENCES))],
+        "pairwise_cosine_upper": [
+            round(float(cos[i, j]), 5) for i in range(len(SENTENCES)) for j in range(i + 1, len(SENTENCES))
+        ],
     }
     dest = Path(__file__).with_name("minilm_reference.json")
     dest.write_text(json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n")

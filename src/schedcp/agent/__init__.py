@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """sched-agent: four agents that optimise the CPU scheduler through SchedCP's services.
 
 Observation (observation.py) profiles the workload, Planning (planning.py, rules.py) picks

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the four agents share: a context of their own, a toolbox, a narrator, an optional model."""
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ class Agent:
     max_turns = 12
     max_tokens = 2048  # per model reply; agents that may write C source need more
 
-    def __init__(self, services: Services, meter: CostMeter, model: ChatModel | None = None,
-                 narrate: Narrate = lambda _a, _m: None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        meter: CostMeter,
+        model: ChatModel | None = None,
+        narrate: Narrate = lambda _a, _m: None,
+    ) -> None:
         self.services = services
         self.meter = meter
         self.model = model
@@ -38,5 +44,13 @@ class Agent:
     def drive(self, box: ToolBox, task: str) -> dict[str, Any]:
         """Let the model work the toolbox until it calls the finish tool."""
         assert self.model is not None
-        return run_llm_agent(self.model, self.name, self.system, task, box, self.meter, max_turns=self.max_turns,
-                             max_tokens=self.max_tokens)
+        return run_llm_agent(
+            self.model,
+            self.name,
+            self.system,
+            task,
+            box,
+            self.meter,
+            max_turns=self.max_turns,
+            max_tokens=self.max_tokens,
+        )

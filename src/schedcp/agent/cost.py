@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What an optimisation run cost, per agent: model tokens, tool calls and bytes read.
 
 Tokens only exist for LLM backends; tool calls and the bytes of tool answers put in front of an
@@ -63,8 +64,17 @@ class CostMeter:
         return _Timer(self.of(agent))
 
     def total(self) -> dict[str, Any]:
-        keys = ("llm_calls", "input_tokens", "output_tokens", "cache_read_tokens",
-                "cache_write_tokens", "request_bytes", "tool_calls", "tool_errors", "bytes_read")
+        keys = (
+            "llm_calls",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "request_bytes",
+            "tool_calls",
+            "tool_errors",
+            "bytes_read",
+        )
         out: dict[str, Any] = {k: sum(getattr(c, k) for c in self.agents.values()) for k in keys}
         out["wall_s"] = round(sum(c.wall_s for c in self.agents.values()), 2)
         return out

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The tool-calling loop that runs one LLM-backed agent until it calls its finish tool.
 
 Each turn the model sees its own context only (system prompt, task, its tool calls and their
@@ -20,8 +21,17 @@ class AgentError(SchedcpError):
     """An LLM agent could not finish (turn cap, repeated refusals); the loop may fall back."""
 
 
-def run_llm_agent(model: ChatModel, agent: str, system: str, task: str, toolbox: ToolBox, meter: CostMeter,
-                  *, max_turns: int = 12, max_tokens: int = 2048) -> dict:
+def run_llm_agent(
+    model: ChatModel,
+    agent: str,
+    system: str,
+    task: str,
+    toolbox: ToolBox,
+    meter: CostMeter,
+    *,
+    max_turns: int = 12,
+    max_tokens: int = 2048,
+) -> dict:
     """Drive the model until a finish tool succeeds; returns that tool's value."""
     finish = toolbox.finish_names
     messages = [Message.user(task)]
@@ -33,10 +43,16 @@ def run_llm_agent(model: ChatModel, agent: str, system: str, task: str, toolbox:
         if not resp.tool_calls:
             nudges += 1
             if nudges > MAX_NUDGES:
-                raise AgentError(f"the {agent} agent stopped calling tools without finishing",
-                                 f"it must end by calling {' or '.join(finish)}", code="agent_no_finish")
-            messages.append(Message.user(
-                f"Continue with the tools. When you are done, call {' or '.join(finish)} with your result."))
+                raise AgentError(
+                    f"the {agent} agent stopped calling tools without finishing",
+                    f"it must end by calling {' or '.join(finish)}",
+                    code="agent_no_finish",
+                )
+            messages.append(
+                Message.user(
+                    f"Continue with the tools. When you are done, call {' or '.join(finish)} with your result."
+                )
+            )
             continue
         result = None
         for call in resp.tool_calls:
@@ -46,5 +62,8 @@ def run_llm_agent(model: ChatModel, agent: str, system: str, task: str, toolbox:
                 result = outcome.value
         if result is not None:
             return result
-    raise AgentError(f"the {agent} agent did not finish within {max_turns} turns",
-                     "raise the cap, use a stronger model, or --model builtin", code="agent_turn_cap")
+    raise AgentError(
+        f"the {agent} agent did not finish within {max_turns} turns",
+        "raise the cap, use a stronger model, or --model builtin",
+        code="agent_turn_cap",
+    )

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Learning agent: turn a measured outcome into repository knowledge and the next move.
 
 It records every measured trial (metrics, EEVDF baseline, configuration, workload profile) so
@@ -71,11 +72,16 @@ def result_input(ex: Execution, profile: WorkloadProfile, kernel_release: str, n
         metrics[alias], baseline[alias] = metrics[t.metric], baseline[t.metric]
     directions = {t.metric: t.direction} | ({alias: t.direction} if alias else {})
     keep = sorted(metrics)[:60]
-    return {"policy": ex.candidate.policy, "config": dict(ex.candidate.config),
-            "profile": repository_profile(profile), "metrics": {k: metrics[k] for k in keep},
-            "baseline": {k: baseline[k] for k in keep if k in baseline}, "directions": directions,
-            "kernel_release": kernel_release[:100],
-            "notes": (f"sched-agent trial: {len(t.rounds)} interleaved round(s), boot {t.boot_id[:8]}. {notes}")[:1000]}
+    return {
+        "policy": ex.candidate.policy,
+        "config": dict(ex.candidate.config),
+        "profile": repository_profile(profile),
+        "metrics": {k: metrics[k] for k in keep},
+        "baseline": {k: baseline[k] for k in keep if k in baseline},
+        "directions": directions,
+        "kernel_release": kernel_release[:100],
+        "notes": (f"sched-agent trial: {len(t.rounds)} interleaved round(s), boot {t.boot_id[:8]}. {notes}")[:1000],
+    }
 
 
 def _neutral_reason(ex: Execution) -> str:
@@ -107,8 +113,10 @@ class LearningAgent(Agent):
             if state.get("recorded"):
                 raise UsageError("this result is already recorded", "promote, annotate, or decide")
             if not ex.ok or ex.trial is None:
-                raise UsageError("there is no measurement to record (the candidate failed before or during its "
-                                 "trial)", "write an antipattern note instead")
+                raise UsageError(
+                    "there is no measurement to record (the candidate failed before or during its trial)",
+                    "write an antipattern note instead",
+                )
             state["recorded"] = svc.record_result(result_input(ex, profile, svc.kernel_release, args.notes))
             return state["recorded"]
 
@@ -116,8 +124,10 @@ class LearningAgent(Agent):
             if state.get("promoted"):
                 raise UsageError("already promoted in this iteration", "decide what to do next")
             if verdict_of(ex) != "improved":
-                raise UsageError(f"promotion needs a consistent improvement of at least {IMPROVED:.2f}x on the "
-                                 "goal metric", "record the result and move on")
+                raise UsageError(
+                    f"promotion needs a consistent improvement of at least {IMPROVED:.2f}x on the goal metric",
+                    "record the result and move on",
+                )
             if not state.get("recorded"):
                 raise UsageError("record the result first", "call record_result")
             state["promoted"] = svc.promote(cand.policy, args.reason)
@@ -150,18 +160,43 @@ class LearningAgent(Agent):
             return {"accepted": True, "action": args.action}
 
         return [
-            Tool("record_result", "Store this trial (medians under the candidate and under EEVDF) in the "
-                 "repository.", NotesArgs, record),
-            Tool("promote_policy", "Move the policy one status step up; only after a consistent improvement.",
-                 ReasonArgs, promote),
-            Tool("annotate_antipattern", "Remember a mistake for this policy and this kind of workload.", NoteArgs,
-                 annotate),
-            Tool("submit_decision", "Finish: stop, next_candidate, or tune (new config for this policy).",
-                 DecisionArgs, decide, max_bytes=256, finish=True),
+            Tool(
+                "record_result",
+                "Store this trial (medians under the candidate and under EEVDF) in the repository.",
+                NotesArgs,
+                record,
+            ),
+            Tool(
+                "promote_policy",
+                "Move the policy one status step up; only after a consistent improvement.",
+                ReasonArgs,
+                promote,
+            ),
+            Tool(
+                "annotate_antipattern",
+                "Remember a mistake for this policy and this kind of workload.",
+                NoteArgs,
+                annotate,
+            ),
+            Tool(
+                "submit_decision",
+                "Finish: stop, next_candidate, or tune (new config for this policy).",
+                DecisionArgs,
+                decide,
+                max_bytes=256,
+                finish=True,
+            ),
         ]
 
-    def run(self, profile: WorkloadProfile, ex: Execution, *, session: list[dict[str, Any]],
-            remaining: list[Candidate], iterations_left: int) -> Lesson:
+    def run(
+        self,
+        profile: WorkloadProfile,
+        ex: Execution,
+        *,
+        session: list[dict[str, Any]],
+        remaining: list[Candidate],
+        iterations_left: int,
+    ) -> Lesson:
         # A built-in agent taking over from a model (loop.py) must not record or promote twice.
         if self._state is None or self._state["execution"] is not ex:
             self._state = {"execution": ex, "profile": profile}
@@ -172,23 +207,45 @@ class LearningAgent(Agent):
             if self.model is None:
                 self._builtin(box, ex, verdict, session, remaining, iterations_left)
             else:
-                outcome = {"verdict_by_rule": verdict, "stages": [s.model_dump() for s in ex.stages],
-                           "trial": trial_brief(ex.trial) if ex.trial else None, "error": ex.error,
-                           "session_so_far": session[-6:]}
-                self.drive(box, prompts.learning_task(ex.candidate.brief(), outcome,
-                                                      [c.brief() for c in remaining], iterations_left))
+                outcome = {
+                    "verdict_by_rule": verdict,
+                    "stages": [s.model_dump() for s in ex.stages],
+                    "trial": trial_brief(ex.trial) if ex.trial else None,
+                    "error": ex.error,
+                    "session_so_far": session[-6:],
+                }
+                self.drive(
+                    box,
+                    prompts.learning_task(
+                        ex.candidate.brief(), outcome, [c.brief() for c in remaining], iterations_left
+                    ),
+                )
         if ex.ok and not state.get("recorded"):
             # Every measurement is kept, even when a model forgot to record it.
-            state["recorded"] = self.services.record_result(result_input(ex, profile, self.services.kernel_release,
-                                                                         "recorded by the loop"))
+            state["recorded"] = self.services.record_result(
+                result_input(ex, profile, self.services.kernel_release, "recorded by the loop")
+            )
         decision = state.get("decision") or Decision(action="next_candidate", reason="no decision was made")
-        lesson = Lesson(verdict=verdict, recorded=state.get("recorded"), promoted=state.get("promoted"),
-                        antipattern=state.get("antipattern"), decision=decision, notes=state.get("notes", []))
+        lesson = Lesson(
+            verdict=verdict,
+            recorded=state.get("recorded"),
+            promoted=state.get("promoted"),
+            antipattern=state.get("antipattern"),
+            decision=decision,
+            notes=state.get("notes", []),
+        )
         self._tell(lesson)
         return lesson
 
-    def _builtin(self, box: Any, ex: Execution, verdict: Verdict, session: list[dict[str, Any]],
-                 remaining: list[Candidate], iterations_left: int) -> None:
+    def _builtin(
+        self,
+        box: Any,
+        ex: Execution,
+        verdict: Verdict,
+        session: list[dict[str, Any]],
+        remaining: list[Candidate],
+        iterations_left: int,
+    ) -> None:
         t = ex.trial
         state = self._state or {}
         if ex.ok and not state.get("recorded"):
@@ -200,21 +257,35 @@ class LearningAgent(Agent):
         elif verdict == "improved":
             try:
                 won = sum(1 for r in t.rounds if (r.ratio or 0) > 1.0)
-                box.call("promote_policy", reason=f"{t.metric} {t.ratio:.2f}x better than EEVDF (median), won {won} of "
-                                                  f"{len(t.rounds)} interleaved rounds in one boot")
+                box.call(
+                    "promote_policy",
+                    reason=f"{t.metric} {t.ratio:.2f}x better than EEVDF (median), won {won} of "
+                    f"{len(t.rounds)} interleaved rounds in one boot",
+                )
             except SchedcpError as exc:  # already at the top status, or the repository refused
                 notes.append(f"not promoted: {exc.cause}")
         elif verdict == "failed" and t is not None and t.guest_crash:
-            notes.append("the guest died during the trial (an emulation or kernel fault, not a policy verdict); "
-                         "no antipattern written")
+            notes.append(
+                "the guest died during the trial (an emulation or kernel fault, not a policy verdict); "
+                "no antipattern written"
+            )
         elif verdict in ("regressed", "failed"):
-            what = (f"{t.metric} {1 / t.ratio:.2f}x worse than EEVDF" if verdict == "regressed" and t and t.ratio
-                    else f"failed: {ex.error}")
+            what = (
+                f"{t.metric} {1 / t.ratio:.2f}x worse than EEVDF"
+                if verdict == "regressed" and t and t.ratio
+                else f"failed: {ex.error}"
+            )
             box.call("annotate_antipattern", note=f"{what} on this kind of workload")
         box.call("submit_decision", **self._decide(ex, verdict, session, remaining, iterations_left))
 
-    def _decide(self, ex: Execution, verdict: Verdict, session: list[dict[str, Any]],
-                remaining: list[Candidate], iterations_left: int) -> dict[str, Any]:
+    def _decide(
+        self,
+        ex: Execution,
+        verdict: Verdict,
+        session: list[dict[str, Any]],
+        remaining: list[Candidate],
+        iterations_left: int,
+    ) -> dict[str, Any]:
         cand = ex.candidate
         if iterations_left <= 0:
             return {"action": "stop", "reason": "no trial slots left"}
@@ -230,20 +301,30 @@ class LearningAgent(Agent):
             config = rules.tuned(cand, tunables)
             if config is not None:
                 knob = rules.TUNE_KNOBS[cand.policy][0]
-                return {"action": "tune", "config": config,
-                        "reason": f"it helped; try {knob}={config[knob]} (was {cand.config.get(knob, 'default')})"}
+                return {
+                    "action": "tune",
+                    "config": config,
+                    "reason": f"it helped; try {knob}={config[knob]} (was {cand.config.get(knob, 'default')})",
+                }
         if remaining:
-            why = {"improved": "the tuned variant did not beat its parent" if not better_than_parent else
-                   "no knob left to turn", "neutral": _neutral_reason(ex),
-                   "regressed": "it was worse than EEVDF", "failed": "it failed"}[verdict]
+            why = {
+                "improved": "the tuned variant did not beat its parent"
+                if not better_than_parent
+                else "no knob left to turn",
+                "neutral": _neutral_reason(ex),
+                "regressed": "it was worse than EEVDF",
+                "failed": "it failed",
+            }[verdict]
             return {"action": "next_candidate", "reason": f"{why}; try {remaining[0].label()}"}
         return {"action": "stop", "reason": "no candidates left"}
 
     def _tell(self, lesson: Lesson) -> None:
         r = lesson.recorded
         if r:
-            self.say(f"recorded result #{r.get('id')} for {r.get('policy')}: {r.get('primary_metric')} "
-                     f"x{r.get('primary_ratio')} vs EEVDF (beat baseline: {r.get('beat_baseline')})")
+            self.say(
+                f"recorded result #{r.get('id')} for {r.get('policy')}: {r.get('primary_metric')} "
+                f"x{r.get('primary_ratio')} vs EEVDF (beat baseline: {r.get('beat_baseline')})"
+            )
         if lesson.promoted:
             p = lesson.promoted
             self.say(f"promoted {p.get('name')}: {p.get('from')} → {p.get('to')}")
@@ -252,5 +333,6 @@ class LearningAgent(Agent):
         for note in lesson.notes:
             self.say(note)
         d = lesson.decision
-        self.say(f"verdict {lesson.verdict}; next: {d.action}" + (f" {d.config}" if d.config else "")
-                 + f" — {d.reason}")
+        self.say(
+            f"verdict {lesson.verdict}; next: {d.action}" + (f" {d.config}" if d.config else "") + f" — {d.reason}"
+        )

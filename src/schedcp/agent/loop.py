@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """sched-agent's loop: Observation -> Planning -> (Execution -> Learning) x N, in one VM boot.
 
     result = optimize(OptimizeOptions(target=make_target("longtail", None)), narrate=print_line)
@@ -58,9 +59,15 @@ class OptimizeOptions:
 
 
 class Optimizer:
-    def __init__(self, options: OptimizeOptions, *, model: ChatModel | None = None,
-                 services: Services | None = None, narrate: Callable[[str, str], None] = lambda _a, _m: None,
-                 progress: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(
+        self,
+        options: OptimizeOptions,
+        *,
+        model: ChatModel | None = None,
+        services: Services | None = None,
+        narrate: Callable[[str, str], None] = lambda _a, _m: None,
+        progress: Callable[[str], None] = lambda _m: None,
+    ) -> None:
         options.validate()
         self.options = options
         self.model = model if model is not None else make_model(options.model)
@@ -128,43 +135,74 @@ class Optimizer:
             executor = self._agent(ExecutionAgent, rounds=opts.rounds)
             ex = self._with_fallback(executor, lambda a, c=cand: a.run(c, profile.goal))
             learner = self._agent(LearningAgent)
-            log_entry = {"candidate": ex.candidate.label(), "ratio": ex.trial.ratio if ex.trial else None,
-                         "ok": ex.ok}
-            lesson = self._with_fallback(learner, lambda a, e=ex, lg=[*log, log_entry], q=list(queue), left=(
-                opts.iterations - n): a.run(profile, e, session=lg, remaining=q, iterations_left=left))
+            log_entry = {"candidate": ex.candidate.label(), "ratio": ex.trial.ratio if ex.trial else None, "ok": ex.ok}
+            lesson = self._with_fallback(
+                learner,
+                lambda a, e=ex, lg=[*log, log_entry], q=list(queue), left=(opts.iterations - n): a.run(
+                    profile, e, session=lg, remaining=q, iterations_left=left
+                ),
+            )
             log.append(log_entry | {"verdict": lesson.verdict})
             done.append(Iteration(n=n, candidate=ex.candidate.brief(), execution=ex, lesson=lesson))
             action = lesson.decision
             if action.action == "stop":
                 break
             if action.action == "tune":
-                queue.insert(0, ex.candidate.model_copy(update={
-                    "config": dict(action.config), "origin": "adapted", "rationale": action.reason[:600] or "tuned"}))
+                queue.insert(
+                    0,
+                    ex.candidate.model_copy(
+                        update={
+                            "config": dict(action.config),
+                            "origin": "adapted",
+                            "rationale": action.reason[:600] or "tuned",
+                        }
+                    ),
+                )
         return done
 
     def _result(self, profile: Any, plan: Plan, iterations: list[Iteration], wall_s: float) -> dict[str, Any]:
         measured = [it for it in iterations if it.execution.ok and it.execution.trial is not None]
         # Clear wins (consistent across rounds) rank above larger but inconsistent ratios.
-        best = max(measured, key=lambda it: (it.lesson is not None and it.lesson.verdict == "improved",
-                                             it.execution.trial.ratio or 0.0), default=None)
+        best = max(
+            measured,
+            key=lambda it: (it.lesson is not None and it.lesson.verdict == "improved", it.execution.trial.ratio or 0.0),
+            default=None,
+        )
         best_doc = None
         if best is not None:
             t = best.execution.trial
-            best_doc = {"policy": best.execution.candidate.policy, "config": best.execution.candidate.config,
-                        "label": best.execution.candidate.label(), "metric": t.metric, "eevdf": t.baseline_value,
-                        "policy_value": t.policy_value, "ratio": t.ratio, "consistent": t.consistent,
-                        "beat_eevdf": bool(t.ratio and t.ratio > 1.0), "verdict": best.lesson.verdict
-                        if best.lesson else None}
+            best_doc = {
+                "policy": best.execution.candidate.policy,
+                "config": best.execution.candidate.config,
+                "label": best.execution.candidate.label(),
+                "metric": t.metric,
+                "eevdf": t.baseline_value,
+                "policy_value": t.policy_value,
+                "ratio": t.ratio,
+                "consistent": t.consistent,
+                "beat_eevdf": bool(t.ratio and t.ratio > 1.0),
+                "verdict": best.lesson.verdict if best.lesson else None,
+            }
         session = self.services.session
         return {
             "target": self.options.target.as_dict(),
             "model": self.model.name if self.model is not None else "builtin",
             "kernel": self.services.kernel_release,
-            "vm": {"boot_s": session.boot_s, "accel": session.accel, "cpus": self.options.cpus,
-                   "boot_id": session.boot_id, "restarts": session.restarts},
+            "vm": {
+                "boot_s": session.boot_s,
+                "accel": session.accel,
+                "cpus": self.options.cpus,
+                "boot_id": session.boot_id,
+                "restarts": session.restarts,
+            },
             "goal": profile.goal,
-            "profile": {"summary": profile.summary, "goal": profile.goal, "goal_rationale": profile.goal_rationale,
-                        "keywords": profile.keywords, "for_repository": repository_profile(profile)},
+            "profile": {
+                "summary": profile.summary,
+                "goal": profile.goal,
+                "goal_rationale": profile.goal_rationale,
+                "keywords": profile.keywords,
+                "for_repository": repository_profile(profile),
+            },
             "plan": {"candidates": [c.brief() for c in plan.candidates], "notes": plan.notes},
             "iterations": [it.model_dump(mode="json") for it in iterations],
             "best": best_doc,
@@ -174,7 +212,6 @@ class Optimizer:
             "narrative": self.narrative,
             "wall_s": round(wall_s, 1),
         }
-
 
     def _cost(self) -> dict[str, Any]:
         report = self.meter.report()

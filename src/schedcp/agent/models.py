@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the agents hand each other: structured, validated, JSON-ready.
 
 Observation -> ``WorkloadProfile`` (schedcp.analysis.profile) -> Planning -> ``Plan`` of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Observation agent: what is this workload, and what should be optimised?
 
 It starts with the cheapest view (a ~1.5 KB summary of one observed run) and pays for more only
@@ -29,7 +30,8 @@ class NoArgs(BaseModel):
 class ProfileArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     detail: Literal["profile", "full"] = Field(
-        "profile", description="profile (~4 KB): full Workload Profile, phases, groups, top tasks; full (~16 KB).")
+        "profile", description="profile (~4 KB): full Workload Profile, phases, groups, top tasks; full (~16 KB)."
+    )
 
 
 class ObserveAgainArgs(BaseModel):
@@ -45,8 +47,9 @@ class ProbeArgs(BaseModel):
 class SubmitArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rationale: str = Field(min_length=3, max_length=600, description="Why this description and goal.")
-    summary: str | None = Field(None, min_length=10, max_length=1500,
-                                description="Your description of the workload; omit to keep the engine's.")
+    summary: str | None = Field(
+        None, min_length=10, max_length=1500, description="Your description of the workload; omit to keep the engine's."
+    )
     goal: Goal | None = Field(None, description="Optimisation goal; omit to keep the engine's suggestion.")
     keywords: list[str] | None = Field(None, max_length=12, description="Search terms for the policy repository.")
 
@@ -82,8 +85,10 @@ class ObservationAgent(Agent):
             self.drilled.append(f"probes {','.join(args.kinds)}")
             raw = svc.observe(refresh=True, probe=list(args.kinds))
             doc = svc.render("profile")
-            return {"probe": doc.get("probe") or raw.get("probe") or {"available": False},
-                    "summary": doc.get("summary")}
+            return {
+                "probe": doc.get("probe") or raw.get("probe") or {"available": False},
+                "summary": doc.get("summary"),
+            }
 
         def submit(args: SubmitArgs) -> dict[str, Any]:
             prof = svc.profile()
@@ -101,18 +106,45 @@ class ObservationAgent(Agent):
             return {"accepted": True, "goal": self.profile.goal, "summary": self.profile.summary[:300]}
 
         return [
-            Tool("workload_summary", "The cheapest view (~1.5 KB) of the workload, observed once under EEVDF in the "
-                 "guest: class, suggested goal, CPU use, run-queue wait, slices, churn, long-tail check.",
-                 NoArgs, summary, max_bytes=1800),
-            Tool("workload_profile", "More detail on the same observation (no re-run): the full Workload Profile "
-                 "with phases, sibling groups and top tasks.", ProfileArgs, profile, max_bytes=16384),
-            Tool("observe_again", "Run the workload again with finer sampling (costs a full run); use when the "
-                 "summary looks like it missed short-lived processes.", ObserveAgainArgs, observe_again,
-                 max_bytes=1800),
-            Tool("run_probe", "Run the workload again with scheduler tracepoint probes (costs a full run): "
-                 "run-queue latency, wakeup latency, per-task runtime, migrations.", ProbeArgs, probe),
-            Tool("submit_profile", "Finish: accept the engine's profile, optionally restating the summary, goal "
-                 "and keywords.", SubmitArgs, submit, max_bytes=1024, finish=True),
+            Tool(
+                "workload_summary",
+                "The cheapest view (~1.5 KB) of the workload, observed once under EEVDF in the "
+                "guest: class, suggested goal, CPU use, run-queue wait, slices, churn, long-tail check.",
+                NoArgs,
+                summary,
+                max_bytes=1800,
+            ),
+            Tool(
+                "workload_profile",
+                "More detail on the same observation (no re-run): the full Workload Profile "
+                "with phases, sibling groups and top tasks.",
+                ProfileArgs,
+                profile,
+                max_bytes=16384,
+            ),
+            Tool(
+                "observe_again",
+                "Run the workload again with finer sampling (costs a full run); use when the "
+                "summary looks like it missed short-lived processes.",
+                ObserveAgainArgs,
+                observe_again,
+                max_bytes=1800,
+            ),
+            Tool(
+                "run_probe",
+                "Run the workload again with scheduler tracepoint probes (costs a full run): "
+                "run-queue latency, wakeup latency, per-task runtime, migrations.",
+                ProbeArgs,
+                probe,
+            ),
+            Tool(
+                "submit_profile",
+                "Finish: accept the engine's profile, optionally restating the summary, goal and keywords.",
+                SubmitArgs,
+                submit,
+                max_bytes=1024,
+                finish=True,
+            ),
         ]
 
     # -- running --------------------------------------------------------------------------------

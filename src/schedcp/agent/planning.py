@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Planning agent: from a Workload Profile to an ordered list of candidate policies.
 
 Decision hierarchy: configure an existing policy (cheapest, proven code) -> patch one -> compose a
@@ -43,8 +44,9 @@ class PrimitivesArgs(BaseModel):
 
 class CandidateArg(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    policy: str = Field(pattern=NAME_PATTERN, description="Existing policy to configure, or a NEW name for "
-                                                          "patch/compose.")
+    policy: str = Field(
+        pattern=NAME_PATTERN, description="Existing policy to configure, or a NEW name for patch/compose."
+    )
     level: Literal["configure", "patch", "compose"] = "configure"
     config: dict[str, Scalar] = Field(default_factory=dict, description="Tunable values (configure only).")
     source: str | None = Field(None, max_length=256 * 1024, description="Complete BPF C source (patch/compose).")
@@ -61,9 +63,14 @@ class PlanArgs(BaseModel):
 def repository_profile(profile: WorkloadProfile) -> dict[str, Any]:
     """The profile in the small shape the repository matches results and antipatterns by."""
     ch = profile.characteristics
-    traits: dict[str, Any] = {"classification": ch.classification, "batch": ch.batch,
-                              "keywords": profile.keywords[:12], "parallelism": ch.sched.parallelism,
-                              "runq_wait_pct": ch.sched.runq_wait_pct, "mean_slice_ms": ch.sched.mean_slice_ms}
+    traits: dict[str, Any] = {
+        "classification": ch.classification,
+        "batch": ch.batch,
+        "keywords": profile.keywords[:12],
+        "parallelism": ch.sched.parallelism,
+        "runq_wait_pct": ch.sched.runq_wait_pct,
+        "mean_slice_ms": ch.sched.mean_slice_ms,
+    }
     if ch.long_tail is not None:
         traits["long_tail"] = ch.long_tail.detected
         traits["tail_ratio"] = ch.long_tail.ratio_max_median
@@ -92,8 +99,22 @@ class PlanningAgent(Agent):
 
         def show(args: NameArgs) -> dict[str, Any]:
             info = svc.show(args.name)
-            keep = ("name", "kind", "status", "usable", "title", "description", "workloads", "tags", "tunables",
-                    "min_kernel", "parent", "results", "antipatterns", "source_bytes")
+            keep = (
+                "name",
+                "kind",
+                "status",
+                "usable",
+                "title",
+                "description",
+                "workloads",
+                "tags",
+                "tunables",
+                "min_kernel",
+                "parent",
+                "results",
+                "antipatterns",
+                "source_bytes",
+            )
             return {k: info[k] for k in keep if k in info}
 
         def best_config(_: NoArgs) -> dict[str, Any]:
@@ -123,26 +144,42 @@ class PlanningAgent(Agent):
                 except ValueError as exc:
                     problems.append(f"candidates[{i}] ({c.policy}): {exc}")
             if problems:
-                raise UsageError("the plan was not accepted: " + "; ".join(problems)[:700],
-                                 "fix those candidates and call submit_plan again")
+                raise UsageError(
+                    "the plan was not accepted: " + "; ".join(problems)[:700],
+                    "fix those candidates and call submit_plan again",
+                )
             self.plan = Plan(goal=profile.goal, candidates=cands, notes=[args.notes] if args.notes else [])
             return {"accepted": True, "candidates": [c.label() for c in cands]}
 
         return [
-            Tool("search_schedulers", "Hybrid keyword + semantic search of the policy repository.", SearchArgs,
-                 search),
+            Tool("search_schedulers", "Hybrid keyword + semantic search of the policy repository.", SearchArgs, search),
             Tool("get_scheduler", "One policy: purpose, tunables with ranges, status, past results.", NameArgs, show),
-            Tool("best_config", "The policy and tunables that beat EEVDF on workloads like this one, from "
-                 "recorded results.", NoArgs, best_config),
+            Tool(
+                "best_config",
+                "The policy and tunables that beat EEVDF on workloads like this one, from recorded results.",
+                NoArgs,
+                best_config,
+            ),
             Tool("antipatterns", "Recorded mistakes for workloads like this one.", NoArgs, antipatterns),
-            Tool("list_primitives", "Reusable BPF building blocks for composing a new policy.", PrimitivesArgs,
-                 primitives),
+            Tool(
+                "list_primitives",
+                "Reusable BPF building blocks for composing a new policy.",
+                PrimitivesArgs,
+                primitives,
+            ),
             Tool("get_primitive", "One primitive's C snippet.", NameArgs, primitive, max_bytes=12288),
-            Tool("get_source", "A stored policy's complete C source (for patching).", NameArgs, source,
-                 max_bytes=32768),
-            Tool("submit_plan", "Finish: 1-4 candidates, best first. Each is validated (policy exists and runs "
-                 "in the VM, tunables in range, source present for patch/compose).", PlanArgs, submit,
-                 max_bytes=1024, finish=True),
+            Tool(
+                "get_source", "A stored policy's complete C source (for patching).", NameArgs, source, max_bytes=32768
+            ),
+            Tool(
+                "submit_plan",
+                "Finish: 1-4 candidates, best first. Each is validated (policy exists and runs "
+                "in the VM, tunables in range, source present for patch/compose).",
+                PlanArgs,
+                submit,
+                max_bytes=1024,
+                finish=True,
+            ),
         ]
 
     def run(self, profile: WorkloadProfile, iterations: int) -> Plan:
@@ -152,8 +189,10 @@ class PlanningAgent(Agent):
             if self.model is None:
                 self._builtin(box, profile)
             else:
-                task = prompts.planning_task(repository_profile(profile) | {"goal_rationale": profile.goal_rationale,
-                                                                           "long_tail": _lt(profile)}, iterations)
+                task = prompts.planning_task(
+                    repository_profile(profile) | {"goal_rationale": profile.goal_rationale, "long_tail": _lt(profile)},
+                    iterations,
+                )
                 self.drive(box, task)
         assert self.plan is not None
         for note in self.plan.notes:
@@ -167,9 +206,11 @@ class PlanningAgent(Agent):
         notes = box.call("antipatterns").get("antipatterns") or []
         query = f"{profile.summary} Keywords: {', '.join(profile.keywords)}"[:1000]
         hits = box.call("search_schedulers", query=query, k=4).get("results") or []
-        self.say(f"repository: {history.get('considered_results', 0)} past result(s) with goal {profile.goal}, "
-                 f"{len(notes)} antipattern note(s), search top hit "
-                 f"{hits[0]['name'] if hits else 'none'}")
+        self.say(
+            f"repository: {history.get('considered_results', 0)} past result(s) with goal {profile.goal}, "
+            f"{len(notes)} antipattern note(s), search top hit "
+            f"{hits[0]['name'] if hits else 'none'}"
+        )
         available = {h["name"] for h in hits if h.get("usable") and h.get("kind") in ("bpf", "generated")}
         # Rule candidates name library policies; look each up once (cheap) to know it is runnable.
         wanted = [*rules.rule_candidates(profile), rules.history_candidate(history.get("best"))]
@@ -183,8 +224,11 @@ class PlanningAgent(Agent):
             if info.get("usable") and info.get("kind") in ("bpf", "generated") and info.get("status") != "deprecated":
                 available.add(cand.policy)
         plan = rules.build_plan(profile, history=history, antipatterns=notes, search_hits=hits, available=available)
-        box.call("submit_plan", candidates=[c.model_dump(exclude={"origin"}) for c in plan.candidates],
-                 notes="; ".join(plan.notes)[:600])
+        box.call(
+            "submit_plan",
+            candidates=[c.model_dump(exclude={"origin"}) for c in plan.candidates],
+            notes="; ".join(plan.notes)[:600],
+        )
         assert self.plan is not None
         # Keep the built-in's provenance (history/rules/search) rather than "model".
         self.plan = plan

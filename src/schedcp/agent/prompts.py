@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """System prompts and task texts for LLM-backed agents. Short on purpose: every token is paid for."""
 
 from __future__ import annotations
@@ -52,16 +53,20 @@ def observation_task(target: dict[str, Any], goal_override: str | None) -> str:
 
 
 def planning_task(profile: dict[str, Any], remaining_iterations: int) -> str:
-    return (f"Workload profile: {_j(profile)}\nThere are {remaining_iterations} trial slots; order the "
-            "candidates best first.")
+    return (
+        f"Workload profile: {_j(profile)}\nThere are {remaining_iterations} trial slots; order the "
+        "candidates best first."
+    )
 
 
 def execution_task(candidate: dict[str, Any], goal: str, rounds: int) -> str:
-    return (f"Candidate: {_j(candidate)}\nGoal: {goal}. Use run_trial with rounds={rounds} unless the build "
-            "fails.")
+    return f"Candidate: {_j(candidate)}\nGoal: {goal}. Use run_trial with rounds={rounds} unless the build fails."
 
 
-def learning_task(candidate: dict[str, Any], outcome: dict[str, Any], remaining: list[dict[str, Any]],
-                  iterations_left: int) -> str:
-    return (f"Candidate: {_j(candidate, 1500)}\nOutcome: {_j(outcome, 2500)}\nRemaining planned candidates: "
-            f"{_j(remaining, 1500)}\nTrial slots left: {iterations_left}.")
+def learning_task(
+    candidate: dict[str, Any], outcome: dict[str, Any], remaining: list[dict[str, Any]], iterations_left: int
+) -> str:
+    return (
+        f"Candidate: {_j(candidate, 1500)}\nOutcome: {_j(outcome, 2500)}\nRemaining planned candidates: "
+        f"{_j(remaining, 1500)}\nTrial slots left: {iterations_left}."
+    )

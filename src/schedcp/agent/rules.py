@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The built-in planner: deterministic rules plus what the repository remembers.
 
 Order of preference for a workload profile:
@@ -76,17 +77,26 @@ def rule_candidates(profile: WorkloadProfile) -> list[Candidate]:
     if goal == "makespan" and lt is not None and lt.detected:
         # Measured on the long-tail workloads (docs/benchmarks.md and the demo's batch): ljf_batch
         # 1.33-1.49x, ljf with derived tunables 1.15-1.29x; ljf stays in the plan as the tunable one.
-        add("ljf_batch", {},
+        add(
+            "ljf_batch",
+            {},
             "long tail: run jobs to completion in order of the CPU time they have had, light tasks first, "
-            "so the long job keeps a CPU once it shows itself and the batch ends near max(long job, work/CPUs)")
-        add("ljf", ljf_config(lt.median_cpu_ms, lt.max_cpu_ms),
+            "so the long job keeps a CPU once it shows itself and the batch ends near max(long job, work/CPUs)",
+        )
+        add(
+            "ljf",
+            ljf_config(lt.median_cpu_ms, lt.max_cpu_ms),
             f"long tail ({lt.max_cpu_ms:.0f} ms vs median {lt.median_cpu_ms:.0f} ms CPU): serve the task that "
-            "has run longest first so the long job starts early; tunables from those runtimes")
+            "has run longest first so the long job starts early; tunables from those runtimes",
+        )
         add("fifo", {"slice_us": 20_000}, "batch work: one global queue with long slices cuts switching cost")
         add("locality", {"slice_us": 20_000}, "batch work: per-CPU queues keep caches warm, stealing keeps CPUs busy")
     elif goal == "makespan" and churn.short_lived_storm:
-        add("fifo", {"slice_us": 5_000, "direct_idle": True},
-            "storm of short-lived processes: cheap global FIFO, new tasks go straight to idle CPUs")
+        add(
+            "fifo",
+            {"slice_us": 5_000, "direct_idle": True},
+            "storm of short-lived processes: cheap global FIFO, new tasks go straight to idle CPUs",
+        )
         add("locality", {"slice_us": 10_000}, "many processes: per-CPU queues with work stealing")
         add("sjf", {}, "short processes first shortens mean completion in build-like storms")
     elif goal == "makespan":
@@ -96,12 +106,18 @@ def rule_candidates(profile: WorkloadProfile) -> list[Candidate]:
     elif goal == "p99_latency":
         # Measured in docs/benchmarks.md: wakeboost led on both wakeup benchmarks (with hand-off on
         # request/response load; hand-off stays idle where nothing hands out work).
-        add("wakeboost", {"handoff": True},
+        add(
+            "wakeboost",
+            {"handoff": True},
             "wakeup-driven load: serve wakeups in arrival order ahead of CPU hogs, and let a worker woken by "
-            "a producer take the producer's CPU at once")
-        add("latency", latency_config(s.mean_slice_ms),
+            "a producer take the producer's CPU at once",
+        )
+        add(
+            "latency",
+            latency_config(s.mean_slice_ms),
             f"sleep/wake workload (bursts ~{(s.mean_slice_ms or 0) * 1000:.0f} us): boost frequent wakers with "
-            "short slices and preemption; slices sized from the measured bursts")
+            "short slices and preemption; slices sized from the measured bursts",
+        )
         add("edf", edf_config(s.mean_slice_ms), "deadline ordering bounds waiting time for periodic wakeups")
     elif goal == "fairness":
         add("vtime", {}, "several groups compete for CPU: weighted virtual-time fairness")
@@ -118,9 +134,13 @@ def history_candidate(best: dict[str, Any] | None) -> Candidate | None:
         return None
     config = {k: v for k, v in (best.get("config") or {}).items() if isinstance(v, int | bool | str)}
     return Candidate(
-        policy=best["policy"], config=config, origin="history",
-        rationale=(f"beat EEVDF {best['expected_ratio']:.2f}x on {best.get('primary_metric')} for similar "
-                   f"workloads ({best.get('results')} result(s), similarity {best.get('best_similarity')})"),
+        policy=best["policy"],
+        config=config,
+        origin="history",
+        rationale=(
+            f"beat EEVDF {best['expected_ratio']:.2f}x on {best.get('primary_metric')} for similar "
+            f"workloads ({best.get('results')} result(s), similarity {best.get('best_similarity')})"
+        ),
     )
 
 
@@ -133,8 +153,14 @@ def flagged(candidate: Candidate, notes: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def build_plan(profile: WorkloadProfile, *, history: dict[str, Any] | None, antipatterns: list[dict[str, Any]],
-               search_hits: list[dict[str, Any]], available: set[str]) -> Plan:
+def build_plan(
+    profile: WorkloadProfile,
+    *,
+    history: dict[str, Any] | None,
+    antipatterns: list[dict[str, Any]],
+    search_hits: list[dict[str, Any]],
+    available: set[str],
+) -> Plan:
     notes: list[str] = []
     ordered: list[Candidate] = []
     past = history_candidate((history or {}).get("best"))
@@ -144,8 +170,13 @@ def build_plan(profile: WorkloadProfile, *, history: dict[str, Any] | None, anti
     ordered += rule_candidates(profile)
     for hit in search_hits:
         if hit.get("usable") and hit.get("kind") in ("bpf", "generated") and hit.get("status") != "deprecated":
-            ordered.append(Candidate(policy=hit["name"], origin="search",
-                                     rationale=f"top repository match for the profile: {hit.get('title', '')}"[:600]))
+            ordered.append(
+                Candidate(
+                    policy=hit["name"],
+                    origin="search",
+                    rationale=f"top repository match for the profile: {hit.get('title', '')}"[:600],
+                )
+            )
             break
     seen: set[str] = set()
     good: list[Candidate] = []

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The micro-VM an optimisation run works in, and the workload it optimises.
 
 One guest boot serves the whole run: the Observation agent watches the workload in it, and every
@@ -31,8 +32,9 @@ class Target:
         return {"label": self.label, "argv": self.argv, "builtin": self.builtin, "timeout_s": self.timeout_s}
 
 
-def make_target(workload: str | None, command: list[str] | None, *, workload_args: list[str] | None = None,
-                timeout_s: float = 180.0) -> Target:
+def make_target(
+    workload: str | None, command: list[str] | None, *, workload_args: list[str] | None = None, timeout_s: float = 180.0
+) -> Target:
     from schedcp.server import checks, workloads
 
     if not 1 <= timeout_s <= MAX_RUN_S:
@@ -55,8 +57,9 @@ class VmSession:
     the guest or the guest dies with it.
     """
 
-    def __init__(self, kernel: str = "unstable", cpus: int = 2,
-                 progress: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(
+        self, kernel: str = "unstable", cpus: int = 2, progress: Callable[[str], None] = lambda _m: None
+    ) -> None:
         self.kernel_spec = kernel
         self.cpus = cpus
         self.progress = progress
@@ -82,8 +85,9 @@ class VmSession:
 
     def _spawn(self) -> None:
         self._ready, self._release = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._own, args=(self._ready, self._release),
-                                        name="schedcp-agent-vm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._own, args=(self._ready, self._release), name="schedcp-agent-vm", daemon=True
+        )
         self._thread.start()
 
     def _own(self, ready: threading.Event, release: threading.Event) -> None:
@@ -127,8 +131,9 @@ class VmSession:
         if self._error is not None:
             if isinstance(self._error, SchedcpError):
                 raise self._error
-            raise SchedcpError(f"the micro-VM did not boot: {self._error}", "run `schedcp doctor`",
-                               code="vm_boot") from self._error
+            raise SchedcpError(
+                f"the micro-VM did not boot: {self._error}", "run `schedcp doctor`", code="vm_boot"
+            ) from self._error
         if self._vm is None:
             raise SchedcpError("the micro-VM session is closed", "start a new run", code="vm_closed")
         return self._vm
@@ -184,6 +189,10 @@ class VmSession:
         metrics = parse_metrics(out["stdout"])
         metrics["run_wall_s"] = round(float(out["wall_s"]), 4)
         metrics.setdefault("makespan_s", metrics["run_wall_s"])
-        return {"exit_code": out["exit_code"], "timed_out": bool(out["timed_out"]),
-                "wall_s": round(float(out["wall_s"]), 3), "metrics": metrics,
-                "stderr_tail": (out.get("stderr") or "")[-400:]}
+        return {
+            "exit_code": out["exit_code"],
+            "timed_out": bool(out["timed_out"]),
+            "wall_s": round(float(out["wall_s"]), 3),
+            "metrics": metrics,
+            "stderr_tail": (out.get("stderr") or "")[-400:],
+        }

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Narrow, validated tools for one agent, with every answer bounded and counted.
 
 A tool is a function of one pydantic model (its arguments; unknown fields are refused) returning
@@ -102,8 +103,11 @@ class ToolBox:
             known = ", ".join(self.tools)
             return self._error(call.name or "?", f"there is no tool named {call.name[:60]!r}; use one of: {known}")
         if call.arguments is None:
-            return self._error(tool.name, f"could not read the arguments of {tool.name}: {call.parse_error}; "
-                                          "send a JSON object matching the tool's schema")
+            return self._error(
+                tool.name,
+                f"could not read the arguments of {tool.name}: {call.parse_error}; "
+                "send a JSON object matching the tool's schema",
+            )
         try:
             args = tool.args.model_validate(call.arguments)
         except ValidationError as exc:

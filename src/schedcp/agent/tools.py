@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The agents' one door to SchedCP: a thin adapter over the services.
 
 Agents never import the analysis engine, the repository or the testbed themselves; they call
@@ -20,8 +21,14 @@ OBSERVE_MAX_S = 300.0
 
 
 class Services:
-    def __init__(self, session: VmSession, target: Target, *, repo_db: Path | str | None = None,
-                 progress: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(
+        self,
+        session: VmSession,
+        target: Target,
+        *,
+        repo_db: Path | str | None = None,
+        progress: Callable[[str], None] = lambda _m: None,
+    ) -> None:
         self.session = session
         self.target = target
         self.repo_db = repo_db
@@ -77,15 +84,27 @@ class Services:
         return self.repository.annotate_antipattern(note, policy=policy, profile=profile, actor="sched-agent")
 
     def add_generated(self, candidate: Candidate, description: str) -> dict[str, Any]:
-        data = {"name": candidate.policy, "kind": "generated", "title": candidate.rationale[:120],
-                "description": description, "source": candidate.source,
-                "tags": ["sched-agent", candidate.level], "workloads": [self.target.label[:200]]}
-        return self.repository.add_policy(data, parent=candidate.parent, actor="sched-agent",
-                                          reason=f"{candidate.level} written by sched-agent", origin="agent")
+        data = {
+            "name": candidate.policy,
+            "kind": "generated",
+            "title": candidate.rationale[:120],
+            "description": description,
+            "source": candidate.source,
+            "tags": ["sched-agent", candidate.level],
+            "workloads": [self.target.label[:200]],
+        }
+        return self.repository.add_policy(
+            data,
+            parent=candidate.parent,
+            actor="sched-agent",
+            reason=f"{candidate.level} written by sched-agent",
+            origin="agent",
+        )
 
     # -- analysis (in the guest) ----------------------------------------------------------------
-    def observe(self, *, refresh: bool = False, interval_s: float = 0.1,
-                probe: list[str] | None = None) -> dict[str, Any]:
+    def observe(
+        self, *, refresh: bool = False, interval_s: float = 0.1, probe: list[str] | None = None
+    ) -> dict[str, Any]:
         """Run the target once under EEVDF with the sampler; the raw observation is kept for renders."""
         if self._raw is not None and not refresh and probe is None:
             return self._raw
@@ -97,8 +116,12 @@ class Services:
         for attempt in (1, 2):
             engine = Engine.for_vm(self.session.vm)
             try:
-                raw = engine.observe_command(self.target.argv, duration_s=min(self.target.timeout_s, OBSERVE_MAX_S),
-                                             interval_s=interval_s, probe=probe)
+                raw = engine.observe_command(
+                    self.target.argv,
+                    duration_s=min(self.target.timeout_s, OBSERVE_MAX_S),
+                    interval_s=interval_s,
+                    probe=probe,
+                )
                 break
             except SchedcpError as exc:
                 if exc.code not in GUEST_DEAD or attempt == 2:
@@ -146,13 +169,19 @@ class Services:
         with tempfile.TemporaryDirectory(prefix="schedcp-agent-") as tmp:
             path = Path(tmp) / f"{candidate.policy.replace('.', '_')}.bpf.c"
             path.write_text(candidate.source)
-            report = verify(VerifyOptions(target=str(path), kernel=self.session.kernel_spec, issue_token=False),
-                            progress=self.progress)
+            report = verify(
+                VerifyOptions(target=str(path), kernel=self.session.kernel_spec, issue_token=False),
+                progress=self.progress,
+            )
         findings = [f for st in report.stages for f in st.findings if f.severity == "error"][:6]
-        return {"verdict": report.verdict, "reason": report.reason,
-                "stages": [{"name": st.name, "status": st.status, "summary": st.summary} for st in report.stages],
-                "errors": [{"stage": f.stage, "id": f.id, "message": f.message, "line": f.line, "hint": f.hint}
-                           for f in findings]}
+        return {
+            "verdict": report.verdict,
+            "reason": report.reason,
+            "stages": [{"name": st.name, "status": st.status, "summary": st.summary} for st in report.stages],
+            "errors": [
+                {"stage": f.stage, "id": f.id, "message": f.message, "line": f.line, "hint": f.hint} for f in findings
+            ],
+        }
 
     def trial(self, built: Built, config: dict[str, Any], goal: str, rounds: int) -> Trial:
         from schedcp.agent.trial import run_trial

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Measure a candidate against EEVDF: same boot, interleaved rounds, the goal's metric.
 
 Round r runs the workload under EEVDF and under the candidate, in alternating order (EEVDF first
@@ -79,7 +80,8 @@ def _attach_failure(name: str, exc: Any) -> str:
     log = exc.details.get("verifier_log") or []
     ejected = [e for e in exc.details.get("kernel_events") or [] if e.get("kind") == "disabled"]
     detail = _verifier_summary(log) or "; ".join(
-        f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejected)
+        f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejected
+    )
     return f"{name} did not load/attach: {exc.cause}" + (f" — {detail[:500]}" if detail else "")
 
 
@@ -96,9 +98,18 @@ def crash_reason(text: str) -> str:
     return ""
 
 
-def run_trial(session: VmSession, target: Target, built: Built, config: dict[str, Any], goal: str, *,
-              rounds: int = 2, watchdog_ms: int = WATCHDOG_MS, retries: int = 1,
-              progress: Callable[[str], None] = lambda _m: None) -> Trial:
+def run_trial(
+    session: VmSession,
+    target: Target,
+    built: Built,
+    config: dict[str, Any],
+    goal: str,
+    *,
+    rounds: int = 2,
+    watchdog_ms: int = WATCHDOG_MS,
+    retries: int = 1,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> Trial:
     """Measure; if the guest itself dies (a kernel panic or hang under emulation), boot a fresh guest and
     measure again, up to ``retries`` times. A BPF scheduler cannot crash the kernel by design (the
     verifier and sched_ext's fallback see to that), so a dead guest is not held against the policy."""
@@ -123,8 +134,17 @@ def run_trial(session: VmSession, target: Target, built: Built, config: dict[str
         progress(f"the guest died ({trial.error[:120]}); measuring again in a fresh boot")
 
 
-def _measure(session: VmSession, target: Target, built: Built, config: dict[str, Any], goal: str, trial: Trial,
-             rounds: int, watchdog_ms: int, progress: Callable[[str], None]) -> None:
+def _measure(
+    session: VmSession,
+    target: Target,
+    built: Built,
+    config: dict[str, Any],
+    goal: str,
+    trial: Trial,
+    rounds: int,
+    watchdog_ms: int,
+    progress: Callable[[str], None],
+) -> None:
     from schedcp.testbed.vm import NodeOpError
     from schedcp.toolchain import attach as attach_mod
     from schedcp.toolchain import headers
@@ -148,14 +168,17 @@ def _measure(session: VmSession, target: Target, built: Built, config: dict[str,
                     raise SchedcpError(
                         f"the workload itself failed under EEVDF (exit {run['exit_code']}"
                         f"{', timed out' if run['timed_out'] else ''}): {run['stderr_tail'][-200:]}",
-                        "fix the command; it must run to completion in the guest", code="workload_failed")
+                        "fix the command; it must run to completion in the guest",
+                        code="workload_failed",
+                    )
                 got[side] = run["metrics"]
                 continue
             progress(f"round {r + 1}/{rounds}: workload under {built.name}")
             node.events()  # drop older kernel events so only this run's are judged
             try:
-                attached = attach_mod.attach(node, built.object_path, meta=built.meta, config=config,
-                                             timeout_ms=watchdog_ms, include_dir=include)
+                attached = attach_mod.attach(
+                    node, built.object_path, meta=built.meta, config=config, timeout_ms=watchdog_ms, include_dir=include
+                )
             except NodeOpError as exc:
                 trial.error = _attach_failure(built.name, exc)
                 return
@@ -164,8 +187,9 @@ def _measure(session: VmSession, target: Target, built: Built, config: dict[str,
             state = node.state()
             events = attached.kernel_events + node.events()
             ejected = [e for e in events if e.get("kind") == "disabled"]
-            enabled = state.get("state") == "enabled" and (not attached.ops_name or
-                                                           state.get("ops") == attached.ops_name)
+            enabled = state.get("state") == "enabled" and (
+                not attached.ops_name or state.get("ops") == attached.ops_name
+            )
             if enabled:
                 try:
                     counters = attach_mod.read_counters(node, attached)
@@ -175,12 +199,15 @@ def _measure(session: VmSession, target: Target, built: Built, config: dict[str,
                 trial.stayed_enabled = False
                 trial.ejections = ejected[:3]
                 why = "; ".join(f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejected[:2])
-                trial.error = f"the kernel ejected {built.name} during the run" + (f" ({why})" if why else
-                                                                                    f" (state {state.get('state')})")
+                trial.error = f"the kernel ejected {built.name} during the run" + (
+                    f" ({why})" if why else f" (state {state.get('state')})"
+                )
                 return
             if run["exit_code"] != 0 or run["timed_out"]:
-                trial.error = (f"the workload failed under {built.name} (exit {run['exit_code']}"
-                               f"{', timed out' if run['timed_out'] else ''})")
+                trial.error = (
+                    f"the workload failed under {built.name} (exit {run['exit_code']}"
+                    f"{', timed out' if run['timed_out'] else ''})"
+                )
                 return
             got[side] = run["metrics"]
         eevdf_runs.append(got["eevdf"])
@@ -193,9 +220,10 @@ def _measure(session: VmSession, target: Target, built: Built, config: dict[str,
     trial.baseline, trial.policy = _median(eevdf_runs), _median(policy_runs)
     trial.baseline_value, trial.policy_value = trial.baseline.get(metric), trial.policy.get(metric)
     trial.ratio = ratio_of(way, trial.baseline_value, trial.policy_value)
-    trial.rounds = [RoundResult(round=i + 1, order=o, eevdf=e, policy=p,
-                                ratio=ratio_of(way, e.get(metric), p.get(metric)))
-                    for i, (o, e, p) in enumerate(raw_rounds)]
+    trial.rounds = [
+        RoundResult(round=i + 1, order=o, eevdf=e, policy=p, ratio=ratio_of(way, e.get(metric), p.get(metric)))
+        for i, (o, e, p) in enumerate(raw_rounds)
+    ]
     trial.consistent = consistent([rr.ratio for rr in trial.rounds])
     after = session.current_boot_id()
     trial.same_boot = bool(boot_id) and after == boot_id

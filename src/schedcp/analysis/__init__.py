@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Workload Analysis Engine: tiered, bounded views of what a workload does to the CPU scheduler.
 
 Tier 1  summaries  (``engine.Engine.analyze``; detail summary | profile | full, each with a byte budget)

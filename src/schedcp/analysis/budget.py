@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Keep JSON answers under a byte budget: agents pay for every byte they read."""
 
 from __future__ import annotations

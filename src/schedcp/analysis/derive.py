@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """From a raw observation (``schedcp.node.observe``) to characteristics an agent can reason with.
 
 Thresholds are deliberately coarse and every judgement carries its evidence as short strings with
@@ -160,7 +161,9 @@ def long_tail(obs: dict[str, Any]) -> LongTail | None:
     serial_tail = ends[-1] - ends[-ncpu] if len(ends) > ncpu else 0.0
     all_finished = all(t.get("exited") for t in g)
     detected = (
-        len(g) >= LONG_TAIL_MIN_GROUP and ratio >= LONG_TAIL_RATIO and top / total >= 1.5 / len(g)
+        len(g) >= LONG_TAIL_MIN_GROUP
+        and ratio >= LONG_TAIL_RATIO
+        and top / total >= 1.5 / len(g)
         and top >= LONG_TAIL_MIN_MS
     )
     spawner = g[0]["ppid"] if g[0]["pid"] == g[0]["tid"] else g[0]["pid"]
@@ -240,9 +243,10 @@ def characteristics(obs: dict[str, Any]) -> Characteristics:
     klass, evidence = classify(s, c, obs)
     lt = long_tail(obs)
     if lt is not None and lt.detected:
-        evidence.insert(0,
+        evidence.insert(
+            0,
             f"long tail: max/median CPU {lt.ratio_max_median:.0f}x in {lt.group_size} siblings, "
-            f"top task {lt.top_share:.0%} of their CPU"
+            f"top task {lt.top_share:.0%} of their CPU",
         )
     if c.short_lived_storm:
         evidence.insert(0, f"storm: {c.spawn_rate_seen:.0f} new processes/s, median life {c.lifetime_p50_s}s")
@@ -303,7 +307,8 @@ def app_metrics(stdout: str) -> dict[str, float]:
         metrics = doc.get("metrics") if isinstance(doc, dict) else None
         if isinstance(metrics, dict):
             return {
-                f"app_{k}": float(v) for k, v in list(metrics.items())[:16]
+                f"app_{k}": float(v)
+                for k, v in list(metrics.items())[:16]
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
     return {}

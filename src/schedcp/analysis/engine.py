@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The analysis engine's front door: observe a target on a node, render it at a detail level.
 
     engine = Engine()                      # this host, in-process
@@ -112,14 +113,21 @@ class Engine:
         return raw
 
     def observe_pids(
-        self, pids: list[int], *, duration_s: float = 3.0, interval_s: float = 0.1,
-        include_children: bool = True, probe: list[str] | None = None,
+        self,
+        pids: list[int],
+        *,
+        duration_s: float = 3.0,
+        interval_s: float = 0.1,
+        include_children: bool = True,
+        probe: list[str] | None = None,
     ) -> dict[str, Any]:
         if not pids or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in pids):
             raise UsageError("pids must be positive integers", "e.g. --pid 1234")
         _check_duration(duration_s)
         args: dict[str, Any] = {
-            "pids": list(pids), "duration_s": duration_s, "interval_s": interval_s,
+            "pids": list(pids),
+            "duration_s": duration_s,
+            "interval_s": interval_s,
             "include_children": include_children,
         }
         if probe is not None:
@@ -140,8 +148,13 @@ class Engine:
     def observe_system(self, duration_s: float = 1.0, top: int = 5) -> dict[str, Any]:
         return self.node.call("observe_system", {"duration_s": duration_s, "top": top}, timeout_s=duration_s + 30)
 
-    def probe(self, kinds: list[str] | None = None, duration_s: float = 2.0, pids: list[int] | None = None,
-              backend: str = "auto") -> dict[str, Any]:
+    def probe(
+        self,
+        kinds: list[str] | None = None,
+        duration_s: float = 2.0,
+        pids: list[int] | None = None,
+        backend: str = "auto",
+    ) -> dict[str, Any]:
         return probes.run_probe(kinds, duration_s, pids, backend, node=None if self.local else self.node)
 
     def read_file(self, path: str, roots: list[str] | None = None, max_bytes: int = 65536) -> dict[str, Any]:

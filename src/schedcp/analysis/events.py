@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Event subscriptions: tell an agent when to re-analyse instead of letting it poll.
 
     watcher = EventWatcher()
@@ -228,8 +229,12 @@ class EventWatcher:
             if not new:
                 return []
             pids = sorted(new)
-            detail = {"pids": pids[:32], "count": len(pids), "comm": self._comms.get(pids[0], ""),
-                      "cmdline": observe.cmdline(pids[0], 120)}
+            detail = {
+                "pids": pids[:32],
+                "count": len(pids),
+                "comm": self._comms.get(pids[0], ""),
+                "cmdline": observe.cmdline(pids[0], 120),
+            }
             return [Event(subscription=sub.id, kind="process_appeared", at=now, detail=detail)]
         if spec.kind == "cgroup_active":
             return self._poll_cgroup(sub, now)
@@ -249,8 +254,14 @@ class EventWatcher:
                 busy = (usage - prev[1]) / 1e6 >= sub.spec.min_cpu_s
         fired = []
         if busy and not sub.cg_active and sub.primed:
-            fired.append(Event(subscription=sub.id, kind="cgroup_active", at=now,
-                               detail={"cgroup": sub.cgroup, "pids": pids[:32], "count": len(pids)}))
+            fired.append(
+                Event(
+                    subscription=sub.id,
+                    kind="cgroup_active",
+                    at=now,
+                    detail={"cgroup": sub.cgroup, "pids": pids[:32], "count": len(pids)},
+                )
+            )
         sub.cg_active = busy
         sub.primed = True
         return fired
@@ -282,9 +293,18 @@ class EventWatcher:
             shift = det.update(value)
             if shift is not None:
                 old, new = shift
-                events.append(Event(
-                    subscription=sub.id, kind="behaviour_changed", at=now,
-                    detail={"metric": metric, "from": round(old, 3), "to": round(new, 3),
-                            "pids": sorted(pids)[:16], "hold_polls": spec.hold},
-                ))
+                events.append(
+                    Event(
+                        subscription=sub.id,
+                        kind="behaviour_changed",
+                        at=now,
+                        detail={
+                            "metric": metric,
+                            "from": round(old, 3),
+                            "to": round(new, 3),
+                            "pids": sorted(pids)[:16],
+                            "hold_polls": spec.hold,
+                        },
+                    )
+                )
         return events

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tier 3: what a deployed policy did to a workload, compared with its baseline.
 
 A comparison is always the same metric on the same workload (``workload_key``): absolute values,
@@ -65,14 +66,19 @@ class FeedbackReport(BaseModel):
     def brief(self) -> dict:
         """A compact form for agents: one line per metric."""
         return {
-            "deployment": self.deployment_id, "workload": self.workload_key, "summary": self.summary,
+            "deployment": self.deployment_id,
+            "workload": self.workload_key,
+            "summary": self.summary,
             "metrics": {d.metric: [d.baseline, d.value, d.improvement_pct] for d in self.deltas},
         }
 
 
 def compare(
-    baseline: dict[str, float], current: dict[str, float], directions: dict[str, Direction] | None = None,
-    *, noise_pct: float = NOISE_PCT,
+    baseline: dict[str, float],
+    current: dict[str, float],
+    directions: dict[str, Direction] | None = None,
+    *,
+    noise_pct: float = NOISE_PCT,
 ) -> list[MetricDelta]:
     """Deltas for metrics present in both sides with a known direction; others are not comparable."""
     directions = directions or {}
@@ -91,11 +97,18 @@ def compare(
             verdict: Verdict = "unchanged" if v == b else ("improved" if better else "regressed")
         else:
             verdict = "unchanged" if abs(imp) < noise_pct else ("improved" if imp > 0 else "regressed")
-        out.append(MetricDelta(
-            metric=name, direction=d, baseline=b, value=v, abs_change=round(v - b, 6),
-            pct_change=None if pct is None else round(pct, 2),
-            improvement_pct=None if imp is None else round(imp, 2), verdict=verdict,
-        ))
+        out.append(
+            MetricDelta(
+                metric=name,
+                direction=d,
+                baseline=b,
+                value=v,
+                abs_change=round(v - b, 6),
+                pct_change=None if pct is None else round(pct, 2),
+                improvement_pct=None if imp is None else round(imp, 2),
+                verdict=verdict,
+            )
+        )
     return out
 
 
@@ -158,7 +171,10 @@ class FeedbackStore:
                 raise UsageError(f"metric {k!r} must map a name to a finite number", "")
 
     def record_baseline(
-        self, workload_key: str, metrics: dict[str, float], directions: dict[str, Direction] | None = None,
+        self,
+        workload_key: str,
+        metrics: dict[str, float],
+        directions: dict[str, Direction] | None = None,
         context: dict | None = None,
     ) -> None:
         """Set (or replace) the baseline of each metric for this workload."""
@@ -181,9 +197,14 @@ class FeedbackStore:
         return {m: v for m, v, _ in rows}, {m: d for m, _, d in rows}
 
     def record(
-        self, deployment_id: str, workload_key: str, metrics: dict[str, float],
-        baseline: dict[str, float] | None = None, directions: dict[str, Direction] | None = None,
-        context: dict | None = None, primary: str | None = None,
+        self,
+        deployment_id: str,
+        workload_key: str,
+        metrics: dict[str, float],
+        baseline: dict[str, float] | None = None,
+        directions: dict[str, Direction] | None = None,
+        context: dict | None = None,
+        primary: str | None = None,
     ) -> FeedbackReport:
         """Compare metrics under a deployment with the baseline (given, or the stored one) and store it."""
         if not isinstance(deployment_id, str) or not deployment_id or len(deployment_id) > 200:
@@ -204,36 +225,69 @@ class FeedbackStore:
             self._db.executemany(
                 "INSERT INTO feedback (deployment_id, workload_key, metric, direction, baseline, value, pct_change,"
                 " improvement_pct, verdict, created_at, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(deployment_id, workload_key, d.metric, d.direction, d.baseline, d.value, d.pct_change,
-                  d.improvement_pct, d.verdict, now, ctx) for d in deltas],
+                [
+                    (
+                        deployment_id,
+                        workload_key,
+                        d.metric,
+                        d.direction,
+                        d.baseline,
+                        d.value,
+                        d.pct_change,
+                        d.improvement_pct,
+                        d.verdict,
+                        now,
+                        ctx,
+                    )
+                    for d in deltas
+                ],
             )
         return FeedbackReport(
-            deployment_id=deployment_id, workload_key=workload_key, created_at=now, deltas=deltas,
-            summary=summarize_deltas(deltas, primary), context=context or {},
+            deployment_id=deployment_id,
+            workload_key=workload_key,
+            created_at=now,
+            deltas=deltas,
+            summary=summarize_deltas(deltas, primary),
+            context=context or {},
         )
 
     def for_deployment(self, deployment_id: str) -> FeedbackReport | None:
         with self._lock:
             rows = self._db.execute(
                 "SELECT workload_key, metric, direction, baseline, value, pct_change, improvement_pct, verdict,"
-                " created_at, context FROM feedback WHERE deployment_id = ? ORDER BY id", (deployment_id,)
+                " created_at, context FROM feedback WHERE deployment_id = ? ORDER BY id",
+                (deployment_id,),
             ).fetchall()
         if not rows:
             return None
         deltas = [
-            MetricDelta(metric=m, direction=d, baseline=b, value=v, abs_change=round(v - b, 6), pct_change=p,
-                        improvement_pct=i, verdict=vd)
+            MetricDelta(
+                metric=m,
+                direction=d,
+                baseline=b,
+                value=v,
+                abs_change=round(v - b, 6),
+                pct_change=p,
+                improvement_pct=i,
+                verdict=vd,
+            )
             for _, m, d, b, v, p, i, vd, _, _ in rows
         ]
         return FeedbackReport(
-            deployment_id=deployment_id, workload_key=rows[0][0], created_at=rows[-1][8], deltas=deltas,
-            summary=summarize_deltas(deltas), context=json.loads(rows[-1][9] or "{}"),
+            deployment_id=deployment_id,
+            workload_key=rows[0][0],
+            created_at=rows[-1][8],
+            deltas=deltas,
+            summary=summarize_deltas(deltas),
+            context=json.loads(rows[-1][9] or "{}"),
         )
 
     def history(self, workload_key: str, metric: str | None = None, limit: int = 50) -> list[dict]:
         """Past feedback rows for a workload (newest first): what each deployment did to it."""
-        sql = ("SELECT deployment_id, metric, baseline, value, improvement_pct, verdict, created_at FROM feedback"
-               " WHERE workload_key = ?")
+        sql = (
+            "SELECT deployment_id, metric, baseline, value, improvement_pct, verdict, created_at FROM feedback"
+            " WHERE workload_key = ?"
+        )
         params: list = [workload_key]
         if metric:
             sql += " AND metric = ?"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Level-shift detection with hysteresis, shared by offline phase splitting and live events.
 
 A shift is confirmed only when `hold` consecutive values sit beyond the threshold on the same side

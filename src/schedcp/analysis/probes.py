@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tier 2: scheduler tracepoint probes attached on demand for a bounded time.
 
 Two backends give the same result shape:
@@ -95,9 +96,24 @@ def bpftrace_script(kinds: list[str], pids: list[int] | None = None, follow_tid:
         end += ["print(@oncpu_us, 8);", "print(@offcpu_us, 8);"]
     if "migrations" in kinds:
         end += ["print(@migr, 8);", "print(@migr_total);"]
-    used = [m for m in ("@track", "@qt", "@wk", "@on", "@off", "@switches", "@runqlat_us", "@wakeup_us",
-                        "@oncpu_us", "@offcpu_us", "@migr", "@migr_total") if m + "[" in "".join(lines)
-            or m + " =" in "".join(lines)]
+    used = [
+        m
+        for m in (
+            "@track",
+            "@qt",
+            "@wk",
+            "@on",
+            "@off",
+            "@switches",
+            "@runqlat_us",
+            "@wakeup_us",
+            "@oncpu_us",
+            "@offcpu_us",
+            "@migr",
+            "@migr_total",
+        )
+        if m + "[" in "".join(lines) or m + " =" in "".join(lines)
+    ]
     # Clear everything so bpftrace does not dump whole maps (bounded output).
     end.append(" ".join(f"clear({m});" for m in used))
     lines.append("END { " + " ".join(e for e in end if e) + " }")
@@ -188,8 +204,11 @@ class BpftraceProbe:
             return False
         script = bpftrace_script(self.kinds, self.pids, self.follow_tid)
         self.proc = subprocess.Popen(
-            [exe, "-f", "json", "-e", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
+            [exe, "-f", "json", "-e", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         readers = [
             threading.Thread(target=observe._drain, args=(self.proc.stdout, self._out), daemon=True),
@@ -269,8 +288,11 @@ def run_probe(
         raise UsageError(f"unknown backend {backend!r}", "use auto, bpftrace or tracefs")
     if node is not None:
         if backend == "bpftrace":
-            return {"available": False, "backend": "bpftrace",
-                    "reason": "bpftrace is not in the guest image; use backend tracefs"}
+            return {
+                "available": False,
+                "backend": "bpftrace",
+                "reason": "bpftrace is not in the guest image; use backend tracefs",
+            }
         args = {"kinds": kinds, "duration_s": duration_s, "pids": pids or None}
         return node.call("probe", args, timeout_s=duration_s + 60)
     note = None

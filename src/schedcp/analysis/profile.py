@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Workload Profile: what the planner and the repository consume.
 
 A profile says in one paragraph what the workload is, carries the numbers behind that judgement,

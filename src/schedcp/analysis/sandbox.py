@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tier 2 sandboxes: rooted file reading and bubblewrap command execution for agents.
 
 Agents are treated as careless: every path is resolved and checked against allowed roots (no
@@ -101,23 +102,61 @@ def bwrap_prefix(policy: SandboxPolicy) -> list[str]:
     if setpriv is None and os.geteuid() == 0:
         raise NotReadyError("setpriv is not installed", "apt-get install util-linux")
     argv = [
-        bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-        "--die-with-parent", "--new-session",
-        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        "--perms", "1777", "--size", str(policy.work_mb * 1024 * 1024), "--tmpfs", WORK_DIR,
+        bwrap,
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "1777",
+        "--size",
+        str(policy.work_mb * 1024 * 1024),
+        "--tmpfs",
+        WORK_DIR,
     ]
     for i, d in enumerate(policy.ro_binds):
         argv += ["--ro-bind", d, f"/inputs/{i}-{Path(d).name or 'root'}"]
-    argv += ["--chdir", WORK_DIR, "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
-             "--setenv", "HOME", WORK_DIR, "--setenv", "LANG", "C.UTF-8"]
+    argv += [
+        "--chdir",
+        WORK_DIR,
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/local/bin:/usr/bin:/bin",
+        "--setenv",
+        "HOME",
+        WORK_DIR,
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+    ]
     for k, v in policy.env.items():
         argv += ["--setenv", k, v]
     if os.geteuid() != 0:
         # Unprivileged (e.g. the MCP server as a user): bwrap's own user namespace already drops
         # every capability and sets no_new_privs; there is no other uid to switch to.
         return [*argv, "--"]
-    argv += ["--", setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
-             "--no-new-privs", "--"]
+    argv += [
+        "--",
+        setpriv,
+        f"--reuid={SANDBOX_UID}",
+        f"--regid={SANDBOX_UID}",
+        "--clear-groups",
+        "--no-new-privs",
+        "--",
+    ]
     return argv
 
 
@@ -145,8 +184,12 @@ def run_sandboxed(argv: list[str], policy: SandboxPolicy | None = None, stdin: s
     full = bwrap_prefix(policy) + argv
     start = time.monotonic()
     proc = subprocess.Popen(
-        full, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_limits(policy),
+        full,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_limits(policy),
     )
     out, err = observe._Tail(policy.output_cap // 2), observe._Tail(policy.output_cap // 2)
     readers = [
@@ -181,6 +224,11 @@ def run_sandboxed(argv: list[str], policy: SandboxPolicy | None = None, stdin: s
         "stdout": out.text(),
         "stderr": err.text(),
         "truncated": out.total > out.cap * 2 or err.total > err.cap * 2,
-        "limits": {"timeout_s": policy.timeout_s, "memory_mb": policy.memory_mb, "max_procs": policy.max_procs,
-                   "work_mb": policy.work_mb, "network": False},
+        "limits": {
+            "timeout_s": policy.timeout_s,
+            "memory_mb": policy.memory_mb,
+            "max_procs": policy.max_procs,
+            "work_mb": policy.work_mb,
+            "network": False,
+        },
     }

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Render an observation at one of three detail levels, each under a stated byte budget.
 
 * ``summary`` (<= 1.5 KB): the label, the goal and the dozen numbers that justify them.
@@ -60,8 +61,12 @@ def _summary(obs: dict[str, Any], prof: WorkloadProfile) -> dict[str, Any]:
         },
         "switches": {"vol_s": s.vcs_per_s, "invol_s": s.ivcs_per_s, "migr_s": s.migrations_per_s},
         "tasks": {
-            "procs": c.procs_seen, "threads": c.threads_seen, "peak": c.peak_alive_threads,
-            "spawn_s": c.spawn_rate_seen, "life_p50_s": c.lifetime_p50_s, "storm": c.short_lived_storm,
+            "procs": c.procs_seen,
+            "threads": c.threads_seen,
+            "peak": c.peak_alive_threads,
+            "spawn_s": c.spawn_rate_seen,
+            "life_p50_s": c.lifetime_p50_s,
+            "storm": c.short_lived_storm,
         },
         "io": {"mb_s": ch.io_mb_per_s, "iowait_pct": ch.iowait_pct, "blocked": s.blocked_share},
         "psi": ch.psi,
@@ -70,8 +75,11 @@ def _summary(obs: dict[str, Any], prof: WorkloadProfile) -> dict[str, Any]:
     if ch.long_tail is not None and ch.long_tail.group_size >= 4:
         lt = ch.long_tail
         doc["long_tail"] = {
-            "detected": lt.detected, "group": lt.group_size, "ratio": lt.ratio_max_median,
-            "top_share": lt.top_share, "serial_tail_s": lt.serial_tail_s,
+            "detected": lt.detected,
+            "group": lt.group_size,
+            "ratio": lt.ratio_max_median,
+            "top_share": lt.top_share,
+            "serial_tail_s": lt.serial_tail_s,
         }
     if obs.get("kind") == "run":
         doc["exit"] = obs.get("exit_code")
@@ -90,24 +98,35 @@ def _phases(obs: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for a, b in split_phases(times, cpus, rel=0.5, abs_min=0.3, hold=3)[:8]:
         seg = series[a:b]
-        out.append({
-            "t0": round(series[a - 1][0] if a else 0.0, 2), "t1": round(seg[-1][0], 2),
-            "cpus": round(sum(p[1] for p in seg) / len(seg), 2),
-            "cs_s": round(sum(p[2] for p in seg) / len(seg)),
-            "alive": max(p[3] for p in seg),
-        })
+        out.append(
+            {
+                "t0": round(series[a - 1][0] if a else 0.0, 2),
+                "t1": round(seg[-1][0], 2),
+                "cpus": round(sum(p[1] for p in seg) / len(seg), 2),
+                "cs_s": round(sum(p[2] for p in seg) / len(seg)),
+                "alive": max(p[3] for p in seg),
+            }
+        )
     return out
 
 
 def _top_tasks(obs: dict[str, Any], n: int) -> list[dict[str, Any]]:
     rows = []
     for t in (obs.get("tasks") or [])[:n]:
-        rows.append({
-            "tid": t["tid"], "pid": t["pid"], "comm": t["comm"][:16],
-            "run_ms": round((t.get("run_ns") or 0) / 1e6, 1), "wait_ms": round((t.get("wait_ns") or 0) / 1e6, 1),
-            "slices": t.get("slices"), "vcs": t.get("vcs"), "ivcs": t.get("ivcs"), "migr": t.get("migrations"),
-            "life_s": round(t["end_s"] - max(0.0, t["start_s"]), 2),
-        })
+        rows.append(
+            {
+                "tid": t["tid"],
+                "pid": t["pid"],
+                "comm": t["comm"][:16],
+                "run_ms": round((t.get("run_ns") or 0) / 1e6, 1),
+                "wait_ms": round((t.get("wait_ns") or 0) / 1e6, 1),
+                "slices": t.get("slices"),
+                "vcs": t.get("vcs"),
+                "ivcs": t.get("ivcs"),
+                "migr": t.get("migrations"),
+                "life_s": round(t["end_s"] - max(0.0, t["start_s"]), 2),
+            }
+        )
     return rows
 
 
@@ -115,11 +134,16 @@ def _groups(obs: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for g in sibling_groups(obs.get("tasks") or [])[:3]:
         runs = sorted((t.get("run_ns") or 0) / 1e6 for t in g)
-        out.append({
-            "size": len(g), "spawner": g[0]["ppid"] if g[0]["pid"] == g[0]["tid"] else g[0]["pid"],
-            "run_ms_min": round(runs[0], 1), "run_ms_p50": round(runs[len(runs) // 2], 1),
-            "run_ms_max": round(runs[-1], 1), "start_s": round(g[0]["start_s"], 2),
-        })
+        out.append(
+            {
+                "size": len(g),
+                "spawner": g[0]["ppid"] if g[0]["pid"] == g[0]["tid"] else g[0]["pid"],
+                "run_ms_min": round(runs[0], 1),
+                "run_ms_p50": round(runs[len(runs) // 2], 1),
+                "run_ms_max": round(runs[-1], 1),
+                "start_s": round(g[0]["start_s"], 2),
+            }
+        )
     return out
 
 
@@ -166,8 +190,10 @@ def _full(obs: dict[str, Any], prof: WorkloadProfile) -> dict[str, Any]:
     doc["totals"] = obs.get("totals")
     doc["rusage"] = obs.get("rusage")
     doc["sampling"] = {
-        "samples": obs.get("samples"), "interval_s": obs.get("interval_s"),
-        "sampler_cpu_s": obs.get("sampler_cpu_s"), "tasks_dropped": obs.get("tasks_dropped"),
+        "samples": obs.get("samples"),
+        "interval_s": obs.get("interval_s"),
+        "sampler_cpu_s": obs.get("sampler_cpu_s"),
+        "tasks_dropped": obs.get("tasks_dropped"),
     }
     if obs.get("probe"):
         doc["probe"] = obs["probe"]
@@ -191,7 +217,7 @@ def render_system(obs: dict[str, Any], detail: Detail = "summary") -> dict[str, 
         "runnable_avg": obs.get("procs_running_avg"),
         "blocked_avg": obs.get("procs_blocked_avg"),
         "mem_avail_mb": obs.get("mem_available_mb"),
-        "top": obs.get("top", [])[:5 if detail == "summary" else 20],
+        "top": obs.get("top", [])[: 5 if detail == "summary" else 20],
     }
     if psi.get("available"):
         doc["psi_some_pct"] = {

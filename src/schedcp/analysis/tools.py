@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tier 2 profiling tools: perf stat, pidstat, strace -c and a top-like snapshot.
 
 Each tool is run with an argv list (no shell), a hard time limit and bounded output, and its text
@@ -180,7 +181,9 @@ def pidstat(pids: list[int], duration_s: float = 2.0) -> dict[str, Any]:
     rows = parse_pidstat(res["stdout"])
     keep = ("PID", "%usr", "%system", "%wait", "%CPU", "CPU", "cswch/s", "nvcswch/s", "Command")
     return {
-        "available": True, "tool": "pidstat", "duration_s": count,
+        "available": True,
+        "tool": "pidstat",
+        "duration_s": count,
         "rows": [{k: r[k] for k in keep if k in r} for r in rows[-len(pids) * count :][:40]],
     }
 
@@ -199,8 +202,13 @@ def parse_strace_summary(text: str, top: int = 12) -> dict[str, Any]:
         except ValueError:
             continue
         errors = int(parts[4]) if len(parts) == 6 and parts[4].isdigit() else 0
-        entry = {"syscall": name, "time_pct": float(parts[0]), "seconds": float(parts[1]), "calls": calls,
-                 "errors": errors}
+        entry = {
+            "syscall": name,
+            "time_pct": float(parts[0]),
+            "seconds": float(parts[1]),
+            "calls": calls,
+            "errors": errors,
+        }
         if name == "total":
             total = entry
         else:
@@ -209,8 +217,9 @@ def parse_strace_summary(text: str, top: int = 12) -> dict[str, Any]:
     return {"syscalls": rows[:top], "total": total}
 
 
-def strace_summary(pids: list[int] | None = None, duration_s: float = 2.0, argv: list[str] | None = None,
-                   sandboxed: bool = True) -> dict[str, Any]:
+def strace_summary(
+    pids: list[int] | None = None, duration_s: float = 2.0, argv: list[str] | None = None, sandboxed: bool = True
+) -> dict[str, Any]:
     """strace -c -f: syscall counts and time, attached to pids for a window or around a command.
 
     ptrace slows the traced program a lot; keep the window short. A command runs in the sandbox
@@ -260,16 +269,28 @@ def top_snapshot(n: int = 10, interval_s: float = 0.5, pids: list[int] | None = 
     for p in procs:
         try:
             with p.oneshot():
-                rows.append({
-                    "pid": p.pid, "name": p.info["name"][:24], "cpu_pct": p.cpu_percent(None),
-                    "status": p.status(), "threads": p.num_threads(), "nice": p.nice(),
-                    "rss_mb": round(p.memory_info().rss / 2**20, 1), "cpu_num": p.cpu_num(),
-                })
+                rows.append(
+                    {
+                        "pid": p.pid,
+                        "name": p.info["name"][:24],
+                        "cpu_pct": p.cpu_percent(None),
+                        "status": p.status(),
+                        "threads": p.num_threads(),
+                        "nice": p.nice(),
+                        "rss_mb": round(p.memory_info().rss / 2**20, 1),
+                        "cpu_num": p.cpu_num(),
+                    }
+                )
         except psutil.Error:
             continue
     rows.sort(key=lambda r: r["cpu_pct"], reverse=True)
     load = os.getloadavg()
     return {
-        "available": True, "tool": "top", "interval_s": interval_s, "cpu_pct": per_cpu,
-        "load": [round(x, 2) for x in load], "procs": len(rows), "top": rows[: int(n)],
+        "available": True,
+        "tool": "top",
+        "interval_s": interval_s,
+        "cpu_pct": per_cpu,
+        "load": [round(x, 2) for x in load],
+        "procs": len(rows),
+        "top": rows[: int(n)],
     }

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run a benchmark under EEVDF and under each policy, interleaved, on one target; summarise.
 
 Protocol, for one benchmark on one booted target:
@@ -91,8 +92,10 @@ def prepare_arms(policies: list[str], configs: dict[str, dict[str, str]], kernel
         raise UsageError("a policy is listed twice", "list each policy once")
     unknown = set(configs) - set(names)
     if unknown:
-        raise UsageError(f"--config names policies that are not benchmarked: {sorted(unknown)}",
-                         "add them to --policies or fix the name")
+        raise UsageError(
+            f"--config names policies that are not benchmarked: {sorted(unknown)}",
+            "add them to --policies or fix the name",
+        )
     arms = [Arm(BASELINE)]
     for spec in names:
         source, _, label = spec.partition("@")
@@ -149,17 +152,24 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: i
     node.events()  # drop older kernel-log events: only this run's count
     if arm.is_baseline:
         if before.get("state") not in ("disabled", None):
-            raise SchedcpError(f"sched_ext is {before.get('state')} before an EEVDF run",
-                               "a scheduler was left attached; restart the target", code="bench_state")
+            raise SchedcpError(
+                f"sched_ext is {before.get('state')} before an EEVDF run",
+                "a scheduler was left attached; restart the target",
+                code="bench_state",
+            )
     else:
         assert arm.resolved is not None
         try:
-            attached = attach_mod.attach(node, arm.resolved.object_path, meta=arm.resolved.meta,
-                                         config=dict(arm.config), timeout_ms=watchdog_ms)
+            attached = attach_mod.attach(
+                node, arm.resolved.object_path, meta=arm.resolved.meta, config=dict(arm.config), timeout_ms=watchdog_ms
+            )
         except NodeOpError as exc:
             events = exc.details.get("kernel_events", [])
-            record.update(status="attach_failed", error=exc.cause + "".join(
-                f"; kernel: {_event_text(e)}" for e in _ejections(events)[:1]), events=events[:10])
+            record.update(
+                status="attach_failed",
+                error=exc.cause + "".join(f"; kernel: {_event_text(e)}" for e in _ejections(events)[:1]),
+                events=events[:10],
+            )
             return record
         before = node.state()
     argv = target.workload_argv(bench.module, args)
@@ -173,8 +183,12 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: i
     events = node.events()
     record.update(wall_s=out["wall_s"], exit_code=out["exit_code"])
     if attached is not None:
-        stayed = (after.get("state") == "enabled" and after.get("ops") == attached.ops_name
-                  and after.get("enable_seq") == before.get("enable_seq") and not _ejections(events))
+        stayed = (
+            after.get("state") == "enabled"
+            and after.get("ops") == attached.ops_name
+            and after.get("enable_seq") == before.get("enable_seq")
+            and not _ejections(events)
+        )
         if stayed:
             try:
                 record["counters"] = attach_mod.read_counters(node, attached)
@@ -188,8 +202,12 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: i
                 time.sleep(0.2)
                 events = events + node.events()
                 ej = _ejections(events)
-            record.update(status="ejected", error=_event_text(ej[0]) if ej
-                          else f"scheduler state became {after.get('state')!r} ({after.get('ops')!r})")
+            record.update(
+                status="ejected",
+                error=_event_text(ej[0])
+                if ej
+                else f"scheduler state became {after.get('state')!r} ({after.get('ops')!r})",
+            )
         try:
             attach_mod.detach(node, attached)
         except NodeOpError as exc:
@@ -203,8 +221,11 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: i
         errors = (result or {}).get("errors") or [out["stderr"].strip()[-300:] or "no result line"]
         record.update(status="failed", error=f"exit {out['exit_code']}: {'; '.join(map(str, errors))[:400]}")
     if result is not None:
-        record["metrics"] = {m.key: result["metrics"][m.key] for m in bench.metrics
-                             if isinstance(result.get("metrics", {}).get(m.key), int | float)}
+        record["metrics"] = {
+            m.key: result["metrics"][m.key]
+            for m in bench.metrics
+            if isinstance(result.get("metrics", {}).get(m.key), int | float)
+        }
         record["details"] = {k: v for k, v in result.items() if k not in ("metrics", "workload")}
     return record
 
@@ -273,8 +294,15 @@ def evaluate_targets(bench: Benchmark, summary: dict[str, Any]) -> dict[str, Any
         for t in bench.targets:
             cell = data["metrics"].get(t.metric, {})
             factor = cell.get("improvement")
-            checks.append({"metric": t.metric, "at_least": t.at_least, "factor": factor,
-                           "met": stats.is_better(factor, t.at_least), "source": t.source})
+            checks.append(
+                {
+                    "metric": t.metric,
+                    "at_least": t.at_least,
+                    "factor": factor,
+                    "met": stats.is_better(factor, t.at_least),
+                    "source": t.source,
+                }
+            )
         candidates.append((all(c["met"] for c in checks), checks[0]["factor"] or 0.0, name, checks))
     if not candidates:
         return {"targets": [], "met": False, "arm": None}
@@ -316,8 +344,9 @@ def run_benchmark(
             except SchedcpError as exc:
                 if exc.code not in GUEST_GONE or len(crashes) >= MAX_CRASHES:
                     raise
-                crashes.append({"round": rnd, "arm": arm.name, "cause": exc.cause,
-                                "console_tail": target.console_tail(30)})
+                crashes.append(
+                    {"round": rnd, "arm": arm.name, "cause": exc.cause, "console_tail": target.console_tail(30)}
+                )
                 say(f"{bench.name}: the guest crashed during {arm.name} ({exc.cause}); rebooting, repeating the run")
                 target.stop()
                 target.start()
@@ -336,8 +365,10 @@ def run_benchmark(
                 attempts.append(rec)
                 steal = rec.get("host_steal")
                 noisy = rec["status"] == "ok" and max_steal is not None and steal is not None and steal > max_steal
-                say(f"{bench.name}: round {rnd + 1}/{runs} {arm.name}: {_brief(bench, rec)}"
-                    + (f" (host steal {steal:.0%}{', repeating' if noisy else ''})" if noisy else ""))
+                say(
+                    f"{bench.name}: round {rnd + 1}/{runs} {arm.name}: {_brief(bench, rec)}"
+                    + (f" (host steal {steal:.0%}{', repeating' if noisy else ''})" if noisy else "")
+                )
                 if not noisy:
                     break
             records += pick_attempt(attempts)
@@ -347,8 +378,10 @@ def run_benchmark(
         "title": bench.title,
         "description": bench.description,
         "workload": {"module": bench.module, "args": base_args, "seeded": seeded},
-        "metrics": [{"key": m.key, "label": m.label, "unit": m.unit, "direction": m.direction,
-                     "primary": m.primary} for m in bench.metrics],
+        "metrics": [
+            {"key": m.key, "label": m.label, "unit": m.unit, "direction": m.direction, "primary": m.primary}
+            for m in bench.metrics
+        ],
         "arms": [a.describe() for a in arms],
         "runs": runs,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -371,8 +404,9 @@ def pick_attempt(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     best = min(ok, key=lambda a: a.get("host_steal", 0.0))
     for a in ok:
         if a is not best:
-            a.update(status="noisy", error=f"repeated: the host held the vCPUs back {a.get('host_steal', 0):.0%} "
-                                           "of the time")
+            a.update(
+                status="noisy", error=f"repeated: the host held the vCPUs back {a.get('host_steal', 0):.0%} of the time"
+            )
     return attempts
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Charts of benchmark results (matplotlib, Agg backend: no display needed).
 
 Each panel is one metric: a bar per arm at the median, a whisker from min to max, every run as a
@@ -32,8 +33,15 @@ def _panel(ax, result: dict[str, Any], metric: dict[str, Any]) -> None:
         ax.scatter([i + o for o in offsets], values, s=9, color="black", zorder=3)
         factor = cell.get("improvement")
         if factor is not None and name != "eevdf":
-            ax.annotate(f"{factor:.2f}×", (i, cell["max"]), textcoords="offset points", xytext=(0, 3),
-                        ha="center", fontsize=8, fontweight="bold")
+            ax.annotate(
+                f"{factor:.2f}×",
+                (i, cell["max"]),
+                textcoords="offset points",
+                xytext=(0, 3),
+                ha="center",
+                fontsize=8,
+                fontweight="bold",
+            )
     ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
     better = "lower is better" if metric["direction"] == "lower" else "higher is better"
     ax.set_title(f"{metric['label']} ({metric['unit']}), {better}", fontsize=9)
@@ -73,7 +81,7 @@ def plot_suite(doc: dict[str, Any], path: Path) -> Path:
         for ax, metric in zip(row[: len(metrics)], metrics, strict=True):
             _panel(ax, result, metric)
         row[0].set_ylabel(result["benchmark"], fontsize=10, fontweight="bold")
-        for ax in row[len(metrics):]:
+        for ax in row[len(metrics) :]:
             ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Render a suite's results as text tables and as the Markdown results page (docs/benchmarks.md)."""
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def fmt_value(value: float, unit: str) -> str:
 
 
 def cell_text(cell: dict[str, Any] | None, unit: str, *, spread: bool = True) -> str:
-    """"median unit [min–max] (factor×)", all in the unit chosen for the median."""
+    """ "median unit [min–max] (factor×)", all in the unit chosen for the median."""
     if not cell:
         return "—"
     div, shown = _scaled(cell["median"], unit)
@@ -86,9 +87,13 @@ def expected_run_to_completion(ratio: float, shorts: int = 39) -> float:
 
 def batch_bounds(result: dict[str, Any]) -> str | None:
     """For the long-tail batch: what the measured job sizes allow, so the result can be judged."""
-    ratios = [k["long_cpu_s"] / k["short_cpu_s"] for r in result.get("records", [])
-              if r.get("arm") == "eevdf" and r.get("status") == "ok"
-              for k in r.get("details", {}).get("kinds", []) if k.get("short_cpu_s")]
+    ratios = [
+        k["long_cpu_s"] / k["short_cpu_s"]
+        for r in result.get("records", [])
+        if r.get("arm") == "eevdf" and r.get("status") == "ok"
+        for k in r.get("details", {}).get("kinds", [])
+        if k.get("short_cpu_s")
+    ]
     if not ratios:
         return None
     n = len(result["records"][0].get("details", {}).get("kinds", [{}])[0].get("completion_s", [])) or 40
@@ -97,23 +102,30 @@ def batch_bounds(result: dict[str, Any]) -> str | None:
     fair = shorts / 2 + ratio
     bound = max(ratio, (shorts + ratio) / 2)
     rtc = expected_run_to_completion(ratio, shorts)
-    return (f"Measured job sizes: under EEVDF the long job used {ratio:.1f}x the CPU time of a short one "
-            f"(median over kinds and runs). In short-job units on 2 CPUs, fair sharing then predicts a makespan "
-            f"of about {fair:.1f}, the lower bound is {bound:.1f} (at most {1 - bound / fair:.0%} below fair "
-            f"sharing, {fair / bound:.2f}x), and running jobs to completion in a random order, the best a policy "
-            f"can do without knowing which job is long, expects {rtc:.1f} ({fair / rtc:.2f}x) before any saving "
-            f"in context switches.")
+    return (
+        f"Measured job sizes: under EEVDF the long job used {ratio:.1f}x the CPU time of a short one "
+        f"(median over kinds and runs). In short-job units on 2 CPUs, fair sharing then predicts a makespan "
+        f"of about {fair:.1f}, the lower bound is {bound:.1f} (at most {1 - bound / fair:.0%} below fair "
+        f"sharing, {fair / bound:.2f}x), and running jobs to completion in a random order, the best a policy "
+        f"can do without knowing which job is long, expects {rtc:.1f} ({fair / rtc:.2f}x) before any saving "
+        f"in context switches."
+    )
 
 
 def noise_line(result: dict[str, Any]) -> str | None:
     """How much the host held the guest back during the counted runs, and what was repeated."""
-    steals = [r["host_steal"] for r in result.get("records", [])
-              if r.get("status") == "ok" and r.get("host_steal") is not None]
+    steals = [
+        r["host_steal"]
+        for r in result.get("records", [])
+        if r.get("status") == "ok" and r.get("host_steal") is not None
+    ]
     if not steals:
         return None
     repeated = sum(r.get("status") == "noisy" for r in result.get("records", []))
-    text = (f"Host interference: during the counted runs the vCPUs waited for a host CPU "
-            f"{stats.summarize(steals).median:.0%} of the time (median; max {max(steals):.0%})")
+    text = (
+        f"Host interference: during the counted runs the vCPUs waited for a host CPU "
+        f"{stats.summarize(steals).median:.0%} of the time (median; max {max(steals):.0%})"
+    )
     if result.get("max_steal") is not None:
         text += f"; {repeated} runs were repeated for exceeding {result['max_steal']:.0%}"
     return text + "."
@@ -130,8 +142,10 @@ def paired_lines(result: dict[str, Any]) -> list[str]:
         for m in result["metrics"]:
             cell = cells.get(m["key"], {})
             if m["primary"] and cell.get("pairs"):
-                parts.append(f"{m['label']} {stats.format_factor(cell['paired_improvement'])} "
-                             f"(better in {cell['paired_wins']}/{cell['pairs']})")
+                parts.append(
+                    f"{m['label']} {stats.format_factor(cell['paired_improvement'])} "
+                    f"(better in {cell['paired_wins']}/{cell['pairs']})"
+                )
         if parts:
             out.append(f"`{arm['name']}` " + ", ".join(parts))
     return out
@@ -147,11 +161,13 @@ def _machine_md(m: dict[str, Any]) -> str:
     if not m:
         return "(no machine information: the target never started)"
     if m.get("target") == "vm":
-        return (f"QEMU micro-VM, **{m.get('vcpus')} vCPUs, accelerator {m.get('accel')}** "
-                f"({m.get('tcg_thread', '?')}-threaded), {m.get('memory_mb')} MiB, guest kernel {m.get('kernel')} "
-                f"(sched_ext), image `{m.get('image_variant')}`, guest Python {m.get('guest_python')}; host CPU "
-                f"{m.get('host_cpu')} ({m.get('host_cpus')} cores), VM threads at host nice {m.get('host_nice', 0)}, "
-                f"first boot {m.get('boot_s')} s.")
+        return (
+            f"QEMU micro-VM, **{m.get('vcpus')} vCPUs, accelerator {m.get('accel')}** "
+            f"({m.get('tcg_thread', '?')}-threaded), {m.get('memory_mb')} MiB, guest kernel {m.get('kernel')} "
+            f"(sched_ext), image `{m.get('image_variant')}`, guest Python {m.get('guest_python')}; host CPU "
+            f"{m.get('host_cpu')} ({m.get('host_cpus')} cores), VM threads at host nice {m.get('host_nice', 0)}, "
+            f"first boot {m.get('boot_s')} s."
+        )
     return f"Local host, {m.get('host_cpu')} ({m.get('host_cpus')} CPUs), kernel {m.get('kernel')}."
 
 
@@ -170,16 +186,19 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         "throughput). Every workload checks its own results (checksums, digests, a verified build), so a "
         "fast run is also a correct one.",
         "",
-        f"Regenerate everything on this page with `{command}` "
-        f"({doc.get('runs')} runs per arm; about 25 minutes here).",
+        f"Regenerate everything on this page with `{command}` ({doc.get('runs')} runs per arm; about 25 minutes here).",
         "",
         "## Machine",
         "",
         _machine_md(doc.get("machine", {})),
         "",
         f"Run started {doc.get('started')}, finished {doc.get('finished')}."
-        + (" Some benchmarks were re-run separately in their own boot (`--merge`); each section gives the "
-           "time its runs started, and every ratio still compares arms of the same boot." if doc.get("merged") else ""),
+        + (
+            " Some benchmarks were re-run separately in their own boot (`--merge`); each section gives the "
+            "time its runs started, and every ratio still compares arms of the same boot."
+            if doc.get("merged")
+            else ""
+        ),
         "",
         "**Read these numbers with the machine in mind.** The guest runs under QEMU's TCG (software "
         "emulation: no usable KVM here) on a 2-core host shared with other work. Emulated CPUs are about "
@@ -201,9 +220,11 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
             lines.append(f"| {result['benchmark']} | — | — | run failed: {result['error']} | MISSED |")
             continue
         for t in ev.get("targets", []):
-            lines.append(f"| {result['benchmark']} | {t['metric']} ≥ {t['at_least']:.2f}× ({t['source']}) | "
-                         f"{ev.get('arm')} | {stats.format_factor(t['factor'])} | "
-                         f"{'met' if t['met'] else '**missed**'} |")
+            lines.append(
+                f"| {result['benchmark']} | {t['metric']} ≥ {t['at_least']:.2f}× ({t['source']}) | "
+                f"{ev.get('arm')} | {stats.format_factor(t['factor'])} | "
+                f"{'met' if t['met'] else '**missed**'} |"
+            )
     lines += [
         "",
         "Not on this page: the paper's fourth number, an agent that reuses the policy repository costing "
@@ -219,11 +240,18 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         bench = BENCHMARKS.get(result["benchmark"])
         lines += [result.get("description", ""), ""]
         args = " ".join(result["workload"]["args"])
-        lines += [f"Workload: `python3 -m schedcp_workloads.{result['workload']['module']} {args}`"
-                  + (" (plus a per-round `--seed`, the same for every policy in a round)"
-                     if result["workload"].get("seeded") else "")
-                  + f"; {result.get('runs')} runs per policy"
-                  + (f", measured from {result['started_at']}" if result.get("started_at") else "") + ".", ""]
+        lines += [
+            f"Workload: `python3 -m schedcp_workloads.{result['workload']['module']} {args}`"
+            + (
+                " (plus a per-round `--seed`, the same for every policy in a round)"
+                if result["workload"].get("seeded")
+                else ""
+            )
+            + f"; {result.get('runs')} runs per policy"
+            + (f", measured from {result['started_at']}" if result.get("started_at") else "")
+            + ".",
+            "",
+        ]
         if result["benchmark"] in images:
             lines += [f"![{result['benchmark']}]({images[result['benchmark']]})", ""]
         lines += [_md_table(benchmark_table(result, all_metrics=True)), ""]
@@ -234,13 +262,18 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
         if noise:
             lines += [noise, ""]
         if result.get("guest_crashes"):
-            lines += [f"The guest crashed {len(result['guest_crashes'])} time(s) during this benchmark (a known "
-                      "multi-threaded TCG problem when sched_ext patches static branches on attach/detach); each "
-                      "time the harness rebooted it and repeated the interrupted run.", ""]
+            lines += [
+                f"The guest crashed {len(result['guest_crashes'])} time(s) during this benchmark (a known "
+                "multi-threaded TCG problem when sched_ext patches static branches on attach/detach); each "
+                "time the harness rebooted it and repeated the interrupted run.",
+                "",
+            ]
         paired = paired_lines(result)
         if paired:
-            lines += ["Round by round (each policy against the EEVDF run of the same round): " + "; ".join(paired)
-                      + ".", ""]
+            lines += [
+                "Round by round (each policy against the EEVDF run of the same round): " + "; ".join(paired) + ".",
+                "",
+            ]
         if bench is not None and bench.rationale:
             lines += [bench.rationale, ""]
         bounds = batch_bounds(result)
@@ -252,9 +285,18 @@ def render_markdown(doc: dict[str, Any], images: dict[str, str], command: str = 
                 lines.append(f"- `{arm['name']}`: {err}")
         policies = [a for a in result["arms"] if a.get("kind") == "sched_ext"]
         if policies:
-            lines += ["", "Policies: " + "; ".join(
-                f"`{a['name']}`" + (f" {a['config']}" if a.get("config") else "") + (f" — {a['title']}" if a.get(
-                    "title") else "") for a in policies) + ".", ""]
+            lines += [
+                "",
+                "Policies: "
+                + "; ".join(
+                    f"`{a['name']}`"
+                    + (f" {a['config']}" if a.get("config") else "")
+                    + (f" — {a['title']}" if a.get("title") else "")
+                    for a in policies
+                )
+                + ".",
+                "",
+            ]
     lines += [
         "## Method details",
         "",

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Robust summaries of repeated benchmark runs and direction-aware comparisons against a baseline.
 
 Benchmarks on a shared, emulated machine are noisy, so we report the median with its spread
@@ -62,8 +63,9 @@ def summarize(values: list[float]) -> Summary:
     n = len(clean)
     mean = sum(clean) / n
     stdev = math.sqrt(sum((v - mean) ** 2 for v in clean) / (n - 1)) if n > 1 else 0.0
-    return Summary(n, quantile(clean, 0.5), mean, clean[0], clean[-1], quantile(clean, 0.25),
-                   quantile(clean, 0.75), stdev)
+    return Summary(
+        n, quantile(clean, 0.5), mean, clean[0], clean[-1], quantile(clean, 0.25), quantile(clean, 0.75), stdev
+    )
 
 
 def improvement(baseline: float, value: float, direction: Direction) -> float | None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run several benchmarks in one target session and collect one JSON document.
 
 All benchmarks share one boot (the image variant is the richest one any of them needs), which
@@ -75,16 +76,29 @@ def run_suite(
                 doc["machine"] = target.describe()
                 say(f"target ready: {_machine_line(doc['machine'])}")
             try:
-                result = harness.run_benchmark(target, bench, arms, runs=runs, extra_args=extra_args,
-                                               smoke=smoke, watchdog_ms=watchdog_ms,
-                                               max_steal=max_steal, say=say)
+                result = harness.run_benchmark(
+                    target,
+                    bench,
+                    arms,
+                    runs=runs,
+                    extra_args=extra_args,
+                    smoke=smoke,
+                    watchdog_ms=watchdog_ms,
+                    max_steal=max_steal,
+                    say=say,
+                )
             except SchedcpError as exc:
                 if exc.code not in harness.GUEST_GONE:
                     raise
                 say(f"{bench.name}: the guest died: {exc.cause}")
                 target.stop()
-                result = {"benchmark": bench.name, "title": bench.title, "error": exc.cause,
-                          "arms": [a.describe() for a in arms], "console_tail": target.console_tail()}
+                result = {
+                    "benchmark": bench.name,
+                    "title": bench.title,
+                    "error": exc.cause,
+                    "arms": [a.describe() for a in arms],
+                    "console_tail": target.console_tail(),
+                }
             doc["benchmarks"].append(result)
     finally:
         target.stop()
@@ -94,6 +108,8 @@ def run_suite(
 
 def _machine_line(m: dict[str, Any]) -> str:
     if m.get("target") == "vm":
-        return (f"{m.get('vcpus')} vCPU {m.get('accel')} guest, kernel {m.get('kernel')}, "
-                f"booted in {m.get('boot_s')}s on {m.get('host_cpu')}")
+        return (
+            f"{m.get('vcpus')} vCPU {m.get('accel')} guest, kernel {m.get('kernel')}, "
+            f"booted in {m.get('boot_s')}s on {m.get('host_cpu')}"
+        )
     return f"local host {m.get('host_cpu')} x{m.get('host_cpus')}, kernel {m.get('kernel')}"

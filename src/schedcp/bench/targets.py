@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Where benchmarks run: a micro-VM booted from the test kernel, or this host through its node agent.
 
 Both give the harness the same three things: a node (the NodeClient call surface: run, state,
@@ -75,8 +76,9 @@ class VMTarget:
 
     kind = "vm"
 
-    def __init__(self, *, cpus: int, kernel_spec: str, image_variant: str, memory_mb: int = 2048,
-                 host_nice: int = 0) -> None:
+    def __init__(
+        self, *, cpus: int, kernel_spec: str, image_variant: str, memory_mb: int = 2048, host_nice: int = 0
+    ) -> None:
         if not -20 <= host_nice <= 19:
             raise UsageError(f"host nice {host_nice} is out of range", "use -20..19")
         self.host_nice = host_nice
@@ -85,8 +87,14 @@ class VMTarget:
         self.boots = 0
         self.kernel = kernel_mod.cached(kernel_spec)
         # Named threads ("CPU 0/TCG", ...) let us read how long the vCPUs waited for a host CPU.
-        self.config = VMConfig(cpus=cpus, memory_mb=memory_mb, kernel=kernel_spec, image_variant=image_variant,
-                               extra_qemu_args=["-name", "schedcp-bench,debug-threads=on"], boot_timeout_s=300.0)
+        self.config = VMConfig(
+            cpus=cpus,
+            memory_mb=memory_mb,
+            kernel=kernel_spec,
+            image_variant=image_variant,
+            extra_qemu_args=["-name", "schedcp-bench,debug-threads=on"],
+            boot_timeout_s=300.0,
+        )
         self.vm: MicroVM | None = None
 
     def start(self) -> None:
@@ -118,8 +126,9 @@ class VMTarget:
                 os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
         except PermissionError as exc:
             self.stop()
-            raise NotReadyError(f"cannot set the VM's host priority to {nice}: {exc}",
-                                "run as root or drop --host-nice") from exc
+            raise NotReadyError(
+                f"cannot set the VM's host priority to {nice}: {exc}", "run as root or drop --host-nice"
+            ) from exc
 
     @property
     def node(self) -> NodeClient:
@@ -194,8 +203,10 @@ class LocalTarget:
             raise NotReadyError("attaching schedulers on this host needs root", "run as root (sudo) or use --target vm")
         state = SCX_STATE.read_text().strip()
         if state != "disabled":
-            raise NotReadyError(f"sched_ext is {state!r} on this host: another scheduler is attached",
-                                "detach it first; the benchmark needs EEVDF as the baseline")
+            raise NotReadyError(
+                f"sched_ext is {state!r} on this host: another scheduler is attached",
+                "detach it first; the benchmark needs EEVDF as the baseline",
+            )
         self.kernel = HostKernel.current()
         self._node: LocalNode | None = None
 
@@ -218,8 +229,14 @@ class LocalTarget:
         return None  # no hypervisor between the workload and the CPUs
 
     def describe(self) -> dict[str, Any]:
-        return {"target": "local", "host_cpu": host_cpu_model(), "host_cpus": os.cpu_count(),
-                "kernel": self.kernel.release, "vcpus": os.cpu_count(), "accel": None}
+        return {
+            "target": "local",
+            "host_cpu": host_cpu_model(),
+            "host_cpus": os.cpu_count(),
+            "kernel": self.kernel.release,
+            "vcpus": os.cpu_count(),
+            "accel": None,
+        }
 
     def console_tail(self, lines: int = 40) -> str:
         return ""

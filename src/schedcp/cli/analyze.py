@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp analyze`: Tier-1 workload analysis of a command, PIDs, a cgroup, or the whole system."""
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _render_text(doc: dict[str, Any]) -> None:
     if lt and lt.get("detected"):
         console.print(
             f"[bold]long tail:[/] max/median {lt.get('ratio', lt.get('ratio_max_median'))}x, "
-            f"top task {lt.get('top_share')} of the group's CPU", highlight=False,
+            f"top task {lt.get('top_share')} of the group's CPU",
+            highlight=False,
         )
 
 
@@ -45,8 +47,9 @@ def register(app: typer.Typer) -> None:
         detail: str = typer.Option("summary", "--detail", help="summary (<=1.5KB) | profile (<=4KB) | full (<=16KB)"),
         duration: float = typer.Option(None, "--duration", help="Max run time for a command; window otherwise."),
         target: str = typer.Option("host", "--target", help="host, or vm to run inside the micro-VM."),
-        probe: list[str] = typer.Option(None, "--probe", help="Also attach tracepoint probes: runqlat, wakeup, "
-                                        "runtime, migrations (repeatable)."),
+        probe: list[str] = typer.Option(
+            None, "--probe", help="Also attach tracepoint probes: runqlat, wakeup, runtime, migrations (repeatable)."
+        ),
         kernel: str = typer.Option("unstable", "--kernel", help="Kernel spec for --target vm."),
         as_json: bool = JsonOption,
     ) -> None:
@@ -64,8 +67,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _analyze(
-    command: list[str], pids: list[int], cgroup: str | None, detail: str, duration: float | None,
-    target: str, probe: list[str] | None, kernel: str,
+    command: list[str],
+    pids: list[int],
+    cgroup: str | None,
+    detail: str,
+    duration: float | None,
+    target: str,
+    probe: list[str] | None,
+    kernel: str,
 ) -> dict[str, Any]:
     from schedcp.analysis.engine import Engine
     from schedcp.analysis.summarize import DETAILS

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp bench`: compare sched_ext policies against EEVDF on the benchmark workloads."""
 
 from __future__ import annotations
@@ -26,29 +27,42 @@ def repo_root() -> Path:
     for parent in here.parents:
         if (parent / "pyproject.toml").is_file() and (parent / "src" / "schedcp").is_dir():
             return parent
-    raise UsageError("--write-docs needs a source checkout (no pyproject.toml above the package)",
-                     "run it from a git checkout of schedcp")
+    raise UsageError(
+        "--write-docs needs a source checkout (no pyproject.toml above the package)",
+        "run it from a git checkout of schedcp",
+    )
 
 
 def bench(
     names: list[str] = typer.Argument(None, help=f"Benchmarks: {', '.join(workloads.BENCHMARKS)} or all."),
     policies: str | None = typer.Option(
-        None, "--policies", "-p", help="Comma-separated policies to compare with EEVDF (default: per benchmark)."),
+        None, "--policies", "-p", help="Comma-separated policies to compare with EEVDF (default: per benchmark)."
+    ),
     config: list[str] = typer.Option([], "--config", "-c", help="Tunable as POLICY:NAME=VALUE (repeatable)."),
     runs: int = typer.Option(3, "--runs", "-n", min=1, max=100, help="Measured runs per policy."),
     cpus: int = typer.Option(2, "--cpus", min=1, max=64, help="Guest vCPUs (vm target)."),
     kernel: str = typer.Option(kernel_mod.DEFAULT_SPEC, "--kernel", "-k", help="Cached test kernel spec (vm)."),
     target: str = typer.Option("vm", "--target", help="vm (micro-VM) or local (this sched_ext host, root)."),
     workload_args: str | None = typer.Option(
-        None, "--workload-args", help="Extra arguments for the workload (one benchmark only), e.g. '--scale 0.5'."),
+        None, "--workload-args", help="Extra arguments for the workload (one benchmark only), e.g. '--scale 0.5'."
+    ),
     watchdog_ms: int | None = typer.Option(
-        None, "--watchdog-ms", min=100, max=30000, help="sched_ext watchdog for the policies (default: 30 s)."),
+        None, "--watchdog-ms", min=100, max=30000, help="sched_ext watchdog for the policies (default: 30 s)."
+    ),
     max_steal: float | None = typer.Option(
-        None, "--max-steal", min=0.0, max=1.0,
-        help="Repeat a run (up to twice) when the host kept the vCPUs waiting more than this fraction of it."),
+        None,
+        "--max-steal",
+        min=0.0,
+        max=1.0,
+        help="Repeat a run (up to twice) when the host kept the vCPUs waiting more than this fraction of it.",
+    ),
     host_nice: int = typer.Option(
-        0, "--host-nice", min=-20, max=19,
-        help="vm: host nice value for QEMU's threads; below 0 shields the guest from other host load (root)."),
+        0,
+        "--host-nice",
+        min=-20,
+        max=19,
+        help="vm: host nice value for QEMU's threads; below 0 shields the guest from other host load (root).",
+    ),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny workload sizes: checks the pipeline in seconds."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the JSON results here."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Write a PNG chart here."),
@@ -69,8 +83,17 @@ def bench(
         doc = suite.run_suite(
             benches,
             policies=[p for p in policies.split(",") if p.strip()] if policies is not None else None,
-            configs=parse_configs(config), runs=runs, target_kind=target, cpus=cpus, kernel_spec=kernel,
-            smoke=smoke, extra_args=extra, watchdog_ms=watchdog_ms, max_steal=max_steal, host_nice=host_nice, say=say,
+            configs=parse_configs(config),
+            runs=runs,
+            target_kind=target,
+            cpus=cpus,
+            kernel_spec=kernel,
+            smoke=smoke,
+            extra_args=extra,
+            watchdog_ms=watchdog_ms,
+            max_steal=max_steal,
+            host_nice=host_nice,
+            say=say,
             command=["schedcp", "bench", *sys.argv[2:]],
         )
         outputs = _save(doc, out, plot_path, write_docs, say)
@@ -126,9 +149,17 @@ def _render(doc: dict[str, Any]) -> None:
 
 
 def _listing() -> list[dict[str, Any]]:
-    return [{"name": b.name, "title": b.title, "args": list(b.args), "policies": list(b.policies),
-             "image_variant": b.image_variant,
-             "metrics": [m.key for m in b.metrics]} for b in workloads.BENCHMARKS.values()]
+    return [
+        {
+            "name": b.name,
+            "title": b.title,
+            "args": list(b.args),
+            "policies": list(b.policies),
+            "image_variant": b.image_variant,
+            "metrics": [m.key for m in b.metrics],
+        }
+        for b in workloads.BENCHMARKS.values()
+    ]
 
 
 def _render_listing(items: list[dict[str, Any]]) -> None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared CLI plumbing: JSON or human output, and errors as one line plus a next step."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp daemon`: run the privileged daemon (as root) in the foreground."""
 
 from __future__ import annotations

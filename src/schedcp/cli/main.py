@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Entry point for `schedcp`: assembles the commands each service module registers."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp mcp`: serve SchedCP's tools to AI agents over MCP (stdio, or streamable HTTP)."""
 
 from __future__ import annotations
@@ -15,23 +16,33 @@ from schedcp.errors import SchedcpError
 
 def mcp(
     http: str | None = typer.Option(
-        None, "--http", metavar="HOST:PORT",
+        None,
+        "--http",
+        metavar="HOST:PORT",
         help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (loopback unless a host is given).",
     ),
     token: str | None = typer.Option(
-        None, "--token", envvar="SCHEDCP_MCP_TOKEN", show_envvar=True,
+        None,
+        "--token",
+        envvar="SCHEDCP_MCP_TOKEN",
+        show_envvar=True,
         help="Bearer token HTTP clients must send; required off loopback. Prefer the environment variable.",
     ),
     print_config: str | None = typer.Option(
-        None, "--print-config", metavar="CLIENT",
+        None,
+        "--print-config",
+        metavar="CLIENT",
         help="Print client configuration JSON for claude-code, claude-desktop, cursor or generic, then exit.",
     ),
     daemon_socket: Path | None = typer.Option(
-        None, "--daemon-socket", envvar="SCHEDCP_DAEMON_SOCKET",
+        None,
+        "--daemon-socket",
+        envvar="SCHEDCP_DAEMON_SOCKET",
         help="The privileged daemon's socket (verification and probes go through it).",
     ),
-    vm_queue: int = typer.Option(2, "--vm-queue", min=0, max=16,
-                                 help="run_in_vm calls that may wait while one VM runs; more get 'busy'."),
+    vm_queue: int = typer.Option(
+        2, "--vm-queue", min=0, max=16, help="run_in_vm calls that may wait while one VM runs; more get 'busy'."
+    ),
 ) -> None:
     """Serve the SchedCP tools over the Model Context Protocol (no root needed)."""
     from schedcp.server import clientconfig
@@ -55,15 +66,17 @@ def _serve(endpoint, token: str | None, daemon_socket: Path | None, vm_queue: in
     from schedcp.server.state import ServerOptions, ServerState
 
     if os.geteuid() == 0:
-        err_console.print("[yellow]note:[/] schedcp mcp needs no root; privileged work goes through the daemon",
-                          highlight=False)
+        err_console.print(
+            "[yellow]note:[/] schedcp mcp needs no root; privileged work goes through the daemon", highlight=False
+        )
     state = ServerState(ServerOptions(daemon_socket=daemon_socket, vm_queue=vm_queue))
     server = build_server(state)
     if endpoint is None:
         server.run("stdio")
         return
-    err_console.print(f"schedcp MCP server at {endpoint.url} ({'token required' if token else 'no token'})",
-                      highlight=False)
+    err_console.print(
+        f"schedcp MCP server at {endpoint.url} ({'token required' if token else 'no token'})", highlight=False
+    )
     http_mod.serve(server, endpoint, token)
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp optimize`: sched-agent's Observation -> Planning -> Execution -> Learning loop.
 
     schedcp optimize --demo                        # built-in long-tail batch, built-in planner, offline
@@ -30,31 +31,41 @@ def _line(agent: str, message: str) -> str:
 def _render(doc: dict[str, Any]) -> None:
     best = doc.get("best")
     console.print()
-    console.print(f"[bold]workload[/] {doc['target']['label']}  [bold]goal[/] {doc['goal']}  "
-                  f"[bold]kernel[/] {doc.get('kernel')}  [bold]model[/] {doc['model']}", highlight=False)
+    console.print(
+        f"[bold]workload[/] {doc['target']['label']}  [bold]goal[/] {doc['goal']}  "
+        f"[bold]kernel[/] {doc.get('kernel')}  [bold]model[/] {doc['model']}",
+        highlight=False,
+    )
     for it in doc["iterations"]:
         ex = it["execution"]
         t = ex.get("trial") or {}
         label = _label(ex["candidate"])
         if t.get("ok"):
-            console.print(f"  {it['n']}. {label}: {t['metric']} EEVDF {t['baseline_value']} → {t['policy_value']}"
-                          f"  (x{t['ratio']}, won {sum(1 for r in t['rounds'] if (r['ratio'] or 0) > 1)} of "
-                          f"{len(t['rounds'])} rounds)",
-                          highlight=False)
+            console.print(
+                f"  {it['n']}. {label}: {t['metric']} EEVDF {t['baseline_value']} → {t['policy_value']}"
+                f"  (x{t['ratio']}, won {sum(1 for r in t['rounds'] if (r['ratio'] or 0) > 1)} of "
+                f"{len(t['rounds'])} rounds)",
+                highlight=False,
+            )
         else:
             console.print(f"  {it['n']}. {label}: failed — {ex.get('error')}", highlight=False)
     if best:
         verdict = "faster than EEVDF" if best["beat_eevdf"] else "not better than EEVDF"
-        console.print(f"[bold]best:[/] {best['label']} — {best['metric']} {best['eevdf']} under EEVDF vs "
-                      f"{best['policy_value']} ({best['ratio']}x, {verdict})", highlight=False)
+        console.print(
+            f"[bold]best:[/] {best['label']} — {best['metric']} {best['eevdf']} under EEVDF vs "
+            f"{best['policy_value']} ({best['ratio']}x, {verdict})",
+            highlight=False,
+        )
     else:
         console.print("[bold]best:[/] no candidate was measured", highlight=False)
     recorded = [it["lesson"]["recorded"] for it in doc["iterations"] if (it.get("lesson") or {}).get("recorded")]
     console.print(f"[bold]recorded:[/] {len(recorded)} result(s) in {doc.get('repository')}", highlight=False)
     total = doc["cost"]["total"]
-    console.print(f"[bold]cost:[/] {total['tool_calls']} tool calls, {total['bytes_read']} bytes read by agents, "
-                  f"{total['input_tokens']}+{total['output_tokens']} model tokens; {doc['wall_s']} s",
-                  highlight=False)
+    console.print(
+        f"[bold]cost:[/] {total['tool_calls']} tool calls, {total['bytes_read']} bytes read by agents, "
+        f"{total['input_tokens']}+{total['output_tokens']} model tokens; {doc['wall_s']} s",
+        highlight=False,
+    )
 
 
 def _label(candidate: dict[str, Any]) -> str:
@@ -66,37 +77,71 @@ def register(app: typer.Typer) -> None:
     @app.command(context_settings={"allow_interspersed_args": False})
     def optimize(
         command: list[str] = typer.Argument(None, help="Command to optimise, run in the guest (after --)."),
-        workload: str | None = typer.Option(None, "--workload", "-w", help="A built-in guest workload, e.g. "
-                                            "longtail, batch, wakelat."),
-        workload_args: list[str] = typer.Option([], "--workload-arg", help="Argument for the built-in workload "
-                                                "(repeatable), e.g. --workload-arg=--tasks --workload-arg=20."),
-        goal: str = typer.Option("auto", "--goal", "-g", help="auto | makespan | p99_latency | throughput | "
-                                 "fairness."),
-        model: str = typer.Option("builtin", "--model", "-m", help="builtin (offline) | anthropic[:MODEL] | "
-                                  "openai[:MODEL] (OPENAI_BASE_URL for compatible servers)."),
+        workload: str | None = typer.Option(
+            None, "--workload", "-w", help="A built-in guest workload, e.g. longtail, batch, wakelat."
+        ),
+        workload_args: list[str] = typer.Option(
+            [],
+            "--workload-arg",
+            help="Argument for the built-in workload (repeatable), e.g. --workload-arg=--tasks --workload-arg=20.",
+        ),
+        goal: str = typer.Option("auto", "--goal", "-g", help="auto | makespan | p99_latency | throughput | fairness."),
+        model: str = typer.Option(
+            "builtin",
+            "--model",
+            "-m",
+            help="builtin (offline) | anthropic[:MODEL] | openai[:MODEL] (OPENAI_BASE_URL for compatible servers).",
+        ),
         iterations: int = typer.Option(DEMO_ITERATIONS, "--iterations", "-n", help="Candidates to try (1..10)."),
-        rounds: int = typer.Option(None, "--rounds", help="Interleaved EEVDF/candidate rounds per trial (1..3; "
-                                   "default 2, 3 with --demo)."),
+        rounds: int = typer.Option(
+            None, "--rounds", help="Interleaved EEVDF/candidate rounds per trial (1..3; default 2, 3 with --demo)."
+        ),
         cpus: int = typer.Option(2, "--cpus", help="Guest vCPUs."),
         kernel: str = typer.Option("unstable", "--kernel", "-k", help="Cached test kernel spec."),
         timeout: float = typer.Option(180.0, "--timeout", help="Seconds one run of the workload may take."),
-        demo: bool = typer.Option(False, "--demo", help="Optimise the built-in long-tail batch with the built-in "
-                                  "planner and narrate each agent's step."),
+        demo: bool = typer.Option(
+            False,
+            "--demo",
+            help="Optimise the built-in long-tail batch with the built-in planner and narrate each agent's step.",
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Let sched-agent observe a workload, plan sched_ext policies, measure them against EEVDF in the
         micro-VM, and record what it learned."""
         try:
-            doc = _optimize(command or [], workload, workload_args, goal, model, iterations, rounds, cpus, kernel,
-                            timeout, demo, as_json)
+            doc = _optimize(
+                command or [],
+                workload,
+                workload_args,
+                goal,
+                model,
+                iterations,
+                rounds,
+                cpus,
+                kernel,
+                timeout,
+                demo,
+                as_json,
+            )
         except SchedcpError as exc:
             raise fail(exc, as_json) from None
         emit(doc, as_json, _render)
 
 
-def _optimize(command: list[str], workload: str | None, workload_args: list[str], goal: str, model: str,
-              iterations: int, rounds: int | None, cpus: int, kernel: str, timeout: float, demo: bool,
-              as_json: bool) -> dict[str, Any]:
+def _optimize(
+    command: list[str],
+    workload: str | None,
+    workload_args: list[str],
+    goal: str,
+    model: str,
+    iterations: int,
+    rounds: int | None,
+    cpus: int,
+    kernel: str,
+    timeout: float,
+    demo: bool,
+    as_json: bool,
+) -> dict[str, Any]:
     from schedcp.agent.loop import OptimizeOptions, Optimizer
     from schedcp.agent.session import make_target
     from schedcp.errors import UsageError
@@ -108,8 +153,9 @@ def _optimize(command: list[str], workload: str | None, workload_args: list[str]
     if rounds is None:
         rounds = DEMO_ROUNDS if demo else 2
     target = make_target(workload, command, workload_args=workload_args, timeout_s=timeout)
-    options = OptimizeOptions(target=target, goal=goal, model=model, iterations=iterations, rounds=rounds,
-                              cpus=cpus, kernel=kernel)
+    options = OptimizeOptions(
+        target=target, goal=goal, model=model, iterations=iterations, rounds=rounds, cpus=cpus, kernel=kernel
+    )
 
     def narrate(agent: str, message: str) -> None:
         # The story goes to stdout as it happens; with --json stdout is reserved for the document.
@@ -126,7 +172,9 @@ def _optimize(command: list[str], workload: str | None, workload_args: list[str]
 
     optimizer = Optimizer(options, narrate=narrate, progress=status)  # validates options, model, key
     if not as_json:
-        err_console.print(f"[dim]sched-agent: {target.label} in the micro-VM ({kernel}, {cpus} vCPUs), "
-                          f"model {model}, up to {iterations} candidate(s), {rounds} round(s) each[/]",
-                          highlight=False)
+        err_console.print(
+            f"[dim]sched-agent: {target.label} in the micro-VM ({kernel}, {cpus} vCPUs), "
+            f"model {model}, up to {iterations} candidate(s), {rounds} round(s) each[/]",
+            highlight=False,
+        )
     return optimizer.run()

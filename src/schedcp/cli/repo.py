@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp repo`: search, inspect and grow the scheduler policy repository."""
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def search(
             return
         for i, hit in enumerate(d["results"], 1):
             usable = "usable" if hit["usable"] else "not installed"
-            console.print(f"[bold]{i}. {hit['name']}[/]  {hit['kind']} · {hit['status']} · {usable}   "
-                          f"score {_score(hit)}", highlight=False)
+            console.print(
+                f"[bold]{i}. {hit['name']}[/]  {hit['kind']} · {hit['status']} · {usable}   score {_score(hit)}",
+                highlight=False,
+            )
             console.print(f"   {hit['title'] or hit['excerpt']}", highlight=False)
             matched = "; ".join(f"{col}: {', '.join(words)}" for col, words in hit["matched"].items())
             if matched:
@@ -98,16 +101,25 @@ def show(
         if d["tags"]:
             console.print("[bold]tags:[/] " + ", ".join(d["tags"]), highlight=False)
         console.print(f"[bold]usable:[/] {'yes' if d['usable'] else 'no'} ({d['usable_reason']})", highlight=False)
-        console.print(f"[bold]min kernel:[/] {d['min_kernel']}   [bold]parent:[/] {d['parent'] or '-'}   "
-                      f"[bold]children:[/] {', '.join(d['children']) or '-'}", highlight=False)
+        console.print(
+            f"[bold]min kernel:[/] {d['min_kernel']}   [bold]parent:[/] {d['parent'] or '-'}   "
+            f"[bold]children:[/] {', '.join(d['children']) or '-'}",
+            highlight=False,
+        )
         if d["tunables"]:
             table = Table(title="tunables")
             for column in ("name", "type", "default", "range", "maps to", "description"):
                 table.add_column(column, overflow="fold")
             for t in d["tunables"]:
                 span = f"{t.get('min', '')}..{t.get('max', '')}" if "min" in t or "max" in t else ""
-                table.add_row(t["name"], t["type"], str(t.get("default", "")), span,
-                              t.get("flag") or f"var {t.get('variable')}", t["description"])
+                table.add_row(
+                    t["name"],
+                    t["type"],
+                    str(t.get("default", "")),
+                    span,
+                    t.get("flag") or f"var {t.get('variable')}",
+                    t["description"],
+                )
             console.print(table)
         r = d["results"]
         console.print(f"[bold]results:[/] {r['results']} recorded, {r['wins']} beat their baseline", highlight=False)
@@ -124,8 +136,9 @@ def _load_meta(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"cannot read metadata {path}: {exc}",
-                         "give a TOML or JSON file with name and description") from exc
+        raise UsageError(
+            f"cannot read metadata {path}: {exc}", "give a TOML or JSON file with name and description"
+        ) from exc
     if not isinstance(data, dict):
         raise UsageError(f"metadata {path} is not a table/object", "give name, description, workloads, tags, ...")
     return data
@@ -137,8 +150,10 @@ def _read_source(path: Path) -> str:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from exc
     if size > MAX_SOURCE_BYTES:
-        raise UsageError(f"{path.name} is {size // 1024} KiB, above the {MAX_SOURCE_BYTES // 1024} KiB limit",
-                         "store the scheduler source, not generated or vendored code")
+        raise UsageError(
+            f"{path.name} is {size // 1024} KiB, above the {MAX_SOURCE_BYTES // 1024} KiB limit",
+            "store the scheduler source, not generated or vendored code",
+        )
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -166,8 +181,13 @@ def add(
         raise fail(exc, as_json) from None
     with _service(as_json) as service:
         data = service.add_policy(policy, parent=parent, reason=f"added from {file.name}")
-    emit(data, as_json, lambda d: console.print(
-        f"added {d['name']} ({d['kind']}, {d['status']}, source sha256 {d['source_sha256'][:12]})", highlight=False))
+    emit(
+        data,
+        as_json,
+        lambda d: console.print(
+            f"added {d['name']} ({d['kind']}, {d['status']}, source sha256 {d['source_sha256'][:12]})", highlight=False
+        ),
+    )
 
 
 @repo_app.command("history")
@@ -182,20 +202,31 @@ def history(
 
     def render(d: dict[str, Any]) -> None:
         s = d["summary"]
-        console.print(f"[bold]{d['name']}[/] is {d['status']}: {s['results']} results, {s['wins']} wins",
-                      highlight=False)
+        console.print(
+            f"[bold]{d['name']}[/] is {d['status']}: {s['results']} results, {s['wins']} wins", highlight=False
+        )
         if d["results"]:
             table = Table(title="results")
             for column in ("when", "goal", "config", "primary", "ratio", "won", "workload"):
                 table.add_column(column, overflow="fold")
             for r in d["results"]:
                 ratio = f"{r['primary_ratio']:.3f}" if r["primary_ratio"] is not None else "-"
-                table.add_row(r["at"][:19], r["goal"], json.dumps(r["config"]), r["primary_metric"] or "-",
-                              ratio, "yes" if r["beat_baseline"] else "no", r["workload"])
+                table.add_row(
+                    r["at"][:19],
+                    r["goal"],
+                    json.dumps(r["config"]),
+                    r["primary_metric"] or "-",
+                    ratio,
+                    "yes" if r["beat_baseline"] else "no",
+                    r["workload"],
+                )
             console.print(table)
         for entry in d["status_log"]:
-            console.print(f"{entry['at'][:19]}  {entry['from_status'] or '∅'} -> {entry['to_status']}  "
-                          f"by {entry['actor']}: {entry['reason']}", highlight=False)
+            console.print(
+                f"{entry['at'][:19]}  {entry['from_status'] or '∅'} -> {entry['to_status']}  "
+                f"by {entry['actor']}: {entry['reason']}",
+                highlight=False,
+            )
         for note in d["antipatterns"]:
             console.print(f"[yellow]antipattern:[/] {note['note']}", highlight=False)
 
@@ -222,9 +253,11 @@ def seed(as_json: bool = JsonOption) -> None:
         data = service.seed()
 
     def render(d: dict[str, Any]) -> None:
-        console.print(f"added {len(d['added'])}, updated {len(d['updated'])}, unchanged {d['unchanged']}, "
-                      f"primitives changed {len(d['primitives']['changed'])} of {d['primitives']['total']}",
-                      highlight=False)
+        console.print(
+            f"added {len(d['added'])}, updated {len(d['updated'])}, unchanged {d['unchanged']}, "
+            f"primitives changed {len(d['primitives']['changed'])} of {d['primitives']['total']}",
+            highlight=False,
+        )
         for line in d["skipped"] + d["problems"]:
             console.print(f"[yellow]note:[/] {line}", highlight=False)
 

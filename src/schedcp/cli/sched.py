@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp sched`: build, list and describe the scheduler library."""
 
 from __future__ import annotations
@@ -52,9 +53,15 @@ def build_cmd(
         "object_sha256": result.object_sha256,
         "warnings": [str(w) for w in result.warnings],
     }
-    emit(data, as_json, lambda d: console.print(
-        f"[green]built[/] {d['object']} ({'cached' if d['cached'] else 'compiled'}, {d['target']})"
-        + "".join(f"\n  warning: {w}" for w in d["warnings"]), highlight=False))
+    emit(
+        data,
+        as_json,
+        lambda d: console.print(
+            f"[green]built[/] {d['object']} ({'cached' if d['cached'] else 'compiled'}, {d['target']})"
+            + "".join(f"\n  warning: {w}" for w in d["warnings"]),
+            highlight=False,
+        ),
+    )
 
 
 def _summary(meta: metadata.SchedulerMeta) -> dict[str, Any]:
@@ -104,8 +111,11 @@ def show_cmd(name: str = typer.Argument(..., help="Library scheduler name."), as
             console.print("workloads: " + "; ".join(d["workloads"]), highlight=False)
         for t in d["tunables"]:
             rng = f"{t['min']}..{t['max']}" if t["type"] != "str" else f"≤{(t['max_len'] or 1) - 1} bytes"
-            console.print(f"  --config {t['name']}=<{t['type']}>  default {t['default']} {t['unit']}  range {rng}"
-                          f"\n      {t['description']}", highlight=False)
+            console.print(
+                f"  --config {t['name']}=<{t['type']}>  default {t['default']} {t['unit']}  range {rng}"
+                f"\n      {t['description']}",
+                highlight=False,
+            )
         for s in d["stats"]:
             console.print(f"  counter {s['name']}: {s['description']}", highlight=False)
         console.print(f"source: {d['source']}", highlight=False)
@@ -140,8 +150,12 @@ def test_cmd(
         for col in ("scheduler", "kernel", "result", "problems"):
             table.add_column(col, overflow="fold")
         for r in rows:
-            table.add_row(r["name"], r["kernel"], "[green]pass[/]" if r["ok"] else f"[red]fail[/] ({r['stage']})",
-                          "; ".join(r["problems"]) or r["error"])
+            table.add_row(
+                r["name"],
+                r["kernel"],
+                "[green]pass[/]" if r["ok"] else f"[red]fail[/] ({r['stage']})",
+                "; ".join(r["problems"]) or r["error"],
+            )
         console.print(table)
 
     emit(data, as_json, render)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp setup` fetches the test kernel(s) and builds the guest image; `schedcp doctor` checks all."""
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from schedcp.toolchain import build, headers
 
 def _setup(
     kernels: list[str] = typer.Option(
-        [kernel.DEFAULT_SPEC], "--kernel", "-k",
+        [kernel.DEFAULT_SPEC],
+        "--kernel",
+        "-k",
         help="Kernel to fetch: unstable, backports, experimental, a version like 6.19, or a vmlinuz path. "
         "Repeat for several.",
     ),
@@ -69,15 +72,24 @@ def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
 def collect_checks(spec: str, *, boot: bool) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
     scx = Path("/sys/kernel/sched_ext")
-    checks.append(_check(
-        "host sched_ext", scx.exists(),
-        f"state={(scx / 'state').read_text().strip()}" if scx.exists()
-        else "the running kernel has no sched_ext; SchedCP uses the micro-VM for real schedulers",
-    ))
+    checks.append(
+        _check(
+            "host sched_ext",
+            scx.exists(),
+            f"state={(scx / 'state').read_text().strip()}"
+            if scx.exists()
+            else "the running kernel has no sched_ext; SchedCP uses the micro-VM for real schedulers",
+        )
+    )
     btf = Path("/sys/kernel/btf/vmlinux")
     checks.append(_check("host BTF", btf.exists(), str(btf) if btf.exists() else "no /sys/kernel/btf/vmlinux"))
-    checks.append(_check("root", os.geteuid() == 0,
-                         "running as root" if os.geteuid() == 0 else "not root: deploys go through `schedcp daemon`"))
+    checks.append(
+        _check(
+            "root",
+            os.geteuid() == 0,
+            "running as root" if os.geteuid() == 0 else "not root: deploys go through `schedcp daemon`",
+        )
+    )
     qemu = shutil.which("qemu-system-x86_64")
     checks.append(_check("qemu", qemu is not None, qemu or "apt-get install qemu-system-x86"))
     try:
@@ -89,18 +101,22 @@ def collect_checks(spec: str, *, boot: bool) -> list[dict[str, Any]]:
     k = None
     try:
         k = kernel.cached(spec)
-        checks.append(_check("test kernel", k.info.sched_ext,
-                             f"{k.release} ({k.info.source}); {k.info.sched_ext_evidence}"))
+        checks.append(
+            _check("test kernel", k.info.sched_ext, f"{k.release} ({k.info.source}); {k.info.sched_ext_evidence}")
+        )
     except SchedcpError as exc:
         checks.append(_check("test kernel", False, str(exc)))
     status = guest.image_status()
     if status.get("built"):
         fresh = status["overlay_current"] and status["builder_current"]
-        checks.append(_check(
-            "guest image", True,
-            f"{status['base']}, {status['age_days']} days old, libbpf {status['libbpf']}, {status['python']}; "
-            + ("node code current" if fresh else "node code changed: rebuilt automatically at next boot"),
-        ))
+        checks.append(
+            _check(
+                "guest image",
+                True,
+                f"{status['base']}, {status['age_days']} days old, libbpf {status['libbpf']}, {status['python']}; "
+                + ("node code current" if fresh else "node code changed: rebuilt automatically at next boot"),
+            )
+        )
     else:
         checks.append(_check("guest image", False, status["reason"]))
     try:
@@ -111,8 +127,13 @@ def collect_checks(spec: str, *, boot: bool) -> list[dict[str, Any]]:
         checks.append(_check("bpftool", False, str(exc)))
     if k is not None and qemu:
         choice = accel.detect(k.vmlinuz, qemu)
-        checks.append(_check("kvm", choice.name == "kvm",
-                             choice.reason + ("" if choice.name == "kvm" else "; falling back to TCG (slower)")))
+        checks.append(
+            _check(
+                "kvm",
+                choice.name == "kvm",
+                choice.reason + ("" if choice.name == "kvm" else "; falling back to TCG (slower)"),
+            )
+        )
     if boot and k is not None and status.get("built"):
         from schedcp.testbed.vm import MicroVM, VMConfig
 
@@ -121,11 +142,14 @@ def collect_checks(spec: str, *, boot: bool) -> list[dict[str, Any]]:
             with MicroVM(VMConfig(kernel=spec)) as vm:
                 boot_s = vm.boot_s or 0.0
                 guest_uptime = vm.hello.get("uptime_s")
-            checks.append(_check(
-                "boot to ready", True,
-                f"{boot_s:.2f} s wall (guest clock {guest_uptime} s), total with shutdown "
-                f"{time.monotonic() - t0:.2f} s, accel {vm.accel.name if vm.accel else '?'}",
-            ))
+            checks.append(
+                _check(
+                    "boot to ready",
+                    True,
+                    f"{boot_s:.2f} s wall (guest clock {guest_uptime} s), total with shutdown "
+                    f"{time.monotonic() - t0:.2f} s, accel {vm.accel.name if vm.accel else '?'}",
+                )
+            )
         except SchedcpError as exc:
             checks.append(_check("boot to ready", False, str(exc)))
     return checks

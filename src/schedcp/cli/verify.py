@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp verify`: run the Execution Verifier on a scheduler and print its report.
 
 Exit codes: 0 the scheduler passed, 1 it failed (the report says why), 2 the command was misused.
@@ -23,13 +24,15 @@ from schedcp.verifier.vmstages import DEFAULT_TIMEOUT_MS
 def verify_cmd(
     target: str = typer.Argument(..., metavar="FILE_OR_NAME", help="A .bpf.c file or a library scheduler name."),
     config: list[str] = typer.Option([], "--config", "-c", help="Tunable NAME=VALUE (repeatable)."),
-    workload: str | None = typer.Option(None, "--workload", "-w",
-                                        help="A command to also run in the guest and compare with EEVDF."),
+    workload: str | None = typer.Option(
+        None, "--workload", "-w", help="A command to also run in the guest and compare with EEVDF."
+    ),
     kernel: str = typer.Option(kernel_mod.DEFAULT_SPEC, "--kernel", "-k", help="Target test kernel spec."),
     seconds: float = typer.Option(5.0, "--seconds", help="Length of the correctness load (1..60)."),
     watchdog_ms: int = typer.Option(DEFAULT_TIMEOUT_MS, "--watchdog-ms", help="sched_ext watchdog timeout."),
-    perf_threshold: float = typer.Option(performance.DEFAULT_THRESHOLD, "--perf-threshold",
-                                         help="Allowed slowdown vs EEVDF (0.25 = 25%)."),
+    perf_threshold: float = typer.Option(
+        performance.DEFAULT_THRESHOLD, "--perf-threshold", help="Allowed slowdown vs EEVDF (0.25 = 25%)."
+    ),
     keep_going: bool = typer.Option(False, "--keep-going", help="Run later stages even after a failure."),
     static_only: bool = typer.Option(False, "--static-only", help="Only build and static checks (no VM, no token)."),
     no_token: bool = typer.Option(False, "--no-token", help="Do not issue a deployment token."),
@@ -40,9 +43,19 @@ def verify_cmd(
     """Verify a scheduler: build, static checks, kernel verifier, micro-VM tests, EEVDF comparison."""
     try:
         opts = VerifyOptions(
-            target=target, config=parse_assignments(config), workload=workload, kernel=kernel, seconds=seconds,
-            timeout_ms=watchdog_ms, perf_threshold=perf_threshold, keep_going=keep_going, static_only=static_only,
-            issue_token=not no_token, token_ttl_s=token_ttl, key_path=key)
+            target=target,
+            config=parse_assignments(config),
+            workload=workload,
+            kernel=kernel,
+            seconds=seconds,
+            timeout_ms=watchdog_ms,
+            perf_threshold=perf_threshold,
+            keep_going=keep_going,
+            static_only=static_only,
+            issue_token=not no_token,
+            token_ttl_s=token_ttl,
+            key_path=key,
+        )
         report = verify(opts, None if as_json else progress)
     except SchedcpError as exc:
         raise fail(exc, as_json) from None

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`schedcp vm run`: boot the micro-VM, optionally attach a scheduler, run a command in the guest."""
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def run(
             if ev.get("kind") == "disabled":
                 err_console.print(
                     f"[yellow]sched_ext:[/] {ev.get('scheduler')} disabled ({ev.get('reason')}) "
-                    + "; ".join(ev.get("detail", [])[:2]), highlight=False,
+                    + "; ".join(ev.get("detail", [])[:2]),
+                    highlight=False,
                 )
     raise typer.Exit(result["exit_code"])
 
@@ -79,8 +81,12 @@ def _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms,
         if resolved is not None:
             try:
                 attached = attach_mod.attach(
-                    vm.node, resolved.object_path, meta=resolved.meta,
-                    config=metadata.parse_assignments(config), timeout_ms=watchdog_ms, partial=partial,
+                    vm.node,
+                    resolved.object_path,
+                    meta=resolved.meta,
+                    config=metadata.parse_assignments(config),
+                    timeout_ms=watchdog_ms,
+                    partial=partial,
                     include_dir=headers.kernel_include_dir(k),
                 )
             except NodeOpError as exc:
@@ -92,7 +98,8 @@ def _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms,
                 )
                 raise SchedcpError(
                     f"{resolved.name}: {exc.cause}" + (f" — {detail}" if detail else ""),
-                    exc.next_step or "fix the scheduler and retry", code=exc.code,
+                    exc.next_step or "fix the scheduler and retry",
+                    code=exc.code,
                 ) from exc
             say(f"attached {attached.ops_name}")
             info = {"name": resolved.name, "ops_name": attached.ops_name, "config": attached.config}

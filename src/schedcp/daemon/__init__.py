@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The privileged daemon: the narrow boundary between unprivileged agents and root.
 
 `schedcp daemon` runs as root (systemd-friendly: foreground, logs to stderr, exits cleanly on

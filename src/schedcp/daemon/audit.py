@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Append-only, hash-chained audit log of privileged actions.
 
 Each line is a JSON object carrying the SHA-256 of the previous line, so editing or deleting an
@@ -46,7 +47,7 @@ class AuditLog:
     def tail(self, n: int = 20) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        lines = self.path.read_bytes().splitlines()[-max(1, min(n, 500)):]
+        lines = self.path.read_bytes().splitlines()[-max(1, min(n, 500)) :]
         return [json.loads(line) for line in lines]
 
 

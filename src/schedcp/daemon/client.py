@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Client for the privileged daemon, used by the MCP server, the agent and the CLI."""
 
 from __future__ import annotations
@@ -55,27 +56,40 @@ class DaemonClient:
                 line = self._file.readline()
             except (TimeoutError, OSError) as exc:
                 self.close()
-                raise SchedcpError(f"the daemon did not answer {op!r} within {timeout_s:.0f}s",
-                                   "check the daemon's log; retry", code="daemon_timeout") from exc
+                raise SchedcpError(
+                    f"the daemon did not answer {op!r} within {timeout_s:.0f}s",
+                    "check the daemon's log; retry",
+                    code="daemon_timeout",
+                ) from exc
             if not line:
                 self.close()
                 raise SchedcpError("the daemon closed the connection", "check the daemon's log", code="daemon_lost")
         reply = json.loads(line)
         if not reply.get("ok"):
             err = reply.get("error") or {}
-            raise SchedcpError(err.get("cause", "daemon error"), err.get("next_step", ""),
-                               code=err.get("code", "daemon_error"))
+            raise SchedcpError(
+                err.get("cause", "daemon error"), err.get("next_step", ""), code=err.get("code", "daemon_error")
+            )
         return reply["result"]
 
     def ping(self) -> dict[str, Any]:
         return self.call("ping", timeout_s=10)
 
     def verify(
-        self, source_text: str, source_name: str = "submitted.bpf.c", config: dict[str, Any] | None = None,
-        kernel: str = "unstable", workload: list[str] | None = None,
+        self,
+        source_text: str,
+        source_name: str = "submitted.bpf.c",
+        config: dict[str, Any] | None = None,
+        kernel: str = "unstable",
+        workload: list[str] | None = None,
     ) -> dict[str, Any]:
-        args = {"source_text": source_text, "source_name": source_name, "config": config or {}, "kernel": kernel,
-                "workload": workload}
+        args = {
+            "source_text": source_text,
+            "source_name": source_name,
+            "config": config or {},
+            "kernel": kernel,
+            "workload": workload,
+        }
         return self.call("verify", args, timeout_s=600)
 
     def probe(self, kind: str, duration_s: float = 2.0, pid: int | None = None) -> dict[str, Any]:

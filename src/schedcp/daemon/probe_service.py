@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The daemon's side of probes: tracepoint probes need root, so agents reach them only here."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The daemon's socket server: peer-credential checks, a fixed operation table, auditing."""
 
 from __future__ import annotations
@@ -82,13 +83,18 @@ class Operations:
         if not isinstance(source_text, str) or not source_text:
             raise SchedcpError("source_text must be a non-empty string", "send the scheduler's C source", code="usage")
         from schedcp.daemon import verify_service
+
         with _vm_lock:
             result = verify_service.verify_and_sign(
                 source_text, source_name, dict(config or {}), kernel, workload, state_dir=self.config.state_dir
             )
         self.audit.append(
-            "verify", peer_uid=peer.uid, peer_pid=peer.pid, source_name=source_name,
-            verdict=result["report"].get("verdict"), token_id=result.get("token_id"),
+            "verify",
+            peer_uid=peer.uid,
+            peer_pid=peer.pid,
+            source_name=source_name,
+            verdict=result["report"].get("verdict"),
+            token_id=result.get("token_id"),
         )
         return result
 
@@ -107,10 +113,17 @@ class _Handler(socketserver.StreamRequestHandler):
         peer = peer_credentials(self.request)
         allowed = self.server.config.allowed_uids | {0, os.geteuid()}
         if peer.uid not in allowed:
-            self._send({"id": None, "ok": False, "error": {
-                "code": "forbidden", "cause": f"uid {peer.uid} may not use the SchedCP daemon",
-                "next_step": "ask the operator to start the daemon with --allow-uid",
-            }})
+            self._send(
+                {
+                    "id": None,
+                    "ok": False,
+                    "error": {
+                        "code": "forbidden",
+                        "cause": f"uid {peer.uid} may not use the SchedCP daemon",
+                        "next_step": "ask the operator to start the daemon with --allow-uid",
+                    },
+                }
+            )
             self.server.ops.audit.append("refused", peer_uid=peer.uid, peer_pid=peer.pid)
             return
         while True:
@@ -127,9 +140,15 @@ class _Handler(socketserver.StreamRequestHandler):
             return {"id": None, "ok": False, "error": {"code": "bad_json", "cause": "request is not a JSON object"}}
         fn = self.server.ops.table().get(op) if isinstance(op, str) else None
         if fn is None:
-            return {"id": req_id, "ok": False, "error": {
-                "code": "unknown_op", "cause": f"unknown operation {op!r}",
-                "next_step": f"use one of {sorted(self.server.ops.table())}"}}
+            return {
+                "id": req_id,
+                "ok": False,
+                "error": {
+                    "code": "unknown_op",
+                    "cause": f"unknown operation {op!r}",
+                    "next_step": f"use one of {sorted(self.server.ops.table())}",
+                },
+            }
         if not isinstance(args, dict):
             return {"id": req_id, "ok": False, "error": {"code": "usage", "cause": "args must be an object"}}
         try:
@@ -137,12 +156,26 @@ class _Handler(socketserver.StreamRequestHandler):
         except SchedcpError as exc:
             return {"id": req_id, "ok": False, "error": exc.to_dict() | {"code": exc.code}}
         except TypeError as exc:
-            return {"id": req_id, "ok": False, "error": {
-                "code": "usage", "cause": f"bad arguments for {op}: {exc}", "next_step": "check the parameters"}}
+            return {
+                "id": req_id,
+                "ok": False,
+                "error": {
+                    "code": "usage",
+                    "cause": f"bad arguments for {op}: {exc}",
+                    "next_step": "check the parameters",
+                },
+            }
         except Exception as exc:  # never leak a traceback to a client
             print(f"schedcp daemon: {op} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return {"id": req_id, "ok": False, "error": {
-                "code": "internal", "cause": f"{type(exc).__name__}: {exc}", "next_step": "see the daemon's log"}}
+            return {
+                "id": req_id,
+                "ok": False,
+                "error": {
+                    "code": "internal",
+                    "cause": f"{type(exc).__name__}: {exc}",
+                    "next_step": "see the daemon's log",
+                },
+            }
 
     def _send(self, reply: dict[str, Any]) -> None:
         self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
@@ -166,15 +199,15 @@ def serve(config: DaemonConfig, ready: Callable[[], None] | None = None) -> None
             path.unlink()  # stale socket from a previous run
         else:
             probe.close()
-            raise SchedcpError(f"a daemon is already listening on {path}", "stop it or use --socket",
-                               code="daemon_running")
+            raise SchedcpError(
+                f"a daemon is already listening on {path}", "stop it or use --socket", code="daemon_running"
+            )
     server = _Server(str(path), _Handler)
     server.config = config
     server.ops = Operations(config)
     # Peers are authenticated by uid, but the socket must be reachable for allowed non-root users.
     os.chmod(path, 0o666 if config.allowed_uids - {0} else 0o600)
-    server.ops.audit.append("daemon_start", pid=os.getpid(), socket=str(path),
-                            allowed_uids=sorted(config.allowed_uids))
+    server.ops.audit.append("daemon_start", pid=os.getpid(), socket=str(path), allowed_uids=sorted(config.allowed_uids))
 
     def _stop(*_a: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

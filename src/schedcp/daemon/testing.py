@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Start a real daemon subprocess for tests and examples."""
 
 from __future__ import annotations

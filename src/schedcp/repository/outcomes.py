@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Turning raw benchmark metrics into improvement ratios a repository can compare.
 
 A ratio above 1.0 always means "better than the baseline", whatever the metric's direction, so
@@ -18,11 +19,51 @@ WIN_MARGIN = 1.01  # a result "beats its baseline" when the goal metric improves
 
 # Checked in this order: names that clearly mean "lower is better" first, because throughput-like
 # words also appear inside them ("requests_latency"); weak unit suffixes last.
-_LOWER_STRONG = ("latency", "makespan", "duration", "elapsed", "wall", "p50", "p90", "p95", "p99", "p999",
-                 "jitter", "stall", "wait", "delay", "miss", "tail", "response_time", "runtime", "completion",
-                 "error", "fail", "drop", "loss", "timeout")
-_HIGHER = ("throughput", "ops", "rps", "qps", "iops", "bandwidth", "bogo", "per_s", "per_sec", "fps", "score",
-           "rate", "requests", "transactions", "events", "speedup", "goodput")
+_LOWER_STRONG = (
+    "latency",
+    "makespan",
+    "duration",
+    "elapsed",
+    "wall",
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+    "p999",
+    "jitter",
+    "stall",
+    "wait",
+    "delay",
+    "miss",
+    "tail",
+    "response_time",
+    "runtime",
+    "completion",
+    "error",
+    "fail",
+    "drop",
+    "loss",
+    "timeout",
+)
+_HIGHER = (
+    "throughput",
+    "ops",
+    "rps",
+    "qps",
+    "iops",
+    "bandwidth",
+    "bogo",
+    "per_s",
+    "per_sec",
+    "fps",
+    "score",
+    "rate",
+    "requests",
+    "transactions",
+    "events",
+    "speedup",
+    "goodput",
+)
 _LOWER_WEAK = ("time", "seconds", "secs", "_s", "_ms", "_us", "_ns", "cost", "energy", "joules", "power")
 
 
@@ -40,8 +81,9 @@ def direction(metric: str, explicit: dict[str, str] | None = None) -> str | None
     return None
 
 
-def improvement_ratios(metrics: dict[str, float], baseline: dict[str, float],
-                       explicit: dict[str, str] | None = None) -> dict[str, float]:
+def improvement_ratios(
+    metrics: dict[str, float], baseline: dict[str, float], explicit: dict[str, str] | None = None
+) -> dict[str, float]:
     """metric -> ratio (>1 is better) for metrics present in both with a known direction."""
     out: dict[str, float] = {}
     for name, value in metrics.items():
@@ -78,8 +120,9 @@ class Outcome:
     beat_baseline: bool
 
 
-def judge(goal: str, metrics: dict[str, float], baseline: dict[str, float],
-          explicit: dict[str, str] | None = None) -> Outcome:
+def judge(
+    goal: str, metrics: dict[str, float], baseline: dict[str, float], explicit: dict[str, str] | None = None
+) -> Outcome:
     ratios = improvement_ratios(metrics, baseline, explicit)
     primary = primary_metric(goal, list(ratios))
     if primary is not None:

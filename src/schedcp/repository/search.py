@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hybrid retrieval: FTS5/BM25 keywords plus MiniLM cosine similarity, explained and size-bounded.
 
 Keyword scores catch exact names, flags and jargon ("scx_rusty", "nohz", "cgroup"); embeddings
@@ -34,22 +35,168 @@ PRIMITIVE_COLUMNS = ["name", "description", "tags", "snippet"]
 
 # Words that carry no signal about which policy fits; keeping them would let bm25 reward
 # documents for repeating "the" and "scheduler".
-STOPWORDS = frozenset({
-    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
-    "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could",
-    "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had",
-    "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into",
-    "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not",
-    "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own",
-    "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them",
-    "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up",
-    "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why",
-    "will", "with", "would", "you", "your", "yours", "want", "wants", "need", "needs", "please", "use",
-    "using", "make", "makes", "get", "gets", "like", "let", "lets", "scheduler", "schedulers",
-    "scheduling", "policy", "policies", "sched", "ext", "linux", "run", "runs", "running", "workload",
-    "workloads", "best", "good", "better", "find", "something", "thing", "things", "kind",
-    "lot", "lots", "really"
-})
+STOPWORDS = frozenset(
+    {
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "all",
+        "also",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "him",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "want",
+        "wants",
+        "need",
+        "needs",
+        "please",
+        "use",
+        "using",
+        "make",
+        "makes",
+        "get",
+        "gets",
+        "like",
+        "let",
+        "lets",
+        "scheduler",
+        "schedulers",
+        "scheduling",
+        "policy",
+        "policies",
+        "sched",
+        "ext",
+        "linux",
+        "run",
+        "runs",
+        "running",
+        "workload",
+        "workloads",
+        "best",
+        "good",
+        "better",
+        "find",
+        "something",
+        "thing",
+        "things",
+        "kind",
+        "lot",
+        "lots",
+        "really",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -121,8 +268,8 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 class Snapshot:
     """One table's embeddings and filter columns as arrays, in ascending row-id order."""
 
-    ids: np.ndarray            # int64 row ids, sorted
-    matrix: np.ndarray         # (n, 384) float32 unit vectors
+    ids: np.ndarray  # int64 row ids, sorted
+    matrix: np.ndarray  # (n, 384) float32 unit vectors
     columns: dict[str, np.ndarray]
 
     def positions(self, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +311,9 @@ SNAPSHOTS = SnapshotCache()
 
 @dataclass(frozen=True)
 class Filters:
-    status: str | None = None   # None: anything but deprecated; "any": everything
+    status: str | None = None  # None: anything but deprecated; "any": everything
     kind: str | None = None
-    kernel: str | None = None   # MAJOR.MINOR the policy must run on
+    kernel: str | None = None  # MAJOR.MINOR the policy must run on
 
     def mask(self, snap: Snapshot) -> np.ndarray:
         keep = np.ones(len(snap.ids), dtype=bool)
@@ -196,8 +343,17 @@ class Ranking:
     considered: int
 
 
-def rank(store: Store, *, table: str, query_vec: np.ndarray, words: list[str], weights: Weights,
-         filters: Filters | None = None, limit: int = 10, mode: str = "hybrid") -> Ranking:
+def rank(
+    store: Store,
+    *,
+    table: str,
+    query_vec: np.ndarray,
+    words: list[str],
+    weights: Weights,
+    filters: Filters | None = None,
+    limit: int = 10,
+    mode: str = "hybrid",
+) -> Ranking:
     """Score every row that passes the filters and return the best `limit`.
 
     mode is hybrid, keyword or embedding (the latter two exist for the benchmark). All scoring is
@@ -248,6 +404,7 @@ def rank(store: Store, *, table: str, query_vec: np.ndarray, words: list[str], w
 
 def fit_budget(payload: dict[str, Any], budget: int, shorten: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Drop trailing results (after shortening each once) until the JSON fits the byte budget."""
+
     def size() -> int:
         return len(json.dumps(payload, separators=(",", ":")).encode())
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The repository's API for the MCP server, the agent and the CLI.
 
 Every method validates its input, keeps transactions short (embeddings are computed before the
@@ -111,8 +112,14 @@ def _reason(reason: str) -> str:
 
 
 class RepositoryService:
-    def __init__(self, path: Path | str | None = None, *, auto_seed: bool = True,
-                 embedder: Embedder | None = None, weights: Weights | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        auto_seed: bool = True,
+        embedder: Embedder | None = None,
+        weights: Weights | None = None,
+    ) -> None:
         self.store = Store(path)
         self._embedder = embedder
         self.weights = weights or Weights()
@@ -152,18 +159,26 @@ class RepositoryService:
 
     # ---- policies -------------------------------------------------------------------------------
 
-    def add_policy(self, data: PolicyInput | dict[str, Any], *, parent: str | None = None,
-                   actor: str | None = None, reason: str = "added", origin: str = "user") -> dict[str, Any]:
+    def add_policy(
+        self,
+        data: PolicyInput | dict[str, Any],
+        *,
+        parent: str | None = None,
+        actor: str | None = None,
+        reason: str = "added",
+        origin: str = "user",
+    ) -> dict[str, Any]:
         policy = parse(PolicyInput, data, "policy")
         if not origin.startswith("seed:") and policy.status != "candidate":
-            raise UsageError(f"a new policy starts as candidate, not {policy.status}",
-                             "drop the status field; promote it after it has been verified")
+            raise UsageError(
+                f"a new policy starts as candidate, not {policy.status}",
+                "drop the status field; promote it after it has been verified",
+            )
         if parent is not None:
             policy = policy.model_copy(update={"parent": parent})
             parse(PolicyInput, policy.model_dump(), "policy")  # re-run the self-parent check
         vector = self.embed([policy_text(policy)])[0]
-        self.store.insert_policy(policy, origin=origin, actor=actor or default_actor(), reason=reason,
-                                 embedding=vector)
+        self.store.insert_policy(policy, origin=origin, actor=actor or default_actor(), reason=reason, embedding=vector)
         return self.show(policy.name)
 
     def record_build(self, name: str, object_sha256: str) -> None:
@@ -186,14 +201,26 @@ class RepositoryService:
         summary = self.store.result_summary(row["id"])
         source = row["source"] or ""
         out: dict[str, Any] = {
-            "name": row["name"], "kind": row["kind"], "status": row["status"], "usable": usable,
-            "usable_reason": why, "title": row["title"], "description": row["description"],
-            "workloads": json.loads(row["workloads_json"]), "tags": json.loads(row["tags_json"]),
-            "tunables": json.loads(row["tunables_json"]), "min_kernel": row["min_kernel"],
-            "binary": row["binary"], "upstream": row["upstream"], "parent": row["parent_name"],
-            "source_sha256": row["source_sha256"], "object_sha256": row["object_sha256"],
-            "source_bytes": len(source.encode()), "origin": row["origin"],
-            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "name": row["name"],
+            "kind": row["kind"],
+            "status": row["status"],
+            "usable": usable,
+            "usable_reason": why,
+            "title": row["title"],
+            "description": row["description"],
+            "workloads": json.loads(row["workloads_json"]),
+            "tags": json.loads(row["tags_json"]),
+            "tunables": json.loads(row["tunables_json"]),
+            "min_kernel": row["min_kernel"],
+            "binary": row["binary"],
+            "upstream": row["upstream"],
+            "parent": row["parent_name"],
+            "source_sha256": row["source_sha256"],
+            "object_sha256": row["object_sha256"],
+            "source_bytes": len(source.encode()),
+            "origin": row["origin"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
             "results": summary,
             "recent_results": [self._result_dict(r) for r in self.store.results_for(row["id"], history)],
             "status_log": [self._log_dict(r) for r in self.store.status_log(row["id"], history)],
@@ -209,14 +236,24 @@ class RepositoryService:
     def source(self, name: str) -> str:
         row = self.store.require(name)
         if not row["source"]:
-            raise UsageError(f"{name} is an external scheduler without stored source",
-                             f"run the {row['binary']} binary instead")
+            raise UsageError(
+                f"{name} is an external scheduler without stored source", f"run the {row['binary']} binary instead"
+            )
         return row["source"]
 
     # ---- search ---------------------------------------------------------------------------------
 
-    def search(self, query: str, *, k: int = 5, status: str | None = None, kind: str | None = None,
-               kernel: str | None = None, budget_bytes: int = DEFAULT_BUDGET, mode: str = "hybrid") -> dict[str, Any]:
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        status: str | None = None,
+        kind: str | None = None,
+        kernel: str | None = None,
+        budget_bytes: int = DEFAULT_BUDGET,
+        mode: str = "hybrid",
+    ) -> dict[str, Any]:
         """Find policies for a need stated in words; see search.py for how scores combine."""
         query = self._check_query(query)
         validate_filters(status, kind, kernel, k)
@@ -224,8 +261,16 @@ class RepositoryService:
         self.fill_embeddings("policies")
         words = terms(query)
         vector = self.embed([query])[0] if mode != "keyword" else np.zeros(384, np.float32)
-        ranking = rank(self.store, table="policies", query_vec=vector, words=words, weights=self.weights,
-                       filters=Filters(status, kind, kernel), limit=k, mode=mode)
+        ranking = rank(
+            self.store,
+            table="policies",
+            query_vec=vector,
+            words=words,
+            weights=self.weights,
+            filters=Filters(status, kind, kernel),
+            limit=k,
+            mode=mode,
+        )
         hits = ranking.hits
         rows = self.store.policies_by_id([h.row_id for h in hits])
         marks = self.store.highlights("policies_fts", POLICY_COLUMNS, fts_query(words), [h.row_id for h in hits])
@@ -233,17 +278,32 @@ class RepositoryService:
         for hit in hits:
             row = rows[hit.row_id]
             usable, _ = self._usable(row)
-            results.append({
-                "name": row["name"], "kind": row["kind"], "status": row["status"], "usable": usable,
-                "title": row["title"], "excerpt": excerpt(row["description"]), "min_kernel": row["min_kernel"],
-                "tags": json.loads(row["tags_json"])[:6],
-                "score": {"hybrid": round(hit.hybrid, 4), "bm25": round(hit.bm25, 4), "cosine": round(hit.cosine, 4)},
-                "matched": matched_terms(marks.get(hit.row_id, {})),
-            })
+            results.append(
+                {
+                    "name": row["name"],
+                    "kind": row["kind"],
+                    "status": row["status"],
+                    "usable": usable,
+                    "title": row["title"],
+                    "excerpt": excerpt(row["description"]),
+                    "min_kernel": row["min_kernel"],
+                    "tags": json.loads(row["tags_json"])[:6],
+                    "score": {
+                        "hybrid": round(hit.hybrid, 4),
+                        "bm25": round(hit.bm25, 4),
+                        "cosine": round(hit.cosine, 4),
+                    },
+                    "matched": matched_terms(marks.get(hit.row_id, {})),
+                }
+            )
         payload = {
-            "query": query[:200], "terms": words, "mode": mode,
+            "query": query[:200],
+            "terms": words,
+            "mode": mode,
             "filters": {"status": status or "not deprecated", "kind": kind, "kernel": kernel},
-            "considered": ranking.considered, "budget_bytes": budget_bytes, "truncated": False,
+            "considered": ranking.considered,
+            "budget_bytes": budget_bytes,
+            "truncated": False,
             "results": results,
         }
 
@@ -258,21 +318,33 @@ class RepositoryService:
         if not isinstance(query, str) or not query.strip():
             raise UsageError("the search query is empty", "describe the workload or the goal in words")
         if len(query) > 1000:
-            raise UsageError("the search query is longer than 1000 characters",
-                             "summarise the need in a sentence or two")
+            raise UsageError(
+                "the search query is longer than 1000 characters", "summarise the need in a sentence or two"
+            )
         return query.strip()
 
     # ---- primitives -----------------------------------------------------------------------------
 
     def primitives(self) -> list[dict[str, Any]]:
-        return [{"name": r["name"], "description": r["description"], "tags": json.loads(r["tags_json"]),
-                 "bytes": len(r["snippet"].encode())} for r in self.store.primitives()]
+        return [
+            {
+                "name": r["name"],
+                "description": r["description"],
+                "tags": json.loads(r["tags_json"]),
+                "bytes": len(r["snippet"].encode()),
+            }
+            for r in self.store.primitives()
+        ]
 
     def primitive(self, name: str) -> dict[str, Any]:
         for row in self.store.primitives():
             if row["name"] == name:
-                return {"name": row["name"], "description": row["description"],
-                        "tags": json.loads(row["tags_json"]), "snippet": row["snippet"]}
+                return {
+                    "name": row["name"],
+                    "description": row["description"],
+                    "tags": json.loads(row["tags_json"]),
+                    "snippet": row["snippet"],
+                }
         known = ", ".join(r["name"] for r in self.store.primitives()) or "none"
         raise UsageError(f"no primitive named {name!r}", f"known primitives: {known}", code="not_found")
 
@@ -281,20 +353,31 @@ class RepositoryService:
         validate_filters(None, None, None, k)
         self.fill_embeddings("primitives")
         words = terms(query)
-        hits = rank(self.store, table="primitives", query_vec=self.embed([query])[0], words=words,
-                    weights=self.weights, limit=k).hits
+        hits = rank(
+            self.store, table="primitives", query_vec=self.embed([query])[0], words=words, weights=self.weights, limit=k
+        ).hits
         rows = self.store.primitives_by_id([h.row_id for h in hits])
         marks = self.store.highlights("primitives_fts", PRIMITIVE_COLUMNS, fts_query(words), [h.row_id for h in hits])
-        results = [{
-            "name": rows[h.row_id]["name"], "excerpt": excerpt(rows[h.row_id]["description"]),
-            "tags": json.loads(rows[h.row_id]["tags_json"]),
-            "score": {"hybrid": round(h.hybrid, 4), "bm25": round(h.bm25, 4), "cosine": round(h.cosine, 4)},
-            "matched": matched_terms(marks.get(h.row_id, {})),
-        } for h in hits]
-        payload = {"query": query[:200], "terms": words, "budget_bytes": max(MIN_BUDGET, budget_bytes),
-                   "truncated": False, "results": results}
-        return fit_budget(payload, max(MIN_BUDGET, budget_bytes),
-                          lambda item: item.update(excerpt=excerpt(item["excerpt"], 90)))
+        results = [
+            {
+                "name": rows[h.row_id]["name"],
+                "excerpt": excerpt(rows[h.row_id]["description"]),
+                "tags": json.loads(rows[h.row_id]["tags_json"]),
+                "score": {"hybrid": round(h.hybrid, 4), "bm25": round(h.bm25, 4), "cosine": round(h.cosine, 4)},
+                "matched": matched_terms(marks.get(h.row_id, {})),
+            }
+            for h in hits
+        ]
+        payload = {
+            "query": query[:200],
+            "terms": words,
+            "budget_bytes": max(MIN_BUDGET, budget_bytes),
+            "truncated": False,
+            "results": results,
+        }
+        return fit_budget(
+            payload, max(MIN_BUDGET, budget_bytes), lambda item: item.update(excerpt=excerpt(item["excerpt"], 90))
+        )
 
     # ---- learning: results ----------------------------------------------------------------------
 
@@ -304,19 +387,34 @@ class RepositoryService:
         profile = result.profile.model_dump()
         outcome = judge(result.profile.goal, result.metrics, result.baseline, result.directions)
         vector = self.embed([profile_text(profile)])[0]
-        result_id = self.store.insert_result(result.policy, {
-            "config_json": canonical(result.config), "profile_json": canonical(profile),
-            "profile_summary": result.profile.summary, "goal": result.profile.goal,
-            "metrics_json": canonical(result.metrics), "baseline_json": canonical(result.baseline),
-            "improvement_json": canonical(outcome.ratios), "primary_metric": outcome.primary,
-            "primary_ratio": outcome.primary_ratio, "beat_baseline": int(outcome.beat_baseline),
-            "host_fingerprint": result.host_fingerprint or host_fingerprint(),
-            "kernel_release": result.kernel_release or platform.release(),
-            "notes": result.notes, "profile_embedding": to_blob(vector),
-        })
-        return {"id": result_id, "policy": result.policy, "goal": result.profile.goal,
-                "improvement": outcome.ratios, "primary_metric": outcome.primary,
-                "primary_ratio": outcome.primary_ratio, "beat_baseline": outcome.beat_baseline}
+        result_id = self.store.insert_result(
+            result.policy,
+            {
+                "config_json": canonical(result.config),
+                "profile_json": canonical(profile),
+                "profile_summary": result.profile.summary,
+                "goal": result.profile.goal,
+                "metrics_json": canonical(result.metrics),
+                "baseline_json": canonical(result.baseline),
+                "improvement_json": canonical(outcome.ratios),
+                "primary_metric": outcome.primary,
+                "primary_ratio": outcome.primary_ratio,
+                "beat_baseline": int(outcome.beat_baseline),
+                "host_fingerprint": result.host_fingerprint or host_fingerprint(),
+                "kernel_release": result.kernel_release or platform.release(),
+                "notes": result.notes,
+                "profile_embedding": to_blob(vector),
+            },
+        )
+        return {
+            "id": result_id,
+            "policy": result.policy,
+            "goal": result.profile.goal,
+            "improvement": outcome.ratios,
+            "primary_metric": outcome.primary,
+            "primary_ratio": outcome.primary_ratio,
+            "beat_baseline": outcome.beat_baseline,
+        }
 
     @staticmethod
     def _log_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -325,12 +423,19 @@ class RepositoryService:
     @staticmethod
     def _result_dict(row: sqlite3.Row) -> dict[str, Any]:
         return {
-            "id": row["id"], "config": json.loads(row["config_json"]), "goal": row["goal"],
-            "workload": excerpt(row["profile_summary"], 160), "metrics": json.loads(row["metrics_json"]),
-            "baseline": json.loads(row["baseline_json"]), "improvement": json.loads(row["improvement_json"]),
-            "primary_metric": row["primary_metric"], "primary_ratio": row["primary_ratio"],
-            "beat_baseline": bool(row["beat_baseline"]), "host": row["host_fingerprint"],
-            "kernel": row["kernel_release"], "at": row["created_at"],
+            "id": row["id"],
+            "config": json.loads(row["config_json"]),
+            "goal": row["goal"],
+            "workload": excerpt(row["profile_summary"], 160),
+            "metrics": json.loads(row["metrics_json"]),
+            "baseline": json.loads(row["baseline_json"]),
+            "improvement": json.loads(row["improvement_json"]),
+            "primary_metric": row["primary_metric"],
+            "primary_ratio": row["primary_ratio"],
+            "beat_baseline": bool(row["beat_baseline"]),
+            "host": row["host_fingerprint"],
+            "kernel": row["kernel_release"],
+            "at": row["created_at"],
         }
 
     def history(self, name: str, *, limit: int = 20) -> dict[str, Any]:
@@ -338,14 +443,17 @@ class RepositoryService:
             raise UsageError(f"limit={limit} is out of range", "ask for 1..200 entries")
         row = self.store.require(name)
         return {
-            "name": name, "status": row["status"], "summary": self.store.result_summary(row["id"]),
+            "name": name,
+            "status": row["status"],
+            "summary": self.store.result_summary(row["id"]),
             "results": [self._result_dict(r) for r in self.store.results_for(row["id"], limit)],
             "status_log": [self._log_dict(r) for r in self.store.status_log(row["id"], limit)],
             "antipatterns": [self._antipattern_dict(a) for a in self.store.antipatterns(row["id"], limit)],
         }
 
-    def best_config(self, profile: WorkloadProfile | dict[str, Any], *, k: int = 3,
-                    min_similarity: float = 0.5) -> dict[str, Any]:
+    def best_config(
+        self, profile: WorkloadProfile | dict[str, Any], *, k: int = 3, min_similarity: float = 0.5
+    ) -> dict[str, Any]:
         """The policy and configuration that did best on workloads like this one, for this goal.
 
         Results with the same goal are weighted by how similar their workload summary is to the
@@ -367,8 +475,17 @@ class RepositoryService:
             if sim < min_similarity:
                 continue
             key = (row["policy_name"], row["config_json"])
-            g = groups.setdefault(key, {"sims": [], "logs": [], "wins": 0, "example": row["profile_summary"],
-                                        "metric": row["primary_metric"], "best_sim": -1.0})
+            g = groups.setdefault(
+                key,
+                {
+                    "sims": [],
+                    "logs": [],
+                    "wins": 0,
+                    "example": row["profile_summary"],
+                    "metric": row["primary_metric"],
+                    "best_sim": -1.0,
+                },
+            )
             g["sims"].append(sim)
             g["logs"].append(float(np.log(row["primary_ratio"])))
             g["wins"] += int(row["beat_baseline"])
@@ -380,25 +497,39 @@ class RepositoryService:
             mean_log = float(np.dot(weights, g["logs"]) / weights.sum())
             if mean_log <= 0:
                 continue  # on similar workloads this configuration did not help on average
-            candidates.append({
-                "policy": policy, "config": json.loads(config), "expected_ratio": round(float(np.exp(mean_log)), 4),
-                "primary_metric": g["metric"], "best_similarity": round(g["best_sim"], 4),
-                "results": len(g["sims"]), "wins": g["wins"], "score": round(g["best_sim"] * mean_log, 4),
-                "closest_workload": excerpt(g["example"], 160),
-            })
+            candidates.append(
+                {
+                    "policy": policy,
+                    "config": json.loads(config),
+                    "expected_ratio": round(float(np.exp(mean_log)), 4),
+                    "primary_metric": g["metric"],
+                    "best_similarity": round(g["best_sim"], 4),
+                    "results": len(g["sims"]),
+                    "wins": g["wins"],
+                    "score": round(g["best_sim"] * mean_log, 4),
+                    "closest_workload": excerpt(g["example"], 160),
+                }
+            )
         candidates.sort(key=lambda c: (-c["score"], -c["results"], c["policy"]))
         candidates = candidates[:k]
         warnings = self._relevant_antipatterns(query, {c["policy"] for c in candidates})
-        return {"goal": wanted.goal, "considered_results": len(rows), "min_similarity": min_similarity,
-                "best": candidates[0] if candidates else None, "candidates": candidates, "antipatterns": warnings}
+        return {
+            "goal": wanted.goal,
+            "considered_results": len(rows),
+            "min_similarity": min_similarity,
+            "best": candidates[0] if candidates else None,
+            "candidates": candidates,
+            "antipatterns": warnings,
+        }
 
     # ---- learning: status -----------------------------------------------------------------------
 
     def set_status(self, name: str, to: str, *, reason: str, actor: str | None = None) -> dict[str, Any]:
         if to not in STATUSES:
             raise UsageError(f"unknown status {to!r}", f"use one of: {', '.join(STATUSES)}")
-        before, after = self.store.transition(name, to, actor or default_actor(), _reason(reason),
-                                              allowed=TRANSITIONS, need_win_for="production")
+        before, after = self.store.transition(
+            name, to, actor or default_actor(), _reason(reason), allowed=TRANSITIONS, need_win_for="production"
+        )
         return {"name": name, "from": before, "to": after}
 
     def promote(self, name: str, *, to: str | None = None, reason: str, actor: str | None = None) -> dict[str, Any]:
@@ -421,32 +552,47 @@ class RepositoryService:
 
     # ---- learning: antipatterns -----------------------------------------------------------------
 
-    def annotate_antipattern(self, note: str, *, policy: str | None = None,
-                             profile: WorkloadProfile | dict[str, Any] | None = None,
-                             actor: str | None = None) -> dict[str, Any]:
+    def annotate_antipattern(
+        self,
+        note: str,
+        *,
+        policy: str | None = None,
+        profile: WorkloadProfile | dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
         """Remember what not to do: attach a note to a policy, a workload profile, or both."""
         note = (note or "").strip()
         if not 5 <= len(note) <= MAX_NOTE:
-            raise UsageError(f"an antipattern note is 5..{MAX_NOTE} characters",
-                             "state the lesson in a sentence or two")
+            raise UsageError(
+                f"an antipattern note is 5..{MAX_NOTE} characters", "state the lesson in a sentence or two"
+            )
         if policy is None and profile is None:
-            raise UsageError("an antipattern needs a policy, a workload profile, or both",
-                             "pass policy=NAME and/or profile={summary, characteristics, goal}")
+            raise UsageError(
+                "an antipattern needs a policy, a workload profile, or both",
+                "pass policy=NAME and/or profile={summary, characteristics, goal}",
+            )
         wanted = parse(WorkloadProfile, profile, "workload profile") if profile is not None else None
         summary = wanted.summary if wanted else ""
         vector = self.embed([profile_text(wanted.model_dump())])[0] if wanted else None
-        ident = self.store.insert_antipattern(policy, canonical(wanted.model_dump()) if wanted else None,
-                                              summary, note, actor or default_actor(), vector)
+        ident = self.store.insert_antipattern(
+            policy, canonical(wanted.model_dump()) if wanted else None, summary, note, actor or default_actor(), vector
+        )
         return {"id": ident, "policy": policy, "workload": excerpt(summary, 160) if summary else None, "note": note}
 
     @staticmethod
     def _antipattern_dict(row: sqlite3.Row) -> dict[str, Any]:
-        return {"id": row["id"], "policy": row["policy_name"], "note": row["note"],
-                "workload": excerpt(row["profile_summary"], 160) or None, "actor": row["actor"],
-                "at": row["created_at"]}
+        return {
+            "id": row["id"],
+            "policy": row["policy_name"],
+            "note": row["note"],
+            "workload": excerpt(row["profile_summary"], 160) or None,
+            "actor": row["actor"],
+            "at": row["created_at"],
+        }
 
-    def _relevant_antipatterns(self, query: np.ndarray, policies: set[str], min_similarity: float = 0.6,
-                               limit: int = 5) -> list[dict[str, Any]]:
+    def _relevant_antipatterns(
+        self, query: np.ndarray, policies: set[str], min_similarity: float = 0.6, limit: int = 5
+    ) -> list[dict[str, Any]]:
         """Notes attached to any of these policies, or to a workload similar to the query."""
         self.fill_embeddings("antipatterns")
         found: list[tuple[float, dict[str, Any]]] = []
@@ -459,8 +605,9 @@ class RepositoryService:
         found.sort(key=lambda pair: -pair[0])
         return [entry for _, entry in found[:limit]]
 
-    def antipatterns(self, *, policy: str | None = None, profile: WorkloadProfile | dict[str, Any] | None = None,
-                     limit: int = 10) -> list[dict[str, Any]]:
+    def antipatterns(
+        self, *, policy: str | None = None, profile: WorkloadProfile | dict[str, Any] | None = None, limit: int = 10
+    ) -> list[dict[str, Any]]:
         """Notes for a policy, or notes whose workload resembles the given profile."""
         if profile is not None:
             wanted = parse(WorkloadProfile, profile, "workload profile")
@@ -508,8 +655,9 @@ class RepositoryService:
                 report["updated"].append(p.name)
                 continue
             try:
-                self.store.insert_policy(p, origin=origin, actor="seed", reason=f"seeded from {origin}",
-                                         embedding=vectors[i])
+                self.store.insert_policy(
+                    p, origin=origin, actor="seed", reason=f"seeded from {origin}", embedding=vectors[i]
+                )
                 report["added"].append(p.name)
             except SchedcpError as exc:
                 if exc.code != "duplicate":  # another process seeded it first: fine
@@ -518,12 +666,14 @@ class RepositoryService:
         prims, problems = catalog_sources.primitives()
         report["problems"] += problems
         known = self.store.primitive_hashes()
-        changed = [p for p in prims if p.name not in known
-                   or known[p.name] != primitive_digest(p.description, p.snippet, p.tags)]
+        changed = [
+            p
+            for p in prims
+            if p.name not in known or known[p.name] != primitive_digest(p.description, p.snippet, p.tags)
+        ]
         vecs = self.embed([primitive_text(p.name, p.description, p.tags) for p in changed]) if changed else []
         report["primitives"] = {"total": len(prims), "changed": []}
         for i, p in enumerate(changed):
             if self.store.upsert_primitive(p.name, p.description, p.snippet, p.tags, vecs[i]):
                 report["primitives"]["changed"].append(p.name)
         return report
-

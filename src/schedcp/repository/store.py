@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """SQL for the policy repository, and nothing else.
 
 The service layer validates and derives; this module turns validated values into rows inside short
@@ -42,8 +43,9 @@ def primitive_digest(description: str, snippet: str, tags: list[str]) -> str:
 
 
 def not_found(name: str) -> UsageError:
-    return UsageError(f"no policy named {name!r} in the repository", "run `schedcp repo search` to find names",
-                      code="not_found")
+    return UsageError(
+        f"no policy named {name!r} in the repository", "run `schedcp repo search` to find names", code="not_found"
+    )
 
 
 class Store:
@@ -67,12 +69,19 @@ class Store:
     @staticmethod
     def _policy_values(p: PolicyInput) -> dict[str, Any]:
         return {
-            "kind": p.kind, "title": p.title, "description": p.description,
-            "workloads_json": canonical(p.workloads), "tags_json": canonical(p.tags),
+            "kind": p.kind,
+            "title": p.title,
+            "description": p.description,
+            "workloads_json": canonical(p.workloads),
+            "tags_json": canonical(p.tags),
             "tunables_json": canonical([t.model_dump(exclude_none=True) for t in p.tunables]),
-            "min_kernel": p.min_kernel, "min_kernel_code": kernel_code(p.min_kernel),
-            "source": p.source, "source_sha256": sha256_text(p.source) if p.source else None,
-            "binary": p.binary, "upstream": p.upstream, "content_sha256": content_hash(p),
+            "min_kernel": p.min_kernel,
+            "min_kernel_code": kernel_code(p.min_kernel),
+            "source": p.source,
+            "source_sha256": sha256_text(p.source) if p.source else None,
+            "binary": p.binary,
+            "upstream": p.upstream,
+            "content_sha256": content_hash(p),
         }
 
     def _index(self, conn: sqlite3.Connection, policy_id: int) -> None:
@@ -84,15 +93,18 @@ class Store:
             (policy_id, *policy_fts_row(row)),
         )
 
-    def insert_policy(self, p: PolicyInput, *, origin: str, actor: str, reason: str,
-                      embedding: np.ndarray | None) -> int:
+    def insert_policy(
+        self, p: PolicyInput, *, origin: str, actor: str, reason: str, embedding: np.ndarray | None
+    ) -> int:
         values = self._policy_values(p)
         stamp = now()
         with self.db.write() as conn:
             if conn.execute("SELECT 1 FROM policies WHERE name = ?", (p.name,)).fetchone():
-                raise UsageError(f"a policy named {p.name!r} already exists",
-                                 "choose another name, or record it as a child with --parent",
-                                 code="duplicate")
+                raise UsageError(
+                    f"a policy named {p.name!r} already exists",
+                    "choose another name, or record it as a child with --parent",
+                    code="duplicate",
+                )
             parent_id = None
             if p.parent:
                 parent = conn.execute("SELECT id FROM policies WHERE name = ?", (p.parent,)).fetchone()
@@ -100,8 +112,16 @@ class Store:
                     raise not_found(p.parent)
                 parent_id = parent["id"]
             columns = [*values, "name", "parent_id", "status", "origin", "embedding", "created_at", "updated_at"]
-            params = [*values.values(), p.name, parent_id, p.status, origin,
-                      to_blob(embedding) if embedding is not None else None, stamp, stamp]
+            params = [
+                *values.values(),
+                p.name,
+                parent_id,
+                p.status,
+                origin,
+                to_blob(embedding) if embedding is not None else None,
+                stamp,
+                stamp,
+            ]
             cursor = conn.execute(
                 f"INSERT INTO policies ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", params
             )
@@ -132,8 +152,9 @@ class Store:
 
     def set_object_sha256(self, name: str, digest: str) -> None:
         with self.db.write() as conn:
-            cursor = conn.execute("UPDATE policies SET object_sha256 = ?, updated_at = ? WHERE name = ?",
-                                  (digest, now(), name))
+            cursor = conn.execute(
+                "UPDATE policies SET object_sha256 = ?, updated_at = ? WHERE name = ?", (digest, now(), name)
+            )
             if cursor.rowcount == 0:
                 raise not_found(name)
 
@@ -174,7 +195,10 @@ class Store:
     # ---- embeddings -----------------------------------------------------------------------------
 
     _EMBEDDED: ClassVar[dict[str, str]] = {
-        "policies": "embedding", "primitives": "embedding", "results": "profile_embedding", "antipatterns": "embedding",
+        "policies": "embedding",
+        "primitives": "embedding",
+        "results": "profile_embedding",
+        "antipatterns": "embedding",
     }
 
     def missing_embeddings(self, table: str, limit: int = 512) -> list[sqlite3.Row]:
@@ -185,8 +209,9 @@ class Store:
     def set_embeddings(self, table: str, items: list[tuple[int, np.ndarray]]) -> None:
         column = self._EMBEDDED[table]
         with self.db.write() as conn:
-            conn.executemany(f"UPDATE {table} SET {column} = ? WHERE id = ?",
-                             [(to_blob(vec), row_id) for row_id, vec in items])
+            conn.executemany(
+                f"UPDATE {table} SET {column} = ? WHERE id = ?", [(to_blob(vec), row_id) for row_id, vec in items]
+            )
             self._bump(conn)
 
     def embedding_rows(self, table: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -216,7 +241,8 @@ class Store:
                 # a negligible fraction of the best keyword match anyway.
                 rows = self.db.conn.execute(
                     f"SELECT rowid, bm25({table}, {args}) AS score FROM {table} WHERE {table} MATCH ?"
-                    " ORDER BY score LIMIT ?", (match, KEYWORD_POOL)
+                    " ORDER BY score LIMIT ?",
+                    (match, KEYWORD_POOL),
                 ).fetchall()
             except sqlite3.OperationalError as exc:
                 # The query is built from sanitised, quoted terms; if FTS still objects, searching by
@@ -244,8 +270,9 @@ class Store:
 
     # ---- status ---------------------------------------------------------------------------------
 
-    def transition(self, name: str, to_status: str, actor: str, reason: str, *, allowed: dict[str, set[str]],
-                   need_win_for: str) -> tuple[str, str]:
+    def transition(
+        self, name: str, to_status: str, actor: str, reason: str, *, allowed: dict[str, set[str]], need_win_for: str
+    ) -> tuple[str, str]:
         """Move a policy to a new status, checking the rules inside the write lock."""
         with self.db.write() as conn:
             row = conn.execute("SELECT id, status FROM policies WHERE name = ?", (name,)).fetchone()
@@ -256,11 +283,15 @@ class Store:
                 raise UsageError(f"{name} is already {current}", "pick a different status")
             if to_status not in allowed.get(current, set()):
                 options = ", ".join(sorted(allowed.get(current, set()))) or "none"
-                raise UsageError(f"{name}: {current} -> {to_status} is not an allowed transition",
-                                 f"from {current} it can go to: {options}", code="bad_transition")
+                raise UsageError(
+                    f"{name}: {current} -> {to_status} is not an allowed transition",
+                    f"from {current} it can go to: {options}",
+                    code="bad_transition",
+                )
             if to_status == need_win_for:
-                wins = conn.execute("SELECT COUNT(*) FROM results WHERE policy_id = ? AND beat_baseline = 1",
-                                    (row["id"],)).fetchone()[0]
+                wins = conn.execute(
+                    "SELECT COUNT(*) FROM results WHERE policy_id = ? AND beat_baseline = 1", (row["id"],)
+                ).fetchone()[0]
                 if not wins:
                     raise UsageError(
                         f"{name} has no recorded result that beat its baseline",
@@ -306,7 +337,8 @@ class Store:
         with self.db.lock:
             row = self.db.conn.execute(
                 "SELECT COUNT(*) AS n, SUM(beat_baseline) AS wins, MAX(primary_ratio) AS best"
-                " FROM results WHERE policy_id = ?", (policy_id,)
+                " FROM results WHERE policy_id = ?",
+                (policy_id,),
             ).fetchone()
         return {"results": int(row["n"]), "wins": int(row["wins"] or 0), "best_ratio": row["best"]}
 
@@ -321,8 +353,15 @@ class Store:
 
     # ---- antipatterns ---------------------------------------------------------------------------
 
-    def insert_antipattern(self, policy: str | None, profile_json: str | None, summary: str, note: str,
-                           actor: str, embedding: np.ndarray | None) -> int:
+    def insert_antipattern(
+        self,
+        policy: str | None,
+        profile_json: str | None,
+        summary: str,
+        note: str,
+        actor: str,
+        embedding: np.ndarray | None,
+    ) -> int:
         with self.db.write() as conn:
             policy_id = None
             if policy is not None:
@@ -333,8 +372,15 @@ class Store:
             cursor = conn.execute(
                 "INSERT INTO antipatterns (policy_id, profile_json, profile_summary, note, actor, created_at,"
                 " embedding) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (policy_id, profile_json, summary, note, actor, now(),
-                 to_blob(embedding) if embedding is not None else None),
+                (
+                    policy_id,
+                    profile_json,
+                    summary,
+                    note,
+                    actor,
+                    now(),
+                    to_blob(embedding) if embedding is not None else None,
+                ),
             )
             return int(cursor.lastrowid or 0)
 
@@ -343,11 +389,13 @@ class Store:
             if policy_id is None:
                 return self.db.conn.execute(
                     "SELECT a.*, p.name AS policy_name FROM antipatterns a LEFT JOIN policies p ON p.id = a.policy_id"
-                    " ORDER BY a.id DESC LIMIT ?", (limit,)
+                    " ORDER BY a.id DESC LIMIT ?",
+                    (limit,),
                 ).fetchall()
             return self.db.conn.execute(
                 "SELECT a.*, p.name AS policy_name FROM antipatterns a LEFT JOIN policies p ON p.id = a.policy_id"
-                " WHERE a.policy_id = ? ORDER BY a.id DESC LIMIT ?", (policy_id, limit)
+                " WHERE a.policy_id = ? ORDER BY a.id DESC LIMIT ?",
+                (policy_id, limit),
             ).fetchall()
 
     # ---- lineage --------------------------------------------------------------------------------
@@ -378,8 +426,9 @@ class Store:
 
     # ---- primitives -----------------------------------------------------------------------------
 
-    def upsert_primitive(self, name: str, description: str, snippet: str, tags: list[str],
-                         embedding: np.ndarray | None) -> bool:
+    def upsert_primitive(
+        self, name: str, description: str, snippet: str, tags: list[str], embedding: np.ndarray | None
+    ) -> bool:
         """Insert or refresh a primitive; returns True when something changed."""
         digest = primitive_digest(description, snippet, tags)
         with self.db.write() as conn:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Assemble the SchedCP MCP server: tools, resources, subscriptions, one error convention.
 
 The tool set is the stable API agents program against; names do not change. Deployment tools
@@ -46,20 +47,27 @@ class SchedcpMCP(MCPServer):
         super().__init__(tools=tools, **kwargs)
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context | None = None,
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        context: Context | None = None,
     ) -> CallToolResult | InputRequiredResult:
         tool = self._tools.get(name)
         if tool is None:
-            return error_result(f"there is no tool named {name!r}",
-                                f"use one of: {', '.join(sorted(self._tools))}", "unknown_tool")
+            return error_result(
+                f"there is no tool named {name!r}", f"use one of: {', '.join(sorted(self._tools))}", "unknown_tool"
+            )
         if not isinstance(arguments, dict):
             return error_result("arguments must be a JSON object", "pass named arguments", "invalid_arguments")
         allowed = set(tool.parameters.get("properties", {}))
         unknown = sorted(set(arguments) - allowed)
         if unknown:
             shown = ", ".join(repr(k[:40]) for k in unknown[:5])
-            return error_result(f"{name} has no argument(s) {shown}",
-                                f"valid arguments: {', '.join(sorted(allowed)) or 'none'}", "invalid_arguments")
+            return error_result(
+                f"{name} has no argument(s) {shown}",
+                f"valid arguments: {', '.join(sorted(allowed)) or 'none'}",
+                "invalid_arguments",
+            )
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -81,10 +89,17 @@ def build_server(state: ServerState | None = None) -> SchedcpMCP:
             state.close()
 
     server = SchedcpMCP(
-        state, all_tools(state),
-        name="schedcp", title="SchedCP", version=__version__, instructions=INSTRUCTIONS,
+        state,
+        all_tools(state),
+        name="schedcp",
+        title="SchedCP",
+        version=__version__,
+        instructions=INSTRUCTIONS,
         description="Observe workloads, find, verify and trial sched_ext CPU schedulers, safely and without root.",
-        lifespan=lifespan, subscriptions=bus, log_level="WARNING", warn_on_duplicate_tools=True,
+        lifespan=lifespan,
+        subscriptions=bus,
+        log_level="WARNING",
+        warn_on_duplicate_tools=True,
     )
     resources.register(server, state)
     return server

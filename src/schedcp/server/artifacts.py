@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Verification reports and workload profiles the server hands out by id, kept on disk.
 
 Tools return a short summary plus an id; the full document is a resource

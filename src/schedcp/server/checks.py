@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Our own argument checks, on top of the JSON schemas: agents are careless, some are hostile.
 
 The schemas already bound types, lengths and ranges. These checks cover what a schema cannot say
@@ -27,8 +28,10 @@ def no_shell_meta(value: str, what: str) -> str:
     bad = sorted({c for c in value if c in SHELL_META or ord(c) < 0x20})
     if bad:
         shown = " ".join(repr(c) for c in bad[:5])
-        raise UsageError(f"{what} contains characters that are not allowed: {shown}",
-                         f"give {what} as a plain value without shell syntax or control characters")
+        raise UsageError(
+            f"{what} contains characters that are not allowed: {shown}",
+            f"give {what} as a plain value without shell syntax or control characters",
+        )
     return value
 
 
@@ -40,8 +43,9 @@ def safe_path(value: str, what: str = "path", *, absolute: bool = True) -> str:
         raise UsageError(f"{what} contains control characters", f"give a plain {what}")
     parts = PurePosixPath(value).parts
     if ".." in parts:
-        raise UsageError(f"{what} {value!r} climbs out of its directory with '..'",
-                         f"give the {what} without '..' components")
+        raise UsageError(
+            f"{what} {value!r} climbs out of its directory with '..'", f"give the {what} without '..' components"
+        )
     if absolute and not value.startswith("/"):
         raise UsageError(f"{what} {value!r} is not absolute", f"give an absolute {what}, e.g. /proc/loadavg")
     return str(PurePosixPath(value))
@@ -50,8 +54,10 @@ def safe_path(value: str, what: str = "path", *, absolute: bool = True) -> str:
 def source_text(value: str) -> str:
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > MAX_SOURCE_BYTES:
-        raise UsageError(f"the source is {size} bytes, more than the {MAX_SOURCE_BYTES}-byte limit",
-                         "shrink the scheduler; keep helpers in the shared header instead of inlining them")
+        raise UsageError(
+            f"the source is {size} bytes, more than the {MAX_SOURCE_BYTES}-byte limit",
+            "shrink the scheduler; keep helpers in the shared header instead of inlining them",
+        )
     if "\x00" in value:
         raise UsageError("the source contains NUL bytes", "send plain C text")
     return value
@@ -66,15 +72,18 @@ def config_dict(value: dict[str, Any] | None, what: str = "config") -> dict[str,
     out: dict[str, int | float | bool | str] = {}
     for key, item in value.items():
         if not _CONFIG_KEY.match(key):
-            raise UsageError(f"{what} key {key!r} is not a valid tunable name",
-                             "tunable names are lowercase C identifiers, e.g. slice_us")
+            raise UsageError(
+                f"{what} key {key!r} is not a valid tunable name",
+                "tunable names are lowercase C identifiers, e.g. slice_us",
+            )
         if isinstance(item, str):
             if len(item) > 256:
                 raise UsageError(f"{what}.{key} is longer than 256 characters", "shorten the value")
             no_shell_meta(item, f"{what}.{key}")
         elif not isinstance(item, int | float | bool):
-            raise UsageError(f"{what}.{key} must be a number, boolean or short string",
-                             "give scalar tunable values only")
+            raise UsageError(
+                f"{what}.{key} must be a number, boolean or short string", "give scalar tunable values only"
+            )
         out[key] = item
     return out
 
@@ -87,8 +96,10 @@ def argv(value: list[str], what: str = "argv") -> list[str]:
         raise UsageError(f"{what} has {len(value)} elements; at most {MAX_ARGV}", "shorten the command")
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item or len(item) > MAX_ARG_CHARS:
-            raise UsageError(f"{what}[{i}] must be a non-empty string of at most {MAX_ARG_CHARS} characters",
-                             "give each argument as its own string")
+            raise UsageError(
+                f"{what}[{i}] must be a non-empty string of at most {MAX_ARG_CHARS} characters",
+                "give each argument as its own string",
+            )
         if "\x00" in item or "\n" in item:
             raise UsageError(f"{what}[{i}] contains NUL or newline characters", "remove control characters")
     program = value[0]

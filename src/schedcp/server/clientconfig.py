@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ready-to-paste MCP client configuration pointing at this installation.
 
     schedcp mcp --print-config claude-code      # .mcp.json (project) for Claude Code
@@ -22,8 +23,13 @@ from schedcp.server.http import Endpoint
 CLIENTS = ("claude-code", "claude-desktop", "cursor", "generic")
 SERVER_NAME = "schedcp"
 # Settings a client-launched server should inherit from the shell that printed the config.
-PASSED_ENV = ("SCHEDCP_DATA_DIR", "SCHEDCP_CACHE_DIR", "SCHEDCP_REPO_DB", "SCHEDCP_DAEMON_SOCKET",
-              "SCHEDCP_RUNTIME_DIR")
+PASSED_ENV = (
+    "SCHEDCP_DATA_DIR",
+    "SCHEDCP_CACHE_DIR",
+    "SCHEDCP_REPO_DB",
+    "SCHEDCP_DAEMON_SOCKET",
+    "SCHEDCP_RUNTIME_DIR",
+)
 
 
 def executable() -> tuple[str, list[str]]:
@@ -54,9 +60,14 @@ def config_for(client: str, endpoint: Endpoint | None = None) -> dict[str, Any]:
     if client == "claude-code":
         return {"mcpServers": {SERVER_NAME: {"type": "http", "url": endpoint.url, "headers": auth}}}
     if client == "cursor":  # Cursor spells environment references ${env:NAME}
-        return {"mcpServers": {SERVER_NAME: {"url": endpoint.url,
-                                             "headers": {"Authorization": "Bearer ${env:SCHEDCP_MCP_TOKEN}"}}}}
+        return {
+            "mcpServers": {
+                SERVER_NAME: {"url": endpoint.url, "headers": {"Authorization": "Bearer ${env:SCHEDCP_MCP_TOKEN}"}}
+            }
+        }
     if client == "claude-desktop":
-        raise UsageError("claude_desktop_config.json only launches local stdio servers",
-                         "drop --http: Claude Desktop starts `schedcp mcp` itself")
+        raise UsageError(
+            "claude_desktop_config.json only launches local stdio servers",
+            "drop --http: Claude Desktop starts `schedcp mcp` itself",
+        )
     return {"name": SERVER_NAME, "transport": "streamable-http", "url": endpoint.url, "headers": auth}

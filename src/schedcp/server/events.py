@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Event logs behind resources, and the notifications that tell clients to re-read them.
 
 Each topic (a workload watch, the circuit breaker) is a bounded log exposed as a resource such as
@@ -95,8 +96,12 @@ class EventHub:
         with self._lock:
             events = [e for e in self._logs.get(topic, ()) if e["seq"] > since]
             last = self._seq.get(topic, 0)
-        return {"uri": topic_uri(topic), "last_seq": last, "events": events[-limit:],
-                "omitted": max(0, len(events) - limit)}
+        return {
+            "uri": topic_uri(topic),
+            "last_seq": last,
+            "events": events[-limit:],
+            "omitted": max(0, len(events) - limit),
+        }
 
     # -- delivery ----------------------------------------------------------------------------
     def _schedule(self, uri: str) -> None:

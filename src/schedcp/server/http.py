@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Streamable HTTP transport with bearer-token authentication.
 
 Loopback is the default bind. Listening anywhere else requires a token: the tools read files,
@@ -70,8 +71,9 @@ def parse_endpoint(text: str) -> Endpoint:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise UsageError(f"--http host {host!r} is not an IP address",
-                             "give an address to bind, e.g. 127.0.0.1 or 0.0.0.0") from None
+            raise UsageError(
+                f"--http host {host!r} is not an IP address", "give an address to bind, e.g. 127.0.0.1 or 0.0.0.0"
+            ) from None
     return Endpoint(host, port)
 
 
@@ -79,8 +81,10 @@ def check_token(token: str | None, endpoint: Endpoint) -> str | None:
     if token is not None:
         token = token.strip()
         if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-            raise UsageError(f"the MCP token must be at least {MIN_TOKEN_CHARS} characters without spaces",
-                             "generate one: export SCHEDCP_MCP_TOKEN=$(openssl rand -hex 32)")
+            raise UsageError(
+                f"the MCP token must be at least {MIN_TOKEN_CHARS} characters without spaces",
+                "generate one: export SCHEDCP_MCP_TOKEN=$(openssl rand -hex 32)",
+            )
         return token
     if not endpoint.loopback:
         raise UsageError(
@@ -107,27 +111,45 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.allowed(list(scope.get("headers", []))):
-            body = json.dumps({"error": "unauthorized",
-                               "cause": "missing or wrong bearer token",
-                               "next_step": "send 'Authorization: Bearer <SCHEDCP_MCP_TOKEN>'"}).encode()
-            await send({"type": "http.response.start", "status": 401, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'Bearer realm="schedcp"'),
-            ]})
+            body = json.dumps(
+                {
+                    "error": "unauthorized",
+                    "cause": "missing or wrong bearer token",
+                    "next_step": "send 'Authorization: Bearer <SCHEDCP_MCP_TOKEN>'",
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", b'Bearer realm="schedcp"'),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
 
 
 def asgi_app(server: Any, endpoint: Endpoint, token: str | None) -> ASGIApp:
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=endpoint.host,
-                                     max_request_body_size=MAX_BODY_BYTES)
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH, host=endpoint.host, max_request_body_size=MAX_BODY_BYTES
+    )
     return BearerAuth(app, token) if token else app
 
 
 def serve(server: Any, endpoint: Endpoint, token: str | None) -> None:
     import uvicorn
 
-    config = uvicorn.Config(asgi_app(server, endpoint, token), host=endpoint.host, port=endpoint.port,
-                            log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        asgi_app(server, endpoint, token),
+        host=endpoint.host,
+        port=endpoint.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     uvicorn.Server(config).run()

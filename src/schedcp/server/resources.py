@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Resources: the full documents behind tool summaries, and the event logs clients subscribe to.
 
     schedcp://scheduler/{name}/source   C source of a repository or library scheduler
@@ -69,35 +70,59 @@ def _document(state: ServerState, kind: str, artifact_id: str) -> str:
 
 
 def register(server: MCPServer, state: ServerState) -> None:
-    @server.resource("schedcp://scheduler/{name}/source", name="scheduler_source", mime_type="text/x-c",
-                     description="C source of a scheduler in the repository or the shipped library.")
+    @server.resource(
+        "schedcp://scheduler/{name}/source",
+        name="scheduler_source",
+        mime_type="text/x-c",
+        description="C source of a scheduler in the repository or the shipped library.",
+    )
     def _source(name: str) -> str:
         return scheduler_source(state, name)
 
-    @server.resource("schedcp://report/{report_id}", name="verification_report", mime_type="application/json",
-                     description="The complete verification report behind a verify_scheduler answer.")
+    @server.resource(
+        "schedcp://report/{report_id}",
+        name="verification_report",
+        mime_type="application/json",
+        description="The complete verification report behind a verify_scheduler answer.",
+    )
     def _report(report_id: str) -> str:
         return _document(state, "report", report_id)
 
-    @server.resource("schedcp://profile/{profile_id}", name="workload_profile", mime_type="application/json",
-                     description="The complete workload profile behind a workload_profile answer.")
+    @server.resource(
+        "schedcp://profile/{profile_id}",
+        name="workload_profile",
+        mime_type="application/json",
+        description="The complete workload profile behind a workload_profile answer.",
+    )
     def _profile(profile_id: str) -> str:
         return _document(state, "profile", profile_id)
 
-    @server.resource("schedcp://run/{run_id}", name="vm_run", mime_type="application/json",
-                     description="The complete run_in_vm result, including the workload's output.")
+    @server.resource(
+        "schedcp://run/{run_id}",
+        name="vm_run",
+        mime_type="application/json",
+        description="The complete run_in_vm result, including the workload's output.",
+    )
     def _run(run_id: str) -> str:
         return _document(state, "run", run_id)
 
-    @server.resource(URI_PREFIX + BREAKER_TOPIC, name="breaker_events", mime_type="application/json",
-                     description="Circuit-breaker trips: a deployment reverted because the workload got worse. "
-                     "Subscribe to be notified.")
+    @server.resource(
+        URI_PREFIX + BREAKER_TOPIC,
+        name="breaker_events",
+        mime_type="application/json",
+        description="Circuit-breaker trips: a deployment reverted because the workload got worse. "
+        "Subscribe to be notified.",
+    )
     def _breaker() -> str:
         return json.dumps(state.events.read(BREAKER_TOPIC))
 
-    @server.resource(URI_PREFIX + "watch/{watch_id}", name="watch_events", mime_type="application/json",
-                     description="Events of one workload watch (workload appeared, phase change). Subscribe to be "
-                     "notified; each notification means new events are here.")
+    @server.resource(
+        URI_PREFIX + "watch/{watch_id}",
+        name="watch_events",
+        mime_type="application/json",
+        description="Events of one workload watch (workload appeared, phase change). Subscribe to be "
+        "notified; each notification means new events are here.",
+    )
     def _watch(watch_id: str) -> str:
         topic = f"watch/{watch_id}"
         if not _WATCH_ID.match(watch_id) or not state.events.has_topic(topic):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What one MCP server process holds: service handles, the VM gate, stored artifacts, events.
 
 Services are created on first use, so ``tools/list`` answers instantly and a client that only
@@ -56,8 +57,7 @@ class ServerState:
     def repository(self):
         from schedcp.repository.service import RepositoryService
 
-        return self.service("repository", lambda: RepositoryService(self.options.repo_db),
-                            lambda svc: svc.close())
+        return self.service("repository", lambda: RepositoryService(self.options.repo_db), lambda svc: svc.close())
 
     def close(self) -> None:
         with self._lock:

@@ -1,9 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """Start real `schedcp mcp` servers and talk to them with the SDK's own client (tests, benchmarks).
 
-    params = stdio_params(env)                       # spawn over stdio
-    async with Client(params, mode="legacy") as c: ...
-    with http_server(env, token) as url:             # spawn --http on a free loopback port
-        async with http_client(url, token) as c: ...
+params = stdio_params(env)                       # spawn over stdio
+async with Client(params, mode="legacy") as c: ...
+with http_server(env, token) as url:             # spawn --http on a free loopback port
+    async with http_client(url, token) as c: ...
 """
 
 from __future__ import annotations
@@ -55,16 +56,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def http_server(env: dict[str, str], token: str | None, host: str = "127.0.0.1",
-                port: int | None = None) -> Iterator[str]:
+def http_server(
+    env: dict[str, str], token: str | None, host: str = "127.0.0.1", port: int | None = None
+) -> Iterator[str]:
     """Run `schedcp mcp --http` in a subprocess; yields its URL once it answers."""
     port = port or free_port()
     full_env = {**os.environ, **env}
     full_env.pop("SCHEDCP_MCP_TOKEN", None)
     if token:
         full_env["SCHEDCP_MCP_TOKEN"] = token
-    proc = subprocess.Popen([schedcp_exe(), "mcp", "--http", f"{host}:{port}"], env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [schedcp_exe(), "mcp", "--http", f"{host}:{port}"],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://{host}:{port}/mcp"
     try:
         deadline = time.monotonic() + 60
@@ -90,8 +96,10 @@ def http_server(env: dict[str, str], token: str | None, host: str = "127.0.0.1",
 @contextlib.asynccontextmanager
 async def http_client(url: str, token: str | None, mode: str = "legacy", **kwargs: Any) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with create_mcp_http_client(headers=headers) as http, \
-            Client(streamable_http_client(url, http_client=http), mode=mode, **kwargs) as client:
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode, **kwargs) as client,
+    ):
         yield client
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """How our tools are declared and how their failures reach an agent.
 
 Each tool is a plain function with typed, constrained parameters (pydantic ``Field``); the SDK turns
@@ -25,11 +26,16 @@ from schedcp.server.budget import error_result
 log = logging.getLogger("schedcp.server")
 
 # The shared output-budget parameter, so every tool states and accepts the same thing.
-MaxBytes = Annotated[int, Field(
-    ge=budget.MIN_MAX_BYTES, le=budget.LIMIT_MAX_BYTES,
-    description=f"Upper bound on the size of this tool's JSON answer in bytes (default {budget.DEFAULT_MAX_BYTES}). "
-    "Longer answers are cut, largest lists first, with a 'truncated' note saying what was left out.",
-)]
+MaxBytes = Annotated[
+    int,
+    Field(
+        ge=budget.MIN_MAX_BYTES,
+        le=budget.LIMIT_MAX_BYTES,
+        description=f"Upper bound on the size of this tool's JSON answer in bytes "
+        f"(default {budget.DEFAULT_MAX_BYTES}). "
+        "Longer answers are cut, largest lists first, with a 'truncated' note saying what was left out.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,16 @@ def make_tool(fn: Callable[..., Any], kind: ToolKind, *, description: str | None
     name = fn.__name__
     title = name.replace("_", " ").capitalize()
     tool = Tool.from_function(
-        fn, name=name, title=title, description=description or inspect.cleandoc(fn.__doc__ or ""),
+        fn,
+        name=name,
+        title=title,
+        description=description or inspect.cleandoc(fn.__doc__ or ""),
         annotations=ToolAnnotations(
-            title=title, read_only_hint=kind.read_only, destructive_hint=kind.destructive,
-            idempotent_hint=kind.idempotent, open_world_hint=kind.open_world,
+            title=title,
+            read_only_hint=kind.read_only,
+            destructive_hint=kind.destructive,
+            idempotent_hint=kind.idempotent,
+            open_world_hint=kind.open_world,
         ),
         structured_output=False,
     )
@@ -111,11 +123,16 @@ def failure(tool: str, exc: BaseException) -> CallToolResult:
         cause = cause.__cause__
         seen += 1
     if isinstance(cause, ValidationError):
-        return error_result(f"invalid arguments for {tool}: {_field_errors(cause)}",
-                            "fix those arguments; tools/list shows each parameter's type and limits",
-                            "invalid_arguments")
+        return error_result(
+            f"invalid arguments for {tool}: {_field_errors(cause)}",
+            "fix those arguments; tools/list shows each parameter's type and limits",
+            "invalid_arguments",
+        )
     if isinstance(cause, SchedcpError):
         return error_result(cause.cause, _as_tool_hint(cause.next_step), cause.code)
     log.error("tool %s failed unexpectedly", tool, exc_info=(type(cause), cause, cause.__traceback__))
-    return error_result(f"{tool} failed with an internal error ({type(cause).__name__})",
-                        "retry once; if it fails again, report it with the server log (stderr)", "internal")
+    return error_result(
+        f"{tool} failed with an internal error ({type(cause).__name__})",
+        "retry once; if it fails again, report it with the server log (stderr)",
+        "internal",
+    )

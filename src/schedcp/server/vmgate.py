@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One micro-VM at a time per server, with a short queue instead of an unbounded pile-up.
 
 A TCG guest takes a whole host core, and these machines have two, so a second concurrent VM would
@@ -27,8 +28,12 @@ class VmGate:
     def status(self) -> dict[str, object]:
         with self._meta:
             busy = self.running_since is not None
-            return {"busy": busy, "waiting": self._waiting, "max_waiting": self.max_waiting,
-                    "running_for_s": round(time.monotonic() - self.running_since, 1) if busy else 0.0}
+            return {
+                "busy": busy,
+                "waiting": self._waiting,
+                "max_waiting": self.max_waiting,
+                "running_for_s": round(time.monotonic() - self.running_since, 1) if busy else 0.0,
+            }
 
     @contextmanager
     def slot(self) -> Iterator[float]:
@@ -49,8 +54,9 @@ class VmGate:
                 with self._meta:
                     self._waiting -= 1
             if not acquired:
-                raise SchedcpError(f"waited {self.wait_s:.0f}s for the micro-VM without getting it",
-                                   "retry later", code="busy")
+                raise SchedcpError(
+                    f"waited {self.wait_s:.0f}s for the micro-VM without getting it", "retry later", code="busy"
+                )
         with self._meta:
             self.running_since = time.monotonic()
         try:

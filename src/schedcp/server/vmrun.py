@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Try a scheduler in the micro-VM: build, boot, run a workload under EEVDF and under the policy.
 
 This is the agent's safe playground before any deployment: the guest is a throwaway QEMU machine
@@ -58,32 +59,49 @@ def _repo_meta(info: dict[str, Any]) -> metadata.SchedulerMeta | None:
         return None
     converted = []
     for t in tunables:
-        item = {"name": t["variable"], "type": t["type"], "default": t.get("default"),
-                "description": t.get("description", "tunable")}
+        item = {
+            "name": t["variable"],
+            "type": t["type"],
+            "default": t.get("default"),
+            "description": t.get("description", "tunable"),
+        }
         if t["type"] == "str":
             item["max_len"] = 64
         else:
             item.update({k: int(t[k]) for k in ("min", "max") if t.get(k) is not None})
         converted.append(item)
     try:
-        return metadata.SchedulerMeta.model_validate({
-            "name": info["name"].replace("-", "_").replace(".", "_")[:32], "title": info.get("title") or info["name"],
-            "description": (info.get("description") or "")[:4000], "tunables": converted,
-        })
+        return metadata.SchedulerMeta.model_validate(
+            {
+                "name": info["name"].replace("-", "_").replace(".", "_")[:32],
+                "title": info.get("title") or info["name"],
+                "description": (info.get("description") or "")[:4000],
+                "tunables": converted,
+            }
+        )
     except ValueError as exc:
-        raise UsageError(f"the tunables stored for {info['name']} are not loadable: {exc}",
-                         "fix the policy's tunables in the repository or run it without config") from exc
+        raise UsageError(
+            f"the tunables stored for {info['name']} are not loadable: {exc}",
+            "fix the policy's tunables in the repository or run it without config",
+        ) from exc
 
 
 def prepare(req: RunRequest, kernel: kernel_mod.Kernel, repository: Callable[[], Any]) -> Prepared | None:
     """Compile the policy for the kernel before any VM boots: build errors cost no boot."""
     include = headers.kernel_include_dir(kernel)
     if req.source is not None:
-        result = build.build(Path("submitted.bpf.c"), include, target=kernel.release, source_text=req.source,
-                             source_name="submitted.bpf.c")
+        result = build.build(
+            Path("submitted.bpf.c"),
+            include,
+            target=kernel.release,
+            source_text=req.source,
+            source_name="submitted.bpf.c",
+        )
         if req.config:
-            raise UsageError("config was given for submitted source, which declares no tunable metadata",
-                             "drop config, or add the policy with add_scheduler (with tunables) and run it by name")
+            raise UsageError(
+                "config was given for submitted source, which declares no tunable metadata",
+                "drop config, or add the policy with add_scheduler (with tunables) and run it by name",
+            )
         return Prepared("submitted", result.object_path, None, result.source_sha256)
     if req.scheduler is None:
         return None
@@ -96,11 +114,18 @@ def prepare(req: RunRequest, kernel: kernel_mod.Kernel, repository: Callable[[],
         repo = repository()
         info = repo.show(req.scheduler)
         if info.get("kind") == "external":
-            raise UsageError(f"{req.scheduler} is an upstream binary, which the test VM does not carry",
-                             "try a BPF policy from our library or one added with add_scheduler")
+            raise UsageError(
+                f"{req.scheduler} is an upstream binary, which the test VM does not carry",
+                "try a BPF policy from our library or one added with add_scheduler",
+            )
         meta = _repo_meta(info)
-        result = build.build(Path(f"{req.scheduler}.bpf.c"), include, target=kernel.release,
-                             source_text=repo.source(req.scheduler), source_name=f"{req.scheduler}.bpf.c")
+        result = build.build(
+            Path(f"{req.scheduler}.bpf.c"),
+            include,
+            target=kernel.release,
+            source_text=repo.source(req.scheduler),
+            source_name=f"{req.scheduler}.bpf.c",
+        )
     if req.config:
         if meta is None:
             raise UsageError(f"{req.scheduler} declares no tunables", "drop config")
@@ -113,8 +138,12 @@ def _once(vm: MicroVM, req: RunRequest) -> dict[str, Any]:
     out = vm.node.run(req.argv, timeout_s=req.timeout_s, sched_ext=req.partial)
     metrics = workloads.parse_metrics(out["stdout"]) or {"run_wall_s": float(out["wall_s"])}
     return {
-        "exit_code": out["exit_code"], "timed_out": out["timed_out"], "wall_s": round(out["wall_s"], 3),
-        "metrics": metrics, "stdout_tail": out["stdout"][-TAIL_CHARS:], "stderr_tail": out["stderr"][-TAIL_CHARS:],
+        "exit_code": out["exit_code"],
+        "timed_out": out["timed_out"],
+        "wall_s": round(out["wall_s"], 3),
+        "metrics": metrics,
+        "stdout_tail": out["stdout"][-TAIL_CHARS:],
+        "stderr_tail": out["stderr"][-TAIL_CHARS:],
     }
 
 
@@ -129,21 +158,30 @@ def _attach_error(name: str, exc: NodeOpError) -> SchedcpError:
     log = exc.details.get("verifier_log") or []
     ejections = [e for e in exc.details.get("kernel_events") or [] if e.get("kind") == "disabled"]
     detail = _verifier_summary(log) or "; ".join(
-        f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejections)
-    return SchedcpError(f"{name} did not attach: {exc.cause}" + (f" — {detail[:600]}" if detail else ""),
-                        exc.next_step or "fix the scheduler (verify_scheduler gives a full report) and retry",
-                        code=exc.code)
+        f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejections
+    )
+    return SchedcpError(
+        f"{name} did not attach: {exc.cause}" + (f" — {detail[:600]}" if detail else ""),
+        exc.next_step or "fix the scheduler (verify_scheduler gives a full report) and retry",
+        code=exc.code,
+    )
 
 
-def run(req: RunRequest, gate: VmGate, repository: Callable[[], Any],
-        progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+def run(
+    req: RunRequest, gate: VmGate, repository: Callable[[], Any], progress: Callable[[str], None] = lambda _m: None
+) -> dict[str, Any]:
     """Measure in one boot. With a baseline the sides alternate (EEVDF, policy, EEVDF, policy, ...)
     after one unmeasured warm-up run, so neither side pays the cold caches of a fresh guest."""
     k = kernel_mod.cached(req.kernel)
     progress(f"building for {k.release}")
     prepared = prepare(req, k, repository)
-    doc: dict[str, Any] = {"workload": req.workload, "argv": req.argv, "kernel": k.release, "repeats": req.repeats,
-                           "partial": req.partial}
+    doc: dict[str, Any] = {
+        "workload": req.workload,
+        "argv": req.argv,
+        "kernel": k.release,
+        "repeats": req.repeats,
+        "partial": req.partial,
+    }
     with gate.slot() as waited:
         doc["queued_s"] = round(waited, 2)
         progress("booting the micro-VM")
@@ -165,8 +203,11 @@ def run(req: RunRequest, gate: VmGate, repository: Callable[[], Any],
                     if not policy.run_once(last=i == req.repeats - 1):
                         break  # ejected: the kernel fell back to EEVDF, more runs would measure that
             if req.baseline:
-                doc["baseline"] = {"scheduler": "EEVDF (kernel default)", "runs": base_runs,
-                                   "metrics": _median_metrics(base_runs)}
+                doc["baseline"] = {
+                    "scheduler": "EEVDF (kernel default)",
+                    "runs": base_runs,
+                    "metrics": _median_metrics(base_runs),
+                }
             if policy is not None:
                 doc["scheduler"] = policy.result()
     if req.baseline and prepared is not None:
@@ -192,8 +233,12 @@ class _Policy:
         assert node is not None
         try:
             attached = attach_mod.attach(
-                node, self.prepared.object_path, meta=self.prepared.meta, config=self.req.config,
-                timeout_ms=self.req.watchdog_ms, partial=self.req.partial,
+                node,
+                self.prepared.object_path,
+                meta=self.prepared.meta,
+                config=self.req.config,
+                timeout_ms=self.req.watchdog_ms,
+                partial=self.req.partial,
                 include_dir=headers.kernel_include_dir(self.k),
             )
         except NodeOpError as exc:
@@ -215,17 +260,27 @@ class _Policy:
     def result(self) -> dict[str, Any]:
         ejected = [e for e in self.events if e.get("kind") == "disabled"]
         return {
-            "name": self.prepared.name, "ops_name": self.ops_name, "config": self.config,
-            "source_sha256": self.prepared.source_sha256, "stayed_enabled": self.stayed, "state_after": self.state,
-            "ejections": ejected[:5], "counters": self.counters, "runs": self.runs,
-            "metrics": _median_metrics(self.runs), "measured_at": round(time.time(), 3),
+            "name": self.prepared.name,
+            "ops_name": self.ops_name,
+            "config": self.config,
+            "source_sha256": self.prepared.source_sha256,
+            "stayed_enabled": self.stayed,
+            "state_after": self.state,
+            "ejections": ejected[:5],
+            "counters": self.counters,
+            "runs": self.runs,
+            "metrics": _median_metrics(self.runs),
+            "measured_at": round(time.time(), 3),
         }
 
 
 def summarise(doc: dict[str, Any], run_id: str, detail: str) -> dict[str, Any]:
     """What the agent sees first: verdicts and median metrics; outputs stay in the stored run."""
-    out: dict[str, Any] = {"run_id": run_id, "run_uri": f"schedcp://run/{run_id}",
-                           **{k: doc[k] for k in ("workload", "kernel", "boot_s", "accel", "queued_s") if k in doc}}
+    out: dict[str, Any] = {
+        "run_id": run_id,
+        "run_uri": f"schedcp://run/{run_id}",
+        **{k: doc[k] for k in ("workload", "kernel", "boot_s", "accel", "queued_s") if k in doc},
+    }
     for key in ("baseline", "scheduler"):
         part = doc.get(key)
         if not part:
@@ -237,8 +292,9 @@ def summarise(doc: dict[str, Any], run_id: str, detail: str) -> dict[str, Any]:
         brief["metrics"] = part["metrics"]
         if detail == "full":
             brief["counters"] = part.get("counters")
-            brief["runs"] = [{k: r[k] for k in ("exit_code", "wall_s", "stdout_tail", "stderr_tail")}
-                             for r in part["runs"]]
+            brief["runs"] = [
+                {k: r[k] for k in ("exit_code", "wall_s", "stdout_tail", "stderr_tail")} for r in part["runs"]
+            ]
         out[key] = brief
     if "comparison" in doc:
         out["comparison"] = doc["comparison"]

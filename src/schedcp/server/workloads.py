@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The built-in guest workloads an agent can name, and reading their metrics.
 
 Each module in ``schedcp/bench/guest`` runs in the micro-VM as ``python3 -m schedcp_workloads.NAME``
@@ -42,8 +43,10 @@ def argv_for(name: str, args: list[str]) -> list[str]:
         raise UsageError(f"unknown workload {name!r}", f"use one of: {', '.join(known)}")
     for arg in args:
         if not _ARG.match(arg):
-            raise UsageError(f"workload argument {arg[:40]!r} has characters that are not allowed",
-                             "use plain options such as --seconds 2 or --workers=4")
+            raise UsageError(
+                f"workload argument {arg[:40]!r} has characters that are not allowed",
+                "use plain options such as --seconds 2 or --workers=4",
+            )
     return ["python3", "-m", f"schedcp_workloads.{name}", *args]
 
 
@@ -94,5 +97,9 @@ def compare(baseline: dict[str, float], scheduler: dict[str, float]) -> dict[str
         rows[name] = {"eevdf": baseline[name], "scheduler": scheduler[name], "ratio": ratio, "better": verdict}
     wins = sum(1 for r in rows.values() if r["better"] == "scheduler")
     losses = sum(1 for r in rows.values() if r["better"] == "baseline")
-    return {"metrics": rows, "scheduler_better": wins, "eevdf_better": losses,
-            "note": "ratio > 1 means the scheduler beat EEVDF on that metric (direction inferred from its name)"}
+    return {
+        "metrics": rows,
+        "scheduler_better": wins,
+        "eevdf_better": losses,
+        "note": "ratio > 1 means the scheduler beat EEVDF on that metric (direction inferred from its name)",
+    }

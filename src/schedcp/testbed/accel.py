@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Choosing QEMU's accelerator: KVM when it really runs a guest, TCG otherwise.
 
 Opening /dev/kvm is not enough: on nested or restricted hosts the device exists and even creates
@@ -54,10 +55,31 @@ def _probe(vmlinuz: Path, qemu: str) -> AccelChoice:
         return AccelChoice("tcg", "/dev/kvm is not accessible to this user")
     try:
         proc = subprocess.run(
-            [qemu, "-accel", "kvm", "-M", "pc", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
-             "-nographic", "-no-reboot", "-serial", "stdio", "-kernel", str(vmlinuz),
-             "-append", "console=ttyS0 panic=-1 loglevel=7"],
-            capture_output=True, text=True, timeout=15,
+            [
+                qemu,
+                "-accel",
+                "kvm",
+                "-M",
+                "pc",
+                "-cpu",
+                "host",
+                "-m",
+                "256",
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-nographic",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+                "-kernel",
+                str(vmlinuz),
+                "-append",
+                "console=ttyS0 panic=-1 loglevel=7",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
         )
         out = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:

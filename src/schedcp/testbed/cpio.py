@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A small writer for the "newc" cpio format the kernel unpacks as an initramfs.
 
 Written here (rather than shelling out to cpio) so the guest overlay can be built from in-memory
@@ -36,8 +37,19 @@ class CpioWriter:
     def add(self, entry: Entry) -> None:
         name = entry.name.encode() + b"\0"
         fields = [
-            self.ino, entry.mode, 0, 0, 2 if stat.S_ISDIR(entry.mode) else 1, 0,
-            len(entry.data), 0, 0, 0, 0, len(name), 0,
+            self.ino,
+            entry.mode,
+            0,
+            0,
+            2 if stat.S_ISDIR(entry.mode) else 1,
+            0,
+            len(entry.data),
+            0,
+            0,
+            0,
+            0,
+            len(name),
+            0,
         ]
         header = b"070701" + b"".join(b"%08X" % f for f in fields)
         self.ino += 1

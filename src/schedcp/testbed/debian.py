@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A private apt configuration that never touches the host's package state.
 
 Kernels and guest userland come from Debian suites the host may not use (unstable, experimental,
@@ -23,6 +24,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 def mirror() -> str:
     """The Debian mirror to use; SCHEDCP_DEBIAN_MIRROR overrides it (e.g. a local proxy)."""
     return os.environ.get("SCHEDCP_DEBIAN_MIRROR", DEFAULT_MIRROR)
+
+
 KEYRING_CANDIDATES = (
     Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
     Path("/usr/share/keyrings/debian-archive-keyring.pgp"),
@@ -173,8 +176,16 @@ class PrivateApt:
             old.unlink()
         self._run(
             "apt-get",
-            ["-o", f"Dir::Cache::archives={archives}", "install", "-y", "-q", "--download-only",
-             "--no-install-recommends", *names],
+            [
+                "-o",
+                f"Dir::Cache::archives={archives}",
+                "install",
+                "-y",
+                "-q",
+                "--download-only",
+                "--no-install-recommends",
+                *names,
+            ],
         )
         return sorted(archives.glob("*.deb"))
 

@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# SPDX-License-Identifier: Apache-2.0
 # PID 1 of the SchedCP micro-VM guest: mount the kernel filesystems, then hand the machine to the
 # node agent. When the agent returns (poweroff request or crash) the guest resets, which ends QEMU
 # because it runs with -no-reboot.

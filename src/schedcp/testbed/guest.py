@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The guest image: Debian stable userland plus SchedCP's node agent, as an initramfs.
 
 Two layers, concatenated (the kernel unpacks every cpio archive it is given, in order):
@@ -41,8 +42,14 @@ VARIANTS: dict[str, list[str]] = {
     "build": ["make", "gcc", "libc6-dev"],
 }
 PRUNE = [
-    "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
-    "usr/share/bug", "usr/share/debconf", "usr/share/bash-completion",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/bug",
+    "usr/share/debconf",
+    "usr/share/bash-completion",
 ]
 PRUNE_PYTHON = ["test", "idlelib", "ensurepip", "tkinter", "turtledemo", "pydoc_data", "lib2to3", "venv"]
 
@@ -129,10 +136,7 @@ def build_base(*, refresh: bool = False, variant: str = "default", progress=prin
     debs = apt.download_closure(wanted, set_name=variant)
     # -dev packages are only wanted when a variant asks for a toolchain (headers for gcc).
     keep_dev = any(p.endswith("-dev") for p in extra)
-    chosen = [
-        d for d in debs
-        if not d.name.startswith(SKIP_PACKAGE_PREFIXES) and (keep_dev or "-dev_" not in d.name)
-    ]
+    chosen = [d for d in debs if not d.name.startswith(SKIP_PACKAGE_PREFIXES) and (keep_dev or "-dev_" not in d.name)]
     versions = {deb_field(d, "Package"): deb_field(d, "Version") for d in chosen}
     key = hashlib.sha256(
         json.dumps({"builder": BUILDER_VERSION, "packages": versions}, sort_keys=True).encode()
@@ -210,9 +214,22 @@ def _precompile_python(rootfs: Path, progress) -> None:
     env.pop("PYTHONPATH", None)
     progress("byte-compiling the guest's Python standard library")
     proc = subprocess.run(
-        [*guest_exec_prefix(rootfs), str(py), "-m", "compileall", "-q", "-j", "0", "-d", f"/usr/lib/{py.name}",
-         str(libdir)],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            *guest_exec_prefix(rootfs),
+            str(py),
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "-d",
+            f"/usr/lib/{py.name}",
+            str(libdir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if proc.returncode not in (0, 1):  # 1: a few files (e.g. bad-syntax tests) failed; harmless
         progress(f"warning: guest byte-compilation failed: {proc.stderr.strip()[-200:]}")

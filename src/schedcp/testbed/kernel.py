@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Kernel provider: a sched_ext-enabled kernel for the micro-VM, resolved from Debian by name.
 
 No version is hard-coded. A *kernel spec* names where to look:

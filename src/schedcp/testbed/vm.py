@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boot the test kernel in QEMU and talk to the guest's node agent.
 
     with MicroVM(VMConfig(cpus=2)) as vm:
@@ -228,20 +229,46 @@ class MicroVM:
         # no_timer_check: under a loaded TCG host the IO-APIC timer check can fail and panic the boot.
         cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init {self.config.cmdline_extra}".strip()
         argv = [
-            qemu, "-accel", _accel_arg(self.accel.name), "-M", "pc", "-cpu", cpu,
-            "-smp", str(self.config.cpus), "-m", str(self.config.memory_mb),
-            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-            "-kernel", str(self.kernel.vmlinuz), "-initrd", str(self.image.initramfs), "-append", cmdline,
-            "-chardev", f"file,id=con0,path={console}", "-serial", "chardev:con0",
-            "-chardev", f"socket,id=node0,path={sock_path},server=on,wait=off",
-            "-device", "virtio-serial-pci,id=vser0",
-            "-device", f"virtserialport,bus=vser0.0,chardev=node0,name={PORT_NAME}",
+            qemu,
+            "-accel",
+            _accel_arg(self.accel.name),
+            "-M",
+            "pc",
+            "-cpu",
+            cpu,
+            "-smp",
+            str(self.config.cpus),
+            "-m",
+            str(self.config.memory_mb),
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            str(self.kernel.vmlinuz),
+            "-initrd",
+            str(self.image.initramfs),
+            "-append",
+            cmdline,
+            "-chardev",
+            f"file,id=con0,path={console}",
+            "-serial",
+            "chardev:con0",
+            "-chardev",
+            f"socket,id=node0,path={sock_path},server=on,wait=off",
+            "-device",
+            "virtio-serial-pci,id=vser0",
+            "-device",
+            f"virtserialport,bus=vser0.0,chardev=node0,name={PORT_NAME}",
             *self.config.extra_qemu_args,
         ]
         start = time.monotonic()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "qemu.err").open("wb"), preexec_fn=_pdeathsig,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.workdir / "qemu.err").open("wb"),
+            preexec_fn=_pdeathsig,
         )
         with _live_lock:
             _live.add(self)
@@ -260,7 +287,8 @@ class MicroVM:
             if self.proc is not None and self.proc.poll() is not None:
                 raise SchedcpError(
                     f"QEMU exited at start (code {self.proc.returncode}): {self.qemu_error()}",
-                    "check the QEMU installation and the kernel image", code="qemu_failed",
+                    "check the QEMU installation and the kernel image",
+                    code="qemu_failed",
                 )
             if path.exists():
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -283,7 +311,8 @@ class MicroVM:
             if self.proc is not None and self.proc.poll() is not None:
                 raise SchedcpError(
                     f"the guest stopped during boot (QEMU exit {self.proc.returncode})",
-                    "see the console tail: " + self.console_tail(), code="boot_failed",
+                    "see the console tail: " + self.console_tail(),
+                    code="boot_failed",
                 ) from exc
             if time.monotonic() >= deadline:
                 raise SchedcpError(

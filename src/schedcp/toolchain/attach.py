@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Attaching a built scheduler through a node agent, with tunables, and reading its counters."""
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ def tunable_patches(obj: Path, meta: SchedulerMeta | None, config: dict[str, Any
             raw = str(value).encode().ljust(var.size, b"\0")[: var.size]
         else:
             if var.size != TYPE_SIZES[tunable.type]:
-                raise UsageError(f"tunable {name} is {var.size} bytes in the object, metadata says {tunable.type}",
-                                 "make the C type match the metadata")
+                raise UsageError(
+                    f"tunable {name} is {var.size} bytes in the object, metadata says {tunable.type}",
+                    "make the C type match the metadata",
+                )
             raw = struct.pack(_FORMATS[tunable.type], int(value))
         patches.append({"section": ".rodata", "offset": var.offset, "data_b64": base64.b64encode(raw).decode()})
     return patches, values

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Compile sched_ext BPF C into objects, with readable errors and a content-addressed cache.
 
 Accepted sources: files using our header (``#include "schedcp.h"``) and self-contained files that
@@ -21,8 +22,19 @@ from schedcp.toolchain import headers
 
 MAX_SOURCE_BYTES = 512 * 1024
 CLANG_CANDIDATES = ("clang-16", "clang-17", "clang-18", "clang-19", "clang")
-CFLAGS = ["-g", "-O2", "-target", "bpf", "-mcpu=v3", "-D__TARGET_ARCH_x86", "-nostdinc", "-Wall",
-          "-Wno-unused-variable", "-Wno-unused-function", "-Wno-missing-declarations"]
+CFLAGS = [
+    "-g",
+    "-O2",
+    "-target",
+    "bpf",
+    "-mcpu=v3",
+    "-D__TARGET_ARCH_x86",
+    "-nostdinc",
+    "-Wall",
+    "-Wno-unused-variable",
+    "-Wno-unused-function",
+    "-Wno-missing-declarations",
+]
 BUILD_TIMEOUT_S = 120
 _INCLUDE = re.compile(r'^\s*#\s*include\s*(?P<spec>"[^"]*"|<[^>]*>|\S+)', re.M)
 _ALLOWED_QUOTED = {"vmlinux.h", "schedcp.h", "schedcp_kernel.h"}
@@ -91,10 +103,15 @@ def parse_diagnostics(stderr: str, source_name: str) -> list[Diagnostic]:
         m = _DIAG.match(line.strip())
         if m:
             file = m.group("file")
-            out.append(Diagnostic(
-                source_name if file.endswith(("source.bpf.c", source_name)) else os.path.basename(file),
-                int(m.group("line")), int(m.group("col")), m.group("sev"), m.group("msg"),
-            ))
+            out.append(
+                Diagnostic(
+                    source_name if file.endswith(("source.bpf.c", source_name)) else os.path.basename(file),
+                    int(m.group("line")),
+                    int(m.group("col")),
+                    m.group("sev"),
+                    m.group("msg"),
+                )
+            )
     return out
 
 
@@ -162,8 +179,20 @@ def build(
     try:
         src_copy = work / name
         src_copy.write_text(source_text)
-        argv = [clang, *CFLAGS, "-I", str(include_dir), "-I", str(our_include), "-I", str(libbpf_inc),
-                "-c", str(src_copy), "-o", str(work / "out.o")]
+        argv = [
+            clang,
+            *CFLAGS,
+            "-I",
+            str(include_dir),
+            "-I",
+            str(our_include),
+            "-I",
+            str(libbpf_inc),
+            "-c",
+            str(src_copy),
+            "-o",
+            str(work / "out.o"),
+        ]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, cwd=work)
         except subprocess.TimeoutExpired as exc:
@@ -176,8 +205,9 @@ def build(
         (work / "out.o").rename(obj)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return BuildResult(obj, src_path, source_sha, _sha(obj), target, False,
-                       [d for d in diags if d.severity == "warning"][:20])
+    return BuildResult(
+        obj, src_path, source_sha, _sha(obj), target, False, [d for d in diags if d.severity == "warning"][:20]
+    )
 
 
 def _sha(path: Path) -> str:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Headers a sched_ext build needs: vmlinux.h for the target kernel and libbpf's bpf/*.h.
 
 ``vmlinux.h`` comes from the kernel's BTF via Debian stable's bpftool (7.4+ also emits kfunc
@@ -62,7 +63,8 @@ def generate_vmlinux_h(btf_source: Path, out_dir: Path, *, kernel_version: tuple
     header = out_dir / "vmlinux.h"
     proc = subprocess.run(
         [*bpftool_argv(), "btf", "dump", "file", str(btf_source), "format", "c"],
-        capture_output=True, timeout=300,
+        capture_output=True,
+        timeout=300,
     )
     if proc.returncode != 0 or b"struct sched_ext_ops" not in proc.stdout:
         raise SchedcpError(
@@ -80,7 +82,8 @@ def generate_vmlinux_h(btf_source: Path, out_dir: Path, *, kernel_version: tuple
 
 def write_kernel_header(vmlinux_h: Path, out: Path, kernel_version: tuple[int, int]) -> None:
     text = "\n".join(
-        _ATTRIBUTE.sub("", line) for line in vmlinux_h.read_text(errors="replace").splitlines()
+        _ATTRIBUTE.sub("", line)
+        for line in vmlinux_h.read_text(errors="replace").splitlines()
         if line.startswith("extern ")
     )
     kfuncs = sorted(set(_KSYM.findall(text)))

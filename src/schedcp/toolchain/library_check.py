@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Prove library schedulers on a real kernel: build, attach, survive a mixed load, detach.
 
 One micro-VM boot per kernel serves every scheduler in turn (a boot costs ~10 s under TCG, a
@@ -120,8 +121,9 @@ def check_one(
             include_dir = include_dir or headers.kernel_include_dir(kernel)
             object_path = build_mod.build(meta.source_path, include_dir, target=release).object_path
         result.stage = "attach"
-        attached = attach_mod.attach(node, object_path, meta=meta, config=config or {}, timeout_ms=timeout_ms,
-                                     include_dir=include_dir)
+        attached = attach_mod.attach(
+            node, object_path, meta=meta, config=config or {}, timeout_ms=timeout_ms, include_dir=include_dir
+        )
         result.ops_name = attached.ops_name
         stats = [s.name for s in meta.stats]
         result.counters_before = attach_mod.read_counters(node, attached, stats)
@@ -133,8 +135,7 @@ def check_one(
         events = node.events()
         # Mid-disable ("disabling"), the kernel has not logged its reason yet: wait for it briefly.
         deadline = time.monotonic() + 5
-        while (result.state_after.get("state") != "enabled" and not _ejections(events)
-               and time.monotonic() < deadline):
+        while result.state_after.get("state") != "enabled" and not _ejections(events) and time.monotonic() < deadline:
             time.sleep(0.2)
             events += node.events()
         result.ejections = _ejections(events)
@@ -242,8 +243,15 @@ class KernelSession:
         meta = metadata.get(name) if isinstance(name, str) else name
         crashes: list[str] = []
         while True:
-            res = check_one(self.node(), meta, self.kernel, include_dir=self.include_dir, config=config,
-                            seconds=seconds, timeout_ms=timeout_ms)
+            res = check_one(
+                self.node(),
+                meta,
+                self.kernel,
+                include_dir=self.include_dir,
+                config=config,
+                seconds=seconds,
+                timeout_ms=timeout_ms,
+            )
             if self.vm is not None and res.guest_lost:
                 self.vm.kill()  # the channel can close before QEMU has exited
             if self.vm is not None and self.vm.alive:

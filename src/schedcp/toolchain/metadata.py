@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scheduler metadata: what each policy is for and which tunables it takes.
 
 Every library scheduler ``<name>.bpf.c`` has a ``<name>.toml`` beside it. Tunables are
@@ -37,8 +38,13 @@ from schedcp.paths import schedulers_dir
 TunableType = Literal["u8", "u16", "u32", "u64", "s32", "s64", "bool", "str"]
 TYPE_SIZES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "s32": 4, "s64": 8, "bool": 1}
 TYPE_LIMITS = {
-    "u8": (0, 2**8 - 1), "u16": (0, 2**16 - 1), "u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1),
-    "s32": (-(2**31), 2**31 - 1), "s64": (-(2**63), 2**63 - 1), "bool": (0, 1),
+    "u8": (0, 2**8 - 1),
+    "u16": (0, 2**16 - 1),
+    "u32": (0, 2**32 - 1),
+    "u64": (0, 2**64 - 1),
+    "s32": (-(2**31), 2**31 - 1),
+    "s64": (-(2**63), 2**63 - 1),
+    "bool": (0, 1),
 }
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What an object file says about its global variables: section, offset and size per symbol.
 
 Used to turn tunable values into byte patches of .rodata before load, and to decode live counters

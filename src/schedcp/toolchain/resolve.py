@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Turn what a user names (library policy, test scheduler, .bpf.c source, .o object) into an object."""
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def resolve_scheduler(spec: str, kernel) -> ResolvedScheduler:
         if not struct_ops_names(path):
             raise UsageError(
                 f"{spec} has no struct_ops section, so it is not a sched_ext scheduler",
-                "build a sched_ext scheduler (it must define a SEC(\".struct_ops.link\") variable)",
+                'build a sched_ext scheduler (it must define a SEC(".struct_ops.link") variable)',
             )
         return ResolvedScheduler(path.name.removesuffix(".bpf.o").removesuffix(".o"), path, None, None, None)
     source = build.resolve_source(spec)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reading the kernel verifier's log the way an agent needs it: the complaint and the source line."""
 
 from __future__ import annotations

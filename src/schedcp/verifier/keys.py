@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The verifier's ed25519 signing key: created on first use, kept private, never exported.
 
 The private key lives with the daemon (default ``<data_dir>/keys/verifier_ed25519``, or
@@ -42,7 +43,8 @@ def _check_private_perms(path: Path) -> None:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SchedcpError(
             f"the verifier key {path} is accessible by other users (mode {stat.S_IMODE(mode):o})",
-            f"chmod 600 {path}, or delete it to generate a new key", code="key_insecure",
+            f"chmod 600 {path}, or delete it to generate a new key",
+            code="key_insecure",
         )
 
 
@@ -54,16 +56,18 @@ def load_or_create(path: Path | None = None) -> Ed25519PrivateKey:
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except ValueError as exc:
-            raise SchedcpError(f"cannot read the verifier key {path}: {exc}",
-                               "restore the key file or delete it to generate a new one", code="key_invalid") from exc
+            raise SchedcpError(
+                f"cannot read the verifier key {path}: {exc}",
+                "restore the key file or delete it to generate a new one",
+                code="key_invalid",
+            ) from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise SchedcpError(f"{path} is not an ed25519 key", "delete it to generate a new one", code="key_invalid")
         _write_public(path, key.public_key())
         return key
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     # O_EXCL: if another process created the key meanwhile, use theirs instead of overwriting it.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The correctness load: run it in the guest, summarise it, and judge what each task saw.
 
 The guest side is ``guest/verifyload.py`` (stdlib only), uploaded at run time. Judging is a pure
@@ -100,14 +101,20 @@ def summary(load: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _finding(fid: str, message: str, hint: str, evidence: list[str] | None = None,
-             severity: str = "error") -> Finding:
-    return Finding(id=fid, stage="dynamic", severity=severity, message=message, hint=hint,  # type: ignore[arg-type]
-                   evidence=evidence or [])
+def _finding(fid: str, message: str, hint: str, evidence: list[str] | None = None, severity: str = "error") -> Finding:
+    return Finding(
+        id=fid,
+        stage="dynamic",
+        severity=severity,
+        message=message,
+        hint=hint,  # type: ignore[arg-type]
+        evidence=evidence or [],
+    )
 
 
-def judge(run_result: dict[str, Any], seconds: float, bounds: Bounds = Bounds(),
-          baseline: dict[str, Any] | None = None) -> list[Finding]:
+def judge(
+    run_result: dict[str, Any], seconds: float, bounds: Bounds = Bounds(), baseline: dict[str, Any] | None = None
+) -> list[Finding]:
     """Findings about progress, fairness and wakeup latency from one run under the scheduler.
 
     `baseline` is the summary() of the same load under EEVDF in the same boot; timing bounds are
@@ -118,50 +125,87 @@ def judge(run_result: dict[str, Any], seconds: float, bounds: Bounds = Bounds(),
     if load is None:
         why = "timed out" if run_result.get("timed_out") else f"exited with {run_result.get('exit_code')}"
         tail = (run_result.get("stderr") or "").strip().splitlines()[-3:]
-        return [_finding("dyn-load-failed", f"the correctness load {why} under the scheduler",
-                         "the scheduler starved the load or made the guest unusably slow; check for tasks that are "
-                         "queued but never dispatched", tail)]
+        return [
+            _finding(
+                "dyn-load-failed",
+                f"the correctness load {why} under the scheduler",
+                "the scheduler starved the load or made the guest unusably slow; check for tasks that are "
+                "queued but never dispatched",
+                tail,
+            )
+        ]
     tasks: dict[str, dict[str, Any]] = load.get("tasks", {})
     out: list[Finding] = []
     silent = sorted(n for n, t in tasks.items() if "error" in t)
     if silent:
-        out.append(_finding(
-            "dyn-starvation", f"{len(silent)} task(s) never reported back: {', '.join(silent)}",
-            "some tasks were never scheduled; every enqueued task must reach a DSQ that a CPU drains",
-            [f"{n}: {tasks[n]['error']}" for n in silent]))
-    stalled = sorted((t.get("max_gap_s", 0.0), n) for n, t in tasks.items()
-                     if "error" not in t and t.get("max_gap_s", 0.0) > bounds.max_gap_s)
+        out.append(
+            _finding(
+                "dyn-starvation",
+                f"{len(silent)} task(s) never reported back: {', '.join(silent)}",
+                "some tasks were never scheduled; every enqueued task must reach a DSQ that a CPU drains",
+                [f"{n}: {tasks[n]['error']}" for n in silent],
+            )
+        )
+    stalled = sorted(
+        (t.get("max_gap_s", 0.0), n)
+        for n, t in tasks.items()
+        if "error" not in t and t.get("max_gap_s", 0.0) > bounds.max_gap_s
+    )
     if stalled:
         worst_gap, worst = stalled[-1]
-        out.append(_finding(
-            "dyn-starvation", f"{len(stalled)} task(s) went without CPU for over {bounds.max_gap_s:g}s "
-            f"(worst: {worst}, {worst_gap:.2f}s)",
-            "a runnable task must run within a bounded time: check priorities without aging, vtime credit, "
-            "and tasks parked where no CPU looks", [f"{n}: longest wait {g:.2f}s" for g, n in reversed(stalled)]))
+        out.append(
+            _finding(
+                "dyn-starvation",
+                f"{len(stalled)} task(s) went without CPU for over {bounds.max_gap_s:g}s "
+                f"(worst: {worst}, {worst_gap:.2f}s)",
+                "a runnable task must run within a bounded time: check priorities without aging, vtime credit, "
+                "and tasks parked where no CPU looks",
+                [f"{n}: longest wait {g:.2f}s" for g, n in reversed(stalled)],
+            )
+        )
     hogs = {n: t for n, t in tasks.items() if n.startswith(HOG_PREFIXES) and "chunks" in t}
     never = sorted(n for n, t in hogs.items() if t["chunks"] == 0)
     if never:
-        out.append(_finding("dyn-starvation", f"CPU-bound task(s) {', '.join(never)} never ran",
-                            "every runnable task must eventually be dispatched"))
+        out.append(
+            _finding(
+                "dyn-starvation",
+                f"CPU-bound task(s) {', '.join(never)} never ran",
+                "every runnable task must eventually be dispatched",
+            )
+        )
     late = hogs.get("late")
     if late and late["chunks"] and late.get("first_progress_s", 0.0) > bounds.late_start_s:
-        out.append(_finding(
-            "dyn-starvation", f"a task started halfway through waited {late['first_progress_s']:.2f}s for its first "
-            "run", "new tasks need a fair starting point (e.g. start their vtime at the current global vtime)"))
+        out.append(
+            _finding(
+                "dyn-starvation",
+                f"a task started halfway through waited {late['first_progress_s']:.2f}s for its first run",
+                "new tasks need a fair starting point (e.g. start their vtime at the current global vtime)",
+            )
+        )
     out += _fairness(hogs, bounds)
     sleepers = {n: t for n, t in tasks.items() if n.startswith("sleeper") and "wakeups" in t}
     slow = sorted((t["lat_p99_ms"], n) for n, t in sleepers.items() if t["lat_p99_ms"] > bounds.warn_wakeup_p99_ms)
     if slow:
         severe = slow[-1][0] > bounds.max_wakeup_p99_ms
         limit = bounds.max_wakeup_p99_ms if severe else bounds.warn_wakeup_p99_ms
-        out.append(_finding(
-            "dyn-wakeup-latency",
-            f"wakeup latency p99 of {slow[-1][0]:.0f} ms (bound {limit:.0f} ms) for {slow[-1][1]}",
-            "waking tasks wait too long: use shorter slices, dispatch wakers to idle CPUs (select_cpu), or preempt "
-            "long-running tasks", [f"{n}: p99 {v:.1f} ms" for v, n in slow], severity="error" if severe else "warning"))
+        out.append(
+            _finding(
+                "dyn-wakeup-latency",
+                f"wakeup latency p99 of {slow[-1][0]:.0f} ms (bound {limit:.0f} ms) for {slow[-1][1]}",
+                "waking tasks wait too long: use shorter slices, dispatch wakers to idle CPUs (select_cpu), or preempt "
+                "long-running tasks",
+                [f"{n}: p99 {v:.1f} ms" for v, n in slow],
+                severity="error" if severe else "warning",
+            )
+        )
     if tasks.get("pingpong", {}).get("round_trips", 1) == 0:
-        out.append(_finding("dyn-starvation", "the pipe ping-pong pair made no progress",
-                            "tasks woken by other tasks must be enqueued and dispatched"))
+        out.append(
+            _finding(
+                "dyn-starvation",
+                "the pipe ping-pong pair made no progress",
+                "tasks woken by other tasks must be enqueued and dispatched",
+            )
+        )
     return out
 
 
@@ -174,19 +218,27 @@ def _fairness(hogs: dict[str, dict[str, Any]], bounds: Bounds) -> list[Finding]:
     lo, hi = min(rates.values()), max(rates.values())
     if lo / hi < bounds.warn_equal_share:
         severe = lo / hi < bounds.min_equal_share
-        out.append(_finding(
-            "dyn-unfair", f"tasks with equal nice got very different CPU: the least got {lo / hi:.0%} of the most "
-            f"(bound {bounds.min_equal_share if severe else bounds.warn_equal_share:.0%})",
-            "equal-weight tasks should share the CPU evenly: avoid decisions keyed on pid/comm and give every task "
-            "the same slice for the same weight (fine to ignore if the policy favours long jobs on purpose)",
-            [f"{n}: {equal[n]['cpu_s']:.2f}s CPU" for n in sorted(equal)],
-            severity="error" if severe else "warning"))
+        out.append(
+            _finding(
+                "dyn-unfair",
+                f"tasks with equal nice got very different CPU: the least got {lo / hi:.0%} of the most "
+                f"(bound {bounds.min_equal_share if severe else bounds.warn_equal_share:.0%})",
+                "equal-weight tasks should share the CPU evenly: avoid decisions keyed on pid/comm and give every task "
+                "the same slice for the same weight (fine to ignore if the policy favours long jobs on purpose)",
+                [f"{n}: {equal[n]['cpu_s']:.2f}s CPU" for n in sorted(equal)],
+                severity="error" if severe else "warning",
+            )
+        )
     late = hogs.get("late")
     mean_equal = sum(rates.values()) / len(rates)
     if late and late.get("run_s") and mean_equal > 0:
         share = late["cpu_s"] / late["run_s"] / mean_equal
         if share < bounds.min_late_share:
-            out.append(_finding(
-                "dyn-unfair", f"a task started halfway through got {share:.0%} of an equal task's CPU rate",
-                "new tasks must not be penalised for starting late (check how their vtime is initialised)"))
+            out.append(
+                _finding(
+                    "dyn-unfair",
+                    f"a task started halfway through got {share:.0%} of an equal task's CPU rate",
+                    "new tasks must not be penalised for starting late (check how their vtime is initialised)",
+                )
+            )
     return out

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Single-use enforcement for deployment tokens: a tiny SQLite table of spent nonces.
 
 A nonce is recorded atomically (primary key insert), so two deploys racing with the same token

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Execution Verifier pipeline: build → static → kernel verifier → dynamic → performance.
 
 Stops at the first stage that fails (unless `keep_going`), always returns a Report, and signs a
@@ -72,8 +73,10 @@ def parse_workload(command: str | None) -> list[str] | None:
     except ValueError as exc:
         raise UsageError(f"--workload cannot be parsed: {exc}", "quote arguments properly") from exc
     if not argv or len(argv) > MAX_WORKLOAD_ARGS:
-        raise UsageError("--workload must be a command with at most 64 arguments",
-                         'e.g. --workload "python3 -c \'print(sum(range(10**7)))\'"')
+        raise UsageError(
+            "--workload must be a command with at most 64 arguments",
+            "e.g. --workload \"python3 -c 'print(sum(range(10**7)))'\"",
+        )
     return argv
 
 
@@ -95,8 +98,10 @@ def _validated_config(meta: metadata.SchedulerMeta | None, config: dict[str, str
     if not config:
         return {}
     if meta is None:
-        raise UsageError("--config was given but this scheduler has no metadata declaring tunables",
-                         "add a <name>.toml next to the source, or drop --config")
+        raise UsageError(
+            "--config was given but this scheduler has no metadata declaring tunables",
+            "add a <name>.toml next to the source, or drop --config",
+        )
     return meta.validate_config(config)
 
 
@@ -123,8 +128,9 @@ class Pipeline:
         return stage.status != "failed" or self.opts.keep_going
 
     def _fail_stage(self, name: StageName, finding: Finding, t0: float, summary: str) -> StageResult:
-        return StageResult(name=name, status="failed", duration_s=round(time.monotonic() - t0, 3), summary=summary,
-                           findings=[finding])
+        return StageResult(
+            name=name, status="failed", duration_s=round(time.monotonic() - t0, 3), summary=summary, findings=[finding]
+        )
 
     # -- stages ----------------------------------------------------------------------------------
     def _build(self, include_dir: Path, release: str) -> tuple[StageResult, build_mod.BuildResult | None, str]:
@@ -132,37 +138,92 @@ class Pipeline:
         path = self.source.path
         size = path.stat().st_size
         if size > build_mod.MAX_SOURCE_BYTES:
-            return self._fail_stage("build", Finding(
-                id="build-rejected-input", stage="build", severity="error",
-                message=f"the source is {size} bytes, over the {build_mod.MAX_SOURCE_BYTES}-byte limit",
-                hint="a scheduler should be a few hundred lines; remove generated or pasted code"), t0,
-                "input refused"), None, ""
+            return (
+                self._fail_stage(
+                    "build",
+                    Finding(
+                        id="build-rejected-input",
+                        stage="build",
+                        severity="error",
+                        message=f"the source is {size} bytes, over the {build_mod.MAX_SOURCE_BYTES}-byte limit",
+                        hint="a scheduler should be a few hundred lines; remove generated or pasted code",
+                    ),
+                    t0,
+                    "input refused",
+                ),
+                None,
+                "",
+            )
         text = path.read_bytes().decode(errors="replace")
         try:
             result = build_mod.build(path, include_dir, target=release)
         except build_mod.BuildError as exc:
-            findings = [Finding(
-                id="build-disallowed-include" if "not allowed" in d.message or "outside the allowed" in d.message
-                else "build-error", stage="build", severity="error", message=d.message,
-                line=d.line if d.file in (path.name, "<source>") else None,
-                code=_line(text, d.line) if d.file in (path.name, "<source>") else None, hint=exc.next_step)
-                for d in exc.diagnostics[:10]]
+            findings = [
+                Finding(
+                    id="build-disallowed-include"
+                    if "not allowed" in d.message or "outside the allowed" in d.message
+                    else "build-error",
+                    stage="build",
+                    severity="error",
+                    message=d.message,
+                    line=d.line if d.file in (path.name, "<source>") else None,
+                    code=_line(text, d.line) if d.file in (path.name, "<source>") else None,
+                    hint=exc.next_step,
+                )
+                for d in exc.diagnostics[:10]
+            ]
             if not findings:
-                findings = [Finding(id="build-error", stage="build", severity="error", message=exc.cause,
-                                    hint=exc.next_step)]
-            return StageResult(name="build", status="failed", duration_s=round(time.monotonic() - t0, 3),
-                               summary=exc.cause, findings=findings).bounded(), None, text
+                findings = [
+                    Finding(id="build-error", stage="build", severity="error", message=exc.cause, hint=exc.next_step)
+                ]
+            return (
+                StageResult(
+                    name="build",
+                    status="failed",
+                    duration_s=round(time.monotonic() - t0, 3),
+                    summary=exc.cause,
+                    findings=findings,
+                ).bounded(),
+                None,
+                text,
+            )
         except UsageError as exc:
-            return self._fail_stage("build", Finding(
-                id="build-rejected-input", stage="build", severity="error", message=exc.cause, hint=exc.next_step),
-                t0, "input refused"), None, text
+            return (
+                self._fail_stage(
+                    "build",
+                    Finding(
+                        id="build-rejected-input",
+                        stage="build",
+                        severity="error",
+                        message=exc.cause,
+                        hint=exc.next_step,
+                    ),
+                    t0,
+                    "input refused",
+                ),
+                None,
+                text,
+            )
         self.object_sha, self.source_sha = result.object_sha256, result.source_sha256
-        findings = [Finding(id="build-warning", stage="build", severity="warning", message=w.message,
-                            line=w.line, code=_line(text, w.line), hint="clang warns here; check the logic")
-                    for w in result.warnings[:10]]
-        stage = StageResult(name="build", status="warned" if findings else "passed",
-                            duration_s=round(time.monotonic() - t0, 3), findings=findings,
-                            summary=f"object {result.object_sha256[:12]} ({'cached' if result.cached else 'compiled'})")
+        findings = [
+            Finding(
+                id="build-warning",
+                stage="build",
+                severity="warning",
+                message=w.message,
+                line=w.line,
+                code=_line(text, w.line),
+                hint="clang warns here; check the logic",
+            )
+            for w in result.warnings[:10]
+        ]
+        stage = StageResult(
+            name="build",
+            status="warned" if findings else "passed",
+            duration_s=round(time.monotonic() - t0, 3),
+            findings=findings,
+            summary=f"object {result.object_sha256[:12]} ({'cached' if result.cached else 'compiled'})",
+        )
         return stage, result, text
 
     def _static(self, text: str, include_dir: Path, release: str) -> StageResult:
@@ -173,9 +234,13 @@ class Pipeline:
         warnings = sum(f.severity == "warning" for f in result.findings)
         status = "failed" if errors else ("warned" if warnings else "passed")
         return StageResult(
-            name="static", status=status, duration_s=round(time.monotonic() - t0, 3), findings=result.findings,  # type: ignore[arg-type]
+            name="static",
+            status=status,
+            duration_s=round(time.monotonic() - t0, 3),
+            findings=result.findings,  # type: ignore[arg-type]
             summary=f"{errors} error(s), {warnings} warning(s) from {result.facts['rules_run']} rules",
-            details={k: v for k, v in result.facts.items() if k != "functions"}).bounded()
+            details={k: v for k, v in result.facts.items() if k != "functions"},
+        ).bounded()
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> Report:
@@ -195,10 +260,17 @@ class Pipeline:
         return self._report(kernel.release)
 
     def _vm_stages(self, kernel, include_dir: Path, built: build_mod.BuildResult) -> None:
-        plan = VmPlan(object_path=built.object_path, source_name=self.source.path.name, meta=self.source.meta,
-                      config=dict(self.config), include_dir=include_dir, seconds=self.opts.seconds,
-                      timeout_ms=self.opts.timeout_ms, workload=self.workload,
-                      perf_threshold=self.opts.perf_threshold)
+        plan = VmPlan(
+            object_path=built.object_path,
+            source_name=self.source.path.name,
+            meta=self.source.meta,
+            config=dict(self.config),
+            include_dir=include_dir,
+            seconds=self.opts.seconds,
+            timeout_ms=self.opts.timeout_ms,
+            workload=self.workload,
+            perf_threshold=self.opts.perf_threshold,
+        )
         kept = list(self.stages)
         for attempt in range(1 + MAX_GUEST_CRASH_RETRIES):
             self.stages = list(kept)
@@ -222,8 +294,9 @@ class Pipeline:
             oops = _kernel_oops(vm.console_tail(200))
             if oops is not None and len(self.metrics.get("guest_crashes", [])) < MAX_GUEST_CRASH_RETRIES:
                 return f"during boot: {oops}"
-            raise SchedcpError(f"the verification VM did not boot: {exc.cause}", exc.next_step,
-                               code="vm_failed") from exc
+            raise SchedcpError(
+                f"the verification VM did not boot: {exc.cause}", exc.next_step, code="vm_failed"
+            ) from exc
         self.timings["vm_boot"] = round(time.monotonic() - t0, 3)
         crashes = self.metrics.get("guest_crashes", [])
         try:
@@ -253,14 +326,30 @@ class Pipeline:
             reason = f"{len(ran)} stage(s) passed; {', '.join(s.name for s in skipped)} not run (no token)"
         else:
             reason = "all 5 stages passed"
-        report = Report(verdict=verdict, reason=reason, scheduler=self.source.name, source_sha256=self.source_sha,
-                        object_sha256=self.object_sha, kernel=release, config=self.config, stages=stages,
-                        kernel_events=self.events, metrics=self.metrics, timings=self.timings).bounded()
+        report = Report(
+            verdict=verdict,
+            reason=reason,
+            scheduler=self.source.name,
+            source_sha256=self.source_sha,
+            object_sha256=self.object_sha,
+            kernel=release,
+            config=self.config,
+            stages=stages,
+            kernel_events=self.events,
+            metrics=self.metrics,
+            timings=self.timings,
+        ).bounded()
         if verdict == "pass" and not skipped and self.opts.issue_token and self.object_sha:
             key = keys.load_or_create(self.opts.key_path)
             report.token = tokens.issue_token(
-                key, scheduler=self.source.name, object_sha256=self.object_sha, config=self.config,
-                report_digest=report.digest(), kernel=release, ttl_s=self.opts.token_ttl_s)
+                key,
+                scheduler=self.source.name,
+                object_sha256=self.object_sha,
+                config=self.config,
+                report_digest=report.digest(),
+                kernel=release,
+                ttl_s=self.opts.token_ttl_s,
+            )
         return report
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The verification report: what each stage found, in a form an agent can act on.
 
 The report is the verifier's only output besides the token, so it is bounded (every list and string
@@ -84,8 +85,9 @@ class StageResult(BaseModel):
             return self
         ordered = sorted(self.findings, key=lambda f: (SEVERITY_RANK[f.severity], f.line or 0))
         kept = ordered[:MAX_FINDINGS_PER_STAGE]
-        return self.model_copy(update={
-            "findings": kept, "omitted_findings": self.omitted_findings + len(self.findings) - len(kept)})
+        return self.model_copy(
+            update={"findings": kept, "omitted_findings": self.omitted_findings + len(self.findings) - len(kept)}
+        )
 
 
 class Report(BaseModel):
@@ -168,8 +170,10 @@ def _trim_error_evidence(findings: list[Finding]) -> list[Finding]:
 def render_text(report: Report, *, max_findings: int = 12) -> str:
     """A short human (and agent) reading of the report."""
     lines = [f"verdict: {report.verdict.upper()} — {report.reason}"]
-    lines.append(f"scheduler: {report.scheduler}  kernel: {report.kernel or '?'}"
-                 + (f"  config: {report.config}" if report.config else ""))
+    lines.append(
+        f"scheduler: {report.scheduler}  kernel: {report.kernel or '?'}"
+        + (f"  config: {report.config}" if report.config else "")
+    )
     for stage in report.stages:
         took = f"{stage.duration_s:6.1f}s" if stage.status != "skipped" else "      -"
         lines.append(f"  [{stage.status:>7}] {stage.name:<16} {took}  {stage.summary}".rstrip())

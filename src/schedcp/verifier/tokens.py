@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Deployment tokens: the verifier's signed statement that one object passed, for one use.
 
 A token is ``base64url(claims JSON) "." base64url(ed25519 signature over those exact bytes)``.
@@ -86,8 +87,15 @@ def issue_token(
         raise SchedcpError(f"token lifetime {ttl_s}s is out of range", f"use 60..{MAX_TTL_S} seconds", code="usage")
     issued = int(time.time() if now is None else now)
     claims = TokenClaims(
-        v=TOKEN_VERSION, kid=key_id(private_key.public_key()), sched=scheduler[:128], obj=object_sha256,
-        cfg=config_digest(config), rpt=report_digest, krn=kernel, iat=issued, exp=issued + ttl_s,
+        v=TOKEN_VERSION,
+        kid=key_id(private_key.public_key()),
+        sched=scheduler[:128],
+        obj=object_sha256,
+        cfg=config_digest(config),
+        rpt=report_digest,
+        krn=kernel,
+        iat=issued,
+        exp=issued + ttl_s,
         nonce=_b64(secrets.token_bytes(18)),
     )
     body = json.dumps(claims.model_dump(), sort_keys=True, separators=(",", ":")).encode()
@@ -132,8 +140,9 @@ def verify_token(
     try:
         public_key.verify(signature, body)
     except InvalidSignature as exc:
-        raise TokenError("the deployment token's signature does not verify (forged, altered or another key)",
-                         "token_invalid") from exc
+        raise TokenError(
+            "the deployment token's signature does not verify (forged, altered or another key)", "token_invalid"
+        ) from exc
     claims = _parse_claims(body)
     if claims.v != TOKEN_VERSION:
         raise TokenError(f"unsupported token version {claims.v}", "token_invalid")
@@ -147,8 +156,11 @@ def verify_token(
     if claims.krn != kernel:
         mismatches.append(f"kernel (verified for {claims.krn}, deploying to {kernel})")
     if mismatches:
-        raise TokenError("the token does not cover this deployment: " + "; ".join(mismatches), "token_mismatch",
-                         "verify this exact object, configuration and kernel")
+        raise TokenError(
+            "the token does not cover this deployment: " + "; ".join(mismatches),
+            "token_mismatch",
+            "verify this exact object, configuration and kernel",
+        )
     current = time.time() if now is None else now
     if current > claims.exp + CLOCK_SKEW_S:
         raise TokenError(f"the token expired {int(current - claims.exp)}s ago", "token_expired")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The three stages that need the kernel: verifier load, dynamic correctness, performance.
 
 They share one micro-VM boot: load without attaching (the kernel's BPF verifier), run the
@@ -32,9 +33,9 @@ WORKLOAD_TIMEOUT_S = 60.0
 # What the kernel's disable reasons mean for the author of the scheduler.
 _REASON_HINTS = {
     "runnable task stall": "a runnable task was not run within the watchdog timeout: some enqueue path parks tasks "
-                           "where no CPU dispatches from, or a priority/vtime rule starves them",
+    "where no CPU dispatches from, or a priority/vtime rule starves them",
     "runtime error": "the kernel caught an invalid operation (see the detail line): e.g. a DSQ that was never "
-                     "created, an invalid CPU in SCX_DSQ_LOCAL_ON, vtime ordering on a built-in DSQ",
+    "created, an invalid CPU in SCX_DSQ_LOCAL_ON, vtime ordering on a built-in DSQ",
     "scx_bpf_error": "the scheduler called scx_bpf_error(); the detail line has its message",
 }
 
@@ -66,15 +67,24 @@ def _status(findings: list[Finding]) -> str:
 
 
 def _hang_finding(stage: StageName, exc: SchedcpError) -> Finding:
-    return Finding(id="guest-unresponsive", stage=stage, severity="error",
-                   message=f"the guest stopped answering during the {stage} stage: {exc.cause}",
-                   hint="the scheduler (or the workload) hung the machine; check for loops and stalls",
-                   evidence=[line for line in exc.next_step.splitlines()[-6:] if line.strip()])
+    return Finding(
+        id="guest-unresponsive",
+        stage=stage,
+        severity="error",
+        message=f"the guest stopped answering during the {stage} stage: {exc.cause}",
+        hint="the scheduler (or the workload) hung the machine; check for loops and stalls",
+        evidence=[line for line in exc.next_step.splitlines()[-6:] if line.strip()],
+    )
 
 
 class VmStages:
-    def __init__(self, node, plan: VmPlan, progress: Callable[[str], None] = lambda _m: None,
-                 host_cpu: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        node,
+        plan: VmPlan,
+        progress: Callable[[str], None] = lambda _m: None,
+        host_cpu: Callable[[], float] | None = None,
+    ) -> None:
         self.node = node
         self.host_cpu = host_cpu
         self.plan = plan
@@ -87,8 +97,7 @@ class VmStages:
         self._baseline_workload: dict[str, Any] | None = None
         self.baseline_s = 0.0
 
-    def run_stage(self, name: StageName, body: Callable[[], tuple[list[Finding], dict[str, Any], str]]
-                  ) -> StageResult:
+    def run_stage(self, name: StageName, body: Callable[[], tuple[list[Finding], dict[str, Any], str]]) -> StageResult:
         """Run one stage body, converting a dead guest into a failed stage."""
         t0 = time.monotonic()
         try:
@@ -100,11 +109,24 @@ class VmStages:
                 self.out.alive = False
                 findings, details, summary = [_hang_finding(name, exc)], {}, "guest unresponsive"
             else:
-                findings = [Finding(id="node-error", stage=name, severity="error",
-                                    message=f"node operation failed: {exc.cause}", hint=exc.next_step)]
+                findings = [
+                    Finding(
+                        id="node-error",
+                        stage=name,
+                        severity="error",
+                        message=f"node operation failed: {exc.cause}",
+                        hint=exc.next_step,
+                    )
+                ]
                 details, summary = {}, "node error"
-        return StageResult(name=name, status=_status(findings), duration_s=round(time.monotonic() - t0, 3),  # type: ignore[arg-type]
-                           summary=summary, findings=findings, details=details).bounded()
+        return StageResult(
+            name=name,
+            status=_status(findings),
+            duration_s=round(time.monotonic() - t0, 3),  # type: ignore[arg-type]
+            summary=summary,
+            findings=findings,
+            details=details,
+        ).bounded()
 
     # -- kernel verifier --------------------------------------------------------------------------
     def kernel_verifier(self) -> StageResult:
@@ -113,21 +135,42 @@ class VmStages:
     def _kernel_verifier(self) -> tuple[list[Finding], dict[str, Any], str]:
         self.progress("loading into the kernel (BPF verifier)")
         try:
-            handle = attach_mod.attach(self.node, self.plan.object_path, meta=self.plan.meta, config=self.plan.config,
-                                       include_dir=self.plan.include_dir, attach=False)
+            handle = attach_mod.attach(
+                self.node,
+                self.plan.object_path,
+                meta=self.plan.meta,
+                config=self.plan.config,
+                include_dir=self.plan.include_dir,
+                attach=False,
+            )
         except NodeOpError as exc:
             log = exc.details.get("verifier_log") or exc.details.get("log") or []
             diag = diagnose(log, self.plan.source_name, fallback_cause=exc.cause)
-            ours = diag.source_file is None or self.plan.source_name.endswith(diag.source_file) \
+            ours = (
+                diag.source_file is None
+                or self.plan.source_name.endswith(diag.source_file)
                 or diag.source_file.endswith(self.plan.source_name)
+            )
             where = f" at {diag.source_file}:{diag.source_line}" if diag.source_line else ""
             finding = Finding(
-                id="kv-rejected", stage="kernel_verifier", severity="error",
+                id="kv-rejected",
+                stage="kernel_verifier",
+                severity="error",
                 message=f"the kernel rejected {diag.program or 'the program'}{where}: {diag.error}",
-                line=diag.source_line if ours else None, code=diag.source_code, function=diag.program,
-                hint=diag.hint, evidence=diag.excerpt[-12:])
-            details = {"error": diag.error, "program": diag.program, "source_file": diag.source_file,
-                       "source_line": diag.source_line, "instruction": diag.instruction, "node_error": exc.code}
+                line=diag.source_line if ours else None,
+                code=diag.source_code,
+                function=diag.program,
+                hint=diag.hint,
+                evidence=diag.excerpt[-12:],
+            )
+            details = {
+                "error": diag.error,
+                "program": diag.program,
+                "source_file": diag.source_file,
+                "source_line": diag.source_line,
+                "instruction": diag.instruction,
+                "node_error": exc.code,
+            }
             return [finding], details, f"rejected: {diag.error}"
         attach_mod.detach(self.node, handle)
         return [], {"ops_name": handle.ops_name}, f"accepted ({handle.ops_name})"
@@ -156,8 +199,14 @@ class VmStages:
         self._baseline()
         self.progress(f"attaching with a {plan.timeout_ms} ms watchdog")
         try:
-            att = attach_mod.attach(self.node, plan.object_path, meta=plan.meta, config=plan.config,
-                                    timeout_ms=plan.timeout_ms, include_dir=plan.include_dir)
+            att = attach_mod.attach(
+                self.node,
+                plan.object_path,
+                meta=plan.meta,
+                config=plan.config,
+                timeout_ms=plan.timeout_ms,
+                include_dir=plan.include_dir,
+            )
         except NodeOpError as exc:
             events = exc.details.get("kernel_events") or []
             self.out.events += events
@@ -185,17 +234,30 @@ class VmStages:
         baseline = load.summary(self._baseline_load)
         findings += load.judge(run, plan.seconds, baseline=baseline)
         detach = attach_mod.detach(self.node, att)
-        self.out.events += [e for e in detach.get("kernel_events", [])
-                            if e.get("kind") != "disabled" or e.get("reason") != "unregistered from user space"]
+        self.out.events += [
+            e
+            for e in detach.get("kernel_events", [])
+            if e.get("kind") != "disabled" or e.get("reason") != "unregistered from user space"
+        ]
         summary_now = load.summary(run.get("load"))
         self.out.metrics["scheduler"] = summary_now
         self.out.metrics["eevdf"] = baseline
         self.out.metrics["counters"] = dict(list(counters.items())[:32])
-        details.update({"state_after_load": state.get("state"), "scx_events": _nonzero(state.get("events")),
-                        "bounds": asdict(load.Bounds().relative_to(baseline))})
-        summary = "ejected by the kernel" if ejected else (
-            f"stayed enabled; {summary_now.get('context_switches') or 0} context switches, "
-            f"max wait {summary_now.get('max_gap_s', 0):.2f}s")
+        details.update(
+            {
+                "state_after_load": state.get("state"),
+                "scx_events": _nonzero(state.get("events")),
+                "bounds": asdict(load.Bounds().relative_to(baseline)),
+            }
+        )
+        summary = (
+            "ejected by the kernel"
+            if ejected
+            else (
+                f"stayed enabled; {summary_now.get('context_switches') or 0} context switches, "
+                f"max wait {summary_now.get('max_gap_s', 0):.2f}s"
+            )
+        )
         return findings, details, summary
 
     # -- performance ------------------------------------------------------------------------------
@@ -208,20 +270,30 @@ class VmStages:
         plan = self.plan
         baseline = load.summary(self._baseline_load)
         if not baseline:
-            return [Finding(id="perf-baseline-failed", stage="performance", severity="warning",
-                            message="the load failed under EEVDF, so nothing was compared",
-                            hint="retry; this points at the test machine, not the scheduler")], {}, "no baseline"
+            return (
+                [
+                    Finding(
+                        id="perf-baseline-failed",
+                        stage="performance",
+                        severity="warning",
+                        message="the load failed under EEVDF, so nothing was compared",
+                        hint="retry; this points at the test machine, not the scheduler",
+                    )
+                ],
+                {},
+                "no baseline",
+            )
         findings, table = performance.compare(baseline, load.summary(self._scheduler_load), plan.perf_threshold)
         details: dict[str, Any] = {"threshold": plan.perf_threshold, "load": table}
         if plan.workload and self._scheduler_workload is not None and self._baseline_workload is not None:
-            wl_findings, wl_table = performance.compare_workload(self._baseline_workload, self._scheduler_workload,
-                                                                 plan.perf_threshold)
+            wl_findings, wl_table = performance.compare_workload(
+                self._baseline_workload, self._scheduler_workload, plan.perf_threshold
+            )
             findings += wl_findings
             details["workload"] = wl_table
             self.out.metrics["workload"] = wl_table
         busy = table.get("cpu_busy", {})
-        summary = (f"CPU use {busy.get('scheduler', 0):.0%} vs EEVDF {busy.get('eevdf', 0):.0%}" if busy
-                   else "compared")
+        summary = f"CPU use {busy.get('scheduler', 0):.0%} vs EEVDF {busy.get('eevdf', 0):.0%}" if busy else "compared"
         return findings, details, summary
 
 
@@ -237,8 +309,14 @@ def _ejection_finding(events: list[dict[str, Any]], fallback: str, *, when: str)
         detail = [d for d in ev.get("detail") or [] if d]
         hint = next((h for key, h in _REASON_HINTS.items() if key in reason), "see the kernel's detail lines")
         message = f"the kernel ejected the scheduler {when}: {reason}" + (f" ({detail[0]})" if detail else "")
-        return Finding(id="dyn-ejected", stage="dynamic", severity="error", message=message, hint=hint,
-                       evidence=detail[:6])
-    return Finding(id="dyn-not-enabled", stage="dynamic", severity="error",
-                   message=f"the scheduler did not stay enabled {when}: {fallback}",
-                   hint="check ops.init (it must return 0) and the kernel events", evidence=[fallback])
+        return Finding(
+            id="dyn-ejected", stage="dynamic", severity="error", message=message, hint=hint, evidence=detail[:6]
+        )
+    return Finding(
+        id="dyn-not-enabled",
+        stage="dynamic",
+        severity="error",
+        message=f"the scheduler did not stay enabled {when}: {fallback}",
+        hint="check ops.init (it must return 0) and the kernel events",
+        evidence=[fallback],
+    )

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: kernel_verifier kv-rejected */
 /* A per-CPU counter array indexed by a CPU number that is never bounds-checked. */
 #include "vmlinux.h"

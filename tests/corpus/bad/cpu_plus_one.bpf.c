@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: dynamic dyn-ejected */
 /*
  * "Spread the load": each task goes to the next CPU's local queue. The bound check assumes a

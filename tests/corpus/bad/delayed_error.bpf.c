@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: dynamic dyn-ejected */
 /*
  * Works for a while, then gives up: once a counter passes a threshold the scheduler calls

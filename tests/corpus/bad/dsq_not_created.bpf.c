@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static dsq-not-created */
 /* A custom DSQ is filled and drained, but ops.init never creates it. */
 #include "vmlinux.h"

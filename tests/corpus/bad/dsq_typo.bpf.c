@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static dsq-never-consumed */
 /*
  * Tasks go into QUEUE_DSQ, but ops.dispatch drains a different id (a typo): nothing ever

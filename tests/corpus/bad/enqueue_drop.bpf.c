@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static enqueue-drops-task */
 /*
  * "Kernel threads look after themselves": ops.enqueue returns early for them without

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static error-in-hot-path */
 /* A debugging scx_bpf_error() left in ops.running: the scheduler aborts on its first switch. */
 #include "vmlinux.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static hot-path-loop */
 /* A "load estimate" recomputed with a million-step loop every time a CPU looks for work. */
 #include "vmlinux.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: kernel_verifier kv-rejected */
 /* A task reference is acquired to peek at the parent process and never released. */
 #include "vmlinux.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static local-on-cpu-range */
 /* Everything is sent to a "housekeeping CPU" number that no machine here has. */
 #include "vmlinux.h"

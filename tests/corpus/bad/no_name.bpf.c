@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static ops-name-missing */
 /* The ops table has no .name, which the kernel requires. */
 #include "vmlinux.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: kernel_verifier kv-rejected */
 /* Per-task storage is used without checking that the lookup succeeded. */
 #include "vmlinux.h"

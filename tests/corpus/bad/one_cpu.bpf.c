@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: performance perf-regression */
 /*
  * "Keep caches warm": every task that may run on CPU 0 is queued there, so the other CPUs sit

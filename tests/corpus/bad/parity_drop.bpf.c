@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: dynamic dyn-ejected */
 /*
  * Two queues chosen by pid parity, both created, but ops.dispatch only drains the first: tasks

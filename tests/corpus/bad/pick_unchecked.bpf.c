@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static local-on-cpu-range */
 /*
  * Send each task to an idle CPU's local queue; but scx_bpf_pick_idle_cpu() returns -EBUSY when

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: dynamic dyn-unfair */
 /*
  * Tasks are split into two queues by pid parity, and the odd queue is only served on every

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static kfunc-unavailable */
 /* Written from a 6.12-era example: scx_bpf_dispatch() was renamed in 6.13 and removed in 6.17. */
 #include "vmlinux.h"

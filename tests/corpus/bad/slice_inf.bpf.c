@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static slice-out-of-range */
 /* "Never interrupt a running task": an infinite slice lets one hog keep its CPU. */
 #include "vmlinux.h"

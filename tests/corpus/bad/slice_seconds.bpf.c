@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static slice-out-of-range */
 /* A tunable in milliseconds converted with the wrong factor: 5000 "ms" become a 5 s slice. */
 #include "vmlinux.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static strict-priority-no-aging */
 /*
  * Two queues by nice level; ops.dispatch always serves the high queue first and returns, so

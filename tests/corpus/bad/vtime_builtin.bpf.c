@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static vtime-on-builtin-dsq */
 /* Virtual-time ordering requested on the built-in global DSQ, which only supports FIFO. */
 #include "vmlinux.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: static vtime-unbounded-credit */
 /*
  * Weighted virtual time, but a waking task keeps whatever vtime it had when it went to sleep:

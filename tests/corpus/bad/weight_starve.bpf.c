@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: dynamic dyn-ejected */
 /*
  * Strict priority by weight dressed up as aging: ops.dispatch reads the clock, but only to

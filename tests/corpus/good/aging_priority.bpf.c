@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: pass */
 /*
  * Two priority queues (normal and niced tasks) with aging: the low queue is served first once

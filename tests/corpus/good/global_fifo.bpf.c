@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: pass */
 /*
  * The simplest complete policy: wakeups that find an idle CPU go straight to it, everything

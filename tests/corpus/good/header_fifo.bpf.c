@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: pass */
 /*
  * A FIFO written against SchedCP's header: the compat shims pick the right kfunc generation for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: pass */
 /*
  * One DSQ per CPU, created in a loop at init. Tasks queue on the DSQ of the CPU they last ran

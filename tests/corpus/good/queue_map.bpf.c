@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: pass */
 /*
  * Tasks are parked by pid in a BPF queue map instead of a DSQ; ops.dispatch pops a batch,

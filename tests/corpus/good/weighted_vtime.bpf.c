@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* expect: pass */
 /*
  * Weighted virtual time in one self-contained file. A waking task's vtime is lifted to at most

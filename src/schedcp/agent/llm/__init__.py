@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One chat-model interface for every agent, whatever answers behind it.
 
     model = make_model("anthropic:claude-sonnet-4-5")      # or "openai:gpt-4.1", "openai" (OPENAI_BASE_URL)
@@ -80,8 +81,12 @@ class Usage:
         self.cache_write_tokens += other.cache_write_tokens
 
     def as_dict(self) -> dict[str, int]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cache_read_tokens": self.cache_read_tokens, "cache_write_tokens": self.cache_write_tokens}
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
 
 
 @dataclass
@@ -101,8 +106,9 @@ class ChatModel(Protocol):
     name: str
     offline: bool
 
-    def chat(self, system: str, messages: list[Message], tools: list[ToolDef], *,
-             max_tokens: int = 2048) -> ChatResponse: ...
+    def chat(
+        self, system: str, messages: list[Message], tools: list[ToolDef], *, max_tokens: int = 2048
+    ) -> ChatResponse: ...
 
 
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4.1"}
@@ -114,8 +120,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     provider, _, model = (spec or "builtin").strip().partition(":")
     provider = provider.lower()
     if provider not in PROVIDERS:
-        raise UsageError(f"unknown model backend {spec!r}",
-                         "use builtin, anthropic[:MODEL] or openai[:MODEL] (OpenAI-compatible endpoints too)")
+        raise UsageError(
+            f"unknown model backend {spec!r}",
+            "use builtin, anthropic[:MODEL] or openai[:MODEL] (OpenAI-compatible endpoints too)",
+        )
     if provider == "builtin" and model:
         raise UsageError("the built-in planner takes no model name", "use --model builtin")
     if model and (len(model) > 100 or any(c.isspace() for c in model)):
@@ -131,13 +139,21 @@ def make_model(spec: str, **kwargs: Any) -> ChatModel | None:
     if provider == "anthropic":
         from schedcp.agent.llm.anthropic import AnthropicModel
 
-        return AnthropicModel(model or os.environ.get("SCHEDCP_ANTHROPIC_MODEL") or DEFAULT_MODELS["anthropic"],
-                              **kwargs)
+        return AnthropicModel(
+            model or os.environ.get("SCHEDCP_ANTHROPIC_MODEL") or DEFAULT_MODELS["anthropic"], **kwargs
+        )
     from schedcp.agent.llm.openai import OpenAIModel
 
     return OpenAIModel(model or os.environ.get("SCHEDCP_OPENAI_MODEL") or DEFAULT_MODELS["openai"], **kwargs)
 
 
 __all__ = [
-    "ChatModel", "ChatResponse", "Message", "ToolCall", "ToolDef", "Usage", "make_model", "parse_spec",
+    "ChatModel",
+    "ChatResponse",
+    "Message",
+    "ToolCall",
+    "ToolDef",
+    "Usage",
+    "make_model",
+    "parse_spec",
 ]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Anthropic Messages API backend (POST {base}/v1/messages), over httpx.
 
 Wire format: the system prompt is a top-level field; tools are {name, description, input_schema};
@@ -22,8 +23,9 @@ DEFAULT_BASE = "https://api.anthropic.com"
 STOP_REASONS = {"tool_use": "tool_use", "end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens"}
 
 
-def build_request(model: str, system: str, messages: list[Message], tools: list[ToolDef],
-                  max_tokens: int) -> dict[str, Any]:
+def build_request(
+    model: str, system: str, messages: list[Message], tools: list[ToolDef], max_tokens: int
+) -> dict[str, Any]:
     wire: list[dict[str, Any]] = []
     for msg in messages:
         if msg.role == "tool":
@@ -31,8 +33,12 @@ def build_request(model: str, system: str, messages: list[Message], tools: list[
             if msg.is_error:
                 block["is_error"] = True
             # Results of one assistant turn share one user turn; the API wants roles to alternate.
-            if wire and wire[-1]["role"] == "user" and isinstance(wire[-1]["content"], list) \
-                    and all(b.get("type") == "tool_result" for b in wire[-1]["content"]):
+            if (
+                wire
+                and wire[-1]["role"] == "user"
+                and isinstance(wire[-1]["content"], list)
+                and all(b.get("type") == "tool_result" for b in wire[-1]["content"])
+            ):
                 wire[-1]["content"].append(block)
             else:
                 wire.append({"role": "user", "content": [block]})
@@ -57,8 +63,7 @@ def build_request(model: str, system: str, messages: list[Message], tools: list[
     if system:
         payload["system"] = system
     if tools:
-        payload["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
-                            for t in tools]
+        payload["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
     return payload
 
 
@@ -76,11 +81,15 @@ def parse_response(doc: dict[str, Any], model: str) -> ChatResponse:
         elif block.get("type") == "tool_use":
             raw = block.get("input")
             ok = isinstance(raw, dict)
-            calls.append(ToolCall(
-                id=str(block.get("id") or f"toolu_{len(calls)}"), name=str(block.get("name") or ""),
-                arguments=raw if ok else None, raw_arguments=json.dumps(raw),
-                parse_error=None if ok else "the tool input is not a JSON object",
-            ))
+            calls.append(
+                ToolCall(
+                    id=str(block.get("id") or f"toolu_{len(calls)}"),
+                    name=str(block.get("name") or ""),
+                    arguments=raw if ok else None,
+                    raw_arguments=json.dumps(raw),
+                    parse_error=None if ok else "the tool input is not a JSON object",
+                )
+            )
     usage = doc.get("usage") or {}
     return ChatResponse(
         text="\n".join(t for t in texts if t),
@@ -99,18 +108,32 @@ def parse_response(doc: dict[str, Any], model: str) -> ChatResponse:
 class AnthropicModel(HttpChatModel):
     provider = "anthropic"
 
-    def __init__(self, model: str, *, api_key: str | None = None, base_url: str | None = None,
-                 transport: httpx.BaseTransport | None = None, settings: HttpSettings | None = None,
-                 sleep: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        settings: HttpSettings | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self.model = model
         self.name = f"anthropic:{model}"
         key = api_key if api_key is not None else require_key("ANTHROPIC_API_KEY", "Anthropic")
         base = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE).rstrip("/")
-        self._connect(f"{base}/v1/messages", {"x-api-key": key, "anthropic-version": API_VERSION},
-                      "ANTHROPIC_API_KEY", transport=transport, settings=settings, sleep=sleep)
+        self._connect(
+            f"{base}/v1/messages",
+            {"x-api-key": key, "anthropic-version": API_VERSION},
+            "ANTHROPIC_API_KEY",
+            transport=transport,
+            settings=settings,
+            sleep=sleep,
+        )
 
-    def build_request(self, system: str, messages: list[Message], tools: list[ToolDef],
-                      max_tokens: int) -> dict[str, Any]:
+    def build_request(
+        self, system: str, messages: list[Message], tools: list[ToolDef], max_tokens: int
+    ) -> dict[str, Any]:
         return build_request(self.model, system, messages, tools, max_tokens)
 
     def parse_response(self, doc: dict[str, Any]) -> ChatResponse:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The HTTP part every provider shares: one JSON POST with timeouts, retries and readable errors.
 
 Retried: 408, 409, 429, 5xx (and Anthropic's 529 "overloaded"), and transport failures (refused
@@ -50,8 +51,9 @@ class HttpSettings:
 class ProviderError(SchedcpError):
     """A failed model call; ``status`` is the HTTP status (0 for transport failures)."""
 
-    def __init__(self, cause: str, next_step: str, *, status: int, code: str = "llm_error",
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, cause: str, next_step: str, *, status: int, code: str = "llm_error", retry_after: float | None = None
+    ) -> None:
         super().__init__(cause, next_step, code=code)
         self.status = status
         self.retry_after = retry_after
@@ -86,9 +88,17 @@ def _retry_after(resp: httpx.Response) -> float | None:
 class JsonPoster:
     """POSTs JSON to one endpoint; owns the httpx client (a transport can be injected for tests)."""
 
-    def __init__(self, provider: str, url: str, headers: dict[str, str], *, settings: HttpSettings | None = None,
-                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
-                 key_env: str = "") -> None:
+    def __init__(
+        self,
+        provider: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        settings: HttpSettings | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        key_env: str = "",
+    ) -> None:
         self.provider = provider
         self.url = url
         self.settings = settings or HttpSettings.from_env()
@@ -115,25 +125,38 @@ class JsonPoster:
             try:
                 resp = self.client.post(self.url, content=body, headers={"content-type": "application/json"})
             except httpx.TimeoutException as exc:
-                last = ProviderError(f"{self.provider} did not answer within {self.settings.timeout_s:.0f}s "
-                                     f"({type(exc).__name__})", "retry later or raise SCHEDCP_LLM_TIMEOUT_S",
-                                     status=0, code="llm_timeout")
+                last = ProviderError(
+                    f"{self.provider} did not answer within {self.settings.timeout_s:.0f}s ({type(exc).__name__})",
+                    "retry later or raise SCHEDCP_LLM_TIMEOUT_S",
+                    status=0,
+                    code="llm_timeout",
+                )
                 continue
             except httpx.TransportError as exc:
-                last = ProviderError(f"cannot reach {self.provider} at {self.url}: {exc}",
-                                     "check the network and the base URL; --model builtin works offline",
-                                     status=0, code="llm_unreachable")
+                last = ProviderError(
+                    f"cannot reach {self.provider} at {self.url}: {exc}",
+                    "check the network and the base URL; --model builtin works offline",
+                    status=0,
+                    code="llm_unreachable",
+                )
                 continue
             if resp.status_code == 200:
                 try:
                     doc = resp.json()
                 except ValueError as exc:
-                    raise ProviderError(f"{self.provider} returned a body that is not JSON",
-                                        "check the base URL points at the API, not a web page",
-                                        status=200, code="llm_bad_response") from exc
+                    raise ProviderError(
+                        f"{self.provider} returned a body that is not JSON",
+                        "check the base URL points at the API, not a web page",
+                        status=200,
+                        code="llm_bad_response",
+                    ) from exc
                 if not isinstance(doc, dict):
-                    raise ProviderError(f"{self.provider} returned JSON that is not an object",
-                                        "check the base URL", status=200, code="llm_bad_response")
+                    raise ProviderError(
+                        f"{self.provider} returned JSON that is not an object",
+                        "check the base URL",
+                        status=200,
+                        code="llm_bad_response",
+                    )
                 return doc, len(body), len(resp.content)
             message = provider_message(resp.content)
             error = self._status_error(resp.status_code, message)
@@ -148,34 +171,50 @@ class JsonPoster:
     def _status_error(self, status: int, message: str) -> ProviderError:
         where = f"{self.provider} answered HTTP {status}"
         if status in (401, 403):
-            return ProviderError(f"{where}: the API key was refused ({message})",
-                                 f"check {self.key_env or 'the API key'}", status=status, code="llm_auth")
+            return ProviderError(
+                f"{where}: the API key was refused ({message})",
+                f"check {self.key_env or 'the API key'}",
+                status=status,
+                code="llm_auth",
+            )
         if status == 404:
-            return ProviderError(f"{where}: {message}", "check the model name and the base URL",
-                                 status=status, code="llm_not_found")
+            return ProviderError(
+                f"{where}: {message}", "check the model name and the base URL", status=status, code="llm_not_found"
+            )
         if status == 429:
-            return ProviderError(f"{where}: rate limited ({message})", "wait a minute, or lower the request rate",
-                                 status=status, code="llm_rate_limited")
+            return ProviderError(
+                f"{where}: rate limited ({message})",
+                "wait a minute, or lower the request rate",
+                status=status,
+                code="llm_rate_limited",
+            )
         if status >= 500:
-            return ProviderError(f"{where}: provider error ({message})", "retry later",
-                                 status=status, code="llm_server_error")
-        return ProviderError(f"{where}: {message}", "the request was rejected; see the message",
-                             status=status, code="llm_bad_request")
+            return ProviderError(
+                f"{where}: provider error ({message})", "retry later", status=status, code="llm_server_error"
+            )
+        return ProviderError(
+            f"{where}: {message}", "the request was rejected; see the message", status=status, code="llm_bad_request"
+        )
 
 
 def require_key(env: str, provider: str) -> str:
     key = os.environ.get(env, "").strip()
     if not key:
-        raise NotReadyError(f"{env} is not set, so the {provider} backend cannot be used",
-                            f"export {env}=... or run with --model builtin (offline, no key needed)",
-                            code="llm_no_key")
+        raise NotReadyError(
+            f"{env} is not set, so the {provider} backend cannot be used",
+            f"export {env}=... or run with --model builtin (offline, no key needed)",
+            code="llm_no_key",
+        )
     return key
 
 
 def bad_response(provider: str, what: str) -> ProviderError:
-    return ProviderError(f"{provider} returned an unexpected response: {what}",
-                         "check the base URL and model; the endpoint may not speak this API",
-                         status=200, code="llm_bad_response")
+    return ProviderError(
+        f"{provider} returned an unexpected response: {what}",
+        "check the base URL and model; the endpoint may not speak this API",
+        status=200,
+        code="llm_bad_response",
+    )
 
 
 class HttpChatModel:
@@ -185,21 +224,32 @@ class HttpChatModel:
     provider = ""
     model = ""
 
-    def _connect(self, url: str, headers: dict[str, str], key_env: str, *, transport: httpx.BaseTransport | None,
-                 settings: HttpSettings | None, sleep: Callable[[float], None] | None) -> None:
+    def _connect(
+        self,
+        url: str,
+        headers: dict[str, str],
+        key_env: str,
+        *,
+        transport: httpx.BaseTransport | None,
+        settings: HttpSettings | None,
+        sleep: Callable[[float], None] | None,
+    ) -> None:
         extra = {"sleep": sleep} if sleep is not None else {}
-        self.http = JsonPoster(self.provider, url, headers, settings=settings, transport=transport,
-                               key_env=key_env, **extra)
+        self.http = JsonPoster(
+            self.provider, url, headers, settings=settings, transport=transport, key_env=key_env, **extra
+        )
 
-    def build_request(self, system: str, messages: list[Message], tools: list[ToolDef],
-                      max_tokens: int) -> dict[str, Any]:
+    def build_request(
+        self, system: str, messages: list[Message], tools: list[ToolDef], max_tokens: int
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
     def parse_response(self, doc: dict[str, Any]) -> ChatResponse:
         raise NotImplementedError
 
-    def chat(self, system: str, messages: list[Message], tools: list[ToolDef], *,
-             max_tokens: int = 2048) -> ChatResponse:
+    def chat(
+        self, system: str, messages: list[Message], tools: list[ToolDef], *, max_tokens: int = 2048
+    ) -> ChatResponse:
         doc, sent, got = self.http.post(self.build_request(system, messages, tools, max_tokens))
         resp = self.parse_response(doc)
         resp.request_bytes, resp.response_bytes = sent, got

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A model that replays a script, through a real backend's request and response code.
 
     model = ScriptedModel([
@@ -47,9 +48,11 @@ Step = Turn | Callable[[dict[str, Any]], Turn]
 
 class ScriptExhausted(SchedcpError):
     def __init__(self, n: int) -> None:
-        super().__init__(f"the scripted model ran out of turns after {n}",
-                         "add turns to the script (the agent asked for more than the test expected)",
-                         code="script_exhausted")
+        super().__init__(
+            f"the scripted model ran out of turns after {n}",
+            "add turns to the script (the agent asked for more than the test expected)",
+            code="script_exhausted",
+        )
 
 
 def _maybe_json(args: dict[str, Any] | str) -> Any:
@@ -67,24 +70,41 @@ def _encode_anthropic(turn: Turn, ids: itertools.count, usage: dict[str, int]) -
         content.append({"type": "text", "text": turn.text})
     for name, args in turn.calls:
         # The Messages API always sends an object; a string here scripts a malformed input.
-        content.append({"type": "tool_use", "id": f"toolu_{next(ids):04d}", "name": name,
-                        "input": _maybe_json(args)})
-    return {"id": f"msg_{next(ids):04d}", "type": "message", "role": "assistant", "model": "scripted",
-            "content": content, "stop_reason": "tool_use" if turn.calls else "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": usage["in"], "output_tokens": usage["out"]}}
+        content.append({"type": "tool_use", "id": f"toolu_{next(ids):04d}", "name": name, "input": _maybe_json(args)})
+    return {
+        "id": f"msg_{next(ids):04d}",
+        "type": "message",
+        "role": "assistant",
+        "model": "scripted",
+        "content": content,
+        "stop_reason": "tool_use" if turn.calls else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage["in"], "output_tokens": usage["out"]},
+    }
 
 
 def _encode_openai(turn: Turn, ids: itertools.count, usage: dict[str, int]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": turn.text or None}
     if turn.calls:
-        message["tool_calls"] = [{
-            "id": f"call_{next(ids):04d}", "type": "function",
-            "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
-        } for name, args in turn.calls]
-    return {"id": f"chatcmpl-{next(ids):04d}", "object": "chat.completion", "model": "scripted",
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if turn.calls else "stop"}],
-            "usage": {"prompt_tokens": usage["in"], "completion_tokens": usage["out"],
-                      "total_tokens": usage["in"] + usage["out"]}}
+        message["tool_calls"] = [
+            {
+                "id": f"call_{next(ids):04d}",
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+            for name, args in turn.calls
+        ]
+    return {
+        "id": f"chatcmpl-{next(ids):04d}",
+        "object": "chat.completion",
+        "model": "scripted",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if turn.calls else "stop"}],
+        "usage": {
+            "prompt_tokens": usage["in"],
+            "completion_tokens": usage["out"],
+            "total_tokens": usage["in"] + usage["out"],
+        },
+    }
 
 
 class ScriptedModel:
@@ -104,13 +124,25 @@ class ScriptedModel:
         if flavor == "anthropic":
             from schedcp.agent.llm.anthropic import AnthropicModel
 
-            self.backend: Any = AnthropicModel("scripted", api_key="test-key", base_url="http://scripted.invalid",
-                                               transport=transport, settings=settings, sleep=lambda _s: None)
+            self.backend: Any = AnthropicModel(
+                "scripted",
+                api_key="test-key",
+                base_url="http://scripted.invalid",
+                transport=transport,
+                settings=settings,
+                sleep=lambda _s: None,
+            )
         else:
             from schedcp.agent.llm.openai import OpenAIModel
 
-            self.backend = OpenAIModel("scripted", api_key="test-key", base_url="http://scripted.invalid/v1",
-                                       transport=transport, settings=settings, sleep=lambda _s: None)
+            self.backend = OpenAIModel(
+                "scripted",
+                api_key="test-key",
+                base_url="http://scripted.invalid/v1",
+                transport=transport,
+                settings=settings,
+                sleep=lambda _s: None,
+            )
 
     @property
     def remaining(self) -> int:
@@ -121,23 +153,32 @@ class ScriptedModel:
         self.requests.append(payload)
         if self._next >= len(self.script):
             # Answer like a provider would, so the backend raises its ordinary error path.
-            return httpx.Response(400, json={"error": {"type": "script_exhausted",
-                                                       "message": f"no scripted turn left after {self._next}"}})
+            return httpx.Response(
+                400,
+                json={"error": {"type": "script_exhausted", "message": f"no scripted turn left after {self._next}"}},
+            )
         step = self.script[self._next]
         self._next += 1
         turn = step(payload) if callable(step) else step
         if turn.status != 200:
             kind = {429: "rate_limit_error", 401: "authentication_error"}.get(turn.status, "api_error")
-            return httpx.Response(turn.status, headers=turn.headers,
-                                  json={"type": "error", "error": {"type": kind, "message": turn.error}})
-        usage = {"in": turn.input_tokens if turn.input_tokens is not None else max(1, len(request.content) // 4),
-                 "out": turn.output_tokens if turn.output_tokens is not None else
-                 max(1, (len(turn.text) + len(json.dumps(turn.calls))) // 4)}
+            return httpx.Response(
+                turn.status,
+                headers=turn.headers,
+                json={"type": "error", "error": {"type": kind, "message": turn.error}},
+            )
+        usage = {
+            "in": turn.input_tokens if turn.input_tokens is not None else max(1, len(request.content) // 4),
+            "out": turn.output_tokens
+            if turn.output_tokens is not None
+            else max(1, (len(turn.text) + len(json.dumps(turn.calls))) // 4),
+        }
         encode = _encode_anthropic if self.flavor == "anthropic" else _encode_openai
         return httpx.Response(200, json=encode(turn, self._ids, usage))
 
-    def chat(self, system: str, messages: list[Message], tools: list[ToolDef], *,
-             max_tokens: int = 2048) -> ChatResponse:
+    def chat(
+        self, system: str, messages: list[Message], tools: list[ToolDef], *, max_tokens: int = 2048
+    ) -> ChatResponse:
         try:
             return self.backend.chat(system, messages, tools, max_tokens=max_tokens)
         except SchedcpError as exc:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Stdlib-only workloads with known shapes.
 
 Shipped into the guest image as package ``schedcp_workloads`` (run there as

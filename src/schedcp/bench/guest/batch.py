@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A long-tail batch suite: for each kind of job, 39 short instances and 1 long one start together.
 
     python3 -m schedcp_workloads.batch --kinds zlib,hash,sort,logs,matrix --scale 1.0
@@ -45,10 +46,49 @@ SHORT_UNITS = 10
 KINDS = ("zlib", "hash", "sort", "logs", "matrix")
 _SIZE = struct.Struct("<Q")
 _WORDS = [
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
-    "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
-    "xray", "yankee", "zulu", "scheduler", "kernel", "queue", "slice", "vtime", "dispatch", "enqueue", "runnable",
-    "latency", "throughput", "batch", "worker", "request", "reply", "cache", "memory", "page",
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "scheduler",
+    "kernel",
+    "queue",
+    "slice",
+    "vtime",
+    "dispatch",
+    "enqueue",
+    "runnable",
+    "latency",
+    "throughput",
+    "batch",
+    "worker",
+    "request",
+    "reply",
+    "cache",
+    "memory",
+    "page",
 ]
 _PRIME = 2_147_483_647
 _MATRIX_N = 22
@@ -156,7 +196,11 @@ def job_matrix(units: int, seed: int) -> tuple[str, bool]:
 
 
 JOBS: dict[str, Callable[[int, int], tuple[str, bool]]] = {
-    "zlib": job_zlib, "hash": job_hash, "sort": job_sort, "logs": job_logs, "matrix": job_matrix,
+    "zlib": job_zlib,
+    "hash": job_hash,
+    "sort": job_sort,
+    "logs": job_logs,
+    "matrix": job_matrix,
 }
 
 
@@ -269,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         "workload": "batch",
         "ok": not errors,
         "metrics": metrics,
-        "params": {"kinds": kinds, "scale": args.scale, "tasks": args.tasks, "long_factor": args.long_factor,
-                   "seed": seed},
+        "params": {
+            "kinds": kinds,
+            "scale": args.scale,
+            "tasks": args.tasks,
+            "long_factor": args.long_factor,
+            "seed": seed,
+        },
         "kinds": per_kind,
         "errors": errors,
     }

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A real parallel build: generate a multi-file C project and build it with ``make -j`` and gcc.
 
     python3 -m schedcp_workloads.build --files 32 --heavy 2 --jobs 4
@@ -91,8 +92,10 @@ class Heavy:
 
     def __init__(self, index: int, rng: random.Random) -> None:
         self.name = f"gen_{index}"
-        self.funcs = [[(rng.getrandbits(64) | 1, rng.getrandbits(64), rng.randrange(1, 64)) for _ in range(8)]
-                      for _ in range(HEAVY_FUNCS)]
+        self.funcs = [
+            [(rng.getrandbits(64) | 1, rng.getrandbits(64), rng.randrange(1, 64)) for _ in range(8)]
+            for _ in range(HEAVY_FUNCS)
+        ]
 
     def c_source(self) -> str:
         out = ['#include "common.h"', f'#include "{self.name}.h"', ""]
@@ -141,7 +144,9 @@ def generate(root: str, files: int, heavy: int, seed: int) -> str:
         write(f"{unit.name}.h", unit.header())
     includes = "".join(f'#include "{u.name}.h"\n' for u in units)
     calls = "".join(f"\tsum = ROTL(sum, 7) ^ {u.name}(seed + {i}u);\n" for i, u in enumerate(units))
-    write("main.c", f"""#include <stdio.h>
+    write(
+        "main.c",
+        f"""#include <stdio.h>
 #include "common.h"
 {includes}
 int main(void)
@@ -150,14 +155,17 @@ int main(void)
 {calls}\tprintf("%016llx\\n", (unsigned long long)sum);
 \treturn 0;
 }}
-""")
+""",
+    )
     objs = " ".join(f"{u.name}.o" for u in units)
     deps = []
     for m in modules.values():
         extra = f" {m.dep}.h" if m.dep else ""
         deps.append(f"{m.name}.o: {m.name}.c {m.name}.h{extra} common.h")
     deps += [f"{h.name}.o: {h.name}.c {h.name}.h common.h" for h in heavies]
-    write("Makefile", f"""CC ?= gcc
+    write(
+        "Makefile",
+        f"""CC ?= gcc
 CFLAGS ?= -O2 -std=c11 -Wall -Werror
 OBJS = {objs} main.o
 
@@ -169,11 +177,15 @@ app: $(OBJS)
 
 main.o: main.c common.h {" ".join(f"{u.name}.h" for u in units)}
 {chr(10).join(deps)}
-""")
+""",
+    )
     total = 0
     for i, unit in enumerate(units):
-        v = unit.value((seed_value + i) & MASK, modules) if isinstance(unit, Module) else unit.value(
-            (seed_value + i) & MASK)
+        v = (
+            unit.value((seed_value + i) & MASK, modules)
+            if isinstance(unit, Module)
+            else unit.value((seed_value + i) & MASK)
+        )
         total = rotl(total, 7) ^ v
     return f"{total:016x}"
 
@@ -200,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         expected = generate(root, args.files, args.heavy, args.seed)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        proc = subprocess.run(["make", "-s", f"-j{jobs}", f"CC={args.cc}"], cwd=root, capture_output=True,
-                              text=True, timeout=3600)
+        proc = subprocess.run(
+            ["make", "-s", f"-j{jobs}", f"CC={args.cc}"], cwd=root, capture_output=True, text=True, timeout=3600
+        )
         build_s = time.monotonic() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

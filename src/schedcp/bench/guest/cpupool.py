@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A pool of CPU-bound worker processes: the archetype of a throughput workload.
 
     python3 -m schedcp_workloads.cpupool --workers 4 --work-ms 500

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A storm of short-lived processes: fork (optionally exec), do a little work, exit.
 
     python3 -m schedcp_workloads.forkstorm --seconds 2 --concurrency 4 --work-us 200

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """hackbench-style messaging storm: groups of sender and receiver processes over pipes or sockets.
 
     python3 -m schedcp_workloads.hackbench --groups 2 --fds 5 --loops 50 [--ipc pipe|socket]
@@ -88,14 +89,20 @@ def main(argv: list[str] | None = None) -> int:
                 os.close(gate_w)
                 os.read(gate_r, 1)
                 return fn()
+
             return run
 
         for r in reads:
-            pids.append(fork_child(gated(lambda r=r: min(_receiver(r, args.fds, args.loops), 100)),
-                               [fd for fd in reads if fd != r] + writes))
+            pids.append(
+                fork_child(
+                    gated(lambda r=r: min(_receiver(r, args.fds, args.loops), 100)),
+                    [fd for fd in reads if fd != r] + writes,
+                )
+            )
         for sid in range(args.fds):
-            pids.append(fork_child(gated(lambda sid=sid, writes=writes: (_sender(sid, writes, args.loops), 0)[1]),
-                               reads))
+            pids.append(
+                fork_child(gated(lambda sid=sid, writes=writes: (_sender(sid, writes, args.loops), 0)[1]), reads)
+            )
         for fd in reads + writes:
             os.close(fd)
     os.close(gate_r)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An interactive task among batch CPU hogs: how late does it wake, and how much batch work gets done?
 
     python3 -m schedcp_workloads.interactive --hogs 4 --period-ms 5 --seconds 6
@@ -92,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         errors.append(str(exc))
     elapsed = time.monotonic() - start
     for rep in reports:
-        if rep["chunks"] and request_digest((rep["hog"] << 32) | (rep["chunks"] - 1), _CHUNK_LINKS).hex() != (
-                rep["last"]):
+        if (
+            rep["chunks"]
+            and request_digest((rep["hog"] << 32) | (rep["chunks"] - 1), _CHUNK_LINKS).hex() != (rep["last"])
+        ):
             errors.append(f"hog {rep['hog']} reported a wrong digest")
     if tick["acc"] != tick_checksum(len(tick["late"])):
         errors.append("the interactive task's checksum is wrong")

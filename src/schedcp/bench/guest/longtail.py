@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A batch with a long tail: N CPU-bound processes started together, one much longer than the rest.
 
     python3 -m schedcp_workloads.longtail --tasks 40 --short-ms 50 --long-factor 20

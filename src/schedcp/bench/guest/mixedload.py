@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A short mixed workload that tells whether a scheduler lets every kind of task make progress.
 
 Runs in the guest (stdlib only) as ``python3 -m schedcp_workloads.mixedload --seconds 3 --json``:
@@ -30,8 +31,17 @@ from collections.abc import Callable
 
 # One slot per task in the shared page (all u64, ns); written by that task only, read at the end.
 SLOT = struct.Struct("<9Q")
-FIELDS = ("progress", "max_gap_ns", "lat_count", "lat_mean_ns", "lat_p50_ns", "lat_p99_ns", "lat_max_ns", "done",
-          "started_ns")
+FIELDS = (
+    "progress",
+    "max_gap_ns",
+    "lat_count",
+    "lat_mean_ns",
+    "lat_p50_ns",
+    "lat_p99_ns",
+    "lat_max_ns",
+    "done",
+    "started_ns",
+)
 START = struct.Struct("<Q")  # the run's start time (CLOCK_MONOTONIC ns) in front of the slots
 GRACE_S = 3.0
 SPIN = 2000  # loop iterations per progress step: short enough to spot gaps of a few ms
@@ -63,8 +73,7 @@ class Slot:
         if samples:
             samples.sort()
             n = len(samples)
-            self.values[2:7] = [n, sum(samples) // n, samples[n // 2], samples[min(n - 1, n * 99 // 100)],
-                                samples[-1]]
+            self.values[2:7] = [n, sum(samples) // n, samples[n // 2], samples[min(n - 1, n * 99 // 100)], samples[-1]]
         self.values[7] = 1
         SLOT.pack_into(self.shm, self.off, *self.values)
 
@@ -153,8 +162,16 @@ def set_comm(name: str) -> None:
         pass
 
 
-def spawn(shm: mmap.mmap, idx: int, name: str, nice: int, pipes: tuple[int, int, int], seconds: float,
-          body: Callable[[Slot, float], None], close: tuple[int, ...] = ()) -> int:
+def spawn(
+    shm: mmap.mmap,
+    idx: int,
+    name: str,
+    nice: int,
+    pipes: tuple[int, int, int],
+    seconds: float,
+    body: Callable[[Slot, float], None],
+    close: tuple[int, ...] = (),
+) -> int:
     """Fork a task that reports ready and then waits for the common start signal, so slow forks
     and process setup under an emulator do not eat into its measured time."""
     go_rd, go_wr, ready_wr = pipes
@@ -181,9 +198,14 @@ def spawn(shm: mmap.mmap, idx: int, name: str, nice: int, pipes: tuple[int, int,
 
 
 TASKS: list[tuple[str, str, int]] = [
-    ("hog_nice0", "hog", 0), ("hog_nice5", "hog", 5), ("hog_nice10", "hog", 10),
-    ("ping", "pingpong", 0), ("pong", "pingpong", 0), ("sleeper", "sleeper", 0),
-    ("fork_storm", "fork", 0), ("late_hog", "late", 0),
+    ("hog_nice0", "hog", 0),
+    ("hog_nice5", "hog", 5),
+    ("hog_nice10", "hog", 10),
+    ("ping", "pingpong", 0),
+    ("pong", "pingpong", 0),
+    ("sleeper", "sleeper", 0),
+    ("fork_storm", "fork", 0),
+    ("late_hog", "late", 0),
 ]
 
 
@@ -197,7 +219,8 @@ def run(seconds: float, starve_s: float) -> dict:
     bodies: dict[str, tuple[Callable[[Slot, float], None], tuple[int, ...]]] = {
         "ping": (lambda slot, dl: ping(slot, dl, b_rd, a_wr), (a_rd, b_wr)),
         "pong": (lambda slot, dl: pong(slot, dl, a_rd, b_wr), (a_wr, b_rd)),
-        "sleeper": (sleeper, ()), "fork_storm": (fork_storm, ()),
+        "sleeper": (sleeper, ()),
+        "fork_storm": (fork_storm, ()),
         "late_hog": (lambda slot, dl: late_hog(slot, dl, dl - seconds), ()),
     }
     pids: dict[int, int] = {}
@@ -217,9 +240,14 @@ def run(seconds: float, starve_s: float) -> dict:
     for idx, (name, kind, nice) in enumerate(TASKS):
         values = dict(zip(FIELDS, SLOT.unpack_from(shm, START.size + idx * SLOT.size), strict=True))
         entry = {
-            "name": name, "kind": kind, "nice": nice, "started_s": round(values["started_ns"] / 1e9, 3),
-            "progress": values["progress"], "max_gap_ms": round(values["max_gap_ns"] / 1e6, 3),
-            "finished": bool(values["done"]), "exit_code": exit_codes.get(idx),
+            "name": name,
+            "kind": kind,
+            "nice": nice,
+            "started_s": round(values["started_ns"] / 1e9, 3),
+            "progress": values["progress"],
+            "max_gap_ms": round(values["max_gap_ns"] / 1e6, 3),
+            "finished": bool(values["done"]),
+            "exit_code": exit_codes.get(idx),
         }
         if values["lat_count"]:
             entry["latency_us"] = {k: round(values[f"lat_{k}_ns"] / 1e3, 1) for k in ("mean", "p50", "p99", "max")}
@@ -228,8 +256,12 @@ def run(seconds: float, starve_s: float) -> dict:
             starved.append(name)
         out_tasks.append(entry)
     return {
-        "seconds": seconds, "wall_s": round(time.monotonic() - start, 3), "starve_s": starve_s,
-        "tasks": out_tasks, "starved": starved, "ok": not starved,
+        "seconds": seconds,
+        "wall_s": round(time.monotonic() - start, 3),
+        "starve_s": starve_s,
+        "tasks": out_tasks,
+        "starved": starved,
+        "ok": not starved,
     }
 
 
@@ -279,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for t in report["tasks"]:
             lat = t.get("latency_us", {})
-            print(f"{t['name']:<11} progress={t['progress']:<8} max_gap={t['max_gap_ms']:>9.1f}ms "
-                  f"{'p99=' + str(lat['p99']) + 'us' if lat else ''}")
+            print(
+                f"{t['name']:<11} progress={t['progress']:<8} max_gap={t['max_gap_ms']:>9.1f}ms "
+                f"{'p99=' + str(lat['p99']) + 'us' if lat else ''}"
+            )
         print("starved:", ", ".join(report["starved"]) or "none")
     return 0 if report["ok"] else 1
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sleep/wake ping-pong between process pairs over pipes: the archetype of a latency-sensitive load.
 
     python3 -m schedcp_workloads.pingpong --pairs 1 --seconds 2

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Process plumbing shared by the benchmark workloads (stdlib only, runs in the guest).
 
 Workloads use processes, not threads: Python threads share one interpreter lock, which would hide

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Wakeup latency under load, in the style of schbench: messengers wake workers, workers compute.
 
     python3 -m schedcp_workloads.wakelat --messengers 2 --workers 4 --work 40 --seconds 8
@@ -113,16 +114,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=0.5, help="seconds whose samples are dropped")
     ap.add_argument("--check", type=int, default=64, help="digests each messenger recomputes")
     args = ap.parse_args(argv)
-    if not (1 <= args.messengers <= 64 and 1 <= args.workers <= 64 and 1 <= args.work <= 100_000
-            and 0.1 <= args.seconds <= 3600 and 0 <= args.warmup < args.seconds and 0 <= args.check <= 10_000):
+    if not (
+        1 <= args.messengers <= 64
+        and 1 <= args.workers <= 64
+        and 1 <= args.work <= 100_000
+        and 0.1 <= args.seconds <= 3600
+        and 0 <= args.warmup < args.seconds
+        and 0 <= args.check <= 10_000
+    ):
         ap.error("--messengers 1..64 --workers 1..64 --work 1..100000 --seconds 0.1..3600, warmup < seconds")
     start_ns = time.monotonic_ns()
     deadline = start_ns + int(args.seconds * 1e9)
     pipes: dict[int, int] = {}
     for mid in range(args.messengers):
         r, w = os.pipe()
-        pid = fork_child(lambda mid=mid, w=w: _messenger(mid, args.workers, args.work, deadline, w, args.check),
-                         close=(r, *pipes.values()))
+        pid = fork_child(
+            lambda mid=mid, w=w: _messenger(mid, args.workers, args.work, deadline, w, args.check),
+            close=(r, *pipes.values()),
+        )
         os.close(w)
         pipes[pid] = r
     reports = []

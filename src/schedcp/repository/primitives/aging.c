@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: aging
  * tags: aging, starvation avoidance, priority, deadline, wait time

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: central_dispatch
  * tags: central dispatch, local_on, kick cpu, tickless, decision offload

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: dynamic_slice
  * tags: time slice, dynamic slice, queue depth, latency, throughput

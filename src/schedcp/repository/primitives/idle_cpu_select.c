@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: idle_cpu_select
  * tags: idle-cpu, select_cpu, cache locality, direct dispatch, wakeup

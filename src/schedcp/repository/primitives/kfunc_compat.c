@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: kfunc_compat
  * tags: compatibility, kfunc, ksym exists, kernel versions, dispatch rename

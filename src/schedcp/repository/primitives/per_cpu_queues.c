@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: per_cpu_queues
  * tags: per-cpu queues, dsq, work stealing, scalability, locality

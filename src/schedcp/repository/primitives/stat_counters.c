@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: stat_counters
  * tags: statistics, counters, observability, bss, atomic

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: task_runtime_storage
  * tags: task storage, runtime measurement, ewma, burst length, classification

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * primitive: vtime_sleeper_credit
  * tags: vtime accounting, fairness, sleeper credit bound, weighted, dsq vtime

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * ljf_batch: finish a batch with a long tail as early as possible; keep everything else responsive.
  *

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * locality: per-CPU round-robin queues that keep tasks on the CPU they last ran on.
  *

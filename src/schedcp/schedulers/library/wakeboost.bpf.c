@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * wakeboost: serve wakeups in arrival order, shortest expected burst first, ahead of CPU hogs.
  *

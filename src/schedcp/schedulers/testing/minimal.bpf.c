@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * minimal: the smallest useful sched_ext scheduler, used to prove the testbed works.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The tool set, one module per service. Names are a stable API; see schedcp.server.app."""
 
 from __future__ import annotations

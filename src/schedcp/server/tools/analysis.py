@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Workload Analysis Engine tools, cheapest first: summary -> profile -> probes, files and commands.
 
 Tier 1 (workload_summary, workload_profile) samples /proc for a bounded window; tier 2 reads files
@@ -22,12 +23,28 @@ from schedcp.server.state import ServerState
 from schedcp.server.tooling import COMPUTE, READ, WRITE, MaxBytes, make_tool
 
 PidArg = Annotated[int | None, Field(ge=1, le=4194304, description="A running process (its descendants count too).")]
-CgroupArg = Annotated[str | None, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_./@:+-]+$", description=(
-    "A cgroup v2 path, absolute (/sys/fs/cgroup/...) or relative to /sys/fs/cgroup (e.g. system.slice)."))]
-CommandArg = Annotated[list[Annotated[str, Field(min_length=1, max_length=checks.MAX_ARG_CHARS)]] | None, Field(
-    min_length=1, max_length=checks.MAX_ARGV, description=(
-        "Launch this argv (no shell) in a sandbox (no network, read-only system, private /work) and watch it "
-        "until it exits or duration_s passes."))]
+CgroupArg = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_./@:+-]+$",
+        description=(
+            "A cgroup v2 path, absolute (/sys/fs/cgroup/...) or relative to /sys/fs/cgroup (e.g. system.slice)."
+        ),
+    ),
+]
+CommandArg = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=checks.MAX_ARG_CHARS)]] | None,
+    Field(
+        min_length=1,
+        max_length=checks.MAX_ARGV,
+        description=(
+            "Launch this argv (no shell) in a sandbox (no network, read-only system, private /work) and watch it "
+            "until it exits or duration_s passes."
+        ),
+    ),
+]
 SUMMARY_BYTES = 1536
 
 
@@ -58,8 +75,7 @@ def tools(state: ServerState) -> list[Tool]:
 
     def observe(pid: int | None, cgroup: str | None, command: list[str] | None, duration_s: float) -> dict[str, Any]:
         if sum(x is not None for x in (pid, cgroup, command)) > 1:
-            raise UsageError("give at most one target: pid, cgroup or command",
-                             "omit all three for a system-wide view")
+            raise UsageError("give at most one target: pid, cgroup or command", "omit all three for a system-wide view")
         eng = engine()
         if pid is not None:
             return eng.observe_pids([pid], duration_s=duration_s)
@@ -86,19 +102,34 @@ def tools(state: ServerState) -> list[Tool]:
         behind them (CPU use, run-queue wait, slices, churn). Ask workload_profile only if this leaves
         a question open."""
         raw = observe(pid, cgroup, command, duration_s)
-        return budget.respond(engine().render(raw, "summary"), max_bytes,
-                              hint="workload_profile gives the full picture")
+        return budget.respond(
+            engine().render(raw, "summary"), max_bytes, hint="workload_profile gives the full picture"
+        )
 
     def workload_profile(
         pid: PidArg = None,
         cgroup: CgroupArg = None,
         command: CommandArg = None,
         duration_s: Annotated[float, Field(ge=0.5, le=120, description="Observation window in seconds.")] = 5.0,
-        detail: Annotated[Literal["profile", "full"], Field(description=(
-            "profile (about 4 KB): the Workload Profile with per-CPU use, phases and top tasks. "
-            "full (about 16 KB): adds the task table and time series."))] = "profile",
-        max_bytes: Annotated[int | None, Field(ge=budget.MIN_MAX_BYTES, le=budget.LIMIT_MAX_BYTES, description=(
-            "Byte bound of the answer; default is the level's budget (4096 for profile, 16384 for full)."))] = None,
+        detail: Annotated[
+            Literal["profile", "full"],
+            Field(
+                description=(
+                    "profile (about 4 KB): the Workload Profile with per-CPU use, phases and top tasks. "
+                    "full (about 16 KB): adds the task table and time series."
+                )
+            ),
+        ] = "profile",
+        max_bytes: Annotated[
+            int | None,
+            Field(
+                ge=budget.MIN_MAX_BYTES,
+                le=budget.LIMIT_MAX_BYTES,
+                description=(
+                    "Byte bound of the answer; default is the level's budget (4096 for profile, 16384 for full)."
+                ),
+            ),
+        ] = None,
     ) -> CallToolResult:
         """The Workload Profile a planner works from: a one-paragraph description, the optimisation goal with
         its rationale, search keywords and the measured characteristics.
@@ -114,21 +145,43 @@ def tools(state: ServerState) -> list[Tool]:
         doc = eng.render(raw, detail)
         ch = prof.characteristics
         for_repo = {
-            "summary": prof.summary[:2000], "goal": prof.goal,
-            "characteristics": {"classification": ch.classification, "batch": ch.batch,
-                                "keywords": prof.keywords[:12], **ch.sched.model_dump()},
+            "summary": prof.summary[:2000],
+            "goal": prof.goal,
+            "characteristics": {
+                "classification": ch.classification,
+                "batch": ch.batch,
+                "keywords": prof.keywords[:12],
+                **ch.sched.model_dump(),
+            },
         }
-        profile_id = state.artifacts.put("profile", {
-            "profile": prof.model_dump(mode="json"), "for_repository": for_repo, "full": eng.render(raw, "full")})
-        doc = {"profile_id": profile_id, "profile_uri": f"schedcp://profile/{profile_id}",
-               "keywords": prof.keywords[:12], "for_repository": for_repo, **doc}
-        return budget.respond(doc, max_bytes or _profile_budget(detail) + 1024,
-                              hint=f"the complete profile is the resource schedcp://profile/{profile_id}")
+        profile_id = state.artifacts.put(
+            "profile",
+            {"profile": prof.model_dump(mode="json"), "for_repository": for_repo, "full": eng.render(raw, "full")},
+        )
+        doc = {
+            "profile_id": profile_id,
+            "profile_uri": f"schedcp://profile/{profile_id}",
+            "keywords": prof.keywords[:12],
+            "for_repository": for_repo,
+            **doc,
+        }
+        return budget.respond(
+            doc,
+            max_bytes or _profile_budget(detail) + 1024,
+            hint=f"the complete profile is the resource schedcp://profile/{profile_id}",
+        )
 
     def run_probe(
-        kind: Annotated[ProbeKind, Field(description=(
-            "runqlat: run-queue wait per wakeup; wakeup: wakeup-to-run latency; runtime: on/off-CPU time per task; "
-            "migrations: CPU moves and pairs."))],
+        kind: Annotated[
+            ProbeKind,
+            Field(
+                description=(
+                    "runqlat: run-queue wait per wakeup; wakeup: wakeup-to-run latency; "
+                    "runtime: on/off-CPU time per task; "
+                    "migrations: CPU moves and pairs."
+                )
+            ),
+        ],
         duration_s: Annotated[float, Field(ge=0.5, le=30, description="How long the probe stays attached.")] = 2.0,
         pid: Annotated[int | None, Field(ge=1, le=4194304, description="Only this process tree; omit for all.")] = None,
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
@@ -141,12 +194,26 @@ def tools(state: ServerState) -> list[Tool]:
         return budget.respond(result, max_bytes)
 
     def read_file(
-        path: Annotated[str, Field(min_length=1, max_length=4096, description=(
-            "Absolute path under /proc or /sys (or under workload_pid's working directory). Directories list "
-            "their entries."))],
+        path: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=4096,
+                description=(
+                    "Absolute path under /proc or /sys (or under workload_pid's working directory). Directories list "
+                    "their entries."
+                ),
+            ),
+        ],
         offset: Annotated[int, Field(ge=0, le=1 << 30, description="Byte offset to start from (for paging).")] = 0,
-        workload_pid: Annotated[int | None, Field(ge=1, le=4194304, description=(
-            "Also allow files under this process's working directory (its sources, configs)."))] = None,
+        workload_pid: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                le=4194304,
+                description=("Also allow files under this process's working directory (its sources, configs)."),
+            ),
+        ] = None,
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
     ) -> CallToolResult:
         """Read a file (or list a directory) through the sandboxed reader: symlinks are resolved and must stay
@@ -169,10 +236,17 @@ def tools(state: ServerState) -> list[Tool]:
         return budget.respond(got, max_bytes)
 
     def run_sandboxed(
-        argv: Annotated[list[Annotated[str, Field(min_length=1, max_length=checks.MAX_ARG_CHARS)]], Field(
-            min_length=1, max_length=checks.MAX_ARGV, description=(
-                "Program and arguments, exec'd directly (never through a shell), e.g. ['perf', 'stat', '-e', "
-                "'task-clock', 'sleep', '1'] or ['cat', '/proc/schedstat']."))],
+        argv: Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=checks.MAX_ARG_CHARS)]],
+            Field(
+                min_length=1,
+                max_length=checks.MAX_ARGV,
+                description=(
+                    "Program and arguments, exec'd directly (never through a shell), e.g. ['perf', 'stat', '-e', "
+                    "'task-clock', 'sleep', '1'] or ['cat', '/proc/schedstat']."
+                ),
+            ),
+        ],
         timeout_s: Annotated[float, Field(ge=0.1, le=120, description="Killed after this many seconds.")] = 30.0,
         stdin: Annotated[str | None, Field(max_length=65536, description="Text fed to the command's stdin.")] = None,
         memory_mb: Annotated[int, Field(ge=16, le=4096, description="Address-space limit per process.")] = 1024,
@@ -190,18 +264,37 @@ def tools(state: ServerState) -> list[Tool]:
         run_id = state.artifacts.put("run", {"kind": "sandboxed", **result})
         head = {k: result[k] for k in ("exit_code", "signal", "timed_out", "wall_s") if k in result}
         stdout, stderr = result.get("stdout", ""), result.get("stderr", "")
-        doc = {**head, "run_id": run_id, "stdout_bytes": len(stdout.encode()), "stderr_bytes": len(stderr.encode()),
-               "stdout": stdout, "stderr": stderr, "limits": result.get("limits")}
+        doc = {
+            **head,
+            "run_id": run_id,
+            "stdout_bytes": len(stdout.encode()),
+            "stderr_bytes": len(stderr.encode()),
+            "stdout": stdout,
+            "stderr": stderr,
+            "limits": result.get("limits"),
+        }
         if result.get("truncated"):
             doc["output_truncated_by_sandbox"] = "the command wrote more than the sandbox keeps (64 KiB)"
         return budget.respond(doc, max_bytes, hint=f"the complete output is the resource schedcp://run/{run_id}")
 
     def get_feedback(
-        deployment_id: Annotated[str | None, Field(
-            min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$",
-            description="What this deployment changed, metric by metric.")] = None,
-        workload_key: Annotated[str | None, Field(min_length=1, max_length=200, description=(
-            "History of every deployment measured on this workload, newest first."))] = None,
+        deployment_id: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=200,
+                pattern=r"^[A-Za-z0-9_.:-]+$",
+                description="What this deployment changed, metric by metric.",
+            ),
+        ] = None,
+        workload_key: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=200,
+                description=("History of every deployment measured on this workload, newest first."),
+            ),
+        ] = None,
         metric: Annotated[str | None, Field(min_length=1, max_length=64, description="Only this metric.")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="History rows.")] = 20,
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
@@ -212,31 +305,53 @@ def tools(state: ServerState) -> list[Tool]:
         from schedcp.analysis.feedback import FeedbackStore
 
         if (deployment_id is None) == (workload_key is None):
-            raise UsageError("give exactly one of deployment_id or workload_key",
-                             "deployment_id for one deployment, workload_key for the history")
+            raise UsageError(
+                "give exactly one of deployment_id or workload_key",
+                "deployment_id for one deployment, workload_key for the history",
+            )
         store = state.service("feedback", FeedbackStore, lambda s: s.close())
         if deployment_id is not None:
             report = store.for_deployment(deployment_id)
             if report is None:
-                raise UsageError(f"no feedback recorded for deployment {deployment_id!r}",
-                                 "feedback appears once a deployment has been measured", code="not_found")
+                raise UsageError(
+                    f"no feedback recorded for deployment {deployment_id!r}",
+                    "feedback appears once a deployment has been measured",
+                    code="not_found",
+                )
             return budget.respond(report.model_dump(mode="json"), max_bytes)
         assert workload_key is not None
         rows = store.history(workload_key, metric, limit)
         return budget.respond({"workload_key": workload_key, "metric": metric, "rows": rows}, max_bytes)
 
     def watch_workload(
-        kind: Annotated[Literal["process_appears", "cgroup_active", "behaviour_change"], Field(description=(
-            "process_appears: a process whose name matches comm starts. cgroup_active: the cgroup starts using "
-            "CPU. behaviour_change: CPU use or context-switch rate of the target shifts (a phase change)."))],
-        comm: Annotated[str | None, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:*?\[\]-]+$",
-                                          description="Process-name glob, e.g. 'postgres*'.")] = None,
+        kind: Annotated[
+            Literal["process_appears", "cgroup_active", "behaviour_change"],
+            Field(
+                description=(
+                    "process_appears: a process whose name matches comm starts. cgroup_active: the cgroup starts using "
+                    "CPU. behaviour_change: CPU use or context-switch rate of the target shifts (a phase change)."
+                )
+            ),
+        ],
+        comm: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=64,
+                pattern=r"^[A-Za-z0-9_.:*?\[\]-]+$",
+                description="Process-name glob, e.g. 'postgres*'.",
+            ),
+        ] = None,
         cgroup: CgroupArg = None,
-        pids: Annotated[list[Annotated[int, Field(ge=1, le=4194304)]] | None, Field(
-            min_length=1, max_length=64, description="Processes to watch for behaviour_change.")] = None,
+        pids: Annotated[
+            list[Annotated[int, Field(ge=1, le=4194304)]] | None,
+            Field(min_length=1, max_length=64, description="Processes to watch for behaviour_change."),
+        ] = None,
         poll_s: Annotated[float, Field(ge=0.1, le=60, description="How often to look.")] = 0.5,
-        rel_threshold: Annotated[float, Field(gt=0, le=100, description=(
-            "behaviour_change: relative change that counts as material (0.5 = 50%)."))] = 0.5,
+        rel_threshold: Annotated[
+            float,
+            Field(gt=0, le=100, description=("behaviour_change: relative change that counts as material (0.5 = 50%).")),
+        ] = 0.5,
         hold: Annotated[int, Field(ge=1, le=100, description="Polls beyond the threshold needed to confirm.")] = 3,
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
     ) -> CallToolResult:
@@ -249,8 +364,9 @@ def tools(state: ServerState) -> list[Tool]:
 
         if cgroup is not None:
             checks.safe_path(cgroup, "cgroup", absolute=False)
-        spec = WatchSpec(kind=kind, comm=comm, cgroup=cgroup, pids=pids, poll_s=poll_s,
-                         rel_threshold=rel_threshold, hold=hold)
+        spec = WatchSpec(
+            kind=kind, comm=comm, cgroup=cgroup, pids=pids, poll_s=poll_s, rel_threshold=rel_threshold, hold=hold
+        )
         watcher = state.service("event_watcher", _watcher, lambda w: w.close())
         watch_id = f"w-{secrets.token_hex(6)}"
         topic = f"watch/{watch_id}"
@@ -266,8 +382,15 @@ def tools(state: ServerState) -> list[Tool]:
             raise
         with watches.lock:
             watches.by_id[watch_id] = sid
-        return budget.respond({"watch_id": watch_id, "resource_uri": uri, "kind": kind,
-                               "target": {"comm": comm, "cgroup": cgroup, "pids": pids}}, max_bytes)
+        return budget.respond(
+            {
+                "watch_id": watch_id,
+                "resource_uri": uri,
+                "kind": kind,
+                "target": {"comm": comm, "cgroup": cgroup, "pids": pids},
+            },
+            max_bytes,
+        )
 
     def unwatch_workload(
         watch_id: Annotated[str, Field(pattern=r"^w-[0-9a-f]{8,32}$", description="As watch_workload returned it.")],

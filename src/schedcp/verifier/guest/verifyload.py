@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Correctness and performance load for the verifier's dynamic stage (runs in the guest).
 
 Standard library only: the control plane uploads this file into the micro-VM and runs it with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scheduler-specific static analysis: logic bugs the kernel's BPF verifier cannot see."""
 
 from __future__ import annotations
@@ -42,10 +43,15 @@ def analyze(
         try:
             findings.extend(rule.check(ctx))
         except RecursionError:
-            findings.append(Finding(
-                id="static-incomplete", stage="static", severity="info",
-                message=f"rule {rule.id} gave up: the source is nested too deeply to analyse",
-                hint="simplify deeply nested expressions"))
+            findings.append(
+                Finding(
+                    id="static-incomplete",
+                    stage="static",
+                    severity="info",
+                    message=f"rule {rule.id} gave up: the source is nested too deeply to analyse",
+                    hint="simplify deeply nested expressions",
+                )
+            )
     findings.sort(key=lambda f: (f.line or 0, f.id))
     facts = {
         "callbacks": dict(sorted(model.callbacks.items())),

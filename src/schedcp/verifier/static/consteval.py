@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Evaluate C integer constant expressions the way the scheduler source spells them.
 
 Resolves ``#define`` constants (including simple function-like macros such as ``MS(5)``), enum
@@ -127,14 +128,24 @@ class Evaluator:
             return None
         try:
             result = {
-                "+": lambda: left + right, "-": lambda: left - right, "*": lambda: left * right,
-                "/": lambda: int(left / right) if right else None, "%": lambda: left % right if right else None,
+                "+": lambda: left + right,
+                "-": lambda: left - right,
+                "*": lambda: left * right,
+                "/": lambda: int(left / right) if right else None,
+                "%": lambda: left % right if right else None,
                 "<<": lambda: (left << right) & MASK64 if 0 <= right < 64 else None,
                 ">>": lambda: left >> right if 0 <= right < 128 else None,
-                "|": lambda: left | right, "&": lambda: left & right, "^": lambda: left ^ right,
-                "<": lambda: int(left < right), ">": lambda: int(left > right), "<=": lambda: int(left <= right),
-                ">=": lambda: int(left >= right), "==": lambda: int(left == right), "!=": lambda: int(left != right),
-                "&&": lambda: int(bool(left and right)), "||": lambda: int(bool(left or right)),
+                "|": lambda: left | right,
+                "&": lambda: left & right,
+                "^": lambda: left ^ right,
+                "<": lambda: int(left < right),
+                ">": lambda: int(left > right),
+                "<=": lambda: int(left <= right),
+                ">=": lambda: int(left >= right),
+                "==": lambda: int(left == right),
+                "!=": lambda: int(left != right),
+                "&&": lambda: int(bool(left and right)),
+                "||": lambda: int(bool(left or right)),
             }[op]()
         except KeyError:
             return None
@@ -146,8 +157,11 @@ class Evaluator:
         if fn is not None:
             local = self.local_definition(fn, name)
             if local is not None:
-                return self._eval(local, fn, depth + 1) if local.type not in (
-                    "update_expression", "assignment_expression", "pointer_expression") else None
+                return (
+                    self._eval(local, fn, depth + 1)
+                    if local.type not in ("update_expression", "assignment_expression", "pointer_expression")
+                    else None
+                )
             if name in fn.params:
                 return None
         macro = self.model.macros.get(name)
@@ -237,9 +251,24 @@ def parse_number(text: str) -> int | None:
     return int(body)
 
 
-_CAST_WIDTHS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "__u32": 32, "__u64": 64, "unsigned int": 32,
-                "unsigned long": 64, "unsigned long long": 64, "s32": -32, "int": -32, "s64": -64, "long": -64,
-                "long long": -64, "__s32": -32, "__s64": -64}
+_CAST_WIDTHS = {
+    "u8": 8,
+    "u16": 16,
+    "u32": 32,
+    "u64": 64,
+    "__u32": 32,
+    "__u64": 64,
+    "unsigned int": 32,
+    "unsigned long": 64,
+    "unsigned long long": 64,
+    "s32": -32,
+    "int": -32,
+    "s64": -64,
+    "long": -64,
+    "long long": -64,
+    "__s32": -32,
+    "__s64": -64,
+}
 
 
 def _cast(value: int | None, type_text: str) -> int | None:

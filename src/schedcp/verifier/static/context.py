@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared state and helpers for the static rules: one Context per analysed source."""
 
 from __future__ import annotations
@@ -15,8 +16,19 @@ from schedcp.verifier.static.paths import HandoffAnalysis
 from schedcp.verifier.static.source import Function, SourceModel, line_of, strip_parens, text_of, walk
 
 # Callbacks that run on every scheduling event; slow or failing code there hurts every task.
-HOT_CALLBACKS = ("select_cpu", "enqueue", "dequeue", "dispatch", "tick", "runnable", "running", "stopping",
-                 "quiescent", "update_idle", "yield")
+HOT_CALLBACKS = (
+    "select_cpu",
+    "enqueue",
+    "dequeue",
+    "dispatch",
+    "tick",
+    "runnable",
+    "running",
+    "stopping",
+    "quiescent",
+    "update_idle",
+    "yield",
+)
 COMPARISONS = frozenset({"<", ">", "<=", ">=", "==", "!="})
 
 
@@ -114,8 +126,11 @@ class Context:
         return out
 
     def comparisons(self, fn: Function) -> list[Node]:
-        return [n for n in walk(fn.body) if n.type == "binary_expression"
-                and text_of(n.child_by_field_name("operator")) in COMPARISONS]
+        return [
+            n
+            for n in walk(fn.body)
+            if n.type == "binary_expression" and text_of(n.child_by_field_name("operator")) in COMPARISONS
+        ]
 
     def mutable_globals(self) -> set[str]:
         return {name for name, g in self.model.globals.items() if not g.const}
@@ -134,12 +149,26 @@ class Rule:
     def check(self, ctx: Context) -> list[Finding]:
         raise NotImplementedError
 
-    def finding(self, ctx: Context, where: Node | int | None, message: str, hint: str, *,
-                severity: Severity | None = None, function: str | None = None,
-                evidence: list[str] | None = None) -> Finding:
+    def finding(
+        self,
+        ctx: Context,
+        where: Node | int | None,
+        message: str,
+        hint: str,
+        *,
+        severity: Severity | None = None,
+        function: str | None = None,
+        evidence: list[str] | None = None,
+    ) -> Finding:
         line = line_of(where) if isinstance(where, Node) else where
         return Finding(
-            id=self.id, stage="static", severity=severity or self.severity, message=message, hint=hint,
-            line=line, code=ctx.model.line_text(line) if line else None, function=function,
+            id=self.id,
+            stage="static",
+            severity=severity or self.severity,
+            message=message,
+            hint=hint,
+            line=line,
+            code=ctx.model.line_text(line) if line else None,
+            function=function,
             evidence=evidence or [],
         )

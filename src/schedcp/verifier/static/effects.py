@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the calls in a scheduler do: insert into a DSQ, consume one, create one, raise an error…
 
 Each call site is turned into *effects* with the arguments that matter (DSQ id, slice, vtime, CPU,
@@ -83,8 +84,17 @@ KFUNCS: dict[str, Spec] = {
 }
 HANDOFF_KINDS = frozenset({Kind.INSERT, Kind.INSERT_VTIME, Kind.PUSH, Kind.ERROR})
 LOOP_MACROS = frozenset({"bpf_for", "bpf_for_each", "bpf_repeat"})
-_CONDITIONAL_PARENTS = frozenset({"if_statement", "switch_statement", "case_statement", "conditional_expression",
-                                  "for_statement", "while_statement", "do_statement"})
+_CONDITIONAL_PARENTS = frozenset(
+    {
+        "if_statement",
+        "switch_statement",
+        "case_statement",
+        "conditional_expression",
+        "for_statement",
+        "while_statement",
+        "do_statement",
+    }
+)
 
 
 def base_name(name: str) -> str:
@@ -160,9 +170,18 @@ class Effects:
                         roles[role] = (args[idx], fn)
                 else:
                     roles[role] = (node, ctx)
-            out.append(Effect(inner.kind, inner.kfunc, call, fn, roles, (name, *inner.via),
-                              inner.inner_conditional or is_conditional(inner.site, target),
-                              inner.origin or (inner.site, target)))
+            out.append(
+                Effect(
+                    inner.kind,
+                    inner.kfunc,
+                    call,
+                    fn,
+                    roles,
+                    (name, *inner.via),
+                    inner.inner_conditional or is_conditional(inner.site, target),
+                    inner.origin or (inner.site, target),
+                )
+            )
         return out
 
     def macro_function(self, name: str) -> Function | None:
@@ -178,8 +197,9 @@ class Effects:
                 if node.type == "function_definition":
                     fn_body = node.child_by_field_name("body")
                     if fn_body is not None:
-                        fn = Function(name, node, fn_body, [p for p in macro.params if p != "..."],
-                                      macro.line, macro.unit)
+                        fn = Function(
+                            name, node, fn_body, [p for p in macro.params if p != "..."], macro.line, macro.unit
+                        )
                     break
         self._macro_fns[name] = fn
         return fn

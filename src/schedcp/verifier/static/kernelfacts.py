@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the static rules know about the target kernel: its kfuncs and sched_ext constants.
 
 Read from the target's generated ``vmlinux.h`` (bpftool emits every kfunc prototype and the
@@ -92,8 +93,7 @@ def _load(include_dir: str, mtime: float, release: str | None) -> KernelFacts:
     facts = KernelFacts(release=release)
     for m in _KFUNC.finditer(text):
         ret = m.group("ret").strip()
-        facts.kfuncs[m.group("name")] = Prototype(m.group("name"), _count_params(m.group("params")),
-                                                  ret == "void")
+        facts.kfuncs[m.group("name")] = Prototype(m.group("name"), _count_params(m.group("params")), ret == "void")
     for m in _ENUM.finditer(text):
         facts.constants[m.group("name")] = int(m.group("value"))
     kernel_h = inc / "schedcp_kernel.h"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Path analysis: does every way out of a function pass a call that hands the task on?
 
 An abstract walk over the statement tree with a two-bit state per path: ``queued`` (a DSQ insert or
@@ -71,8 +72,7 @@ class HandoffAnalysis:
         """`if (helper(p)) return;` is safe when every way helper returns non-zero has queued the task."""
         if fn.name not in self._true_queues:
             self._true_queues[fn.name] = False  # recursion guard
-            truthy = [ex for ex in self.exits(fn) if ex.kind == "return"
-                      and self.evaluator.value(ex.value, fn) != 0]
+            truthy = [ex for ex in self.exits(fn) if ex.kind == "return" and self.evaluator.value(ex.value, fn) != 0]
             self._true_queues[fn.name] = bool(truthy) and all(ex.state.queued for ex in truthy)
         return self._true_queues[fn.name]
 
@@ -80,8 +80,11 @@ class HandoffAnalysis:
         """(then-branch queued, else-branch queued) implied by a helper call in the condition."""
         node = _unwrap(cond)
         negated = False
-        if node is not None and node.type == "unary_expression" \
-                and text_of(node.child_by_field_name("operator")) == "!":
+        if (
+            node is not None
+            and node.type == "unary_expression"
+            and text_of(node.child_by_field_name("operator")) == "!"
+        ):
             negated, node = True, _unwrap(node.child_by_field_name("argument"))
         if node is None or node.type != "call_expression":
             return False, False
@@ -196,8 +199,11 @@ class HandoffAnalysis:
             else_flow = _Flow(None)
         else:
             else_flow = _Flow(else_state)
-        return _Flow(_join(then_flow.normal, else_flow.normal), then_flow.breaks + else_flow.breaks,
-                     then_flow.continues + else_flow.continues)
+        return _Flow(
+            _join(then_flow.normal, else_flow.normal),
+            then_flow.breaks + else_flow.breaks,
+            then_flow.continues + else_flow.continues,
+        )
 
     def _loop(self, node: Node, state: State, out: list[Exit], *, runs_once: bool) -> _Flow:
         cond = node.child_by_field_name("condition")
@@ -231,13 +237,16 @@ class HandoffAnalysis:
     def _preproc(self, node: Node, state: State, out: list[Exit]) -> _Flow:
         """#if blocks inside a body: we cannot know the macros, so every branch is a possible path."""
         alternative = node.child_by_field_name("alternative")
-        stmts = [c for c in node.named_children
-                 if c != alternative and c != node.child_by_field_name("condition")
-                 and c != node.child_by_field_name("name")]
+        stmts = [
+            c
+            for c in node.named_children
+            if c != alternative and c != node.child_by_field_name("condition") and c != node.child_by_field_name("name")
+        ]
         first = self._block(stmts, state, out)
         second = self._stmt(alternative, state, out) if alternative is not None else _Flow(state)
-        return _Flow(_join(first.normal, second.normal), first.breaks + second.breaks,
-                     first.continues + second.continues)
+        return _Flow(
+            _join(first.normal, second.normal), first.breaks + second.breaks, first.continues + second.continues
+        )
 
 
 def _join_all(states: list[State]) -> State | None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A parsed view of one scheduler source for the static rules (tree-sitter-c, no preprocessor).
 
 We parse the source as written rather than preprocessed output, so findings point at the lines an
@@ -31,15 +32,45 @@ _SEC = re.compile(rb"\bSEC\s*\(\s*\"(?P<name>[^\"\n]*)\"\s*\)")
 # Definitions written through a macro: the first argument is the real function name.
 _PROG_MACRO = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 KNOWN_OPS = (
-    "select_cpu", "enqueue", "dequeue", "dispatch", "tick", "runnable", "running", "stopping", "quiescent",
-    "yield", "core_sched_before", "set_weight", "set_cpumask", "update_idle", "cpu_acquire", "cpu_release",
-    "init_task", "exit_task", "enable", "disable", "dump", "dump_cpu", "dump_task", "cgroup_init",
-    "cgroup_exit", "cgroup_prep_move", "cgroup_move", "cgroup_cancel_move", "cgroup_set_weight",
-    "cgroup_set_bandwidth", "cpu_online", "cpu_offline", "init", "exit",
+    "select_cpu",
+    "enqueue",
+    "dequeue",
+    "dispatch",
+    "tick",
+    "runnable",
+    "running",
+    "stopping",
+    "quiescent",
+    "yield",
+    "core_sched_before",
+    "set_weight",
+    "set_cpumask",
+    "update_idle",
+    "cpu_acquire",
+    "cpu_release",
+    "init_task",
+    "exit_task",
+    "enable",
+    "disable",
+    "dump",
+    "dump_cpu",
+    "dump_task",
+    "cgroup_init",
+    "cgroup_exit",
+    "cgroup_prep_move",
+    "cgroup_move",
+    "cgroup_cancel_move",
+    "cgroup_set_weight",
+    "cgroup_set_bandwidth",
+    "cpu_online",
+    "cpu_offline",
+    "init",
+    "exit",
 )
 # Top-level constructs whose children are top-level items too.
-_NESTING = frozenset({"preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef",
-                      "linkage_specification"})
+_NESTING = frozenset(
+    {"preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef", "linkage_specification"}
+)
 _OPS_PAIR = re.compile(r"\.(?P<op>\w+)\s*=\s*(?:\(\s*void\s*\*\s*\)\s*)?(?P<fn>[A-Za-z_]\w*)")
 _OPS_NAME = re.compile(r"\.name\s*=\s*\"(?P<name>[^\"]{0,128})\"")
 
@@ -149,8 +180,13 @@ def walk(node: Node) -> Iterator[Node]:
 
 def strip_parens(node: Node) -> Node:
     while node.type in ("parenthesized_expression", "cast_expression"):
-        inner = node.child_by_field_name("value") if node.type == "cast_expression" else node.named_children[0] \
-            if node.named_children else None
+        inner = (
+            node.child_by_field_name("value")
+            if node.type == "cast_expression"
+            else node.named_children[0]
+            if node.named_children
+            else None
+        )
         if inner is None:
             break
         node = inner
@@ -274,8 +310,11 @@ class _Builder:
         if type_node is not None and text_of(type_node).replace(" ", "").startswith("structsched_ext_ops"):
             self.ops_struct(node)
         for decl in node.children_by_field_name("declarator"):
-            fdecl = decl if decl.type == "function_declarator" else (
-                _function_declarator_in(decl) if decl.type == "pointer_declarator" else None)
+            fdecl = (
+                decl
+                if decl.type == "function_declarator"
+                else (_function_declarator_in(decl) if decl.type == "pointer_declarator" else None)
+            )
             if fdecl is not None:
                 if "extern" in quals:
                     self.extern(node, decl, fdecl, type_node, unit)
@@ -283,17 +322,23 @@ class _Builder:
             init = decl.child_by_field_name("value") if decl.type == "init_declarator" else None
             name = _declarator_name(decl.child_by_field_name("declarator") if decl.type == "init_declarator" else decl)
             if name and (unit.name == "main" or name not in self.model.globals):
-                self.model.globals[name] = Global(name, decl, init, "const" in quals, "volatile" in quals,
-                                                  line_of(node))
+                self.model.globals[name] = Global(
+                    name, decl, init, "const" in quals, "volatile" in quals, line_of(node)
+                )
 
     def extern(self, node: Node, decl: Node, fdecl: Node, type_node: Node | None, unit: Unit) -> None:
         name = _declarator_name(fdecl.child_by_field_name("declarator"))
         if not name:
             return
         params = fdecl.child_by_field_name("parameters")
-        nparams = len([p for p in (params.named_children if params is not None else [])
-                       if p.type == "parameter_declaration" and text_of(p) != "void"])
-        weak = b"__weak" in unit.original[node.start_byte: node.end_byte]
+        nparams = len(
+            [
+                p
+                for p in (params.named_children if params is not None else [])
+                if p.type == "parameter_declaration" and text_of(p) != "void"
+            ]
+        )
+        weak = b"__weak" in unit.original[node.start_byte : node.end_byte]
         returns_void = text_of(type_node) == "void" and decl.type == "function_declarator"
         self.model.externs[name] = Extern(name, weak, nparams, returns_void, line_of(node))
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The static rule set. To add a rule: subclass Rule (id, description, severity, check) in one of
 these modules and list it in RULES; the pipeline, the report and the docs pick it up from here."""
 

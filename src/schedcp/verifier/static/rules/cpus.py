@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """CPU numbers handed to the kernel (SCX_DSQ_LOCAL_ON | cpu, kicks, select_cpu) must be valid."""
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ _ARITH = frozenset({"+", "-", "*", "<<", "^", "|"})
 
 class LocalOnCpuRange(Rule):
     id = "local-on-cpu-range"
-    description = ("CPU targets (SCX_DSQ_LOCAL_ON | cpu, scx_bpf_kick_cpu, select_cpu's return) that can be out of "
-                   "range: huge constants, unchecked arithmetic, or negative results of scx_bpf_pick_*_cpu().")
+    description = (
+        "CPU targets (SCX_DSQ_LOCAL_ON | cpu, scx_bpf_kick_cpu, select_cpu's return) that can be out of "
+        "range: huge constants, unchecked arithmetic, or negative results of scx_bpf_pick_*_cpu()."
+    )
     severity = "error"
 
     def check(self, ctx: Context) -> list[Finding]:
@@ -52,17 +55,29 @@ class LocalOnCpuRange(Rule):
 
     def _constant(self, ctx: Context, where: Node, cpu: int, what: str, fn: str) -> list[Finding]:
         if cpu >= IMPLAUSIBLE_CPU:
-            return [self.finding(
-                ctx, where, f"{what} uses CPU {cpu}, which no machine here has; the kernel aborts the scheduler "
-                f"with 'invalid CPU {cpu} in SCX_DSQ_LOCAL_ON dispatch verdict'",
-                "use a CPU number from the kernel (prev_cpu, scx_bpf_task_cpu(p)) or check it against "
-                "scx_bpf_nr_cpu_ids()", function=fn)]
+            return [
+                self.finding(
+                    ctx,
+                    where,
+                    f"{what} uses CPU {cpu}, which no machine here has; the kernel aborts the scheduler "
+                    f"with 'invalid CPU {cpu} in SCX_DSQ_LOCAL_ON dispatch verdict'",
+                    "use a CPU number from the kernel (prev_cpu, scx_bpf_task_cpu(p)) or check it against "
+                    "scx_bpf_nr_cpu_ids()",
+                    function=fn,
+                )
+            ]
         if cpu >= 2:
-            return [self.finding(
-                ctx, where, f"{what} hard-codes CPU {cpu}; it only exists on machines with more than {cpu} CPUs "
-                "(the verification VM has 2) and the kernel aborts the scheduler elsewhere",
-                "compare against scx_bpf_nr_cpu_ids() first, or derive the CPU from the task", severity="warning",
-                function=fn)]
+            return [
+                self.finding(
+                    ctx,
+                    where,
+                    f"{what} hard-codes CPU {cpu}; it only exists on machines with more than {cpu} CPUs "
+                    "(the verification VM has 2) and the kernel aborts the scheduler elsewhere",
+                    "compare against scx_bpf_nr_cpu_ids() first, or derive the CPU from the task",
+                    severity="warning",
+                    function=fn,
+                )
+            ]
         return []
 
     def _computed(self, ctx: Context, target: tuple[Node, Function], site: Node, what: str) -> Finding | None:
@@ -81,17 +96,25 @@ class LocalOnCpuRange(Rule):
         checked = _is_checked(ctx, fn, names or ctx.identifiers(node))
         if picks and not checked:
             return self.finding(
-                ctx, site, f"{what} comes from {callee_name(_first_call(picks[0])) or 'a pick'}() which returns a "
+                ctx,
+                site,
+                f"{what} comes from {callee_name(_first_call(picks[0])) or 'a pick'}() which returns a "
                 "negative error when no CPU qualifies; used unchecked it becomes an invalid CPU and the kernel "
-                "aborts the scheduler", "check `if (cpu >= 0)` before using it, and fall back to a shared DSQ",
-                function=fn.name)
+                "aborts the scheduler",
+                "check `if (cpu >= 0)` before using it, and fall back to a shared DSQ",
+                function=fn.name,
+            )
         arithmetic = any(_has_arith(s) or _calls(s) & {"bpf_get_prandom_u32"} for s in sources)
         if arithmetic and not checked and not any(_calls(s) & SAFE_CPU_CALLS for s in sources):
             return self.finding(
-                ctx, site, f"{what} is computed ({text_of(sources[0])[:80]}) and never compared against the "
+                ctx,
+                site,
+                f"{what} is computed ({text_of(sources[0])[:80]}) and never compared against the "
                 "number of CPUs, so it can name a CPU that does not exist",
                 "bound it: `if (cpu >= scx_bpf_nr_cpu_ids()) cpu = prev_cpu;` (or use modulo nr_cpu_ids)",
-                severity="warning", function=fn.name)
+                severity="warning",
+                function=fn.name,
+            )
         return None
 
     def _select_cpu_returns(self, ctx: Context) -> list[Finding]:
@@ -107,16 +130,23 @@ class LocalOnCpuRange(Rule):
             if value.type == "call_expression" and base_name(callee_name(value) or "") in pick_names:
                 names: set[str] = set()
             elif value.type == "identifier" and any(
-                    _calls(s) & pick_names for s in ctx.assignments(fn, text_of(value))):
+                _calls(s) & pick_names for s in ctx.assignments(fn, text_of(value))
+            ):
                 names = {text_of(value)}
             else:
                 continue
             if names and _is_checked(ctx, fn, names):
                 continue
-            out.append(self.finding(
-                ctx, node, "ops.select_cpu can return the negative result of scx_bpf_pick_*_cpu() when no CPU is "
-                "idle; the kernel rejects that CPU and aborts the scheduler",
-                "return prev_cpu when the pick fails: `if (cpu < 0) return prev_cpu;`", function=fn.name))
+            out.append(
+                self.finding(
+                    ctx,
+                    node,
+                    "ops.select_cpu can return the negative result of scx_bpf_pick_*_cpu() when no CPU is "
+                    "idle; the kernel rejects that CPU and aborts the scheduler",
+                    "return prev_cpu when the pick fails: `if (cpu < 0) return prev_cpu;`",
+                    function=fn.name,
+                )
+            )
         return out
 
 
@@ -129,8 +159,9 @@ def _first_call(node: Node) -> Node:
 
 
 def _has_arith(node: Node) -> bool:
-    return any(n.type == "binary_expression" and text_of(n.child_by_field_name("operator")) in _ARITH
-               for n in walk(node))
+    return any(
+        n.type == "binary_expression" and text_of(n.child_by_field_name("operator")) in _ARITH for n in walk(node)
+    )
 
 
 def _is_checked(ctx: Context, fn: Function, names: set[str]) -> bool:
@@ -139,7 +170,10 @@ def _is_checked(ctx: Context, fn: Function, names: set[str]) -> bool:
         if ctx.identifiers(cmp) & names:
             return True
     for node in walk(fn.body):
-        if node.type == "binary_expression" and text_of(node.child_by_field_name("operator")) in ("%", "&") \
-                and ctx.identifiers(node) & names:
+        if (
+            node.type == "binary_expression"
+            and text_of(node.child_by_field_name("operator")) in ("%", "&")
+            and ctx.identifiers(node) & names
+        ):
             return True
     return False

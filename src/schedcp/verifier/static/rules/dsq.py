@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rules about dispatch queues: created, filled, drained, and ordered correctly."""
 
 from __future__ import annotations
@@ -46,21 +47,30 @@ class DsqNeverConsumed(Rule):
                     continue
                 dead = [d for d in every if d.kind in DRAIN and ctx.dsq(d.arg("dsq")).value == dsq_id]
                 if dead:
-                    why = (f"scx_bpf_dsq_move_to_local({_hex(dsq_id)}) at line {dead[0].line} is in "
-                           f"{dead[0].function.name}(), which no sched_ext callback calls")
+                    why = (
+                        f"scx_bpf_dsq_move_to_local({_hex(dsq_id)}) at line {dead[0].line} is in "
+                        f"{dead[0].function.name}(), which no sched_ext callback calls"
+                    )
                     hint = f"wire {dead[0].function.name} into the sched_ext_ops table (e.g. .dispatch = ...)"
                 elif not has_dispatch:
                     why = "the scheduler has no ops.dispatch callback, so nothing drains it"
-                    hint = (f"add a dispatch callback that calls scx_bpf_dsq_move_to_local({dsq_id}) and set "
-                            ".dispatch in the sched_ext_ops table; or insert into SCX_DSQ_GLOBAL instead")
+                    hint = (
+                        f"add a dispatch callback that calls scx_bpf_dsq_move_to_local({dsq_id}) and set "
+                        ".dispatch in the sched_ext_ops table; or insert into SCX_DSQ_GLOBAL instead"
+                    )
                 else:
                     why = "no scx_bpf_dsq_move_to_local() or DSQ iteration names it"
                     hint = f"call scx_bpf_dsq_move_to_local({dsq_id}) in ops.dispatch"
-                out.append(self.finding(
-                    ctx, e.site,
-                    f"tasks inserted into DSQ {_hex(dsq_id)} are never consumed: {why}; they will never run and "
-                    "the watchdog will eject the scheduler (runnable task stall)",
-                    hint, function=e.function.name))
+                out.append(
+                    self.finding(
+                        ctx,
+                        e.site,
+                        f"tasks inserted into DSQ {_hex(dsq_id)} are never consumed: {why}; they will never run and "
+                        "the watchdog will eject the scheduler (runnable task stall)",
+                        hint,
+                        function=e.function.name,
+                    )
+                )
         out += self._queue_maps(ctx, live, every)
         return out
 
@@ -76,10 +86,16 @@ class DsqNeverConsumed(Rule):
             name = map_name(e)
             if e.kind is Kind.PUSH and name and name not in popped and name not in seen:
                 seen.add(name)
-                out.append(self.finding(
-                    ctx, e.site, f"tasks are parked in queue map {name} but nothing pops them "
-                    "(no bpf_map_pop_elem in a callback), so they never run",
-                    f"pop {name} in ops.dispatch and insert the task found there", function=e.function.name))
+                out.append(
+                    self.finding(
+                        ctx,
+                        e.site,
+                        f"tasks are parked in queue map {name} but nothing pops them "
+                        "(no bpf_map_pop_elem in a callback), so they never run",
+                        f"pop {name} in ops.dispatch and insert the task found there",
+                        function=e.function.name,
+                    )
+                )
         return out
 
 
@@ -102,15 +118,23 @@ class DsqNotCreated(Rule):
         for e in ctx.live_effects():
             if e.kind in (*FILL, *DRAIN, Kind.QUERY):
                 ref = ctx.dsq(e.arg("dsq"))
-                if ref.kind == "custom" and ref.value is not None and ref.value not in created \
-                        and ref.value not in reported:
+                if (
+                    ref.kind == "custom"
+                    and ref.value is not None
+                    and ref.value not in created
+                    and ref.value not in reported
+                ):
                     reported.add(ref.value)
-                    out.append(self.finding(
-                        ctx, e.site,
-                        f"DSQ {_hex(ref.value)} is used here but never created; the kernel aborts the scheduler "
-                        f"with 'non-existent DSQ {hex(ref.value)}'",
-                        f"call scx_bpf_create_dsq({ref.value}, -1) in ops.init (and return its error)",
-                        function=e.function.name))
+                    out.append(
+                        self.finding(
+                            ctx,
+                            e.site,
+                            f"DSQ {_hex(ref.value)} is used here but never created; the kernel aborts the scheduler "
+                            f"with 'non-existent DSQ {hex(ref.value)}'",
+                            f"call scx_bpf_create_dsq({ref.value}, -1) in ops.init (and return its error)",
+                            function=e.function.name,
+                        )
+                    )
         return out
 
 
@@ -127,11 +151,15 @@ class VtimeOnBuiltinDsq(Rule):
                 continue
             ref = ctx.dsq(e.arg("dsq"))
             if ref.builtin:
-                out.append(self.finding(
-                    ctx, e.site,
-                    f"{e.kfunc}() targets a built-in DSQ ({ref.kind}); the kernel aborts the scheduler with "
-                    "'cannot use vtime ordering for built-in DSQs'",
-                    "create a custom DSQ with scx_bpf_create_dsq() in ops.init, insert into it with the vtime, "
-                    "and drain it in ops.dispatch with scx_bpf_dsq_move_to_local()",
-                    function=e.function.name))
+                out.append(
+                    self.finding(
+                        ctx,
+                        e.site,
+                        f"{e.kfunc}() targets a built-in DSQ ({ref.kind}); the kernel aborts the scheduler with "
+                        "'cannot use vtime ordering for built-in DSQs'",
+                        "create a custom DSQ with scx_bpf_create_dsq() in ops.init, insert into it with the vtime, "
+                        "and drain it in ops.dispatch with scx_bpf_dsq_move_to_local()",
+                        function=e.function.name,
+                    )
+                )
         return out

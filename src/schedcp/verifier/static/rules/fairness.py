@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rules about who gets the CPU: sleeper credit in virtual time, strict priorities, queue jumping."""
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ _TIME_CALLS = frozenset({"bpf_ktime_get_ns", "bpf_ktime_get_boot_ns", "scx_bpf_n
 
 class VtimeUnboundedCredit(Rule):
     id = "vtime-unbounded-credit"
-    description = ("Virtual time taken from p->scx.dsq_vtime without clamping it against the global vtime minus "
-                   "a slice budget: a long sleeper wakes far behind and monopolises the CPU.")
+    description = (
+        "Virtual time taken from p->scx.dsq_vtime without clamping it against the global vtime minus "
+        "a slice budget: a long sleeper wakes far behind and monopolises the CPU."
+    )
     severity = "error"
 
     def check(self, ctx: Context) -> list[Finding]:
@@ -39,14 +42,18 @@ class VtimeUnboundedCredit(Rule):
             if any(_has_clamp(ctx, f, names) for f in candidates.values()):
                 continue
             seen.add(e.line)
-            out.append(self.finding(
-                ctx, e.site,
-                f"the vtime passed to {e.kfunc}() comes from p->scx.dsq_vtime with no lower bound: a task that "
-                "slept for a long time keeps its old, small vtime and then runs ahead of everyone until it "
-                "catches up (unbounded sleeper credit)",
-                "keep a global vtime_now (advanced in ops.running) and clamp before inserting: "
-                "if (vtime < vtime_now - slice_budget) vtime = vtime_now - slice_budget;",
-                function=e.function.name))
+            out.append(
+                self.finding(
+                    ctx,
+                    e.site,
+                    f"the vtime passed to {e.kfunc}() comes from p->scx.dsq_vtime with no lower bound: a task that "
+                    "slept for a long time keeps its old, small vtime and then runs ahead of everyone until it "
+                    "catches up (unbounded sleeper credit)",
+                    "keep a global vtime_now (advanced in ops.running) and clamp before inserting: "
+                    "if (vtime < vtime_now - slice_budget) vtime = vtime_now - slice_budget;",
+                    function=e.function.name,
+                )
+            )
         return out
 
 
@@ -83,15 +90,15 @@ def _mentions(text: str, names: set[str]) -> bool:
 def _has_clamp(ctx: Context, fn: Function, names: set[str]) -> bool:
     """A comparison or min/max-style call relating the vtime to something global."""
     candidates: list[Node] = list(ctx.comparisons(fn))
-    candidates += [n for n in walk(fn.body) if n.type == "call_expression"
-                   and _CLAMP_CALL.search(callee_name(n) or "")]
+    candidates += [n for n in walk(fn.body) if n.type == "call_expression" and _CLAMP_CALL.search(callee_name(n) or "")]
     for node in candidates:
         text = text_of(node)
         if not _mentions(text, names):
             continue
         others = ctx.identifiers(node) - names - {"p", "scx", "dsq_vtime"}
         if others & set(ctx.model.globals) or any(
-                n.type == "field_expression" and "dsq_vtime" not in text_of(n) for n in walk(node)):
+            n.type == "field_expression" and "dsq_vtime" not in text_of(n) for n in walk(node)
+        ):
             return True
     return False
 
@@ -122,13 +129,18 @@ class StrictPriorityNoAging(Rule):
             return []
         if self._has_aging(ctx, fn):
             return []
-        return [self.finding(
-            ctx, first.site,
-            f"ops.dispatch drains DSQ {order[0]} and returns before ever looking at DSQ {order[1]}: while "
-            f"DSQ {order[0]} keeps getting tasks, tasks in DSQ {order[1]} never run (strict priority, no aging)",
-            "add aging: e.g. remember when the lower DSQ last ran (bpf_ktime_get_ns()) and drain it first once "
-            "that is older than a bound, or give the higher DSQ a budget of consecutive dispatches",
-            function=fn.name, evidence=[f"drain order: {', '.join(str(v) for v in order)}"])]
+        return [
+            self.finding(
+                ctx,
+                first.site,
+                f"ops.dispatch drains DSQ {order[0]} and returns before ever looking at DSQ {order[1]}: while "
+                f"DSQ {order[0]} keeps getting tasks, tasks in DSQ {order[1]} never run (strict priority, no aging)",
+                "add aging: e.g. remember when the lower DSQ last ran (bpf_ktime_get_ns()) and drain it first once "
+                "that is older than a bound, or give the higher DSQ a budget of consecutive dispatches",
+                function=fn.name,
+                evidence=[f"drain order: {', '.join(str(v) for v in order)}"],
+            )
+        ]
 
     def _has_aging(self, ctx: Context, fn: Function) -> bool:
         names = set(ctx.effects.reachable(fn.name))
@@ -159,8 +171,12 @@ def _returns_when_successful(e: Effect, fn: Function) -> bool:
         if parent.type == "if_statement":
             cond = parent.child_by_field_name("condition")
             then = parent.child_by_field_name("consequence")
-            if cond is not None and cond.start_byte <= node.start_byte < cond.end_byte and then is not None \
-                    and any(n.type == "return_statement" for n in walk(then)):
+            if (
+                cond is not None
+                and cond.start_byte <= node.start_byte < cond.end_byte
+                and then is not None
+                and any(n.type == "return_statement" for n in walk(then))
+            ):
                 return True
         if parent.type == "binary_expression" and text_of(parent.child_by_field_name("operator")) == "||":
             return True
@@ -185,10 +201,14 @@ class HeadInsertFavouritism(Rule):
                 continue
             if ctx.dsq(e.arg("dsq")).kind in ("local", "local_on"):
                 continue
-            out.append(self.finding(
-                ctx, e.site,
-                "task inserted at the head of a shared DSQ (SCX_ENQ_HEAD): if this path is taken repeatedly, the "
-                "tasks already waiting are pushed back again and again (favouritism can starve them)",
-                "insert at the tail, or bound head inserts (only once per wakeup, with a budget or aging)",
-                function=e.function.name))
+            out.append(
+                self.finding(
+                    ctx,
+                    e.site,
+                    "task inserted at the head of a shared DSQ (SCX_ENQ_HEAD): if this path is taken repeatedly, the "
+                    "tasks already waiting are pushed back again and again (favouritism can starve them)",
+                    "insert at the tail, or bound head inserts (only once per wakeup, with a budget or aging)",
+                    function=e.function.name,
+                )
+            )
         return out

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hot callbacks run on every scheduling event: no heavy loops, no error exits on the normal path."""
 
 from __future__ import annotations
@@ -32,16 +33,28 @@ class HotPathLoop(Rule):
                 if count is None:
                     if any(b in bound_text for b in _CPU_BOUNDS):
                         continue
-                    out.append(self.finding(
-                        ctx, node, f"loop {label} has no visible bound ({bound_text[:60] or 'condition unknown'}); "
-                        "every scheduling event pays for it and a large count stalls the CPU",
-                        "bound it by a small constant (e.g. at most 64 iterations) or move the work out of the hot "
-                        "path (a timer, or ops.tick with a budget)", function=name))
+                    out.append(
+                        self.finding(
+                            ctx,
+                            node,
+                            f"loop {label} has no visible bound ({bound_text[:60] or 'condition unknown'}); "
+                            "every scheduling event pays for it and a large count stalls the CPU",
+                            "bound it by a small constant (e.g. at most 64 iterations) or move the work out of the hot "
+                            "path (a timer, or ops.tick with a budget)",
+                            function=name,
+                        )
+                    )
                 elif count > HEAVY_ITERATIONS:
-                    out.append(self.finding(
-                        ctx, node, f"loop {label} runs up to {count} iterations on every scheduling event",
-                        "keep hot-path loops to a few dozen iterations; precompute or batch elsewhere",
-                        severity="error" if count > ABSURD_ITERATIONS else "warning", function=name))
+                    out.append(
+                        self.finding(
+                            ctx,
+                            node,
+                            f"loop {label} runs up to {count} iterations on every scheduling event",
+                            "keep hot-path loops to a few dozen iterations; precompute or batch elsewhere",
+                            severity="error" if count > ABSURD_ITERATIONS else "warning",
+                            function=name,
+                        )
+                    )
         return out
 
     def _loops(self, ctx: Context, fn: Function) -> list[tuple[Node, str, int | None]]:
@@ -107,25 +120,45 @@ class ErrorInHotPath(Rule):
                 conditional = e.inner_conditional or is_conditional(e.site, cb)
                 via = f" (via {' -> '.join(e.via)})" if e.via else ""
                 if not conditional:
-                    out.append(self.finding(
-                        ctx, e.site, f"{e.kfunc}() runs on every call of ops.{op}{via}: the scheduler aborts on "
-                        "its first scheduling event", "remove the error call or put it behind a condition that "
-                        "cannot hold in normal operation", function=cb.name))
+                    out.append(
+                        self.finding(
+                            ctx,
+                            e.site,
+                            f"{e.kfunc}() runs on every call of ops.{op}{via}: the scheduler aborts on "
+                            "its first scheduling event",
+                            "remove the error call or put it behind a condition that cannot hold in normal operation",
+                            function=cb.name,
+                        )
+                    )
                     continue
                 guards = guard_texts(e.site, cb)
                 if e.origin is not None:
                     guards += guard_texts(*e.origin)
                 counters = {n for g in guards for n in mutable if n in g}
                 if counters:
-                    out.append(self.finding(
-                        ctx, e.site, f"{e.kfunc}() in ops.{op}{via} fires once {', '.join(sorted(counters))} "
-                        "crosses a threshold: a delayed failure that short tests miss",
-                        "do not abort on load-dependent counters; handle the condition (fall back to a shared "
-                        "DSQ) instead", severity="warning", function=cb.name))
+                    out.append(
+                        self.finding(
+                            ctx,
+                            e.site,
+                            f"{e.kfunc}() in ops.{op}{via} fires once {', '.join(sorted(counters))} "
+                            "crosses a threshold: a delayed failure that short tests miss",
+                            "do not abort on load-dependent counters; handle the condition (fall back to a shared "
+                            "DSQ) instead",
+                            severity="warning",
+                            function=cb.name,
+                        )
+                    )
                 else:
-                    out.append(self.finding(
-                        ctx, e.site, f"{e.kfunc}() is reachable from ops.{op}{via}; if its condition can happen "
-                        "under load the scheduler is aborted", "make sure the condition is impossible in practice "
-                        "(e.g. a failed lookup of data created in init_task); otherwise handle it",
-                        severity="info", function=cb.name))
+                    out.append(
+                        self.finding(
+                            ctx,
+                            e.site,
+                            f"{e.kfunc}() is reachable from ops.{op}{via}; if its condition can happen "
+                            "under load the scheduler is aborted",
+                            "make sure the condition is impossible in practice "
+                            "(e.g. a failed lookup of data created in init_task); otherwise handle it",
+                            severity="info",
+                            function=cb.name,
+                        )
+                    )
         return out

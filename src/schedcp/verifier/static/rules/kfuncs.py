@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Kernel interface rules: kfuncs the target lacks, renamed kfuncs, fields with setters, the ops name."""
 
 from __future__ import annotations
@@ -44,11 +45,17 @@ class KfuncUnavailable(Rule):
             if proto is not None:
                 if declared is not None and declared.nparams != proto.nparams:
                     seen.add(name)
-                    out.append(self.finding(
-                        ctx, node, f"{name}() is declared with {declared.nparams} parameters but "
-                        f"{ctx.kernel.label()} defines it with {proto.nparams}; libbpf refuses to load the program",
-                        "copy the prototype from the target's vmlinux.h (or drop the declaration: vmlinux.h "
-                        "already declares it)", function=fn.name))
+                    out.append(
+                        self.finding(
+                            ctx,
+                            node,
+                            f"{name}() is declared with {declared.nparams} parameters but "
+                            f"{ctx.kernel.label()} defines it with {proto.nparams}; libbpf refuses to load the program",
+                            "copy the prototype from the target's vmlinux.h (or drop the declaration: vmlinux.h "
+                            "already declares it)",
+                            function=fn.name,
+                        )
+                    )
                 continue
             if is_ksym_guarded(node, fn, name):  # type: ignore[arg-type]
                 continue
@@ -57,11 +64,20 @@ class KfuncUnavailable(Rule):
             if name in RENAMED_KFUNCS:
                 hint = f"use {RENAMED_KFUNCS[name]}() instead (renamed in 6.13, removed in 6.17)"
             elif base_name(name) != name and base_name(name) in ctx.kernel.kfuncs:
-                hint = (f"this flavour only exists on newer kernels; call {base_name(name)}() or guard with "
-                        f"bpf_ksym_exists({name})")
-            out.append(self.finding(
-                ctx, node, f"{name}() does not exist in {ctx.kernel.label()}; the program fails to load "
-                "(unresolved or poisoned kfunc call)", hint, function=fn.name))
+                hint = (
+                    f"this flavour only exists on newer kernels; call {base_name(name)}() or guard with "
+                    f"bpf_ksym_exists({name})"
+                )
+            out.append(
+                self.finding(
+                    ctx,
+                    node,
+                    f"{name}() does not exist in {ctx.kernel.label()}; the program fails to load "
+                    "(unresolved or poisoned kfunc call)",
+                    hint,
+                    function=fn.name,
+                )
+            )
         return out
 
 
@@ -81,17 +97,27 @@ class DeprecatedKfunc(Rule):
                 continue  # kfunc-unavailable reports it as an error
             if name in RENAMED_KFUNCS:
                 seen.add(name)
-                out.append(self.finding(
-                    ctx, node, f"{name}() is the pre-6.13 name; it was removed around 6.17, so this scheduler "
-                    "will not load on current kernels",
-                    f"call {RENAMED_KFUNCS[name]}() (guard with bpf_ksym_exists() if you must support 6.12)",
-                    function=fn.name))
+                out.append(
+                    self.finding(
+                        ctx,
+                        node,
+                        f"{name}() is the pre-6.13 name; it was removed around 6.17, so this scheduler "
+                        "will not load on current kernels",
+                        f"call {RENAMED_KFUNCS[name]}() (guard with bpf_ksym_exists() if you must support 6.12)",
+                        function=fn.name,
+                    )
+                )
             elif "___" in name and present is None:
                 seen.add(name)
-                out.append(self.finding(
-                    ctx, node, f"{name}() is a version-specific flavour that only newer kernels provide",
-                    f"guard it with bpf_ksym_exists({name}) and fall back to {base_name(name)}()",
-                    function=fn.name))
+                out.append(
+                    self.finding(
+                        ctx,
+                        node,
+                        f"{name}() is a version-specific flavour that only newer kernels provide",
+                        f"guard it with bpf_ksym_exists({name}) and fall back to {base_name(name)}()",
+                        function=fn.name,
+                    )
+                )
         return out
 
 
@@ -112,12 +138,22 @@ class DirectTaskFieldWrite(Rule):
                 target = node.child_by_field_name("left") or node.child_by_field_name("argument")
                 text = text_of(target).replace(" ", "")
                 for field, setter in self.SETTERS.items():
-                    if text.endswith(f"scx.{field}") and ctx.kernel.has_kfunc(setter) \
-                            and not any(setter in g for g in guard_texts(node, fn)):
-                        out.append(self.finding(
-                            ctx, node, f"writes {text} directly; {ctx.kernel.label()} provides {setter}() and "
-                            "newer kernels warn about direct writes",
-                            f"use {setter}(p, value)", severity="warning" if newer else "info", function=fn.name))
+                    if (
+                        text.endswith(f"scx.{field}")
+                        and ctx.kernel.has_kfunc(setter)
+                        and not any(setter in g for g in guard_texts(node, fn))
+                    ):
+                        out.append(
+                            self.finding(
+                                ctx,
+                                node,
+                                f"writes {text} directly; {ctx.kernel.label()} provides {setter}() and "
+                                "newer kernels warn about direct writes",
+                                f"use {setter}(p, value)",
+                                severity="warning" if newer else "info",
+                                function=fn.name,
+                            )
+                        )
         return out[:5]
 
 
@@ -129,6 +165,11 @@ class OpsNameMissing(Rule):
     def check(self, ctx: Context) -> list[Finding]:
         if ctx.model.ops_name or not ctx.model.callbacks:
             return []
-        return [self.finding(
-            ctx, None, "the sched_ext_ops table sets no .name; registration fails with -EINVAL",
-            'add .name = "my_sched" (letters, digits, _ and .) to the sched_ext_ops initializer')]
+        return [
+            self.finding(
+                ctx,
+                None,
+                "the sched_ext_ops table sets no .name; registration fails with -EINVAL",
+                'add .name = "my_sched" (letters, digits, _ and .) to the sched_ext_ops initializer',
+            )
+        ]

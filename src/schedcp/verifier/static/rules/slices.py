@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Time slices must be finite and sensible: not infinite, not seconds long, not nanoseconds short."""
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class SliceOutOfRange(Rule):
     def check(self, ctx: Context) -> list[Finding]:
         preempt_kick = any(
             e.kind is Kind.KICK and e.arg("flags") is not None and "PREEMPT" in text_of(e.arg("flags")[0])
-            for e in ctx.effects.all())
+            for e in ctx.effects.all()
+        )
         out = []
         seen: set[int] = set()
         for node, fn, where, what in self._slices(ctx):
@@ -43,28 +45,39 @@ class SliceOutOfRange(Rule):
             if value is None:
                 continue
             value &= MASK64
-            tunables = sorted(n for n in ctx.identifiers(node)
-                              if n in ctx.model.globals and ctx.model.globals[n].const)
+            tunables = sorted(n for n in ctx.identifiers(node) if n in ctx.model.globals and ctx.model.globals[n].const)
             source = f" (from tunable {', '.join(tunables)})" if tunables else ""
             finding = None
             if value == U64_MAX:
                 finding = self.finding(
-                    ctx, where, f"{what} is SCX_SLICE_INF{source}: the task is never preempted by slice expiry, "
+                    ctx,
+                    where,
+                    f"{what} is SCX_SLICE_INF{source}: the task is never preempted by slice expiry, "
                     "so a CPU hog keeps its CPU while others wait",
                     "use a finite slice (e.g. SCX_SLICE_DFL, 20 ms); if you rely on kicks to preempt, "
                     "keep the slice finite anyway as a backstop",
-                    severity="warning" if preempt_kick else "error", function=fn.name)
+                    severity="warning" if preempt_kick else "error",
+                    function=fn.name,
+                )
             elif value > MAX_SLICE_NS:
                 finding = self.finding(
-                    ctx, where, f"{what} is {_fmt(value)}{source}: longer than 1 s, so other tasks on that CPU "
+                    ctx,
+                    where,
+                    f"{what} is {_fmt(value)}{source}: longer than 1 s, so other tasks on that CPU "
                     "wait seconds (and the watchdog may fire)",
-                    "slices are in nanoseconds: use 1-50 ms (e.g. 5000000ULL for 5 ms)", function=fn.name)
+                    "slices are in nanoseconds: use 1-50 ms (e.g. 5000000ULL for 5 ms)",
+                    function=fn.name,
+                )
             elif 0 < value < MIN_SLICE_NS:
                 finding = self.finding(
-                    ctx, where, f"{what} is {_fmt(value)}{source}: shorter than 1 µs, so the CPU spends its time "
+                    ctx,
+                    where,
+                    f"{what} is {_fmt(value)}{source}: shorter than 1 µs, so the CPU spends its time "
                     "rescheduling instead of running tasks",
-                    "slices are in nanoseconds, not microseconds: 5 ms is 5000000ULL", severity="warning",
-                    function=fn.name)
+                    "slices are in nanoseconds, not microseconds: 5 ms is 5000000ULL",
+                    severity="warning",
+                    function=fn.name,
+                )
             if finding is not None:
                 seen.add(where.start_point[0])
                 out.append(finding)
@@ -82,8 +95,9 @@ class SliceOutOfRange(Rule):
             if not ctx.is_live(fn):
                 continue
             for node in walk(fn.body):
-                if node.type == "assignment_expression" and text_of(node.child_by_field_name("left")) \
-                        .replace(" ", "").endswith("scx.slice"):
+                if node.type == "assignment_expression" and text_of(node.child_by_field_name("left")).replace(
+                    " ", ""
+                ).endswith("scx.slice"):
                     right = node.child_by_field_name("right")
                     if right is not None and text_of(node.child_by_field_name("operator")) == "=":
                         out.append((right, fn, right, "p->scx.slice"))
