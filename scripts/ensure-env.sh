@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Install everything SchedCP needs on a Debian/Ubuntu machine, idempotently:
-# Debian packages, a virtualenv with pinned dependencies (.venv), and the test kernels and guest
-# image (in the cache, outside the repository). Sourced by run-demo.sh and run-tests.sh.
+# Debian packages, a virtualenv with pinned dependencies (.venv, or $SCHEDCP_VENV), and the test
+# kernels and guest images (in the cache, outside the repository: ~/.cache/schedcp, or
+# $SCHEDCP_CACHE_DIR). Sourced by run-demo.sh and run-tests.sh; .ci/run points both variables at
+# empty temporary directories so every CI run proves the whole install.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$REPO/.venv"
+VENV="${SCHEDCP_VENV:-$REPO/.venv}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
@@ -68,6 +70,8 @@ if [ ! -f "$stamp" ]; then
 fi
 
 export PATH="$VENV/bin:$PATH"
-# Kernels: the default (Debian unstable) and an older generation for the compatibility tests.
-log "checking test kernels and guest image (downloads only what is missing)"
-schedcp setup --kernel unstable --kernel 6.19 --image build >&2
+SCHEDCP_SETUP_ARGS=(--kernel unstable --kernel backports --kernel 6.19 --image build)
+# Kernels: every generation the test suite boots (the kfunc compatibility matrix): Debian unstable
+# (the default), trixie-backports, and the 6.19 series. The "build" image adds make and gcc.
+log "checking test kernels and guest images (downloads only what is missing)"
+schedcp setup "${SCHEDCP_SETUP_ARGS[@]}" >&2

@@ -4,5 +4,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/ensure-env.sh"
 cd "$REPO"
-ruff check src tests $([ -d benchmarks ] && echo benchmarks)
+log "static checks: ruff, ruff format, mypy"
+ruff check src tests benchmarks
+ruff format --check src tests benchmarks
+mypy
 exec pytest -q "$@"
