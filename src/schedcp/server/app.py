@@ -9,6 +9,7 @@ deployment work; until then they are simply absent from ``tools/list``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from mcp_types import CallToolResult, InputRequiredResult
 from schedcp import __version__
 from schedcp.server import resources
 from schedcp.server.budget import error_result
+from schedcp.server.calllog import CallLog
 from schedcp.server.state import ServerOptions, ServerState
 from schedcp.server.tooling import failure
 
@@ -31,11 +33,13 @@ INSTRUCTIONS = """\
 SchedCP lets you observe workloads, find or write sched_ext CPU schedulers, verify them and try
 them in a disposable micro-VM, without root. Start cheap and ask for detail only when needed:
 workload_summary -> workload_profile -> run_probe. Look for an existing policy before writing one:
-search_schedulers, get_scheduler, list_primitives. Check new code with verify_scheduler (a pass
-returns a deployment token id), measure it with run_in_vm against the default EEVDF scheduler, and
-record what you learned with record_result. Every answer is compact JSON within max_bytes (default
-4096); a 'truncated' field says what was cut and how to get more. Errors say what went wrong and
-what to do next."""
+best_config, list_antipatterns, search_schedulers, get_scheduler, list_primitives. Check new code
+with verify_scheduler (a pass returns a deployment token id), measure it with run_in_vm against the
+default EEVDF scheduler, and record what you learned with record_result. To optimise one workload
+over several candidates, hold one boot: start_testbed, observe it (testbed_id), then per candidate
+check_candidate -> build_scheduler -> run_trial -> record_result(trial_id), and stop_testbed.
+Every answer is compact JSON within max_bytes (default 4096); a 'truncated' field says what was cut
+and how to get more. Errors say what went wrong and what to do next."""
 
 
 class SchedcpMCP(MCPServer):
@@ -44,6 +48,7 @@ class SchedcpMCP(MCPServer):
     def __init__(self, state: ServerState, tools: list[Tool], **kwargs: Any) -> None:
         self.schedcp_state = state
         self._tools = {t.name: t for t in tools}
+        self.call_log = CallLog(state.options.call_log)
         super().__init__(tools=tools, **kwargs)
 
     async def call_tool(
@@ -51,6 +56,15 @@ class SchedcpMCP(MCPServer):
         name: str,
         arguments: dict[str, Any],
         context: Context | None = None,
+    ) -> CallToolResult | InputRequiredResult:
+        """Every call, refused or not, is logged (see calllog.py)."""
+        started = time.monotonic()
+        result = await self._call_tool(name, arguments, context)
+        self.call_log.record(name, arguments if isinstance(arguments, dict) else {}, result, started)
+        return result
+
+    async def _call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None
     ) -> CallToolResult | InputRequiredResult:
         tool = self._tools.get(name)
         if tool is None:

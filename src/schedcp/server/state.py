@@ -18,6 +18,7 @@ from typing import Any
 from schedcp.server.artifacts import ArtifactStore
 from schedcp.server.events import EventHub
 from schedcp.server.vmgate import VmGate
+from schedcp.services.testbed import Testbeds, vm_session_factory
 
 
 @dataclass
@@ -27,6 +28,10 @@ class ServerOptions:
     artifacts_root: Path | None = None
     vm_queue: int = 2  # run_in_vm calls allowed to wait while one VM runs
     vm_wait_s: float = 900.0
+    call_log: Path | None = None  # None: SCHEDCP_MCP_CALL_LOG, else no call log file
+    # Builds the guest session behind a testbed; None: a micro-VM holding the VM gate (tests may
+    # pass a stand-in; it is not reachable over MCP).
+    testbed_session: Callable[..., Any] | None = None
 
 
 class ServerState:
@@ -35,6 +40,7 @@ class ServerState:
         self.events = EventHub()
         self.artifacts = ArtifactStore(self.options.artifacts_root)
         self.vm = VmGate(max_waiting=self.options.vm_queue, wait_s=self.options.vm_wait_s)
+        self.testbeds = Testbeds(self.options.testbed_session or vm_session_factory(self.vm.slot))
         self._lock = threading.Lock()
         self._services: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
@@ -60,6 +66,7 @@ class ServerState:
         return self.service("repository", lambda: RepositoryService(self.options.repo_db), lambda svc: svc.close())
 
     def close(self) -> None:
+        self.testbeds.close_all()
         with self._lock:
             closers, self._closers = self._closers, []
             self._services.clear()

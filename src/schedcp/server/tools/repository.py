@@ -25,17 +25,6 @@ Goal = Annotated[
 ]
 
 
-class ProfileArg(BaseModel):
-    """The workload a result was measured on; workload_profile returns exactly this shape."""
-
-    model_config = ConfigDict(extra="forbid")
-    summary: str = Field(min_length=3, max_length=2000, description="One paragraph: what the workload is and does.")
-    characteristics: dict[str, Any] = Field(
-        default_factory=dict, max_length=40, description="Numbers and labels behind the summary (small, flat)."
-    )
-    goal: Goal
-
-
 class TunableArg(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$", description="The const volatile C variable's name.")
@@ -97,11 +86,11 @@ def tools(state: ServerState) -> list[Tool]:
     def get_scheduler(
         name: PolicyName,
         detail: Annotated[
-            Literal["summary", "full"],
+            Literal["summary", "full", "source"],
             Field(
                 description=(
                     "summary: what it does, tunables, result summary. full: adds recent results, status log, "
-                    "antipatterns, lineage and a source excerpt."
+                    "antipatterns, lineage and a source excerpt. source: the complete C source (for patching)."
                 )
             ),
         ] = "summary",
@@ -112,6 +101,16 @@ def tools(state: ServerState) -> list[Tool]:
 
         The complete C source is the resource schedcp://scheduler/{name}/source (read it only when you
         need to patch or compose code)."""
+        if detail == "source":
+            from schedcp.server.tools.verifier import scheduler_source_or_error
+
+            text = scheduler_source_or_error(state, name)
+            return budget.respond(
+                {"name": name, "source_bytes": len(text.encode()), "source": text},
+                max_bytes,
+                hint=f"ask with a larger max_bytes (up to {budget.LIMIT_MAX_BYTES}) or read "
+                f"schedcp://scheduler/{name}/source",
+            )
         info = state.repository().show(name, history=history)
         info["source_uri"] = f"schedcp://scheduler/{name}/source" if info.get("source_bytes") else None
         if detail == "summary":
@@ -166,53 +165,6 @@ def tools(state: ServerState) -> list[Tool]:
             return budget.respond(_normalise_truncation(found, "primitives"), max_bytes)
         items = repo.primitives()
         return budget.respond({"count": len(items), "primitives": items}, max_bytes)
-
-    def record_result(
-        policy: PolicyName,
-        profile: Annotated[
-            ProfileArg,
-            Field(
-                description=("The workload measured: workload_profile's for_repository field has exactly this shape.")
-            ),
-        ],
-        metrics: Annotated[
-            dict[str, float],
-            Field(
-                min_length=1,
-                max_length=60,
-                description=("Measured under the policy, e.g. {'makespan_s': 41.2, 'p99_us': 830}."),
-            ),
-        ],
-        baseline: Annotated[
-            dict[str, float],
-            Field(
-                max_length=60,
-                description=("The same metrics under the default scheduler (EEVDF), for the improvement ratio."),
-            ),
-        ] = {},  # noqa: B006
-        directions: Annotated[
-            dict[str, Literal["lower", "higher"]],
-            Field(
-                max_length=60, description=("Which way is better per metric, when the name does not make it obvious.")
-            ),
-        ] = {},  # noqa: B006
-        config: Annotated[dict[str, Scalar], Field(max_length=40, description="Tunables the run used.")] = {},  # noqa: B006
-        notes: Annotated[str, Field(max_length=1000, description="Anything a later agent should know.")] = "",
-        max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
-    ) -> CallToolResult:
-        """Store a measured outcome of a policy on a workload, so later searches and plans learn from it.
-
-        Returns the computed improvement over the baseline and whether the policy beat it."""
-        data = {
-            "policy": policy,
-            "profile": profile.model_dump(),
-            "metrics": metrics,
-            "baseline": baseline,
-            "directions": directions,
-            "config": checks.config_dict(config),
-            "notes": notes,
-        }
-        return budget.respond(state.repository().record_result(data), max_bytes)
 
     def promote_scheduler(
         name: PolicyName,
@@ -310,7 +262,6 @@ def tools(state: ServerState) -> list[Tool]:
         make_tool(search_schedulers, COMPUTE),
         make_tool(get_scheduler, READ),
         make_tool(list_primitives, READ),
-        make_tool(record_result, WRITE),
         make_tool(promote_scheduler, WRITE),
         make_tool(add_scheduler, WRITE),
     ]

@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Service-layer operations as MCP tools: the schema is the input model's fields, the answer is the
+output model as compact JSON within ``max_bytes``; long operations run in a worker thread and report
+progress to clients that ask for it. Nothing about an operation is restated here.
+
+No ``from __future__ import annotations``: the SDK reads the synthesised signature's real types.
+"""
+
+import inspect
+from typing import Annotated, Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult
+from pydantic import Field
+
+from schedcp.server import budget
+from schedcp.server.state import ServerState
+from schedcp.server.tooling import COMPUTE, READ, WRITE, make_tool
+from schedcp.services.operation import Operation, dump, registry
+
+KINDS = {"read": READ, "compute": COMPUTE, "write": WRITE}
+
+
+def _budget_param(default: int) -> Any:
+    return Annotated[
+        int,
+        Field(
+            ge=budget.MIN_MAX_BYTES,
+            le=budget.LIMIT_MAX_BYTES,
+            description=f"Upper bound on the size of this tool's JSON answer in bytes (default {default}). "
+            "Longer answers are cut, largest lists first, with a 'truncated' note saying what was left out.",
+        ),
+    ]
+
+
+def tool_for(op: Operation, state: ServerState) -> Tool:
+    params: list[inspect.Parameter] = [
+        inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context),
+    ]
+    annotations: dict[str, Any] = {"ctx": Context}
+    for name, field in op.input.model_fields.items():
+        annotation = Annotated[(field.annotation, *field.metadata, Field(description=field.description))]  # type: ignore[valid-type]
+        if field.is_required():
+            default: Any = inspect.Parameter.empty
+        elif field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = field.default
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+        annotations[name] = annotation
+    budget_type = _budget_param(op.max_bytes)
+    params.append(
+        inspect.Parameter("max_bytes", inspect.Parameter.KEYWORD_ONLY, annotation=budget_type, default=op.max_bytes)
+    )
+    annotations["max_bytes"] = budget_type
+    annotations["return"] = CallToolResult
+
+    async def call(ctx: Context, max_bytes: int = op.max_bytes, **arguments: Any) -> CallToolResult:
+        args = op.input.model_validate(arguments)
+        steps = iter(range(1, 1000))
+
+        def progress(message: str) -> None:
+            try:
+                anyio.from_thread.run(ctx.report_progress, next(steps), None, message)
+            except Exception:  # progress is a courtesy; a closed stream must not fail the call
+                pass
+
+        result = await anyio.to_thread.run_sync(lambda: op.run(state, args, progress))
+        return budget.respond(dump(result), max_bytes)
+
+    call.__name__ = op.name
+    call.__doc__ = op.doc()
+    call.__signature__ = inspect.Signature(params, return_annotation=CallToolResult)  # type: ignore[attr-defined]
+    call.__annotations__ = annotations
+    return make_tool(call, KINDS[op.kind])
+
+
+def tools(state: ServerState) -> list[Tool]:
+    return [tool_for(op, state) for op in registry()]
