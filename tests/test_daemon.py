@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcp.daemon.audit import AuditLog, verify_chain
+from schedcp.daemon.audit import AuditLog
 from schedcp.daemon.client import DaemonClient
 from schedcp.daemon.testing import running_daemon
 from schedcp.errors import SchedcpError
@@ -89,14 +89,15 @@ def test_client_reports_a_missing_daemon(tmp_path: Path) -> None:
 
 
 def test_audit_chain_detects_tampering(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.log")
+    log = AuditLog.for_state_dir(tmp_path)
     for i in range(5):
-        log.append("deploy", n=i)
-    assert verify_chain(log.path) == (True, None)
-    lines = log.path.read_text().splitlines()
+        log.append("deploy", fields={"n": i})
+    assert log.verify().ok
+    lines = log.paths.log.read_text().splitlines()
     lines[2] = lines[2].replace('"n":2', '"n":9')
-    log.path.write_text("\n".join(lines) + "\n")
-    assert verify_chain(log.path) == (False, 3)
+    log.paths.log.write_text("\n".join(lines) + "\n")
+    verdict = log.verify()
+    assert not verdict.ok and verdict.first_bad_seq == 3
 
 
 def test_probe_through_the_daemon(tmp_path: Path) -> None:

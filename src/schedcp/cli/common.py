@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -39,3 +41,31 @@ def fail(exc: SchedcpError, as_json: bool = False) -> typer.Exit:
 
 def progress(message: str) -> None:
     err_console.print(f"[dim]·[/] {message}", highlight=False)
+
+
+def explain(exc: BaseException) -> SchedcpError | None:
+    """Failures the environment causes (bad bytes in an argument, a damaged database, a full disk)
+    as one line and a next step; None for anything else, which is a bug and keeps its traceback."""
+    if isinstance(exc, UnicodeError):
+        return UsageError(
+            "an argument is not valid UTF-8 text", "pass arguments as UTF-8 (check the terminal's locale)"
+        )
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.ProgrammingError):
+        primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return SchedcpError(
+                f"the database is damaged ({exc})",
+                "restore it from a backup, or move it aside and let SchedCP create a new one",
+                code="database_corrupt",
+            )
+        if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return SchedcpError(
+                f"the database cannot be written ({exc})", "free disk space and retry", code="disk_full"
+            )
+        return SchedcpError(f"database error: {exc}", "retry; if it persists, check the database file", code="database")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return SchedcpError(
+            f"no space left{where} ({exc.strerror})", "free disk space (or raise the quota) and retry", code="disk_full"
+        )
+    return None

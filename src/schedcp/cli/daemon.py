@@ -3,26 +3,53 @@
 
 from __future__ import annotations
 
+import grp
 import os
 from pathlib import Path
 
 import typer
 
 from schedcp.cli.common import err_console, fail
-from schedcp.errors import SchedcpError
+from schedcp.errors import SchedcpError, UsageError
+
+
+def _gid(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise UsageError(f"no group named {name!r}", "create it (groupadd) or pass a numeric gid") from None
 
 
 def _daemon(
-    socket_path: Path | None = typer.Option(None, "--socket", help="Unix socket path (default: runtime dir)."),
-    allow_uid: list[int] = typer.Option([], "--allow-uid", help="Non-root uid allowed to connect (repeatable)."),
+    socket_path: Path | None = typer.Option(
+        None, "--socket", help="Unix socket path (default: $SCHEDCP_DAEMON_SOCKET or /run/schedcp/daemon.sock)."
+    ),
+    allow_uid: list[int] = typer.Option([], "--allow-uid", help="Non-root uid allowed to verify and probe."),
+    allow_group: list[str] = typer.Option([], "--allow-group", help="Group whose members may verify and probe."),
+    status_group: list[str] = typer.Option([], "--status-group", help="Group whose members may only read status."),
+    socket_group: str | None = typer.Option(
+        None, "--socket-group", help="Make the socket root:GROUP 0660 instead of world-connectable."
+    ),
 ) -> None:
     """Run the privileged SchedCP daemon in the foreground (root; systemd-friendly)."""
-    from schedcp.daemon.server import DaemonConfig, default_socket, serve
+    from schedcp.daemon.server import AccessPolicy, DaemonConfig, Grant, serve
+    from schedcp.paths import daemon_socket
 
-    config = DaemonConfig(socket_path=socket_path or default_socket(), allowed_uids=set(allow_uid))
-    if os.geteuid() != 0:
-        err_console.print("[yellow]warning:[/] not running as root; privileged operations will fail")
     try:
+        access = AccessPolicy(
+            use=Grant(gids=frozenset(_gid(g) for g in allow_group)),
+            status=Grant(gids=frozenset(_gid(g) for g in status_group)),
+        )
+        config = DaemonConfig(
+            socket_path=socket_path or daemon_socket(),
+            allowed_uids=set(allow_uid),
+            access=access,
+            socket_group=_gid(socket_group) if socket_group else None,
+        )
+        if os.geteuid() != 0:
+            err_console.print("[yellow]warning:[/] not running as root; privileged operations will fail")
         serve(config, ready=lambda: err_console.print(f"schedcp daemon listening on {config.socket_path}"))
     except SchedcpError as exc:
         raise fail(exc) from None

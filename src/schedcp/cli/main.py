@@ -9,7 +9,7 @@ import sys
 import typer
 
 from schedcp import __version__
-from schedcp.cli.common import fail
+from schedcp.cli.common import explain, fail
 from schedcp.errors import SchedcpError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "schedcp.cli.analyze",
     "schedcp.cli.verify",
     "schedcp.cli.daemon",
+    "schedcp.cli.audit",
     "schedcp.cli.mcp",
     "schedcp.cli.bench",
     "schedcp.cli.optimize",
@@ -64,6 +65,11 @@ def main() -> None:
         app()
     except SchedcpError as exc:
         raise SystemExit(fail(exc).exit_code) from None
+    except Exception as exc:
+        known = explain(exc)
+        if known is None:
+            raise
+        raise SystemExit(fail(known).exit_code) from None
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
