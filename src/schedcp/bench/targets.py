@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Where benchmarks run: a micro-VM booted from the test kernel, or this host through its node agent.
 
-Both give the harness the same three things: a node (the NodeClient call surface: run, state,
-events, put_file, call), a kernel object to build schedulers against, and the argv that starts a
-workload module there. Only the micro-VM is safe on a developer machine; the local target needs
-root on a host whose kernel has sched_ext, and refuses clearly otherwise.
+Both give the harness the same three things: a node (``schedcp.trial.node.NodeClient``: the
+micro-VM's channel or the node agent in this process), a kernel object to build schedulers
+against, and the argv that starts a workload module there. Only the micro-VM is safe on a
+developer machine; the local target needs root on a host whose kernel has sched_ext, and refuses
+clearly otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 from schedcp.errors import NotReadyError, UsageError
 from schedcp.paths import cache_dir
 from schedcp.testbed import kernel as kernel_mod
-from schedcp.testbed.vm import MicroVM, NodeClient, NodeOpError, VMConfig
+from schedcp.testbed.vm import MicroVM, VMConfig
+from schedcp.trial.node import LocalNode, NodeClient
 
 SCX_STATE = Path("/sys/kernel/sched_ext/state")
 
@@ -52,23 +54,6 @@ class HostKernel:
     def current(cls) -> HostKernel:
         release = platform.release()
         return cls(release, cache_dir() / "host-kernel" / release, Path("/sys/kernel/btf/vmlinux"))
-
-
-class LocalNode(NodeClient):
-    """The node agent served in-process: the same operations as over the VM's channel."""
-
-    def __init__(self) -> None:
-        from schedcp.node.agent import NodeAgent
-
-        self.agent = NodeAgent()
-        self._next_id = 1
-
-    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
-        self._next_id += 1
-        reply = self.agent.handle({"id": self._next_id, "op": op, "args": args or {}})
-        if not reply.get("ok"):
-            raise NodeOpError(reply.get("error") or {})
-        return reply["result"]
 
 
 class VMTarget:
@@ -243,6 +228,5 @@ class LocalTarget:
 
     def stop(self) -> None:
         if self._node is not None:
-            for handle in list(self._node.agent.schedulers):  # never leave a scheduler attached
-                self._node.call("detach", {"handle": handle})
+            self._node.close()  # never leave a scheduler attached
             self._node = None

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -35,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from schedcp.errors import NotReadyError, SchedcpError
-from schedcp.node.protocol import MAX_MESSAGE_BYTES, PORT_NAME
+from schedcp.node.protocol import PORT_NAME
 from schedcp.paths import runtime_dir
 from schedcp.testbed import accel as accel_mod
 from schedcp.testbed import guest as guest_mod
 from schedcp.testbed import kernel as kernel_mod
+from schedcp.trial.node import NodeOpError, SocketNode
+
+__all__ = ["MicroVM", "NodeOpError", "VMConfig"]
 
 _live: set[MicroVM] = set()
 _live_lock = threading.Lock()
@@ -71,96 +72,6 @@ class VMConfig:
             raise SchedcpError(f"cpus={self.cpus} is out of range", "use 1..64", code="usage")
         if not 256 <= self.memory_mb <= 65536:
             raise SchedcpError(f"memory_mb={self.memory_mb} is out of range", "use 256..65536", code="usage")
-
-
-class NodeClient:
-    """Typed calls to a node agent over a connected stream socket."""
-
-    def __init__(self, sock: socket.socket, on_timeout=None, describe=lambda: "") -> None:
-        self.sock = sock
-        self._buf = b""
-        self._next_id = 1
-        self._lock = threading.Lock()
-        self._on_timeout = on_timeout
-        self._describe = describe
-
-    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
-        with self._lock:
-            req_id = self._next_id
-            self._next_id += 1
-            payload = json.dumps({"id": req_id, "op": op, "args": args or {}}, separators=(",", ":")).encode() + b"\n"
-            deadline = time.monotonic() + timeout_s
-            try:
-                self.sock.sendall(payload)
-                while True:
-                    reply = self._read_line(deadline)
-                    message = json.loads(reply)
-                    if message.get("id") == req_id:
-                        break
-            except TimeoutError as exc:
-                if self._on_timeout:
-                    self._on_timeout()
-                raise SchedcpError(
-                    f"the guest did not answer {op!r} within {timeout_s:.0f}s; the VM was killed",
-                    "the command or scheduler hung the guest; see the console tail: " + self._describe(),
-                    code="guest_timeout",
-                ) from exc
-            except (OSError, ConnectionError) as exc:
-                raise SchedcpError(
-                    f"lost the connection to the guest during {op!r}: {exc}",
-                    "the guest crashed or rebooted; see the console tail: " + self._describe(),
-                    code="guest_lost",
-                ) from exc
-        if not message.get("ok"):
-            err = message.get("error") or {}
-            raise NodeOpError(err)
-        return message["result"]
-
-    def _read_line(self, deadline: float) -> bytes:
-        while b"\n" not in self._buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([self.sock], [], [], min(remaining, 0.5))
-            if not ready:
-                continue
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("channel closed")
-            self._buf += chunk
-            if len(self._buf) > MAX_MESSAGE_BYTES * 2:
-                raise ConnectionError("oversized message from guest")
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line
-
-    # Convenience wrappers ------------------------------------------------------------------
-    def hello(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        return self.call("hello", timeout_s=timeout_s)
-
-    def state(self) -> dict[str, Any]:
-        return self.call("state", timeout_s=15)
-
-    def events(self) -> list[dict[str, Any]]:
-        return self.call("events", timeout_s=15)["events"]
-
-    def put_file(self, name: str, data: bytes, mode: int = 0o644) -> str:
-        import base64
-
-        args = {"name": name, "data_b64": base64.b64encode(data).decode(), "mode": mode}
-        return self.call("put_file", args, timeout_s=60)["path"]
-
-    def run(self, argv: list[str], timeout_s: float = 60.0, **kwargs: Any) -> dict[str, Any]:
-        return self.call("run", {"argv": list(argv), "timeout_s": timeout_s, **kwargs}, timeout_s=timeout_s + 15)
-
-
-class NodeOpError(SchedcpError):
-    """An operation the node agent refused or that failed on the node."""
-
-    def __init__(self, err: dict[str, Any]) -> None:
-        super().__init__(
-            err.get("cause", "node operation failed"), err.get("next_step", ""), code=err.get("code", "node_error")
-        )
-        self.details: dict[str, Any] = err.get("details") or {}
 
 
 def _accel_arg(name: str) -> str:
@@ -197,7 +108,7 @@ class MicroVM:
         self.image = image
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
-        self.node: NodeClient | None = None
+        self.node: SocketNode | None = None
         self.boot_s: float | None = None
         self.hello: dict[str, Any] = {}
         self.accel: accel_mod.AccelChoice | None = None
@@ -274,7 +185,7 @@ class MicroVM:
             _live.add(self)
         try:
             self._connect(sock_path, start + 10)
-            self.node = NodeClient(self._sock, on_timeout=self.kill, describe=self.console_tail)
+            self.node = SocketNode(self._sock, on_timeout=self.kill, describe=self.console_tail)
             remaining = self.config.boot_timeout_s - (time.monotonic() - start)
             self.hello = self._await_hello(max(remaining, 1.0))
             self.boot_s = time.monotonic() - start

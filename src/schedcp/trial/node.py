@@ -1,0 +1,336 @@
+# SPDX-License-Identifier: Apache-2.0
+"""How the control plane reaches a node agent: one protocol, three transports.
+
+``NodeClient`` is what every caller programs against: ``call(op, args, timeout_s=)`` plus typed
+wrappers (``state``, ``events``, ``put_file``, ``run``, ``load``, ``detach``, ``sections``,
+``read_file``). The wrappers are written once, in ``NodeOps``, on top of ``call``; a transport only
+moves JSON requests:
+
+* ``SocketNode``: a connected stream socket, the micro-VM's virtio-serial channel (QEMU exposes it
+  as a unix socket on the host) or a host node agent served with ``schedcp-node --unix PATH``.
+* ``LocalNode``: the node agent in this process, for a sched_ext host when we already are the
+  privileged process (``schedcp bench --target local``) and for host observation (analysis).
+* ``DaemonNode``: node operations forwarded by the SchedCP daemon, which owns the host's node
+  agent; the interface is fixed here, the daemon side comes with deployment.
+
+Failures the node reports become ``NodeOpError`` (``NodeInputError``, also a ``UsageError``, when
+the caller's input was at fault), carrying the node's ``details`` (verifier log, kernel events).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from schedcp.errors import NotReadyError, SchedcpError, UsageError
+from schedcp.node.protocol import MAX_MESSAGE_BYTES, NodeError
+from schedcp.trial.models import AttachResult, DetachResult, KernelEvent, RunResult, SchedExtState, events_from
+
+LOAD_TIMEOUT_S = 60.0
+# Node error codes that mean the caller's input was wrong, not the node.
+_INPUT_CODES = ("no_such_process", "no_cgroup", "not_found")
+
+
+class NodeOpError(SchedcpError):
+    """An operation the node agent refused or that failed on the node."""
+
+    def __init__(self, err: dict[str, Any]) -> None:
+        super().__init__(
+            err.get("cause", "node operation failed"), err.get("next_step", ""), code=err.get("code", "node_error")
+        )
+        self.details: dict[str, Any] = err.get("details") or {}
+
+    @property
+    def kernel_events(self) -> list[KernelEvent]:
+        return events_from(self.details.get("kernel_events"))
+
+
+class NodeInputError(NodeOpError, UsageError):
+    """The node refused the caller's input (a bad path, argument, pid or cgroup)."""
+
+
+def node_error(err: dict[str, Any]) -> NodeOpError:
+    code = str(err.get("code", ""))
+    return NodeInputError(err) if code.startswith("bad") or code in _INPUT_CODES else NodeOpError(err)
+
+
+class NodeClient(Protocol):
+    """A node agent, wherever it runs."""
+
+    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]: ...
+
+    def hello(self, timeout_s: float = 30.0) -> dict[str, Any]: ...
+
+    def state(self) -> SchedExtState: ...
+
+    def events(self) -> list[KernelEvent]: ...
+
+    def put_file(self, name: str, data: bytes, mode: int = 0o644) -> str: ...
+
+    def run(
+        self, argv: list[str], timeout_s: float = 60.0, *, count_switches: bool = False, **options: Any
+    ) -> RunResult: ...
+
+    def load(
+        self,
+        path: str,
+        *,
+        patches: list[dict[str, Any]] | None = None,
+        timeout_ms: int | None = None,
+        ops_flags: int = 0,
+        attach: bool = True,
+        timeout_s: float = LOAD_TIMEOUT_S,
+    ) -> AttachResult: ...
+
+    def detach(self, handle: int) -> DetachResult: ...
+
+    def sections(self, handle: int) -> dict[str, bytes]: ...
+
+    def read_file(self, path: str, max_bytes: int = 1 << 20) -> bytes: ...
+
+
+class NodeOps:
+    """The typed operations, written once over a transport's ``call``."""
+
+    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def hello(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        return self.call("hello", timeout_s=timeout_s)
+
+    def state(self) -> SchedExtState:
+        return SchedExtState.model_validate(self.call("state", timeout_s=15))
+
+    def events(self) -> list[KernelEvent]:
+        """sched_ext kernel-log events since the last call (each event is returned once)."""
+        return events_from(self.call("events", timeout_s=15)["events"])
+
+    def put_file(self, name: str, data: bytes, mode: int = 0o644) -> str:
+        args = {"name": name, "data_b64": base64.b64encode(data).decode(), "mode": mode}
+        return str(self.call("put_file", args, timeout_s=60)["path"])
+
+    def run(
+        self, argv: list[str], timeout_s: float = 60.0, *, count_switches: bool = False, **options: Any
+    ) -> RunResult:
+        """Run argv on the node to completion (or timeout_s). With count_switches, the kernel's
+        context switches during the run (the /proc/stat ``ctxt`` delta, two extra reads) are kept."""
+        before = self.context_switches() if count_switches else None
+        raw = self.call("run", {"argv": list(argv), "timeout_s": timeout_s, **options}, timeout_s=timeout_s + 15)
+        result = RunResult.model_validate(raw)
+        if before is not None:
+            after = self.context_switches()
+            if after is not None:
+                result.context_switches = after - before
+        return result
+
+    def context_switches(self) -> int | None:
+        """The node kernel's context switches since boot (/proc/stat ``ctxt``), None if unreadable."""
+        try:
+            text = self.read_file("/proc/stat", 1 << 16).decode(errors="replace")
+        except NodeOpError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("ctxt "):
+                return int(line.split()[1])
+        return None
+
+    def load(
+        self,
+        path: str,
+        *,
+        patches: list[dict[str, Any]] | None = None,
+        timeout_ms: int | None = None,
+        ops_flags: int = 0,
+        attach: bool = True,
+        timeout_s: float = LOAD_TIMEOUT_S,
+    ) -> AttachResult:
+        """Load (and by default attach) an uploaded object; NodeOpError carries the verifier log or
+        the kernel's reason when it does not load or never enables."""
+        args: dict[str, Any] = {"path": path, "patches": patches or [], "attach": attach}
+        if timeout_ms is not None:
+            args["timeout_ms"] = timeout_ms
+        if ops_flags:
+            args["ops_flags"] = ops_flags
+        return AttachResult.model_validate(self.call("load", args, timeout_s=timeout_s))
+
+    def detach(self, handle: int) -> DetachResult:
+        return DetachResult.model_validate(self.call("detach", {"handle": handle}, timeout_s=30))
+
+    def sections(self, handle: int) -> dict[str, bytes]:
+        raw = self.call("sections", {"handle": handle})["sections"]
+        return {name: base64.b64decode(data) for name, data in raw.items()}
+
+    def read_file(self, path: str, max_bytes: int = 1 << 20) -> bytes:
+        raw = self.call("read_file", {"path": path, "max_bytes": max_bytes}, timeout_s=30)
+        return base64.b64decode(raw["data_b64"])
+
+
+class SocketNode(NodeOps):
+    """A node agent over a connected stream socket (the micro-VM's channel, or ``schedcp-node --unix``).
+
+    ``on_timeout`` runs when the node does not answer in time (the micro-VM kills its guest there);
+    ``describe`` adds context to transport errors (the guest's console tail).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_timeout: Callable[[], None] | None = None,
+        describe: Callable[[], str] = lambda: "",
+    ) -> None:
+        self.sock = sock
+        self._buf = b""
+        self._next_id = 1
+        self._lock = threading.Lock()
+        self._on_timeout = on_timeout
+        self._describe = describe
+
+    @classmethod
+    def connect_unix(cls, path: Path | str) -> SocketNode:
+        """A host node agent served with ``schedcp-node --unix PATH``."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            sock.close()
+            raise NotReadyError(
+                f"no node agent answers at {path} ({exc.strerror or exc})",
+                "start one as root: schedcp-node --unix PATH",
+                code="node_unavailable",
+            ) from exc
+        return cls(sock, describe=lambda: f"node agent at {path}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
+        with self._lock:
+            req_id = self._next_id
+            self._next_id += 1
+            payload = json.dumps({"id": req_id, "op": op, "args": args or {}}, separators=(",", ":")).encode() + b"\n"
+            deadline = time.monotonic() + timeout_s
+            try:
+                self.sock.sendall(payload)
+                while True:
+                    message = json.loads(self._read_line(deadline))
+                    if message.get("id") == req_id:
+                        break
+            except TimeoutError as exc:
+                if self._on_timeout:
+                    self._on_timeout()
+                raise SchedcpError(
+                    f"the guest did not answer {op!r} within {timeout_s:.0f}s; the VM was killed",
+                    "the command or scheduler hung the guest; see the console tail: " + self._describe(),
+                    code="guest_timeout",
+                ) from exc
+            except (OSError, ConnectionError) as exc:
+                raise SchedcpError(
+                    f"lost the connection to the guest during {op!r}: {exc}",
+                    "the guest crashed or rebooted; see the console tail: " + self._describe(),
+                    code="guest_lost",
+                ) from exc
+        if not message.get("ok"):
+            raise node_error(message.get("error") or {})
+        return message["result"]
+
+    def _read_line(self, deadline: float) -> bytes:
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.sock], [], [], min(remaining, 0.5))
+            if not ready:
+                continue
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("channel closed")
+            self._buf += chunk
+            if len(self._buf) > MAX_MESSAGE_BYTES * 2:
+                raise ConnectionError("oversized message from guest")
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+
+class LocalNode(NodeOps):
+    """The node agent in this process, on this host: the same operations as over a channel.
+
+    Observation operations are stateless and run directly; anything that needs the agent's state
+    (loaded schedulers, the kernel-log cursor, the upload directory) creates the agent on first use,
+    so a process that only observes never opens /dev/kmsg or creates the node's work directory.
+    Deadlines (``timeout_s``) do not apply: the call runs in this thread.
+    """
+
+    def __init__(self) -> None:
+        self._agent: Any = None
+        self._next_id = 0
+
+    @property
+    def agent(self) -> Any:
+        if self._agent is None:
+            from schedcp.node.agent import NodeAgent
+
+            self._agent = NodeAgent()
+        return self._agent
+
+    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
+        from schedcp.node import observe
+
+        fn = cast("Callable[..., dict[str, Any]] | None", observe.OPS.get(op))
+        if fn is not None:
+            try:
+                return fn(**(args or {}))
+            except NodeError as exc:
+                raise node_error(exc.to_dict()) from exc
+            except TypeError as exc:
+                raise node_error({"code": "bad_args", "cause": f"bad arguments for {op}: {exc}"}) from exc
+        self._next_id += 1
+        reply = self.agent.handle({"id": self._next_id, "op": op, "args": args or {}})
+        if not reply.get("ok"):
+            raise node_error(reply.get("error") or {})
+        return reply["result"]
+
+    def close(self) -> None:
+        """Detach every scheduler this agent still holds: never leave one attached to the host."""
+        if self._agent is not None:
+            for handle in list(self._agent.schedulers):
+                self.call("detach", {"handle": handle})
+
+
+# The daemon operation that forwards one node operation: {"op": NAME, "args": {...}} -> the node's result.
+DAEMON_NODE_OP = "node"
+
+
+class DaemonNode(NodeOps):
+    """Node operations forwarded by the SchedCP daemon (which owns the host's node agent).
+
+    Each call becomes the daemon request ``node`` with ``{"op": ..., "args": ...}``; the daemon
+    decides which operations an unprivileged caller may forward (deployment requires a token).
+    """
+
+    def __init__(self, client: Any = None) -> None:
+        if client is None:
+            from schedcp.daemon.client import DaemonClient
+
+            client = DaemonClient()
+        self.client = client
+
+    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
+        try:
+            return self.client.call(DAEMON_NODE_OP, {"op": op, "args": args or {}}, timeout_s=timeout_s + 5)
+        except SchedcpError as exc:
+            if exc.code == "unknown_op" and "'node'" in exc.cause:
+                raise NotReadyError(
+                    "this SchedCP daemon does not forward node operations",
+                    "upgrade the daemon, or run on the micro-VM (--target vm)",
+                    code="daemon_no_node",
+                ) from exc
+            if exc.code.startswith("daemon_"):
+                raise
+            raise node_error({"code": exc.code, "cause": exc.cause, "next_step": exc.next_step}) from exc
