@@ -19,7 +19,7 @@ log() { printf '\033[1m[schedcp]\033[0m %s\n' "$*" >&2; }
 # Packages the host needs. The guest userland and the kernels come from Debian's archive via a
 # private apt configuration inside the cache, so they are not listed here.
 REQUIRED_PKGS=(python3 python3-venv python3-pip qemu-system-x86 zstd cpio dpkg apt ca-certificates
-               debian-archive-keyring bubblewrap strace sysstat procps)
+               debian-archive-keyring bubblewrap strace sysstat procps gcc libc6-dev)
 OPTIONAL_PKGS=(bpftrace linux-perf)
 
 pick_clang() {

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from schedcp.cli.common import JsonOption, emit, err_console, fail, progress
+from schedcp.cli.guestopts import PackageOption, WithOption, extras_from, prepare_image
 from schedcp.errors import SchedcpError
 from schedcp.testbed import kernel as kernel_mod
 from schedcp.testbed.vm import MicroVM, NodeOpError, VMConfig
@@ -38,11 +39,16 @@ def run(
         None, "--watchdog-ms", min=100, max=30000, help="Lower the sched_ext watchdog (timeout_ms) before load."
     ),
     partial: bool = typer.Option(False, "--partial", help="SCX_OPS_SWITCH_PARTIAL: only the command's tasks."),
+    package: list[str] = PackageOption,
+    with_: list[str] = WithOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Boot the VM, attach SCHEDULER (optional), run COMMAND, print its output, exit with its code."""
     try:
-        result = _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json)
+        extras = extras_from(package, with_)
+        result = _run(
+            command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json, extras=extras
+        )
     except SchedcpError as exc:
         raise fail(exc, as_json) from None
     if as_json:
@@ -60,7 +66,9 @@ def run(
     raise typer.Exit(result["exit_code"])
 
 
-def _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json) -> dict[str, Any]:
+def _run(
+    command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json, extras=None
+) -> dict[str, Any]:
     say = (lambda _m: None) if as_json else progress
     k = kernel_mod.cached(kernel)
     resolved = None
@@ -71,8 +79,9 @@ def _run(command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms,
             raise SchedcpError("--config given but the scheduler declares no tunables", "drop --config", code="usage")
         if resolved.meta:
             resolved.meta.validate_config(metadata.parse_assignments(config))
+    image = prepare_image(extras, say)
     say(f"booting micro-VM ({cpus} vCPU, {memory} MiB, {k.release})")
-    with MicroVM(VMConfig(cpus=cpus, memory_mb=memory, kernel=kernel)) as vm:
+    with MicroVM(VMConfig(cpus=cpus, memory_mb=memory, kernel=kernel, extras=extras), image=image) as vm:
         assert vm.node is not None
         say(f"guest ready in {vm.boot_s:.1f}s ({vm.accel.name if vm.accel else '?'})")
         before = vm.node.state()

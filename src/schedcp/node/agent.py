@@ -25,6 +25,9 @@ from .runner import run_command
 # Files pushed by the control plane (objects, workloads) may only land here.
 WORK_DIR = Path(os.environ.get("SCHEDCP_NODE_WORKDIR", "/tmp/schedcp-node"))
 ENABLE_WAIT_S = 3.0
+# Where commands start unless they say otherwise: the micro-VM sets it (kernel command line ->
+# init's environment) to the directory that holds the user's --with files.
+DEFAULT_CWD = os.environ.get("SCHEDCP_NODE_CWD", "")
 
 
 class NodeAgent:
@@ -151,6 +154,8 @@ class NodeAgent:
         unknown = set(kwargs) - allowed
         if unknown:
             raise NodeError("bad_args", f"unknown run options {sorted(unknown)}", f"use {sorted(allowed)}")
+        if kwargs.get("cwd") is None and DEFAULT_CWD and os.path.isdir(DEFAULT_CWD):
+            kwargs["cwd"] = DEFAULT_CWD
         return run_command(list(argv), **kwargs)
 
     def op_read_file(self, path: str, max_bytes: int = 1 << 20) -> dict[str, Any]:

@@ -156,6 +156,48 @@ class PrivateApt:
         text = self._run("apt-cache", ["search", "--names-only", regex])
         return sorted({line.split(" - ", 1)[0].strip() for line in text.splitlines() if line.strip()})
 
+    def simulate_install(self, names: list[str]) -> list[PackageVersion]:
+        """The packages (name, version) that installing `names` without recommends brings, as apt
+        plans it on an empty system: the whole dependency closure, nothing downloaded."""
+        text = self._run("apt-get", ["install", "-s", "-q", "--no-install-recommends", *names])
+        return [PackageVersion(m.group(1), m.group(2)) for m in re.finditer(r"^Inst (\S+) \((\S+) ", text, flags=re.M)]
+
+    def providers(self, name: str) -> list[str]:
+        """Real packages that provide the virtual package `name` (empty when none does)."""
+        try:
+            text = self._run("apt-cache", ["showpkg", name])
+        except SchedcpError:
+            return []
+        _, _, tail = text.partition("Reverse Provides:")
+        return sorted({line.split()[0] for line in tail.strip().splitlines() if line.strip()})
+
+    def package_names(self) -> list[str]:
+        """Every package name in this suite's index (read from the local lists, no network)."""
+        return self._run("apt-cache", ["pkgnames"]).split()
+
+    def download_exact(self, packages: list[PackageVersion], dest: Path) -> list[Path]:
+        """The .deb of each exact (name, version), downloading only those not already in dest."""
+        dest.mkdir(parents=True, exist_ok=True)
+
+        def found(p: PackageVersion) -> Path | None:
+            hits = sorted(dest.glob(f"{p.name}_{p.version.replace(':', '%3a')}_*.deb"))
+            return hits[0] if hits else None
+
+        missing = [p for p in packages if found(p) is None]
+        if missing:
+            self._run("apt-get", ["download", *(f"{p.name}={p.version}" for p in missing)], cwd=dest)
+        out = []
+        for p in packages:
+            deb = found(p)
+            if deb is None:
+                raise SchedcpError(
+                    f"apt-get did not deliver {p.name} {p.version}",
+                    "retry; if it persists run `schedcp setup --refresh`",
+                    code="archive_error",
+                )
+            out.append(deb)
+        return out
+
     def download(self, names: list[str], dest: Path) -> list[Path]:
         """Download exactly these packages (no dependencies) into dest."""
         dest.mkdir(parents=True, exist_ok=True)

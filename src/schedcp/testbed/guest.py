@@ -29,6 +29,7 @@ from schedcp.errors import NotReadyError, SchedcpError
 from schedcp.paths import cache_dir, package_dir
 from schedcp.testbed.cpio import CpioWriter, Entry
 from schedcp.testbed.debian import PrivateApt, deb_field, unpack
+from schedcp.testbed.extras import GuestExtras, Layer, build_layers
 
 GUEST_SUITE = "trixie"
 BUILDER_VERSION = "3"
@@ -252,8 +253,11 @@ def _overlay_bytes() -> bytes:
     return buf.getvalue()
 
 
-def ensure_image(*, build_if_missing: bool = True, variant: str = "default", progress=print) -> GuestImage:
-    """The combined initramfs for the current base and node code, building what is missing."""
+def ensure_image(
+    *, build_if_missing: bool = True, variant: str = "default", progress=print, extras: GuestExtras | None = None
+) -> GuestImage:
+    """The combined initramfs for the current base, the user's extras (packages and host files,
+    see testbed/extras.py) and the node code, building what is missing."""
     _check_variant(variant)
     base = _current_base(variant)
     if base is None:
@@ -261,12 +265,20 @@ def ensure_image(*, build_if_missing: bool = True, variant: str = "default", pro
             hint = "run `schedcp setup`" + ("" if variant == "default" else f" --image {variant}")
             raise NotReadyError(f"the {variant} guest image is not built", hint)
         base = build_base(variant=variant, progress=progress)
+    layers: list[Layer] = []
+    if extras:
+        apt = _apt()
+        apt.update()
+        layers = build_layers(extras, base, apt, progress)
     overlay_key = overlay_digest()[:16]
-    combined = guest_dir() / f"initramfs-{base.name[5:]}-{overlay_key}.cpio"
+    layer_keys = "".join(f"-{layer.key[:8]}" for layer in layers)
+    combined = guest_dir() / f"initramfs-{base.name[5:]}{layer_keys}-{overlay_key}.cpio"
     if not combined.exists():
         tmp = combined.with_suffix(f".tmp{os.getpid()}")
-        with tmp.open("wb") as out, (base / "base.cpio").open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+        with tmp.open("wb") as out:
+            for part in [base / "base.cpio", *(layer.path for layer in layers)]:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
             out.write(_overlay_bytes())
         tmp.rename(combined)
         for old in guest_dir().glob("initramfs-*.cpio"):
@@ -274,6 +286,8 @@ def ensure_image(*, build_if_missing: bool = True, variant: str = "default", pro
                 old.unlink(missing_ok=True)
     manifest = json.loads((base / "manifest.json").read_text())
     manifest["overlay"] = overlay_key
+    if layers:
+        manifest["extras"] = {layer.path.name: layer.contents for layer in layers}
     return GuestImage(combined, base, manifest)
 
 

@@ -38,6 +38,7 @@ from schedcp.paths import runtime_dir
 from schedcp.testbed import accel as accel_mod
 from schedcp.testbed import guest as guest_mod
 from schedcp.testbed import kernel as kernel_mod
+from schedcp.testbed.extras import GuestExtras
 from schedcp.trial.node import NodeOpError, SocketNode
 
 __all__ = ["MicroVM", "NodeOpError", "VMConfig"]
@@ -66,6 +67,7 @@ class VMConfig:
     image_variant: str = "default"  # "build" adds make + gcc for the parallel-build benchmark
     cmdline_extra: str = ""
     extra_qemu_args: list[str] = field(default_factory=list)
+    extras: GuestExtras | None = None  # user packages and host files (testbed/extras.py)
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= 64:
@@ -129,7 +131,12 @@ class MicroVM:
         if self.kernel is None:
             self.kernel = kernel_mod.cached(self.config.kernel)
         if self.image is None:
-            self.image = guest_mod.ensure_image(build_if_missing=False, variant=self.config.image_variant)
+            self.image = guest_mod.ensure_image(
+                build_if_missing=False,
+                variant=self.config.image_variant,
+                extras=self.config.extras,
+                progress=lambda _m: None,
+            )
         self.accel = accel_mod.detect(self.kernel.vmlinuz, qemu, force=self.config.accel)
         base = runtime_dir()
         base.mkdir(parents=True, exist_ok=True)
@@ -139,6 +146,11 @@ class MicroVM:
         cpu = "host" if self.accel.name == "kvm" else "max"
         # no_timer_check: under a loaded TCG host the IO-APIC timer check can fail and panic the boot.
         cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init {self.config.cmdline_extra}".strip()
+        workdir = self.config.extras.workdir if self.config.extras else None
+        if workdir:
+            # The kernel hands unknown NAME=VALUE parameters to init's environment; the node agent
+            # starts commands there, so `./tool` finds a file sent with --with.
+            cmdline += f" SCHEDCP_NODE_CWD={workdir}"
         argv = [
             qemu,
             "-accel",
