@@ -55,7 +55,13 @@ def test_guest_cpupool_and_pingpong_shapes(guest: Engine) -> None:
 
 def test_guest_forkstorm(guest: Engine) -> None:
     raw = guest.observe_command(_wl("forkstorm", "--seconds", "1.5"), duration_s=60)
-    c = guest.profile(raw).characteristics.churn
+    prof = guest.profile(raw)
+    c = prof.characteristics.churn
+    # Every child is counted from the kernel's fork events, however short it lived: the count is
+    # the workload's own, not what happened to be alive at a /proc sample (which missed most).
+    assert c.counted_by == "fork_events" and raw["forks"]["complete"], raw["forks"]
+    assert c.tasks_created == prof.metrics["app_spawned"] == raw["forks"]["exited"], c
     assert c.short_lived_storm, c
+    assert c.lifetime_p50_s is not None and c.lifetime_p50_s < 0.5 and c.turnover is not None and c.turnover >= 4
     sysdoc = guest.render(guest.observe_system(0.3), "summary")
     assert sysdoc["ncpu"] == 2 and "psi_some_pct" in sysdoc

@@ -27,9 +27,14 @@ TOGETHER_S = 0.5
 LONG_TAIL_RATIO = 4.0
 LONG_TAIL_MIN_GROUP = 4
 LONG_TAIL_MIN_MS = 50.0  # below this, runtime differences are sampling noise
-STORM_SPAWN_RATE = 20.0  # processes seen per second
-STORM_LIFETIME_S = 0.5
-STORM_SYSTEM_FORKS = 40.0  # system-wide forks/s; an emulated 2-vCPU guest saturates near 50
+STORM_SPAWN_RATE = 20.0  # tasks created per second
+STORM_MIN_TASKS = 20
+STORM_LIFETIME_S = 0.5  # median life
+# Created tasks per peak of them alive at once: a batch started together turns over once, a storm
+# replaces its live set again and again (a 4-way fork loop turns over hundreds of times).
+STORM_TURNOVER = 4.0
+# Only without fork events: system-wide forks/s; an emulated 2-vCPU guest saturates near 50.
+STORM_SYSTEM_FORKS = 40.0
 
 
 def _f(x: Any, nd: int = 2) -> float:
@@ -92,29 +97,58 @@ def sched_numbers(obs: dict[str, Any]) -> SchedNumbers:
 
 
 def churn(obs: dict[str, Any]) -> Churn:
+    """How many tasks the workload created, how long they lived, and whether that is a storm.
+
+    With the node's fork events (``obs["forks"]``) every created task is counted and every lifetime
+    is measured, however short. Only without them (no tracefs: an unprivileged node) does the rule
+    fall back to what sampling /proc saw, which misses most children that live for milliseconds.
+    """
     wall = max(float(obs.get("wall_s") or 0.0), 1e-3)
-    lifetimes = [float(x) for x in obs.get("lifetimes_s") or []]
-    procs = int(obs.get("procs_seen") or 0)
     sys_forks = float((obs.get("system") or {}).get("forks") or 0) / wall
+    sampled = [float(x) for x in obs.get("lifetimes_s") or []]
     # Processes that existed before the window are not churn; count the ones born inside it.
     born = sum(1 for t in obs.get("tasks") or [] if t.get("born_inside") and t["pid"] == t["tid"])
-    born = max(born, len(lifetimes))
-    rate = born / wall
-    p50 = _pctile(lifetimes, 0.5)
-    storm = rate >= STORM_SPAWN_RATE and born >= 20 and (p50 is None or p50 <= STORM_LIFETIME_S)
-    # Sampling misses most children that live for milliseconds, so with a high system-wide fork
-    # rate a smaller number of sampled short-lived children is already evidence of a storm.
-    storm = storm or (sys_forks >= STORM_SYSTEM_FORKS and born >= 10 and (p50 or 0) <= STORM_LIFETIME_S)
+    born = max(born, len(sampled))
+    forks = obs.get("forks") or {}
+    counted = bool(forks.get("available"))
+    created: int | None = None
+    rate: float | None = None
+    turnover: float | None = None
+    if counted:
+        created = int(forks.get("tasks_created") or 0)
+        span = float(forks.get("span_s") or 0.0)
+        # N creations spread over `span` seconds: N - 1 gaps.
+        rate = (created - 1) / span if created >= 2 and span > 0 else 0.0
+        turnover = created / max(int(forks.get("peak_alive") or 0), 1)
+        p50, p90, pmax = (forks.get(f"lifetime_{k}_s") for k in ("p50", "p90", "max"))
+        storm = (
+            created >= STORM_MIN_TASKS
+            and rate >= STORM_SPAWN_RATE
+            and turnover >= STORM_TURNOVER
+            and p50 is not None
+            and float(p50) <= STORM_LIFETIME_S
+        )
+    else:
+        p50, p90 = _pctile(sampled, 0.5), _pctile(sampled, 0.9)
+        pmax = max(sampled) if sampled else None
+        storm = born / wall >= STORM_SPAWN_RATE and born >= STORM_MIN_TASKS and (p50 is None or p50 <= STORM_LIFETIME_S)
+        # Sampling misses most children that live for milliseconds, so with a high system-wide fork
+        # rate a smaller number of sampled short-lived children is already evidence of a storm.
+        storm = storm or (sys_forks >= STORM_SYSTEM_FORKS and born >= 10 and (p50 or 0) <= STORM_LIFETIME_S)
     return Churn(
-        procs_seen=procs,
+        procs_seen=int(obs.get("procs_seen") or 0),
         threads_seen=int(obs.get("threads_seen") or 0),
         peak_alive_threads=int(obs.get("peak_alive") or 0),
-        spawn_rate_seen=_f(rate, 1),
+        spawn_rate_seen=_f(born / wall, 1),
         forks_per_s_system=_f(sys_forks, 1),
-        lifetime_p50_s=_f(p50, 3) if p50 is not None else None,
-        lifetime_p90_s=_f(_pctile(lifetimes, 0.9), 3) if lifetimes else None,
-        lifetime_max_s=_f(max(lifetimes), 3) if lifetimes else None,
+        lifetime_p50_s=_f(p50, 4) if p50 is not None else None,
+        lifetime_p90_s=_f(p90, 4) if p90 is not None else None,
+        lifetime_max_s=_f(pmax, 4) if pmax is not None else None,
         short_lived_storm=storm,
+        counted_by="fork_events" if counted else "sampling",
+        tasks_created=created,
+        create_rate_per_s=_f(rate, 1) if rate is not None else None,
+        turnover=_f(turnover, 1) if turnover is not None else None,
     )
 
 
@@ -248,8 +282,14 @@ def characteristics(obs: dict[str, Any]) -> Characteristics:
             f"long tail: max/median CPU {lt.ratio_max_median:.0f}x in {lt.group_size} siblings, "
             f"top task {lt.top_share:.0%} of their CPU",
         )
-    if c.short_lived_storm:
-        evidence.insert(0, f"storm: {c.spawn_rate_seen:.0f} new processes/s, median life {c.lifetime_p50_s}s")
+    if c.short_lived_storm and c.counted_by == "fork_events":
+        evidence.insert(
+            0,
+            f"storm: {c.tasks_created} tasks created at {c.create_rate_per_s:.0f}/s, "
+            f"median life {c.lifetime_p50_s}s, live set replaced {c.turnover:.0f}x (fork events)",
+        )
+    elif c.short_lived_storm:
+        evidence.insert(0, f"storm: {c.spawn_rate_seen:.0f} new processes/s seen, median life {c.lifetime_p50_s}s")
     system = obs.get("system") or {}
     wall = max(float(obs.get("wall_s") or 0.0), 1e-3)
     io = obs.get("io") or {}

@@ -40,6 +40,16 @@ class Churn(BaseModel):
     lifetime_p90_s: float | None = None
     lifetime_max_s: float | None = None
     short_lived_storm: bool
+    counted_by: Literal["fork_events", "sampling"] = Field(
+        "sampling",
+        description="fork_events: every task the workload created was counted from the kernel's fork/exit "
+        "tracepoints (lifetimes exact); sampling: only tasks alive at a /proc sample were seen",
+    )
+    tasks_created: int | None = Field(None, description="tasks (processes and threads) the workload created")
+    create_rate_per_s: float | None = Field(None, description="tasks created per second while it was creating them")
+    turnover: float | None = Field(
+        None, description="tasks created per peak of concurrently alive created tasks: ~1 for a batch, large for churn"
+    )
 
 
 class SchedNumbers(BaseModel):
@@ -150,9 +160,11 @@ def describe(ch: Characteristics, goal: Goal) -> str:
             parts.append(f"it runs alone for the last {lt.serial_tail_s:.1f}s with CPUs idle")
     elif c.short_lived_storm:
         life = f", median life {c.lifetime_p50_s * 1000:.0f} ms" if c.lifetime_p50_s is not None else ""
-        parts.append(
-            f"Storm of short-lived processes ({c.procs_seen} seen, {c.spawn_rate_seen:.0f}+/s{life}), {kind} overall"
-        )
+        if c.tasks_created is not None:
+            count = f"{c.tasks_created} created, {c.create_rate_per_s or 0:.0f}/s{life}"
+        else:
+            count = f"{c.procs_seen} seen, {c.spawn_rate_seen:.0f}+/s{life}"
+        parts.append(f"Storm of short-lived processes ({count}), {kind} overall")
     elif lt is not None and lt.group_size >= 4 and ch.batch:
         parts.append(f"Batch of {lt.group_size} {kind} processes started together, similar runtimes")
     else:

@@ -64,7 +64,8 @@ def _summary(obs: dict[str, Any], prof: WorkloadProfile) -> dict[str, Any]:
             "procs": c.procs_seen,
             "threads": c.threads_seen,
             "peak": c.peak_alive_threads,
-            "spawn_s": c.spawn_rate_seen,
+            "spawn_s": c.create_rate_per_s if c.create_rate_per_s is not None else c.spawn_rate_seen,
+            "created": c.tasks_created,
             "life_p50_s": c.lifetime_p50_s,
             "storm": c.short_lived_storm,
         },
@@ -150,7 +151,11 @@ def _groups(obs: dict[str, Any]) -> list[dict[str, Any]]:
 def _lifetime_hist(obs: dict[str, Any]) -> dict[str, int]:
     bounds = [(0.01, "<10ms"), (0.1, "<100ms"), (1.0, "<1s"), (10.0, "<10s"), (float("inf"), ">=10s")]
     hist: dict[str, int] = {}
-    for life in obs.get("lifetimes_s") or []:
+    # The fork events' lifetimes cover every child (a sample of them when there are many); the
+    # sampler's only the children it happened to see alive.
+    forks = obs.get("forks") or {}
+    lifetimes = forks.get("lifetimes_s") if forks.get("available") else obs.get("lifetimes_s")
+    for life in lifetimes or []:
         for bound, label in bounds:
             if life < bound:
                 hist[label] = hist.get(label, 0) + 1

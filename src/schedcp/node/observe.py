@@ -10,6 +10,7 @@ Operations (served by the node agent through ``OPS``):
 
 * ``observe_run``    launch an argv (never a shell), sample its process tree until it exits
 * ``observe_pids``   sample existing PID trees or a cgroup for a fixed window
+  (both also count every task the tree creates from the fork/exit tracepoints: ``ForkCounter``)
 * ``observe_system`` system-wide snapshot over a short window (per-CPU use, PSI, top processes)
 * ``probe``          scheduler tracepoints through tracefs (run-queue/wakeup latency, runtime,
                      off-CPU time, migrations) for a bounded time
@@ -22,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import fnmatch
 import os
+import random
 import re
 import signal
 import stat
@@ -335,6 +337,7 @@ class Sampler:
         self.peak_alive = 0
         self._prev_tot: tuple[int, int] | None = None
         self._prev_t: float | None = None
+        self.live_tids: set[int] = set()  # threads alive at the latest sample
 
     def sample(self, full: bool = True) -> None:
         """A full sample reads every task; a light one only records tasks not seen before.
@@ -357,9 +360,11 @@ class Sampler:
                     task = read_task(pid, tid)
                     if task is not None:
                         self._record(pid, tid, task, now)
+                        self.live_tids.add(tid)
             self.light_cost_s += time.process_time() - c0
             return
         alive_tids = 0
+        self.live_tids = set()
         states = {"R": 0, "D": 0}
         tot_run, tot_cs = 0, 0
         with_sched = self.samples % 2 == 0  # /proc/PID/sched is the largest file; every other sample
@@ -379,6 +384,7 @@ class Sampler:
                 if task is None:
                     continue
                 alive_tids += 1
+                self.live_tids.add(tid)
                 self._record(pid, tid, task, now)
                 if task["state"] in states:
                     states[task["state"]] += 1
@@ -693,6 +699,7 @@ def observe_run(
             raise NodeError("bad_args", "env must be an object of strings", "")
         full_env.update({str(k): str(v) for k, v in env.items()})
     session = TraceSession.start(probe) if probe else None
+    forks = ForkTracer()
     sysw = SystemWindow()
     window_start = boottime()
     start = time.monotonic()
@@ -707,10 +714,12 @@ def observe_run(
             start_new_session=True,
         )
     except FileNotFoundError as exc:
+        forks.finish()
         if session:
             session.close()
         raise NodeError("not_found", f"command not found: {argv[0]}", "check the program name and PATH") from exc
     except OSError as exc:
+        forks.finish()
         if session:
             session.close()
         raise NodeError("exec_failed", f"cannot run {argv[0]}: {exc}", "check the command and cwd") from exc
@@ -723,6 +732,9 @@ def observe_run(
         t.start()
     if stdin is not None and proc.stdin is not None:
         threading.Thread(target=_feed_stdin, args=(proc.stdin, stdin.encode()), daemon=True).start()
+    # Every descendant is created by a fork event of the root or of a descendant: tracking the root
+    # before the first drain makes the count exact for the whole tree.
+    forks.track({proc.pid})
     tracker = TreeTracker([proc.pid])
     sampler = Sampler(tracker, interval_s=interval_s, max_tasks=max_tasks, exclude=set())
     status, rusage, timed_out = None, None, False
@@ -730,6 +742,7 @@ def observe_run(
         while True:
             if sampler.tick():
                 sysw.tick()
+            forks.drain()
             if session:
                 session.track(tracker.members | set(sampler.tasks))
                 session.drain()
@@ -748,6 +761,7 @@ def observe_run(
         else:
             _kill_group(proc.pid)  # stragglers the command left behind in its session
         proc.returncode = os.waitstatus_to_exitcode(status)
+        forks_out = forks.finish()
         probe_out = session.finish() if session else None
     for t in readers:
         t.join(timeout=2)
@@ -772,6 +786,7 @@ def observe_run(
         "stdout_tail": outs["stdout"].text(),
         "stderr_tail": outs["stderr"].text(),
         "system": sysw.finish(),
+        "forks": forks_out,
     }
     out.update(sampler.report(window_start))
     if probe_out is not None:
@@ -828,6 +843,7 @@ def observe_pids(
     interval_s = _bounded(interval_s, MIN_INTERVAL_S, 10.0, "interval_s")
     tracker = TreeTracker(roots, cgroup=cg, follow_children=bool(include_children))
     session = TraceSession.start(probe) if probe else None
+    forks = ForkTracer() if include_children else None
     sysw = SystemWindow()
     window_start = boottime()
     sampler = Sampler(tracker, interval_s=interval_s, max_tasks=max_tasks, exclude={os.getpid()})
@@ -836,6 +852,11 @@ def observe_pids(
         while True:
             if sampler.tick():
                 sysw.tick()
+            if forks:
+                # Tasks that existed before the window (and cgroup members found since) are known
+                # from /proc only; what they create from now on comes from the fork events.
+                forks.track(sampler.live_tids)
+                forks.drain()
             if session:
                 session.track(tracker.members | set(sampler.tasks))
                 session.drain()
@@ -843,6 +864,7 @@ def observe_pids(
                 break
             time.sleep(min(sampler.interval_s, max(0.0, duration_s - (time.monotonic() - start))))
     finally:
+        forks_out = forks.finish() if forks else None
         probe_out = session.finish() if session else None
     sampler.final_exit_times(boottime())
     out: dict[str, Any] = {
@@ -853,6 +875,8 @@ def observe_pids(
         "missing_pids": missing[:16],
         "system": sysw.finish(),
     }
+    if forks_out is not None:
+        out["forks"] = forks_out
     out.update(sampler.report(window_start))
     if probe_out is not None:
         out["probe"] = probe_out
@@ -946,28 +970,22 @@ def _write(path: str, value: str) -> bool:
         return False
 
 
-class TraceSession:
-    """A private ftrace instance with the sched tracepoints enabled, drained while the workload runs.
+class _TraceInstance:
+    """A private ftrace instance with some tracepoints enabled and its trace_pipe open.
 
-    Events are copied out of the kernel while they happen (the per-CPU buffers are bounded) and
-    parsed afterwards, so parsing cost does not land inside the measured window.
+    Private instances leave the system's own trace buffer alone and let several observations run
+    at once. ``events`` are "system/name" pairs; missing optional ones are skipped, a missing
+    ``required`` one makes the instance unavailable with a reason.
     """
 
-    EVENTS = ("sched_switch", "sched_wakeup", "sched_wakeup_new", "sched_migrate_task", "sched_process_fork")
-
-    def __init__(self, kinds: list[str], buffer_kb: int, system_wide: bool) -> None:
+    def __init__(self, events: tuple[str, ...], required: tuple[str, ...], buffer_kb: int) -> None:
         global _session_counter
-        self.kinds = kinds
-        self.system_wide = system_wide
+        self.events = events
+        self.enabled: set[str] = set()
         self.available = False
         self.reason = ""
-        self.chunks: list[bytes] = []
-        self.bytes = 0
-        self.dropped_bytes = 0
-        self.tracked: set[int] = set()
         self.fd: int | None = None
-        self.started = time.monotonic()
-        self.instance: str | None = None
+        self.path: str | None = None
         root, reason = _mount_tracefs()
         if root is None:
             self.reason = reason
@@ -979,7 +997,7 @@ class TraceSession:
         except OSError as exc:
             self.reason = f"cannot create a tracefs instance: {exc.strerror}"
             return
-        self.instance = inst
+        self.path = inst
         clocks = _read(os.path.join(inst, "trace_clock")) or ""
         for clock in ("mono", "global"):
             if clock in clocks.replace("[", " ").replace("]", " ").split():
@@ -987,13 +1005,10 @@ class TraceSession:
                 break
         _write(os.path.join(inst, "buffer_size_kb"), str(buffer_kb))
         _write(os.path.join(inst, "options", "overwrite"), "0")
-        missing = []
-        for ev in self.EVENTS:
-            if not _write(os.path.join(inst, "events", "sched", ev, "enable"), "1") and ev in (
-                "sched_switch",
-                "sched_wakeup",
-            ):
-                missing.append(ev)
+        for ev in events:
+            if _write(os.path.join(inst, "events", ev, "enable"), "1"):
+                self.enabled.add(ev)
+        missing = [ev for ev in required if ev not in self.enabled]
         if missing:
             self.reason = f"cannot enable tracepoints {missing}"
             self.close()
@@ -1006,6 +1021,73 @@ class TraceSession:
             return
         _write(os.path.join(inst, "tracing_on"), "1")
         self.available = True
+
+    def read(self) -> list[bytes]:
+        """Everything the kernel has buffered so far (non-blocking)."""
+        chunks: list[bytes] = []
+        while self.fd is not None:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except OSError:  # BlockingIOError included: nothing more for now
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return chunks
+
+    def stop(self) -> None:
+        if self.path:
+            _write(os.path.join(self.path, "tracing_on"), "0")
+
+    def lost_events(self) -> int:
+        lost = 0
+        if not self.path:
+            return 0
+        for cpu_dir in _safe_listdir(os.path.join(self.path, "per_cpu")):
+            text = _read(os.path.join(self.path, "per_cpu", cpu_dir, "stats")) or ""
+            for key in ("overrun", "dropped events"):
+                m = re.search(rf"^{key}: (\d+)", text, re.M)
+                if m:
+                    lost += int(m.group(1))
+        return lost
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.path:
+            _write(os.path.join(self.path, "tracing_on"), "0")
+            for ev in self.events:
+                _write(os.path.join(self.path, "events", ev, "enable"), "0")
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass
+            self.path = None
+
+
+class TraceSession:
+    """The sched tracepoints in a private instance, drained while the workload runs.
+
+    Events are copied out of the kernel while they happen (the per-CPU buffers are bounded) and
+    parsed afterwards, so parsing cost does not land inside the measured window.
+    """
+
+    EVENTS = ("sched_switch", "sched_wakeup", "sched_wakeup_new", "sched_migrate_task", "sched_process_fork")
+
+    def __init__(self, kinds: list[str], buffer_kb: int, system_wide: bool) -> None:
+        self.kinds = kinds
+        self.system_wide = system_wide
+        self.chunks: list[bytes] = []
+        self.bytes = 0
+        self.dropped_bytes = 0
+        self.tracked: set[int] = set()
+        self.started = time.monotonic()
+        self.trace = _TraceInstance(
+            tuple(f"sched/{ev}" for ev in self.EVENTS), ("sched/sched_switch", "sched/sched_wakeup"), buffer_kb
+        )
+        self.available = self.trace.available
+        self.reason = self.trace.reason
 
     @classmethod
     def start(cls, spec: dict[str, Any] | None, *, system_wide: bool = False) -> TraceSession:
@@ -1021,17 +1103,7 @@ class TraceSession:
         self.tracked |= members
 
     def drain(self) -> None:
-        if self.fd is None:
-            return
-        while True:
-            try:
-                chunk = os.read(self.fd, 1 << 20)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
-            if not chunk:
-                return
+        for chunk in self.trace.read():
             if self.bytes + len(chunk) > MAX_TRACE_BYTES:
                 self.dropped_bytes += len(chunk)
                 continue
@@ -1039,39 +1111,16 @@ class TraceSession:
             self.bytes += len(chunk)
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.instance:
-            _write(os.path.join(self.instance, "tracing_on"), "0")
-            for ev in self.EVENTS:
-                _write(os.path.join(self.instance, "events", "sched", ev, "enable"), "0")
-            try:
-                os.rmdir(self.instance)
-            except OSError:
-                pass
-            self.instance = None
-
-    def _lost_events(self) -> int:
-        lost = 0
-        if not self.instance:
-            return 0
-        for cpu_dir in _safe_listdir(os.path.join(self.instance, "per_cpu")):
-            text = _read(os.path.join(self.instance, "per_cpu", cpu_dir, "stats")) or ""
-            for key in ("overrun", "dropped events"):
-                m = re.search(rf"^{key}: (\d+)", text, re.M)
-                if m:
-                    lost += int(m.group(1))
-        return lost
+        self.trace.close()
 
     def finish(self, top: int = 8) -> dict[str, Any]:
         duration = time.monotonic() - self.started
         if not self.available:
             self.close()
             return {"available": False, "backend": "tracefs", "reason": self.reason}
-        _write(os.path.join(self.instance or "", "tracing_on"), "0")
+        self.trace.stop()
         self.drain()
-        lost = self._lost_events()
+        lost = self.trace.lost_events()
         self.close()
         parse_start = time.process_time()
         result = analyse_events(b"".join(self.chunks), self.kinds, None if self.system_wide else self.tracked, top)
@@ -1087,6 +1136,158 @@ class TraceSession:
             }
         )
         return result
+
+
+CLONE_THREAD = 0x10000
+FORK_BUFFER_KB = 512
+MAX_FORK_LIFETIMES = 200_000  # lifetimes kept for percentiles; beyond this, a uniform sample
+FORK_LIFETIMES_SHIPPED = 1000
+_FORK_RE = re.compile(rb" pid=(\d+) child_comm=.* child_pid=(\d+)$")
+_EXIT_RE = re.compile(rb" pid=(\d+) prio=-?\d+(?: group_dead=\w+)?$")
+_NEWTASK_RE = re.compile(rb"^pid=(\d+) comm=.* clone_flags=([0-9a-fA-F]+) oom_score_adj=-?\d+$")
+
+
+class ForkCounter:
+    """Every task a tree creates, counted from the kernel's fork and exit tracepoints' text.
+
+    Sampling /proc finds a child only if it is alive at some sample, so a process that lives a few
+    milliseconds (a fork storm, a build's compiler drivers, a shell loop) is usually missed however
+    short the interval, and a slow machine misses more. The kernel emits ``sched_process_fork`` for
+    every clone and ``sched_process_exit`` for every exit: following the tracked tree through those
+    events counts creation exactly and gives each child's lifetime to the microsecond. Lines are
+    parsed as they arrive (a few per task), so memory stays bounded by the live tasks.
+
+    Field patterns are anchored on the fixed parts of each event's format: a task name (at most
+    15 bytes, chosen by the workload) cannot contain one, so it cannot forge a pid.
+    """
+
+    def __init__(self, flags_known: bool = True) -> None:
+        self.flags_known = flags_known  # task_newtask enabled: threads can be told from processes
+        self.tracked: set[int] = set()
+        self.born: dict[int, float] = {}  # tid -> fork time, for created tasks still alive
+        self.is_thread: dict[int, bool] = {}  # from task_newtask, until the matching fork event
+        self.created = 0
+        self.threads_created = 0
+        self.exited = 0
+        self.peak_alive = 0
+        self.first_fork: float | None = None
+        self.last_fork: float | None = None
+        self.lifetimes: list[float] = []
+        self.lifetimes_total = 0
+        self._sample = random.Random(0)
+        self._partial = b""
+
+    def track(self, tids: set[int]) -> None:
+        """Tasks of the workload known from /proc (roots, threads that existed before the window)."""
+        self.tracked |= tids
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._parse(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._parse(self._partial)
+            self._partial = b""
+
+    def _parse(self, line: bytes) -> None:
+        m = _EVENT_RE.match(line)
+        if not m:
+            return
+        name, body = m.group(4), m.group(5)
+        if name == b"task_newtask":
+            nt = _NEWTASK_RE.match(body)
+            if nt and int(m.group(1)) in self.tracked:  # the header names the creating task
+                self.is_thread[int(nt.group(1))] = bool(int(nt.group(2), 16) & CLONE_THREAD)
+            return
+        ts = float(m.group(3))
+        if name == b"sched_process_fork":
+            fk = _FORK_RE.search(body)
+            if not fk:
+                return
+            parent, child = int(fk.group(1)), int(fk.group(2))
+            thread = self.is_thread.pop(child, False)
+            if parent not in self.tracked:
+                return
+            self.tracked.add(child)
+            self.born[child] = ts
+            self.created += 1
+            self.threads_created += thread
+            self.peak_alive = max(self.peak_alive, len(self.born))
+            self.first_fork = ts if self.first_fork is None else self.first_fork
+            self.last_fork = ts
+        elif name == b"sched_process_exit":
+            ex = _EXIT_RE.search(body)
+            if not ex:
+                return
+            tid = int(ex.group(1))
+            self.tracked.discard(tid)  # the tid may be reused by an unrelated task
+            started = self.born.pop(tid, None)
+            if started is not None:
+                self.exited += 1
+                self._keep_lifetime(max(0.0, ts - started))
+
+    def _keep_lifetime(self, life: float) -> None:
+        self.lifetimes_total += 1
+        if len(self.lifetimes) < MAX_FORK_LIFETIMES:
+            self.lifetimes.append(life)
+            return
+        slot = self._sample.randrange(self.lifetimes_total)  # reservoir sampling keeps it uniform
+        if slot < MAX_FORK_LIFETIMES:
+            self.lifetimes[slot] = life
+
+    def report(self) -> dict[str, Any]:
+        lives = sorted(self.lifetimes)
+        step = max(1, -(-len(lives) // FORK_LIFETIMES_SHIPPED))
+        return {
+            "tasks_created": self.created,
+            "threads_created": self.threads_created if self.flags_known else None,
+            "exited": self.exited,
+            "alive_at_end": len(self.born),
+            "peak_alive": self.peak_alive,
+            "span_s": round((self.last_fork or 0.0) - (self.first_fork or 0.0), 6),
+            "lifetime_p50_s": round(_pct(lives, 0.5), 6) if lives else None,
+            "lifetime_p90_s": round(_pct(lives, 0.9), 6) if lives else None,
+            "lifetime_max_s": round(lives[-1], 6) if lives else None,
+            "lifetimes_s": [round(x, 6) for x in lives[::step]],
+            "lifetimes_total": self.lifetimes_total,
+        }
+
+
+class ForkTracer:
+    """A ``ForkCounter`` fed from a private tracefs instance while the workload runs."""
+
+    EVENTS = ("sched/sched_process_fork", "sched/sched_process_exit", "task/task_newtask")
+
+    def __init__(self, buffer_kb: int = FORK_BUFFER_KB) -> None:
+        self.trace = _TraceInstance(self.EVENTS, self.EVENTS[:2], buffer_kb)
+        self.counter = ForkCounter(flags_known="task/task_newtask" in self.trace.enabled)
+
+    def track(self, tids: set[int]) -> None:
+        self.counter.track(tids)
+
+    def drain(self) -> None:
+        for chunk in self.trace.read():
+            self.counter.feed(chunk)
+
+    def finish(self) -> dict[str, Any]:
+        if not self.trace.available:
+            self.trace.close()
+            return {"available": False, "source": "tracefs", "reason": self.trace.reason}
+        self.trace.stop()
+        self.drain()
+        self.counter.flush()
+        lost = self.trace.lost_events()
+        self.trace.close()
+        return {
+            "available": True,
+            "source": "tracefs",
+            **self.counter.report(),
+            "lost_events": lost,
+            "complete": lost == 0,
+        }
 
 
 def _safe_listdir(path: str) -> list[str]:
@@ -1202,13 +1403,9 @@ def analyse_events(data: bytes, kinds: list[str], tracked_pids: set[int] | None,
                 pair = f"{int(kv.get(b'orig_cpu', b'-1'))}>{int(kv.get(b'dest_cpu', b'-1'))}"
                 migr_pairs[pair] = migr_pairs.get(pair, 0) + 1
         elif name == b"sched_process_fork" and tracked is not None:
-            kv = dict(_KV_RE.findall(body))
-            try:
-                parent, child = int(kv[b"pid"]), int(kv[b"child_pid"])
-            except (KeyError, ValueError):
-                continue
-            if parent in tracked:
-                tracked.add(child)
+            fk = _FORK_RE.search(body)  # anchored: a task name cannot forge the parent (see ForkCounter)
+            if fk and int(fk.group(1)) in tracked:
+                tracked.add(int(fk.group(2)))
     out: dict[str, Any] = {"events": events, "tasks": len(per_task), "kinds": kinds}
     if "runqlat" in kinds:
         out["runqlat"] = _dist(runq_us)
