@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.paths import cache_dir
@@ -381,7 +382,12 @@ def file_layer(extras: GuestExtras, have_soname: Callable[[str], bool]) -> Layer
     key = h.hexdigest()[:16]
     out = _layers_dir() / f"files-{key}.cpio"
     if not out.exists():
-        _write_layer(out, lambda w: [w.add(e) for e in entries])
+
+        def fill(writer: CpioWriter) -> None:
+            for entry in entries:
+                writer.add(entry)
+
+        _write_layer(out, fill)
     return Layer(out, key, summary)
 
 
@@ -411,10 +417,11 @@ def read_elf(path: Path) -> ElfInfo | None:
             search: list[str] = []
             for seg in elf.iter_segments():
                 if seg["p_type"] == "PT_INTERP":
-                    interp = seg.get_interp_name()
+                    interp = cast(Any, seg).get_interp_name()
             for section in elf.iter_sections():
                 if not isinstance(section, DynamicSection):
                     continue
+                tag: Any
                 for tag in section.iter_tags():
                     if tag.entry.d_tag == "DT_NEEDED":
                         needed.append(tag.needed)
