@@ -1,33 +1,50 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Tier 2 sandboxes: rooted file reading and bubblewrap command execution for agents.
+"""Tier 2 sandboxes for agents: rooted file reading, and commands in the shared sandbox.
 
-Agents are treated as careless: every path is resolved and checked against allowed roots (no
-``..``, no symlink that leads outside, no secrets such as /proc/*/environ), and every command runs
-as an argv list (never through a shell) inside ``bwrap`` with no network, a read-only view of the
-system, a size-capped writable tmpfs, an unprivileged user, and time, memory, process and output
-limits.
+Agents are treated as hostile: every path is resolved and checked against allowed roots (no
+``..``, no symlink that leads outside, no secrets such as /proc/*/environ or a home directory's
+credentials), and every command runs as an argv list (never through a shell) in
+:mod:`schedcp.sandbox`: no network, no unix sockets, only the system directories plus the inputs
+the caller names (never /home, /root, /run), size-bounded /tmp and /work, an unprivileged user,
+and time, memory, process and output limits for the whole sandbox.
 """
 
 from __future__ import annotations
 
 import os
-import resource
-import shutil
-import signal
-import subprocess
-import threading
-import time
+import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schedcp.errors import NotReadyError, SchedcpError, UsageError
+from schedcp import sandbox
+from schedcp.errors import SchedcpError, UsageError
 from schedcp.node import observe
 
-SANDBOX_UID = 65534  # nobody: outside root's exemptions from RLIMIT_NPROC
+SANDBOX_UID = sandbox.SANDBOX_UID
 WORK_DIR = "/work"
-MAX_TIMEOUT_S = 600.0
-MAX_MEMORY_MB = 8192
+MAX_TIMEOUT_S = sandbox.MAX_TIMEOUT_S
+MAX_MEMORY_MB = sandbox.MAX_MEMORY_MB
+validate_argv = sandbox.validate_argv
+# Path components that name credentials; never readable through the agent's reader, whatever the roots.
+SECRET_NAMES = frozenset(
+    {
+        ".ssh",
+        ".aws",
+        ".gnupg",
+        ".kube",
+        ".docker",
+        ".azure",
+        ".netrc",
+        ".pgpass",
+        ".git-credentials",
+        ".password-store",
+        ".vault-token",
+        "gcloud",
+        "keys",
+    }
+)
+SECRET_PREFIXES = ("id_rsa", "id_ed25519", "id_ecdsa", "id_dsa")
 
 
 def _node_error(exc: observe.NodeError) -> SchedcpError:
@@ -44,136 +61,111 @@ class SafeReader:
     max_bytes: int = 65536
 
     def with_workload_cwd(self, pid: int) -> SafeReader:
-        """Also allow the working directory of a workload process (where its sources usually are)."""
+        """Also allow the working directory of a workload process (where its sources usually are).
+
+        Refused: this server's own process and its ancestors, and a cwd that is a home directory
+        or holds one (``/``, ``/home``, ``~``): that would open every file the user owns.
+        """
+        pid = int(pid)
+        if pid in _own_lineage():
+            raise UsageError(
+                f"pid {pid} is the SchedCP server (or its parent), not a workload",
+                "pass the pid of the workload process",
+                code="denied",
+            )
         try:
-            cwd = os.readlink(f"/proc/{int(pid)}/cwd")
+            cwd = os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
         except OSError as exc:
             raise SchedcpError(f"cannot read the cwd of pid {pid}: {exc.strerror}", "check the pid") from exc
-        if os.path.realpath(cwd) == "/":
+        if cwd == "/":
             return self
+        if any(_within(home, cwd) for home in _home_dirs()):
+            raise UsageError(
+                f"the workload's working directory {cwd} is (or holds) a home directory",
+                "read the workload's files by their full paths under /proc, or run it from its project directory",
+                code="denied",
+            )
         return SafeReader([*self.roots, cwd], self.max_bytes)
 
     def read(self, path: str, *, max_bytes: int | None = None, offset: int = 0) -> dict[str, Any]:
+        if isinstance(path, str) and "\x00" not in path:
+            parts = Path(os.path.realpath(path)).parts if path.startswith("/") else ()
+            if SECRET_NAMES.intersection(parts) or any(p.startswith(SECRET_PREFIXES) for p in parts):
+                raise UsageError(f"{path!r} is a credential path", "pick another file", code="denied")
         try:
             return observe.read_file_safe(path, roots=self.roots, max_bytes=max_bytes or self.max_bytes, offset=offset)
         except observe.NodeError as exc:
             raise _node_error(exc) from exc
 
 
+def _own_lineage() -> set[int]:
+    """This process and its ancestors."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def _home_dirs() -> set[str]:
+    homes = {os.path.realpath(os.path.expanduser("~"))}
+    for entry in pwd.getpwall():
+        if entry.pw_dir and entry.pw_dir != "/" and os.path.isdir(entry.pw_dir):
+            homes.add(os.path.realpath(entry.pw_dir))
+    return homes
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 @dataclass
 class SandboxPolicy:
+    """What an agent may ask for; turned into the shared sandbox's spec."""
+
     timeout_s: float = 60.0
-    memory_mb: int = 1024  # RLIMIT_AS per process
-    max_procs: int = 256  # RLIMIT_NPROC for the sandbox user
-    work_mb: int = 256  # size of the writable tmpfs at /work
+    memory_mb: int = 1024  # the whole sandbox (cgroup) and each process (RLIMIT_AS)
+    max_procs: int = 256
+    work_mb: int = 256  # size of each writable tmpfs (/work and /tmp)
     output_cap: int = 64 * 1024
     ro_binds: list[str] = field(default_factory=list)  # host dirs made visible read-only under /inputs
     env: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if not 0.1 <= self.timeout_s <= MAX_TIMEOUT_S:
-            raise UsageError(f"timeout_s={self.timeout_s} is out of range", f"use 0.1..{MAX_TIMEOUT_S:.0f}")
-        if not 16 <= self.memory_mb <= MAX_MEMORY_MB:
-            raise UsageError(f"memory_mb={self.memory_mb} is out of range", f"use 16..{MAX_MEMORY_MB}")
-        if not 1 <= self.max_procs <= 4096 or not 1 <= self.work_mb <= 4096:
-            raise UsageError("max_procs or work_mb out of range", "use 1..4096")
         for d in self.ro_binds:
             if not os.path.isabs(d) or not os.path.isdir(d):
                 raise UsageError(f"ro_bind {d!r} is not an existing absolute directory", "pass real directories")
-        for k, v in self.env.items():
-            if not k.replace("_", "").isalnum() or "\x00" in v:
-                raise UsageError(f"bad environment variable {k!r}", "use NAME=value pairs")
+            real = os.path.realpath(d)
+            if any(_within(home, real) for home in _home_dirs()) or SECRET_NAMES.intersection(Path(real).parts):
+                raise UsageError(f"ro_bind {d!r} is (or holds) a home or credential directory", "bind a project dir")
+        self.to_spec().validate()
 
-
-def validate_argv(argv: Any) -> list[str]:
-    if not isinstance(argv, list | tuple) or not argv or not all(isinstance(a, str) for a in argv):
-        raise UsageError("the command must be a non-empty list of strings", "pass argv as a list, not a string")
-    if any("\x00" in a for a in argv):
-        raise UsageError("the command contains a NUL byte", "remove it")
-    return list(argv)
+    def to_spec(self) -> sandbox.SandboxSpec:
+        return sandbox.SandboxSpec(
+            limits=sandbox.Limits(
+                timeout_s=self.timeout_s,
+                memory_mb=self.memory_mb,
+                max_procs=self.max_procs,
+                tmp_mb=self.work_mb,
+                stdout_cap=self.output_cap,
+                stderr_cap=self.output_cap,
+            ),
+            binds=[sandbox.Bind(d, f"/inputs/{i}-{Path(d).name or 'root'}") for i, d in enumerate(self.ro_binds)],
+            system=True,
+            scratch=["/tmp", WORK_DIR],
+            chdir=WORK_DIR,
+            env=dict(self.env),
+        )
 
 
 def bwrap_prefix(policy: SandboxPolicy) -> list[str]:
-    """The bwrap + setpriv argv that every sandboxed command is appended to."""
-    bwrap = shutil.which("bwrap")
-    setpriv = shutil.which("setpriv")
-    if bwrap is None:
-        raise NotReadyError("bubblewrap (bwrap) is not installed", "apt-get install bubblewrap")
-    if setpriv is None and os.geteuid() == 0:
-        raise NotReadyError("setpriv is not installed", "apt-get install util-linux")
-    argv = [
-        bwrap,
-        "--unshare-net",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--die-with-parent",
-        "--new-session",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--tmpfs",
-        "/tmp",
-        "--perms",
-        "1777",
-        "--size",
-        str(policy.work_mb * 1024 * 1024),
-        "--tmpfs",
-        WORK_DIR,
-    ]
-    for i, d in enumerate(policy.ro_binds):
-        argv += ["--ro-bind", d, f"/inputs/{i}-{Path(d).name or 'root'}"]
-    argv += [
-        "--chdir",
-        WORK_DIR,
-        "--clearenv",
-        "--setenv",
-        "PATH",
-        "/usr/local/bin:/usr/bin:/bin",
-        "--setenv",
-        "HOME",
-        WORK_DIR,
-        "--setenv",
-        "LANG",
-        "C.UTF-8",
-    ]
-    for k, v in policy.env.items():
-        argv += ["--setenv", k, v]
-    if os.geteuid() != 0:
-        # Unprivileged (e.g. the MCP server as a user): bwrap's own user namespace already drops
-        # every capability and sets no_new_privs; there is no other uid to switch to.
-        return [*argv, "--"]
-    argv += [
-        "--",
-        setpriv,
-        f"--reuid={SANDBOX_UID}",
-        f"--regid={SANDBOX_UID}",
-        "--clear-groups",
-        "--no-new-privs",
-        "--",
-    ]
-    return argv
-
-
-def _limits(policy: SandboxPolicy):
-    mem = policy.memory_mb * 1024 * 1024
-    cpu = int(policy.timeout_s) + 2
-    fsize = policy.work_mb * 1024 * 1024
-
-    def apply() -> None:
-        # Inherited by bwrap and everything it starts; bwrap itself needs far less than this.
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_NPROC, (policy.max_procs, policy.max_procs))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+    """The argv prefix that runs a command in the sandbox (for callers that start it themselves)."""
+    policy.validate()
+    return sandbox.launch_prefix(policy.to_spec())
 
 
 def run_sandboxed(argv: list[str], policy: SandboxPolicy | None = None, stdin: str | None = None) -> dict[str, Any]:
@@ -181,54 +173,25 @@ def run_sandboxed(argv: list[str], policy: SandboxPolicy | None = None, stdin: s
     argv = validate_argv(argv)
     policy = policy or SandboxPolicy()
     policy.validate()
-    full = bwrap_prefix(policy) + argv
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        full,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=_limits(policy),
-    )
-    out, err = observe._Tail(policy.output_cap // 2), observe._Tail(policy.output_cap // 2)
-    readers = [
-        threading.Thread(target=observe._drain, args=(proc.stdout, out), daemon=True),
-        threading.Thread(target=observe._drain, args=(proc.stderr, err), daemon=True),
-    ]
-    for t in readers:
-        t.start()
-    if stdin is not None and proc.stdin is not None:
-        threading.Thread(target=observe._feed_stdin, args=(proc.stdin, stdin.encode()), daemon=True).start()
-    timed_out = False
-    try:
-        proc.wait(timeout=policy.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        # bwrap's child is PID 1 of the sandbox's PID namespace: killing bwrap (die-with-parent)
-        # takes the namespace, and with it every process the command started.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    for t in readers:
-        t.join(timeout=5)
-    code = proc.returncode
+    res = sandbox.run(argv, policy.to_spec(), stdin=stdin.encode() if stdin is not None else None)
     return {
-        "argv": argv[:32],
-        "exit_code": code if code >= 0 else 128 - code,
-        "signal": -code if code < 0 else None,
-        "timed_out": timed_out,
-        "wall_s": round(time.monotonic() - start, 4),
-        "stdout": out.text(),
-        "stderr": err.text(),
-        "truncated": out.total > out.cap * 2 or err.total > err.cap * 2,
+        "argv": res.argv,
+        "exit_code": res.exit_code,
+        "signal": res.signal,
+        "timed_out": res.timed_out,
+        "wall_s": res.wall_s,
+        "stdout": res.text("stdout"),
+        "stderr": res.text("stderr"),
+        "truncated": res.truncated,
         "limits": {
             "timeout_s": policy.timeout_s,
             "memory_mb": policy.memory_mb,
             "max_procs": policy.max_procs,
             "work_mb": policy.work_mb,
             "network": False,
+            "unix_sockets": False,
+            "cgroup": res.cgroup,
+            **({"note": "; ".join(res.notes)} if res.notes else {}),
         },
+        **({"oom_killed": True} if res.oom_killed else {}),
     }
