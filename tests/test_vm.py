@@ -12,8 +12,11 @@ import pytest
 from conftest import qemu_children, run_cli
 from schedcp.errors import SchedcpError
 from schedcp.testbed import kernel
-from schedcp.testbed.vm import MicroVM, NodeOpError, VMConfig
-from schedcp.toolchain import attach, build, headers
+from schedcp.testbed.vm import MicroVM, VMConfig
+from schedcp.toolchain import build, headers
+from schedcp.trial.attached import attached, failure_detail
+from schedcp.trial.models import OWN_DETACH_REASON, Policy
+from schedcp.trial.node import NodeOpError
 
 pytestmark = pytest.mark.vm
 
@@ -37,52 +40,51 @@ def test_guest_reports_kernel_and_tools(vm: MicroVM, unstable_kernel: kernel.Ker
     assert vm.boot_s is not None and vm.boot_s > 0
 
 
-def test_minimal_scheduler_attaches_and_counts(vm: MicroVM, unstable_kernel: kernel.Kernel) -> None:
-    attached = attach.attach(
-        vm.node,
-        _obj("minimal", unstable_kernel),
-        timeout_ms=3000,
-        include_dir=headers.kernel_include_dir(unstable_kernel),
-    )
-    try:
-        assert vm.node.run(["cat", "/sys/kernel/sched_ext/root/ops"])["stdout"].strip() == "minimal"
-        assert vm.node.state()["state"] == "enabled"
-        first = attach.read_counters(vm.node, attached)["nr_enqueued"]
-        vm.node.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 0.01; done"])
-        assert attach.read_counters(vm.node, attached)["nr_enqueued"] > first
-    finally:
-        result = attach.detach(vm.node, attached)
-    assert result["state"]["state"] == "disabled"
-    assert any(
-        e["kind"] == "disabled" and e["reason"] == "unregistered from user space" for e in result["kernel_events"]
-    )
+def _policy(name: str, k: kernel.Kernel) -> Policy:
+    return Policy(name=name, object_path=_obj(name, k), include_dir=headers.kernel_include_dir(k))
+
+
+def test_minimal_scheduler_attaches_counts_and_detaches(vm: MicroVM, unstable_kernel: kernel.Kernel) -> None:
+    with attached(vm.node, _policy("minimal", unstable_kernel), watchdog_ms=3000) as pol:
+        assert pol.ops_name == "minimal"
+        assert vm.node.run(["cat", "/sys/kernel/sched_ext/root/ops"]).stdout.strip() == "minimal"
+        assert vm.node.state().runs("minimal")
+        first = pol.counters()["nr_enqueued"]
+        run = pol.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 0.01; done"], 30)
+        assert run.ok and run.context_switches is not None and run.context_switches > 8
+        assert pol.counters()["nr_enqueued"] > first
+        health = pol.check()
+        assert health.stayed and health.ejections == [] and pol.still_enabled()
+    assert pol.detach_error is None and pol.detached is not None
+    assert pol.detached.state.state == "disabled"
+    # Our own detach is logged as "disabled" too, but it is not an ejection.
+    assert pol.exit_reason == OWN_DETACH_REASON
+    assert any(e.kind == "disabled" for e in pol.events) and pol.ejections() == []
 
 
 def test_stalling_scheduler_is_ejected_and_guest_survives(vm: MicroVM, unstable_kernel: kernel.Kernel) -> None:
-    attach.attach(vm.node, _obj("stall", unstable_kernel), timeout_ms=1000)
-    deadline = time.monotonic() + 30
-    events: list[dict] = []
-    while time.monotonic() < deadline:
-        events += vm.node.events()
-        if any(e["kind"] == "disabled" for e in events):
-            break
-        time.sleep(0.2)
-    ejected = [e for e in events if e["kind"] == "disabled"]
-    assert ejected, "the watchdog never ejected the stalling scheduler"
-    assert ejected[0]["scheduler"] == "stall"
-    assert ejected[0]["reason"] == "runnable task stall"
-    assert vm.node.state()["state"] == "disabled"
-    assert vm.node.run(["echo", "still alive"])["stdout"].strip() == "still alive"
+    with attached(vm.node, _policy("stall", unstable_kernel), watchdog_ms=1000) as pol:
+        deadline = time.monotonic() + 30
+        while not pol.ejections() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = pol.check()
+    assert not health.stayed, "the watchdog never ejected the stalling scheduler"
+    assert [e.scheduler for e in health.ejections] == ["stall"]
+    assert health.reason.startswith("runnable task stall")
+    assert pol.exit_reason == "runnable task stall" and pol.detach_error is None
+    assert vm.node.state().idle
+    assert vm.node.run(["echo", "still alive"]).stdout.strip() == "still alive"
 
 
 def test_verifier_rejection_carries_the_message_and_line(vm: MicroVM, unstable_kernel: kernel.Kernel) -> None:
-    with pytest.raises(NodeOpError) as info:
-        attach.attach(vm.node, _obj("reject", unstable_kernel), attach=False)
+    with pytest.raises(NodeOpError) as info, attached(vm.node, _policy("reject", unstable_kernel), attach=False):
+        pass
     assert info.value.code == "load_failed"
     log = info.value.details["verifier_log"]
     assert any("invalid mem access 'map_value_or_null'" in line for line in log)
     assert any("reject.bpf.c:30" in line for line in log)
-    assert vm.node.state()["state"] == "disabled"
+    assert "map_value_or_null" in failure_detail(info.value)
+    assert vm.node.state().state == "disabled"
 
 
 def test_object_without_struct_ops_is_refused(vm: MicroVM, tmp_path) -> None:
@@ -117,7 +119,7 @@ def test_two_vms_run_at_once(unstable_kernel: kernel.Kernel) -> None:
         try:
             with MicroVM(VMConfig(cpus=1, memory_mb=768)) as machine:
                 argv = ["sh", "-c", f"echo vm{i}; cat /proc/sys/kernel/random/boot_id"]
-                results[i] = machine.node.run(argv)["stdout"]
+                results[i] = machine.node.run(argv).stdout
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -140,6 +142,7 @@ def test_cli_vm_run_prints_the_scheduler_name() -> None:
     assert data["sched_ext_before"]["state"] == "disabled"
     assert data["sched_ext_after"]["state"] == "enabled"
     assert data["scheduler"]["counters"]["nr_enqueued"] > 0
+    assert data["context_switches"] > 0
     assert any(e["kind"] == "enabled" and e["scheduler"] == "minimal" for e in data["kernel_events"])
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -12,11 +13,12 @@ from schedcp.cli.common import JsonOption, emit, err_console, fail, progress
 from schedcp.cli.guestopts import PackageOption, WithOption, extras_from, prepare_image
 from schedcp.errors import SchedcpError
 from schedcp.testbed import kernel as kernel_mod
-from schedcp.testbed.vm import MicroVM, NodeOpError, VMConfig
-from schedcp.toolchain import attach as attach_mod
+from schedcp.testbed.vm import MicroVM, VMConfig
 from schedcp.toolchain import headers, metadata
 from schedcp.toolchain.resolve import resolve_scheduler
-from schedcp.toolchain.verifier_log import summarize as _verifier_summary
+from schedcp.trial.attached import attached, failure_detail
+from schedcp.trial.models import Policy, ejections, events_from
+from schedcp.trial.node import NodeOpError
 
 vm_app = typer.Typer(help="Run things in the sched_ext micro-VM.", no_args_is_help=True)
 
@@ -56,13 +58,11 @@ def run(
     else:
         sys.stdout.write(result["stdout"])
         sys.stderr.write(result["stderr"])
-        for ev in result["kernel_events"]:
-            if ev.get("kind") == "disabled":
-                err_console.print(
-                    f"[yellow]sched_ext:[/] {ev.get('scheduler')} disabled ({ev.get('reason')}) "
-                    + "; ".join(ev.get("detail", [])[:2]),
-                    highlight=False,
-                )
+        for ev in ejections(events_from(result["kernel_events"])):
+            err_console.print(
+                f"[yellow]sched_ext:[/] {ev.scheduler} disabled ({ev.reason}) " + "; ".join(ev.detail[:2]),
+                highlight=False,
+            )
     raise typer.Exit(result["exit_code"])
 
 
@@ -84,54 +84,65 @@ def _run(
     with MicroVM(VMConfig(cpus=cpus, memory_mb=memory, kernel=kernel, extras=extras), image=image) as vm:
         assert vm.node is not None
         say(f"guest ready in {vm.boot_s:.1f}s ({vm.accel.name if vm.accel else '?'})")
-        before = vm.node.state()
-        attached = None
-        info: dict[str, Any] | None = None
-        if resolved is not None:
-            try:
-                attached = attach_mod.attach(
-                    vm.node,
-                    resolved.object_path,
+        node = vm.node
+        before = node.state()
+        with contextlib.ExitStack() as stack:
+            pol = None
+            info: dict[str, Any] | None = None
+            if resolved is not None:
+                policy = Policy(
+                    name=resolved.name,
+                    object_path=resolved.object_path,
                     meta=resolved.meta,
-                    config=metadata.parse_assignments(config),
-                    timeout_ms=watchdog_ms,
-                    partial=partial,
                     include_dir=headers.kernel_include_dir(k),
                 )
-            except NodeOpError as exc:
-                log = exc.details.get("verifier_log") or []
-                events = exc.details.get("kernel_events") or []
-                ejections = [e for e in events if e.get("kind") == "disabled"]
-                detail = _verifier_summary(log) or "; ".join(
-                    f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejections
-                )
-                raise SchedcpError(
-                    f"{resolved.name}: {exc.cause}" + (f" — {detail}" if detail else ""),
-                    exc.next_step or "fix the scheduler and retry",
-                    code=exc.code,
-                ) from exc
-            say(f"attached {attached.ops_name}")
-            info = {"name": resolved.name, "ops_name": attached.ops_name, "config": attached.config}
-        out = vm.node.run(command, timeout_s=timeout, sched_ext=partial)
-        after = vm.node.state()
-        events = (attached.kernel_events if attached else []) + vm.node.events()
-        if attached is not None and after.get("state") == "enabled":
-            info["counters"] = attach_mod.read_counters(vm.node, attached)
-        return {
-            "exit_code": out["exit_code"],
-            "timed_out": out["timed_out"],
-            "wall_s": out["wall_s"],
-            "stdout": out["stdout"],
-            "stderr": out["stderr"],
-            "truncated": out["truncated"],
-            "sched_ext_before": before,
-            "sched_ext_after": after,
-            "kernel_events": events,
-            "scheduler": info,
-            "kernel": k.release,
-            "boot_s": round(vm.boot_s or 0.0, 3),
-            "accel": vm.accel.name if vm.accel else None,
-        }
+                try:
+                    pol = stack.enter_context(
+                        attached(
+                            node,
+                            policy,
+                            config=metadata.parse_assignments(config),
+                            watchdog_ms=watchdog_ms,
+                            partial=partial,
+                        )
+                    )
+                except NodeOpError as exc:
+                    detail = failure_detail(exc)
+                    raise SchedcpError(
+                        f"{resolved.name}: {exc.cause}" + (f" — {detail}" if detail else ""),
+                        exc.next_step or "fix the scheduler and retry",
+                        code=exc.code,
+                    ) from exc
+                say(f"attached {pol.ops_name}")
+                info = {"name": resolved.name, "ops_name": pol.ops_name, "config": pol.config}
+            if pol is not None:
+                out = pol.run(command, timeout)
+                after = node.state()
+                pol.poll()
+                events = list(pol.events)
+                if after.state == "enabled":
+                    assert info is not None
+                    info["counters"] = pol.counters()
+            else:
+                out = node.run(command, timeout, count_switches=True, sched_ext=partial)
+                after = node.state()
+                events = node.events()
+            return {
+                "exit_code": out.exit_code,
+                "timed_out": out.timed_out,
+                "wall_s": out.wall_s,
+                "context_switches": out.context_switches,
+                "stdout": out.stdout,
+                "stderr": out.stderr,
+                "truncated": out.truncated,
+                "sched_ext_before": before.as_dict(),
+                "sched_ext_after": after.as_dict(),
+                "kernel_events": [e.as_dict() for e in events],
+                "scheduler": info,
+                "kernel": k.release,
+                "boot_s": round(vm.boot_s or 0.0, 3),
+                "accel": vm.accel.name if vm.accel else None,
+            }
 
 
 def register(app: typer.Typer) -> None:
