@@ -80,8 +80,11 @@ class DaemonClient:
     def _exchange(self, request: bytes, timeout_s: float) -> bytes:
         assert self._sock is not None and self._file is not None
         self._sock.settimeout(timeout_s)
-        self._file.write(request)
-        self._file.flush()
+        try:
+            self._file.write(request)
+            self._file.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon may have refused us before reading ("busy"): its answer is still readable
         return self._file.readline(MAX_REPLY_BYTES)
 
     def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -94,7 +97,7 @@ class DaemonClient:
             try:
                 try:
                     line = self._exchange(request, timeout_s)
-                except (BrokenPipeError, ConnectionResetError):
+                except ConnectionResetError:
                     line = b""
                 if not line and reused:  # the daemon closed an idle connection: one fresh try
                     self.close()
