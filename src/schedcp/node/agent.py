@@ -14,11 +14,12 @@ import os
 import platform
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import libbpf, scx
+from . import libbpf, scx, scxload
 from .protocol import MAX_MESSAGE_BYTES, PORT_NAME, PROTOCOL_VERSION, NodeError, decode, encode
 from .runner import run_command
 
@@ -36,6 +37,8 @@ class NodeAgent:
         self.kmsg.read_events()  # skip boot history; callers want events caused by their actions
         self.schedulers: dict[int, libbpf.LoadedScheduler] = {}
         self._next_handle = 1
+        self._job: _LoadJob | None = None
+        self._next_job = 1
         self.started = time.monotonic()
         WORK_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -73,8 +76,21 @@ class NodeAgent:
         timeout_ms: int | None = None,
         ops_flags: int = 0,
         attach: bool = True,
+        struct_ops: str | None = None,
+        rodata: dict[str, str] | None = None,
+        steps: dict[str, Any] | None = None,
+        wait_s: float | None = None,
     ) -> dict[str, Any]:
-        """Open, patch, load and (by default) attach a scheduler; confirm it really enabled."""
+        """Open, patch, load and (by default) attach a scheduler; confirm it really enabled.
+
+        ``struct_ops`` picks the map to attach when the object has several; ``rodata`` sets
+        ``const volatile`` variables by name (base64 of their bytes); ``steps`` switches the generic
+        scx loader steps (see scxload.apply; all on by default). With ``wait_s`` the kernel's
+        verifier runs in the background: the reply comes after at most wait_s, as ``pending`` with
+        progress when the load is still running, and ``load_wait`` continues it.
+        """
+        if self._job is not None:
+            raise NodeError("busy", "another load is still in progress", "wait for it with load_wait")
         obj_path = _safe_path(path) if not os.path.isabs(path) else Path(path)
         if not obj_path.is_file():
             raise NodeError("not_found", f"no object at {obj_path}", "upload it with put_file first")
@@ -89,32 +105,71 @@ class NodeAgent:
                     "detach the running scheduler first",
                 )
         self.kmsg.read_events()
-        sched = libbpf.LoadedScheduler(str(obj_path))
+        sched = libbpf.LoadedScheduler(str(obj_path), struct_ops=struct_ops)
         try:
             for p in patches or []:
                 sched.patch(str(p["section"]), int(p["offset"]), base64.b64decode(p["data_b64"]))
+            options = dict(steps or {})
+            unknown = set(options) - {"enums", "cpu_counts", "ops_compat", "hotplug", "uei_dump_len"}
+            if unknown:
+                raise NodeError("bad_args", f"unknown scx loader options {sorted(unknown)}", "")
+            values = {str(k): base64.b64decode(v, validate=True) for k, v in (rodata or {}).items()}
+            fixups = scxload.apply(sched, rodata=values, **options)
             if timeout_ms is not None:
                 sched.set_ops_u32("timeout_ms", int(timeout_ms))
             if ops_flags:
                 sched.set_ops_u64_or("flags", int(ops_flags))
-            t0 = time.monotonic()
-            sched.load()
-            load_s = time.monotonic() - t0
-            result: dict[str, Any] = {"ops_name": sched.ops_name, "load_s": round(load_s, 4)}
-            if attach:
+        except Exception:
+            sched.close()
+            raise
+        job = _LoadJob(self._next_job, sched, attach, fixups)
+        self._next_job += 1
+        if wait_s is None:
+            job.run()
+            return self._finish(job)
+        self._job = job
+        threading.Thread(target=job.run, name="schedcp-load", daemon=True).start()
+        return self.op_load_wait(job.id, wait_s)
+
+    def op_load_wait(self, job: int, wait_s: float = 20.0) -> dict[str, Any]:
+        """Wait up to wait_s more for a background load; its result, or ``pending`` with progress."""
+        current = self._job
+        if current is None or current.id != int(job):
+            raise NodeError("unknown_job", f"no load {job} in progress", "start one with load(wait_s=...)")
+        if not current.done.wait(max(0.0, min(float(wait_s), 120.0))):
+            return {"pending": True, "job": current.id, "progress": current.progress()}
+        self._job = None
+        return self._finish(current)
+
+    def _finish(self, job: _LoadJob) -> dict[str, Any]:
+        sched = job.sched
+        try:
+            if job.error is not None:
+                raise job.error
+            result: dict[str, Any] = {
+                "ops_name": sched.ops_name,
+                "load_s": round(job.load_s, 4),
+                "struct_ops": sched.struct_ops,
+                "struct_ops_maps": sched.struct_ops_maps,
+                "loader": job.fixups.to_dict(),
+            }
+            if job.attach:
                 sched.attach()
                 state, events = self._wait_enabled(sched.ops_name)
                 result["kernel_events"] = events
                 if state["state"] != "enabled" or state["ops"] != sched.ops_name:
+                    exit_info = scxload.read_exit_info(sched)
                     raise NodeError(
                         "not_enabled",
-                        f"attach returned but {sched.ops_name!r} did not enable (state={state['state']})",
+                        f"attach returned but {sched.ops_name!r} did not enable (state={state['state']})"
+                        + (f": {scxload.describe(exit_info)}" if exit_info else ""),
                         "see kernel_events for the kernel's reason, e.g. ops.init() failing",
-                        kernel_events=events,
+                        kernel_events=events + self.kmsg.read_events(),
                         state=state,
+                        exit_info=exit_info,
                     )
                 result["state"] = state
-        except Exception:
+        except BaseException:
             sched.close()
             raise
         handle = self._next_handle
@@ -122,6 +177,10 @@ class NodeAgent:
         self.schedulers[handle] = sched
         result["handle"] = handle
         return result
+
+    def op_exit_info(self, handle: int) -> dict[str, Any]:
+        """The scheduler's own record of why it exited (UEI), while its object is still open."""
+        return {"exit_info": scxload.read_exit_info(self._sched(handle))}
 
     def _wait_enabled(self, name: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Poll until the scheduler is enabled, or the kernel logs that it was disabled."""
@@ -145,9 +204,13 @@ class NodeAgent:
         sched = self.schedulers.pop(int(handle), None)
         if sched is None:
             raise NodeError("unknown_handle", f"no scheduler with handle {handle}", "list with state")
+        exit_info = scxload.read_exit_info(sched)
         sched.close()
         state = scx.wait_for(lambda s: s["state"] in ("disabled", None), ENABLE_WAIT_S)
-        return {"state": state, "kernel_events": self.kmsg.read_events()}
+        result: dict[str, Any] = {"state": state, "kernel_events": self.kmsg.read_events()}
+        if exit_info is not None:
+            result["exit_info"] = exit_info
+        return result
 
     def op_run(self, argv: list[str], **kwargs: Any) -> dict[str, Any]:
         allowed = {"timeout_s", "env", "cwd", "stdin", "output_cap", "sched_ext", "nice"}
@@ -161,6 +224,10 @@ class NodeAgent:
     def op_read_file(self, path: str, max_bytes: int = 1 << 20) -> dict[str, Any]:
         data = Path(path).read_bytes()[: max(0, min(int(max_bytes), 16 << 20))]
         return {"data_b64": base64.b64encode(data).decode(), "bytes": len(data)}
+
+    def op_loaded(self) -> dict[str, Any]:
+        """The schedulers this agent holds (handle -> ops name), for a restarted control plane."""
+        return {"loaded": {str(h): s.ops_name for h, s in self.schedulers.items()}}
 
     def op_poweroff(self) -> dict[str, Any]:
         for sched in self.schedulers.values():
@@ -199,10 +266,59 @@ class NodeAgent:
             return {"id": req_id, "ok": False, "error": err.to_dict()}
 
 
+class _LoadJob:
+    """One scheduler going through the kernel's verifier, possibly on a background thread (ctypes
+    releases the GIL during bpf_object__load, so the agent keeps answering meanwhile)."""
+
+    def __init__(self, job_id: int, sched: libbpf.LoadedScheduler, attach: bool, fixups: scxload.Fixups) -> None:
+        self.id = job_id
+        self.sched = sched
+        self.attach = attach
+        self.fixups = fixups
+        self.error: BaseException | None = None
+        self.load_s = 0.0
+        self.done = threading.Event()
+        self.started = time.monotonic()
+        self.programs = sched.programs()
+        self._fds_before = _bpf_prog_fds()
+
+    def run(self) -> None:
+        try:
+            self.sched.load()
+        except BaseException as exc:  # reported to the caller by _finish
+            self.error = exc
+        finally:
+            self.load_s = time.monotonic() - self.started
+            self.done.set()
+
+    def progress(self) -> dict[str, Any]:
+        """How far the kernel's verifier got: programs accepted so far (each is one BPF_PROG_LOAD)."""
+        return {
+            "elapsed_s": round(time.monotonic() - self.started, 2),
+            "programs": self.programs,
+            "programs_loaded": max(0, _bpf_prog_fds() - self._fds_before),
+        }
+
+
+def _bpf_prog_fds() -> int:
+    count = 0
+    try:
+        entries = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    for fd in entries:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-prog":
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
 def _plugin_ops() -> dict[str, Any]:
     """Operations contributed by sibling modules (e.g. observe.py) through an OPS dict."""
     ops: dict[str, Any] = {}
-    for module_name in ("observe",):
+    for module_name in ("observe", "canary"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["OPS"])
         except ImportError:

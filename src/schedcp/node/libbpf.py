@@ -2,9 +2,16 @@
 """A minimal sched_ext loader over libbpf.so.1 with ctypes.
 
 Open an object, patch read-only data (tunables) and struct_ops fields (timeout, flags) before load,
-load it (capturing libbpf's and the kernel verifier's messages), attach every struct_ops map, and
+load it (capturing libbpf's and the kernel verifier's messages), attach its struct_ops map, and
 read the program's global-data sections while it runs. libbpf >= 1.3 is required so that
 ``bpf_map__initial_value`` exposes the struct_ops data.
+
+An object may define several ``struct_ops`` maps (alternatives for different kernels); exactly one
+is created and attached (the caller's choice, else the first), the others are switched off before
+load, since registering two sched_ext schedulers at once fails with EBUSY. What the scx userspace
+loaders do for every scheduler (fill the ``__SCX_*`` enum variables, clear ops fields the running
+kernel lacks, size and read back the exit info) is in ``scx.py``'s ``ScxLoaderFixups`` on top of
+the primitives here.
 """
 
 from __future__ import annotations
@@ -58,6 +65,13 @@ def lib() -> ctypes.CDLL:
         "bpf_object__name": (cp, [vp]),
         "bpf_object__next_map": (vp, [vp, vp]),
         "bpf_object__btf": (vp, [vp]),
+        "bpf_object__next_program": (vp, [vp, vp]),
+        "bpf_program__autoload": (ctypes.c_bool, [vp]),
+        "btf__raw_data": (vp, [vp, ctypes.POINTER(u32)]),
+        "btf__load_vmlinux_btf": (vp, []),
+        "bpf_map__set_autocreate": (i, [vp, ctypes.c_bool]),
+        "bpf_map__set_value_size": (i, [vp, u32]),
+        "bpf_map__value_size": (u32, [vp]),
         "bpf_map__name": (cp, [vp]),
         "bpf_map__type": (i, [vp]),
         "bpf_map__is_internal": (ctypes.c_bool, [vp]),
@@ -110,15 +124,28 @@ def _struct_members(btf: int, name: str) -> dict[str, int]:
     return members
 
 
+_vmlinux_btf: int | None = None
+
+
+def kernel_struct_members(name: str) -> dict[str, int]:
+    """Members (byte offsets) of a struct in the running kernel's BTF; {} when it has none."""
+    global _vmlinux_btf
+    handle = lib()
+    if _vmlinux_btf is None:
+        _vmlinux_btf = handle.btf__load_vmlinux_btf() or 0
+    return _struct_members(_vmlinux_btf, name) if _vmlinux_btf else {}
+
+
 class LoadedScheduler:
     """One sched_ext object through its life: opened, patched, loaded, attached, closed."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, struct_ops: str | None = None) -> None:
         self.path = path
         self.links: list[int] = []
         self.obj: int | None = None
         self.ops_name: str | None = None
         self.struct_ops_maps: list[str] = []
+        self.struct_ops: str | None = None  # the map that is created and attached
         handle = lib()
         with _lock:
             _take_log()
@@ -143,6 +170,17 @@ class LoadedScheduler:
                 f"{path} has no struct_ops map, so it is not a sched_ext scheduler",
                 'define a SEC(".struct_ops.link") struct sched_ext_ops variable',
             )
+        if struct_ops is not None and struct_ops not in self.struct_ops_maps:
+            self.close()
+            raise NodeError(
+                "unknown_struct_ops",
+                f"the object has no struct_ops map {struct_ops!r}",
+                f"choose one of {self.struct_ops_maps}",
+            )
+        self.struct_ops = struct_ops or self.struct_ops_maps[0]
+        for mp in self._maps():
+            if handle.bpf_map__type(mp) == 26 and handle.bpf_map__name(mp).decode() != self.struct_ops:
+                handle.bpf_map__set_autocreate(mp, False)
         self.ops_name = self._ops_field_str("name")
 
     def _maps(self):
@@ -155,7 +193,7 @@ class LoadedScheduler:
     def _struct_ops_data(self) -> tuple[int, int, dict[str, int]]:
         handle = lib()
         for mp in self._maps():
-            if handle.bpf_map__type(mp) == 26:
+            if handle.bpf_map__type(mp) == 26 and handle.bpf_map__name(mp).decode() == self.struct_ops:
                 size = ctypes.c_size_t()
                 data = handle.bpf_map__initial_value(mp, ctypes.byref(size))
                 if not data:
@@ -194,6 +232,53 @@ class LoadedScheduler:
                     return data, size.value
         return None
 
+    def _datasec_map(self, section: str) -> int | None:
+        """The internal map of a data section: ".rodata", ".data", or a custom ".data.NAME"."""
+        handle = lib()
+        for mp in self._maps():
+            name = handle.bpf_map__name(mp).decode()
+            if handle.bpf_map__is_internal(mp) and (name == section or name.endswith(section)):
+                return mp
+        return None
+
+    def object_btf_raw(self) -> bytes:
+        """The object's BTF as libbpf holds it after open (data-section offsets filled in)."""
+        handle = lib()
+        btf = handle.bpf_object__btf(self.obj)
+        if not btf:
+            raise NodeError("no_btf", "the object has no BTF", "compile with -g")
+        size = ctypes.c_uint32()
+        data = handle.btf__raw_data(btf, ctypes.byref(size))
+        return ctypes.string_at(data, size.value)
+
+    def struct_ops_bytes(self) -> tuple[int, int, dict[str, int]]:
+        """(address, size, member offsets) of the chosen struct_ops map's data, before load."""
+        return self._struct_ops_data()
+
+    def resize_datasec(self, section: str, size: int) -> bool:
+        """Resize a custom data section map (RESIZABLE_ARRAY); False when libbpf refuses."""
+        mp = self._datasec_map(section)
+        return mp is not None and lib().bpf_map__set_value_size(mp, size) == 0
+
+    def datasec_bytes(self, section: str) -> tuple[int, int] | None:
+        """(address, size) of a data section's bytes: initial value before load, live after."""
+        mp = self._datasec_map(section)
+        if mp is None:
+            return None
+        size = ctypes.c_size_t()
+        data = lib().bpf_map__initial_value(mp, ctypes.byref(size))
+        return (data, size.value) if data else None
+
+    def programs(self) -> int:
+        """How many programs libbpf will load (autoload on)."""
+        handle = lib()
+        count = 0
+        prog = handle.bpf_object__next_program(self.obj, None)
+        while prog:
+            count += bool(handle.bpf_program__autoload(prog))
+            prog = handle.bpf_object__next_program(self.obj, prog)
+        return count
+
     def patch(self, section: str, offset: int, value: bytes) -> None:
         """Overwrite bytes of a global-data section before load (how tunables are set)."""
         found = self._datasec(section)
@@ -222,7 +307,7 @@ class LoadedScheduler:
     def attach(self) -> None:
         handle = lib()
         for mp in self._maps():
-            if handle.bpf_map__type(mp) != 26:
+            if handle.bpf_map__type(mp) != 26 or handle.bpf_map__name(mp).decode() != self.struct_ops:
                 continue
             with _lock:
                 _take_log()
