@@ -198,15 +198,6 @@ def test_verdict_names_each_failure(change: dict, expected: str) -> None:
     assert any(expected in p for p in problems), problems
 
 
-def test_own_detach_is_not_an_ejection() -> None:
-    events = [
-        {"kind": "disabled", "reason": "unregistered from user space"},
-        {"kind": "disabled", "reason": "runtime error"},
-        {"kind": "enabled"},
-    ]
-    assert [e["reason"] for e in library_check._ejections(events)] == ["runtime error"]
-
-
 class _DeadNode:
     """A node whose guest has just died: every call fails the way NodeClient reports it."""
 

@@ -9,14 +9,15 @@ Tunables are then shown to reach the loaded program and to change what it does.
 
 from __future__ import annotations
 
-import base64
 import struct
 import warnings
 
 import pytest
 
-from schedcp.toolchain import attach, build, metadata
+from schedcp.toolchain import build, metadata
 from schedcp.toolchain.library_check import CheckResult, KernelSession
+from schedcp.trial.attached import attached
+from schedcp.trial.models import Policy
 
 pytestmark = pytest.mark.vm
 
@@ -108,19 +109,16 @@ def test_tunable_bytes_are_live_in_rodata(run: Run) -> None:
     node = run.session.node()
     meta = metadata.get("layered")
     obj = build.build(meta.source_path, run.session.include_dir, target=run.session.kernel.release).object_path
-    handle = attach.attach(
-        node, obj, meta=meta, config={"layer1_comm": "kworker", "layer1_weight": 321}, timeout_ms=3000
-    )
-    try:
-        sections = node.call("sections", {"handle": handle.handle})["sections"]
-        rodata = base64.b64decode(sections[".rodata"])
-        comm = handle.variables["layer1_comm"]
-        weight = handle.variables["layer1_weight"]
+    policy = Policy(name="layered", object_path=obj, meta=meta)
+    config = {"layer1_comm": "kworker", "layer1_weight": 321}
+    with attached(node, policy, config=config, watchdog_ms=3000) as pol:
+        rodata = node.sections(pol.handle)[".rodata"]
+        comm = pol.variables["layer1_comm"]
+        weight = pol.variables["layer1_weight"]
         assert rodata[comm.offset : comm.offset + comm.size].rstrip(b"\0") == b"kworker"
         assert struct.unpack_from("<I", rodata, weight.offset)[0] == 321
-        assert struct.unpack_from("<I", rodata, handle.variables["layer0_weight"].offset)[0] == 100
-    finally:
-        attach.detach(node, handle)
+        assert struct.unpack_from("<I", rodata, pol.variables["layer0_weight"].offset)[0] == 100
+    assert pol.detach_error is None
 
 
 # What the compat shims must bind to on each kernel (newest generation the kernel offers).
@@ -147,20 +145,17 @@ def test_shims_bind_the_newest_kfuncs(run: Run) -> None:
     for sched in ("fifo", "vtime"):
         meta = metadata.get(sched)
         obj = build.build(meta.source_path, run.session.include_dir, target=run.session.kernel.release).object_path
-        handle = attach.attach(node, obj, meta=meta, attach=False)
-        try:
+        with attached(node, Policy(name=sched, object_path=obj, meta=meta), attach=False):
             for prog, kfunc in expected.items():
                 if not prog.startswith(sched):
                     continue
-                out = node.run(["bpftool", "prog", "dump", "xlated", "name", prog], timeout_s=30)
+                out = node.run(["bpftool", "prog", "dump", "xlated", "name", prog], 30)
                 calls = {
                     line.split("call ", 1)[1].split("#")[0].strip()
-                    for line in out["stdout"].splitlines()
+                    for line in out.stdout.splitlines()
                     if "call " in line
                 }
                 assert kfunc in calls, f"{prog} on {run.session.spec} calls {sorted(calls)}"
                 # The v1 name must be gone where v2 exists (libbpf's ___ stripping trap).
                 if kfunc.endswith("___v2"):
                     assert kfunc.removesuffix("___v2") not in calls
-        finally:
-            attach.detach(node, handle)

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from schedcp.errors import SchedcpError
-from schedcp.toolchain import attach as attach_mod
 from schedcp.toolchain import build as build_mod
 from schedcp.toolchain import headers, metadata
+from schedcp.trial.attached import AttachedPolicy, attached
+from schedcp.trial.models import Policy, ejections
+from schedcp.trial.node import NodeClient, NodeOpError
 
 DEFAULT_TIMEOUT_MS = 3000
 DEFAULT_SECONDS = 3.0
@@ -79,29 +81,24 @@ class CheckResult:
         return out
 
 
-def _ejections(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Disable events that were not our own detach."""
-    return [e for e in events if e.get("kind") == "disabled" and "unregistered from user" not in e.get("reason", "")]
-
-
-def run_mixedload(node, seconds: float = DEFAULT_SECONDS, starve_s: float | None = None) -> dict[str, Any]:
+def run_mixedload(node: NodeClient, seconds: float = DEFAULT_SECONDS, starve_s: float | None = None) -> dict[str, Any]:
     argv = [*MIXEDLOAD, "--seconds", str(seconds), "--json"]
     if starve_s is not None:
         argv += ["--starve-s", str(starve_s)]
-    res = node.run(argv, timeout_s=seconds + 30)
-    if res["timed_out"]:
+    res = node.run(argv, seconds + 30)
+    if res.timed_out:
         raise SchedcpError("the mixed load did not finish in time", "the scheduler may be starving tasks")
     try:
-        return json.loads(res["stdout"].strip().splitlines()[-1])
+        return json.loads(res.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError) as exc:
         raise SchedcpError(
-            f"the mixed load printed no report (exit {res['exit_code']}): {res['stderr'].strip()[-300:]}",
+            f"the mixed load printed no report (exit {res.exit_code}): {res.stderr.strip()[-300:]}",
             "run it by hand in the guest: python3 -m schedcp_workloads.mixedload --seconds 1",
         ) from exc
 
 
 def check_one(
-    node,
+    node: NodeClient,
     meta: metadata.SchedulerMeta,
     kernel,
     *,
@@ -115,31 +112,25 @@ def check_one(
     release = getattr(kernel, "release", str(kernel))
     result = CheckResult(meta.name, release, config=dict(config or {}))
     start = time.monotonic()
-    attached = None
+    pol: AttachedPolicy | None = None
     try:
         if object_path is None:
             include_dir = include_dir or headers.kernel_include_dir(kernel)
             object_path = build_mod.build(meta.source_path, include_dir, target=release).object_path
         result.stage = "attach"
-        attached = attach_mod.attach(
-            node, object_path, meta=meta, config=config or {}, timeout_ms=timeout_ms, include_dir=include_dir
-        )
-        result.ops_name = attached.ops_name
-        stats = [s.name for s in meta.stats]
-        result.counters_before = attach_mod.read_counters(node, attached, stats)
-        result.stage = "run"
-        result.load = run_mixedload(node, seconds)
-        result.starved = list(result.load.get("starved", []))
-        result.stage = "verify"
-        result.state_after = node.state()
-        events = node.events()
-        # Mid-disable ("disabling"), the kernel has not logged its reason yet: wait for it briefly.
-        deadline = time.monotonic() + 5
-        while result.state_after.get("state") != "enabled" and not _ejections(events) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            events += node.events()
-        result.ejections = _ejections(events)
-        result.counters_after = attach_mod.read_counters(node, attached, stats)
+        policy = Policy(name=meta.name, object_path=object_path, meta=meta, include_dir=include_dir)
+        with attached(node, policy, config=config or {}, watchdog_ms=timeout_ms) as pol:
+            result.ops_name = pol.ops_name
+            stats = [s.name for s in meta.stats]
+            result.counters_before = pol.counters(stats)
+            result.stage = "run"
+            result.load = run_mixedload(node, seconds)
+            result.starved = list(result.load.get("starved", []))
+            result.stage = "verify"
+            health = pol.check()
+            result.state_after = health.state.as_dict()
+            result.ejections = [e.as_dict() for e in health.ejections]
+            result.counters_after = pol.counters(stats)
         result.problems = _problems(result, meta)
         result.ok = not result.problems
         if result.ok:
@@ -147,19 +138,17 @@ def check_one(
     except SchedcpError as exc:
         result.error = f"{exc.cause} {_guest_context(exc)}".strip()
         result.guest_lost = _is_guest_lost(exc)
-        details = getattr(exc, "details", {}) or {}
-        if details.get("verifier_log"):
-            result.error += " | verifier: " + " / ".join(details["verifier_log"][-6:])
-        if details.get("kernel_events"):
-            result.ejections = _ejections(details["kernel_events"])
+        if isinstance(exc, NodeOpError):
+            if exc.details.get("verifier_log"):
+                result.error += " | verifier: " + " / ".join(exc.details["verifier_log"][-6:])
+            if exc.kernel_events:
+                result.ejections = [e.as_dict() for e in ejections(exc.kernel_events)]
     finally:
-        if attached is not None:
-            try:
-                attach_mod.detach(node, attached)
-            except SchedcpError as exc:
-                result.problems.append(f"detach failed: {exc.cause} {_guest_context(exc)}".strip())
-                result.guest_lost = result.guest_lost or _is_guest_lost(exc)
-                result.ok = False
+        if pol is not None and pol.detach_error is not None:
+            failed = pol.detach_error
+            result.problems.append(f"detach failed: {failed.cause} {_guest_context(failed)}".strip())
+            result.guest_lost = result.guest_lost or _is_guest_lost(failed)
+            result.ok = False
         result.wall_s = round(time.monotonic() - start, 2)
     return result
 
