@@ -78,6 +78,8 @@ _DIAG = re.compile(
     r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning|fatal error|note): (?P<msg>.*)$"
 )
 _SAFE_REL = re.compile(r"^[\w.+-]+(/[\w.+-]+)*$")
+# The scx headers define the struct_ops variable behind a macro (SCX_OPS_DEFINE, SCX_OPS_CID_DEFINE…).
+_SCX_OPS_DEFINE = re.compile(r"\bSCX_OPS_\w*DEFINE\s*\(")
 
 
 @dataclass
@@ -337,10 +339,10 @@ def build(
         source_text = src_path.read_text(errors="replace")
     if len(source_text.encode()) > MAX_SOURCE_BYTES:
         raise UsageError(f"source is larger than {MAX_SOURCE_BYTES} bytes", "shrink it")
-    if "struct_ops" not in source_text:
+    if "struct_ops" not in source_text and not _SCX_OPS_DEFINE.search(source_text):
         raise UsageError(
             "the source defines no struct_ops section, so it is not a sched_ext scheduler",
-            'declare SEC(".struct_ops.link") struct sched_ext_ops NAME = {...}',
+            'declare SEC(".struct_ops.link") struct sched_ext_ops NAME = {...} (or SCX_OPS_DEFINE(NAME, ...))',
         )
     if len(extra_include_dirs) > MAX_INCLUDE_DIRS:
         raise UsageError(f"at most {MAX_INCLUDE_DIRS} extra include directories", "merge them")
