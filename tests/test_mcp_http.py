@@ -193,11 +193,38 @@ def test_off_loopback_bind_with_token_requires_it(tmp_path):
         assert anyio.run(main) >= 16
 
 
-def test_loopback_without_token_is_open_to_local_clients(tmp_path):
-    with http_server(isolated_env(tmp_path), None) as url:
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_every_loopback_address_refuses_to_start_without_a_token(tmp_path, host):
+    """Replay: `mcp --http` on a loopback address other than 127.0.0.1 ran with no token at all."""
+    env = {**isolated_env(tmp_path), "PATH": "/usr/bin:/bin"}
+    bind = f"[{host}]:{free_port()}" if ":" in host else f"{host}:{free_port()}"
+    out = subprocess.run([schedcp_exe(), "mcp", "--http", bind], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2 and "without a token" in out.stderr and "Traceback" not in out.stderr
 
-        async def main():
-            async with http_client(url, None) as client:
-                return (await call(client, "get_scheduler", {"name": "fifo"}))[1]["name"]
 
-        assert anyio.run(main) == "fifo"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
+ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1", "localhost"])
+def test_token_host_and_origin_are_checked_on_every_loopback_address(tmp_path, host):
+    """Replay: on 127.0.0.2 or ::1 the server ran with no token and no Host/Origin checks, so a
+    local user or a DNS-rebound web page could call the tools."""
+    port = free_port()
+    with http_server(isolated_env(tmp_path), TOKEN, host=host, port=port) as url:
+        assert httpx2.post(url, json=INIT, headers=ACCEPT).status_code == 401
+        auth = {**ACCEPT, "authorization": f"Bearer {TOKEN}"}
+        rebound = httpx2.post(url, json=INIT, headers={**auth, "host": f"attacker.example:{port}"})
+        assert rebound.status_code == 421
+        other_port = httpx2.post(url, json=INIT, headers={**auth, "host": f"127.0.0.1:{port + 1}"})
+        assert other_port.status_code == 421
+        cross = httpx2.post(url, json=INIT, headers={**auth, "origin": "http://attacker.example"})
+        assert cross.status_code == 403
+        same = f"http://{'[::1]' if host == '::1' else host}:{port}"
+        assert httpx2.post(url, json=INIT, headers={**auth, "origin": same}).status_code == 200
+        assert httpx2.post(url, json=INIT, headers=auth).status_code == 200

@@ -135,11 +135,11 @@ def test_parse_endpoint_rejects(text):
         http_mod.parse_endpoint(text)
 
 
-def test_token_required_off_loopback_and_must_be_strong():
+def test_token_required_on_every_address_and_must_be_strong():
     remote, local = http_mod.parse_endpoint("0.0.0.0:1"), http_mod.parse_endpoint("127.0.0.1:1")
-    with pytest.raises(UsageError, match="without a token"):
-        http_mod.check_token(None, remote)
-    assert http_mod.check_token(None, local) is None
+    for endpoint in (remote, local, http_mod.parse_endpoint("127.0.0.2:1"), http_mod.parse_endpoint("[::1]:1")):
+        with pytest.raises(UsageError, match="without a token"):
+            http_mod.check_token(None, endpoint)
     with pytest.raises(UsageError, match="at least"):
         http_mod.check_token("short", local)
     assert http_mod.check_token("k" * 20, remote) == "k" * 20

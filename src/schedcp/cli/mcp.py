@@ -26,7 +26,13 @@ def mcp(
         "--token",
         envvar="SCHEDCP_MCP_TOKEN",
         show_envvar=True,
-        help="Bearer token HTTP clients must send; required off loopback. Prefer the environment variable.",
+        help="Bearer token HTTP clients must send (required with --http). Prefer the environment variable.",
+    ),
+    allow_host: list[str] = typer.Option(
+        [],
+        "--allow-host",
+        metavar="NAME",
+        help="Another Host name HTTP clients may use (a DNS name or proxy); the bound address is always allowed.",
     ),
     print_config: str | None = typer.Option(
         None,
@@ -55,12 +61,14 @@ def mcp(
             return
         if endpoint is not None:
             token = http_mod.check_token(token, endpoint)
-        _serve(endpoint, token, daemon_socket, vm_queue)
+        _serve(endpoint, token, daemon_socket, vm_queue, allow_host)
     except SchedcpError as exc:
         raise fail(exc) from None
 
 
-def _serve(endpoint, token: str | None, daemon_socket: Path | None, vm_queue: int) -> None:
+def _serve(
+    endpoint, token: str | None, daemon_socket: Path | None, vm_queue: int, allow_host: list[str] | None = None
+) -> None:
     from schedcp.server import http as http_mod
     from schedcp.server.app import build_server
     from schedcp.server.state import ServerOptions, ServerState
@@ -74,10 +82,9 @@ def _serve(endpoint, token: str | None, daemon_socket: Path | None, vm_queue: in
     if endpoint is None:
         server.run("stdio")
         return
-    err_console.print(
-        f"schedcp MCP server at {endpoint.url} ({'token required' if token else 'no token'})", highlight=False
-    )
-    http_mod.serve(server, endpoint, token)
+    assert token is not None  # check_token refused to go on without one
+    err_console.print(f"schedcp MCP server at {endpoint.url} (token required)", highlight=False)
+    http_mod.serve(server, endpoint, token, allow_host or [])
 
 
 def register(app: typer.Typer) -> None:

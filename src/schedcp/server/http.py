@@ -1,10 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Streamable HTTP transport with bearer-token authentication.
+"""Streamable HTTP transport with bearer-token authentication and Host/Origin checks.
 
-Loopback is the default bind. Listening anywhere else requires a token: the tools read files,
-run commands in a sandbox and boot VMs, which nobody on the network should get for free. The
-token is compared in constant time (SHA-256 digests through ``hmac.compare_digest``, so neither
-content nor length leaks through timing).
+Every address needs a token, loopback included: the tools read files, run commands in a sandbox
+and boot VMs, and on a shared machine any local user (and, through DNS rebinding, any web page a
+local browser opens) can reach a loopback port. The token is compared in constant time (SHA-256
+digests through ``hmac.compare_digest``, so neither content nor length leaks through timing).
+
+Host and Origin are checked on every address too (the MCP SDK turns its check on by itself only
+for 127.0.0.1, localhost and ::1; we hand it an explicit allow-list for whatever we bind): the
+Host must name the bound address and port (or, for a wildcard bind, one of this machine's
+addresses or ``--allow-host`` names), and a browser's Origin must be one of those.
 """
 
 from __future__ import annotations
@@ -77,21 +82,55 @@ def parse_endpoint(text: str) -> Endpoint:
     return Endpoint(host, port)
 
 
-def check_token(token: str | None, endpoint: Endpoint) -> str | None:
-    if token is not None:
-        token = token.strip()
-        if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-            raise UsageError(
-                f"the MCP token must be at least {MIN_TOKEN_CHARS} characters without spaces",
-                "generate one: export SCHEDCP_MCP_TOKEN=$(openssl rand -hex 32)",
-            )
-        return token
-    if not endpoint.loopback:
+def check_token(token: str | None, endpoint: Endpoint) -> str:
+    if token is None or not token.strip():
+        where = "a loopback address" if endpoint.loopback else endpoint.host
         raise UsageError(
-            f"refusing to listen on {endpoint.host} without a token: anyone who can reach it could use the tools",
-            "set SCHEDCP_MCP_TOKEN (e.g. $(openssl rand -hex 32)) or pass --token, or bind 127.0.0.1",
+            f"refusing to serve HTTP on {where} without a token: any local user, or a web page through DNS "
+            "rebinding, could use the tools",
+            "set SCHEDCP_MCP_TOKEN (e.g. export SCHEDCP_MCP_TOKEN=$(openssl rand -hex 32)) or pass --token",
         )
-    return None
+    token = token.strip()
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise UsageError(
+            f"the MCP token must be at least {MIN_TOKEN_CHARS} characters without spaces",
+            "generate one: export SCHEDCP_MCP_TOKEN=$(openssl rand -hex 32)",
+        )
+    return token
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def allowed_hosts(endpoint: Endpoint, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Host header values accepted for this bind: the bound address, its loopback names, and for a
+    wildcard bind every address of this machine plus its host name; ``extra`` names are added."""
+    names = {endpoint.host, *extra}
+    if endpoint.loopback:
+        names.add("localhost")
+    if endpoint.host in ("0.0.0.0", "::"):
+        import socket
+
+        import psutil
+
+        names |= {"localhost", socket.gethostname()}
+        for addrs in psutil.net_if_addrs().values():
+            for addr in addrs:
+                if addr.family in (socket.AF_INET, socket.AF_INET6):
+                    names.add(addr.address.split("%", 1)[0])
+    return sorted(_host_port(name, endpoint.port) for name in names if name)
+
+
+def transport_security(endpoint: Endpoint, extra_hosts: list[str] | tuple[str, ...] = ()) -> Any:
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    hosts = allowed_hosts(endpoint, extra_hosts)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
+    )
 
 
 class BearerAuth:
@@ -134,18 +173,21 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def asgi_app(server: Any, endpoint: Endpoint, token: str | None) -> ASGIApp:
+def asgi_app(server: Any, endpoint: Endpoint, token: str, extra_hosts: list[str] | tuple[str, ...] = ()) -> ASGIApp:
     app = server.streamable_http_app(
-        streamable_http_path=MCP_PATH, host=endpoint.host, max_request_body_size=MAX_BODY_BYTES
+        streamable_http_path=MCP_PATH,
+        host=endpoint.host,
+        max_request_body_size=MAX_BODY_BYTES,
+        transport_security=transport_security(endpoint, extra_hosts),
     )
-    return BearerAuth(app, token) if token else app
+    return BearerAuth(app, token)
 
 
-def serve(server: Any, endpoint: Endpoint, token: str | None) -> None:
+def serve(server: Any, endpoint: Endpoint, token: str, extra_hosts: list[str] | tuple[str, ...] = ()) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        asgi_app(server, endpoint, token),
+        asgi_app(server, endpoint, token, extra_hosts),
         host=endpoint.host,
         port=endpoint.port,
         log_level="warning",

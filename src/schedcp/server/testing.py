@@ -65,13 +65,14 @@ def http_server(
     full_env.pop("SCHEDCP_MCP_TOKEN", None)
     if token:
         full_env["SCHEDCP_MCP_TOKEN"] = token
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     proc = subprocess.Popen(
-        [schedcp_exe(), "mcp", "--http", f"{host}:{port}"],
+        [schedcp_exe(), "mcp", "--http", bind],
         env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    url = f"http://{host}:{port}/mcp"
+    url = f"http://{bind}/mcp"
     try:
         deadline = time.monotonic() + 60
         while True:
