@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The deploy policy: who may deploy, the canary window, the breaker's thresholds.
+
+Read from the ``[deploy]`` table of the daemon's TOML config file (``packaging/schedcp.toml.example``
+is a commented example). Unknown keys are refused, so a typo never silently leaves a default.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schedcp.errors import UsageError
+
+
+class DeployPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Who may deploy and roll back (root always may). Names or numbers; anyone the daemon lets
+    # connect may read status and the story.
+    deploy_users: list[int | str] = Field(default_factory=list)
+    deploy_groups: list[int | str] = Field(default_factory=list)
+    # The canary.
+    window_s: float = Field(default=30.0, ge=1.0, le=86400.0)
+    baseline_s: float = Field(default=5.0, ge=1.0, le=600.0)
+    tick_s: float = Field(default=0.5, ge=0.1, le=10.0)
+    watchdog_ms: int = Field(default=5000, ge=500, le=30000)
+    # The goal metric's noise threshold: median +/- max(k * 1.4826 * MAD, rel_margin * |median|, abs_margin).
+    mad_k: float = Field(default=5.0, ge=1.0, le=50.0)
+    rel_margin: float = Field(default=0.25, ge=0.0, le=10.0)
+    abs_margin: float = Field(default=0.05, ge=0.0)
+    consecutive_bad: int = Field(default=3, ge=1, le=100)
+    min_baseline_samples: int = Field(default=4, ge=2, le=1000)
+    # Crash-loop cap.
+    max_trips: int = Field(default=3, ge=1, le=100)
+    trip_window_s: float = Field(default=3600.0, ge=10.0)
+    # Keep watching after promotion (a promoted policy is watched until replaced or rolled back).
+    watch_after_promotion: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> DeployPolicy:
+        if self.baseline_s < self.tick_s * self.min_baseline_samples:
+            raise ValueError(
+                f"baseline_s {self.baseline_s} is too short for {self.min_baseline_samples} samples of {self.tick_s}s"
+            )
+        return self
+
+    def deploy_uids(self) -> set[int]:
+        return {_uid(u) for u in self.deploy_users}
+
+    def deploy_gids(self) -> set[int]:
+        return {_gid(g) for g in self.deploy_groups}
+
+    def may_deploy(self, uid: int, gids: set[int]) -> bool:
+        return uid == 0 or uid in self.deploy_uids() or bool(gids & self.deploy_gids())
+
+
+def _uid(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        raise UsageError(f"deploy_users names an unknown user {value!r}", "fix the daemon's config file") from None
+
+
+def _gid(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise UsageError(f"deploy_groups names an unknown group {value!r}", "fix the daemon's config file") from None
+
+
+def load_policy(path: Path | None) -> DeployPolicy:
+    """The ``[deploy]`` table of a TOML file (defaults when no file is given)."""
+    if path is None:
+        return DeployPolicy()
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no config file at {path}", "see packaging/schedcp.toml.example") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}", "fix the file") from None
+    try:
+        policy = DeployPolicy.model_validate(data.get("deploy") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"{path}: [deploy] {where}: {first['msg']}", "fix the file") from None
+    policy.deploy_uids()
+    policy.deploy_gids()
+    return policy
+
+
+def peer_groups(pid: int) -> set[int]:
+    """A peer's primary and supplementary groups, from /proc/PID/status (its Gid and Groups lines)."""
+    gids: set[int] = set()
+    try:
+        with open(f"/proc/{int(pid)}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Gid:"):
+                    gids.update(int(x) for x in line.split()[1:3])
+                elif line.startswith("Groups:"):
+                    gids.update(int(x) for x in line.split()[1:])
+    except (OSError, ValueError):
+        return set()
+    return gids

@@ -1,0 +1,267 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Node operations a deployment needs: pick a canary's tasks, switch them, sample them, run jobs.
+
+Standard library only, relative imports only (runs as ``schedcp.node.canary`` on a host and as
+``schedcp_node.canary`` in the micro-VM guest). Served by the node agent through ``OPS``:
+
+* ``canary_tasks``   resolve a target (a PID and its descendants, a cgroup's members, or processes
+                     whose comm matches a regular expression) to its threads
+* ``canary_switch``  set those threads' policy to ``SCHED_EXT`` (7) so a scheduler loaded with
+                     ``SCX_OPS_SWITCH_PARTIAL`` sees them; their future children inherit it at fork.
+                     ``policy="normal"`` puts them back
+* ``canary_sample``  the target's schedstat counters (run time, run-queue wait) per thread
+* ``spawn`` / ``job`` start a command in the background and poll it: a long command run for a user
+                     never holds the node's one request loop while the circuit breaker needs it
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+from .observe import TreeTracker, _list_ints, boottime, resolve_cgroup
+from .protocol import NodeError
+from .runner import DEFAULT_OUTPUT_CAP, MAX_OUTPUT_CAP, SCHED_EXT_POLICY, _truncate
+
+SCHED_NORMAL = 0
+MAX_TASKS = 4096
+MAX_COMM_PATTERN = 128
+MAX_JOBS = 16
+JOB_KEEP_S = 600.0  # a finished job's result is kept this long for its poller
+
+
+def _comm(pid: int, tid: int | None = None) -> str | None:
+    path = f"/proc/{pid}/comm" if tid is None else f"/proc/{pid}/task/{tid}/comm"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def _target_pids(pids: list[int] | None, cgroup: str | None, comm: str | None) -> list[int]:
+    chosen = sum(x is not None and x != [] for x in (pids, cgroup, comm))
+    if chosen != 1:
+        raise NodeError("bad_args", "give exactly one canary target: pids, cgroup or comm", "")
+    me = os.getpid()
+    if comm is not None:
+        if not isinstance(comm, str) or not comm or len(comm) > MAX_COMM_PATTERN:
+            raise NodeError("bad_args", f"comm must be a regular expression of 1..{MAX_COMM_PATTERN} chars", "")
+        try:
+            pattern = re.compile(comm)
+        except re.error as exc:
+            raise NodeError("bad_args", f"comm is not a valid regular expression: {exc}", "") from exc
+        out = []
+        for pid in _list_ints("/proc"):
+            name = _comm(pid)
+            if pid != me and name is not None and pattern.search(name):
+                out.append(pid)
+        return out
+    if cgroup is not None:
+        tracker = TreeTracker([], cgroup=resolve_cgroup(str(cgroup)), follow_children=True)
+        return sorted(tracker.refresh() - {me})
+    roots = []
+    for pid in pids or []:
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
+            raise NodeError("bad_args", f"pid {pid!r} is not a user process id", "")
+        if not os.path.isdir(f"/proc/{pid}"):
+            raise NodeError("no_such_process", f"no process {pid}", "check the pid")
+        roots.append(pid)
+    return sorted(TreeTracker(roots, follow_children=True).refresh() - {me})
+
+
+def _threads(pids: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for pid in pids:
+        for tid in _list_ints(f"/proc/{pid}/task"):
+            out.append((pid, tid))
+            if len(out) >= MAX_TASKS:
+                return out
+    return out
+
+
+def canary_tasks(pids: list[int] | None = None, cgroup: str | None = None, comm: str | None = None) -> dict[str, Any]:
+    """The target's processes and threads right now, with each thread's scheduling policy."""
+    procs = _target_pids(pids, cgroup, comm)
+    tasks = []
+    for pid, tid in _threads(procs):
+        try:
+            policy = os.sched_getscheduler(tid)
+        except OSError:
+            continue
+        tasks.append({"pid": pid, "tid": tid, "comm": _comm(pid, tid), "policy": policy})
+    return {"pids": procs[:MAX_TASKS], "tasks": tasks, "truncated": len(tasks) >= MAX_TASKS}
+
+
+def canary_switch(
+    pids: list[int] | None = None, cgroup: str | None = None, comm: str | None = None, policy: str = "ext"
+) -> dict[str, Any]:
+    """Set every thread of the target to SCHED_EXT (``policy="ext"``) or SCHED_NORMAL ("normal").
+    Threads already there are left alone; threads that vanish meanwhile are skipped."""
+    if policy not in ("ext", "normal"):
+        raise NodeError("bad_args", "policy must be 'ext' or 'normal'", "")
+    want = SCHED_EXT_POLICY if policy == "ext" else SCHED_NORMAL
+    procs = _target_pids(pids, cgroup, comm)
+    switched, already = 0, 0
+    failed: list[dict[str, Any]] = []
+    for _pid, tid in _threads(procs):
+        try:
+            current = os.sched_getscheduler(tid)
+            if current == want:
+                already += 1
+                continue
+            if policy == "normal" and current != SCHED_EXT_POLICY:
+                continue  # never touch a real-time or idle policy the target set itself
+            os.sched_setscheduler(tid, want, os.sched_param(0))
+            switched += 1
+        except ProcessLookupError:
+            continue
+        except OSError as exc:
+            if len(failed) < 16:
+                failed.append({"tid": tid, "error": exc.strerror or str(exc)})
+    return {"pids": len(procs), "switched": switched, "already": already, "failed": failed}
+
+
+def canary_sample(pids: list[int] | None = None, cgroup: str | None = None, comm: str | None = None) -> dict[str, Any]:
+    """Schedstat counters of the target's threads: ``{tid: [run_ns, wait_ns]}`` and the clock."""
+    procs = _target_pids(pids, cgroup, comm)
+    counters: dict[str, list[int]] = {}
+    for pid, tid in _threads(procs):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as fh:
+                parts = fh.read().split()
+            counters[str(tid)] = [int(parts[0]), int(parts[1])]
+        except (OSError, ValueError, IndexError):
+            continue
+    return {"t": boottime(), "pids": len(procs), "tasks": counters}
+
+
+# ---------------------------------------------------------------------------------------------
+# background jobs
+# ---------------------------------------------------------------------------------------------
+class _Job:
+    def __init__(self, proc: subprocess.Popen[bytes], argv: list[str], timeout_s: float, cap: int) -> None:
+        self.proc = proc
+        self.argv = argv
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s
+        self.cap = cap
+        self.out = b""
+        self.err = b""
+        self.timed_out = False
+        self.finished: float | None = None
+        self._threads = [
+            threading.Thread(target=self._drain, args=(proc.stdout, "out"), daemon=True),
+            threading.Thread(target=self._drain, args=(proc.stderr, "err"), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _drain(self, stream: Any, which: str) -> None:
+        limit = self.cap * 2
+        while True:
+            chunk = stream.read(65536)
+            if not chunk:
+                return
+            data = getattr(self, which) + chunk
+            if len(data) > limit:  # keep the head and the newest tail
+                data = data[: self.cap] + data[-self.cap :]
+            setattr(self, which, data)
+
+    def poll(self) -> dict[str, Any]:
+        code = self.proc.poll()
+        if code is None and time.monotonic() > self.deadline:
+            self.timed_out = True
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            code = self.proc.wait()
+        if code is None:
+            return {"done": False, "pid": self.proc.pid, "elapsed_s": round(time.monotonic() - self.started, 3)}
+        for t in self._threads:
+            t.join(timeout=2)
+        if self.finished is None:
+            self.finished = time.monotonic()
+        stdout, t1 = _truncate(self.out, self.cap)
+        stderr, t2 = _truncate(self.err, self.cap)
+        return {
+            "done": True,
+            "argv": self.argv,
+            "exit_code": code if code >= 0 else 128 - code,
+            "signal": -code if code < 0 else None,
+            "timed_out": self.timed_out,
+            "wall_s": round(self.finished - self.started, 6),
+            "stdout": stdout,
+            "stderr": stderr,
+            "truncated": t1 or t2,
+        }
+
+
+_jobs: dict[int, _Job] = {}
+_jobs_lock = threading.Lock()
+_next_job = [1]
+
+
+def spawn(
+    argv: list[str], timeout_s: float = 60.0, output_cap: int = DEFAULT_OUTPUT_CAP, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Start argv (never a shell) in its own session; poll it with ``job``."""
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and "\x00" not in a for a in argv):
+        raise NodeError("bad_argv", "argv must be a non-empty list of strings without NUL", "")
+    timeout_s = max(0.1, min(float(timeout_s), 3600.0))
+    cap = max(1024, min(int(output_cap), MAX_OUTPUT_CAP))
+    with _jobs_lock:
+        now = time.monotonic()
+        for jid in [j for j, job in _jobs.items() if job.finished and now - job.finished > JOB_KEEP_S]:
+            del _jobs[jid]
+        if sum(1 for job in _jobs.values() if job.proc.poll() is None) >= MAX_JOBS:
+            raise NodeError("busy", f"{MAX_JOBS} jobs are already running on this node", "wait for one to finish")
+        full_env = dict(os.environ)
+        full_env.update({str(k): str(v) for k, v in (env or {}).items()})
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=full_env,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise NodeError("not_found", f"command not found: {argv[0]}", "check the program name and PATH") from exc
+        except OSError as exc:
+            raise NodeError("exec_failed", f"cannot run {argv[0]}: {exc}", "check the command") from exc
+        jid = _next_job[0]
+        _next_job[0] += 1
+        _jobs[jid] = _Job(proc, list(argv), timeout_s, cap)
+    return {"job": jid, "pid": proc.pid}
+
+
+def job(job: int, kill: bool = False) -> dict[str, Any]:
+    """A job's state: ``done`` False while it runs, else its result (kept for a while after)."""
+    with _jobs_lock:
+        found = _jobs.get(int(job))
+    if found is None:
+        raise NodeError("unknown_job", f"no job {job}", "start one with spawn")
+    if kill and found.proc.poll() is None:
+        try:
+            os.killpg(found.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        found.proc.wait()
+    return found.poll()
+
+
+OPS = {
+    "canary_tasks": canary_tasks,
+    "canary_switch": canary_switch,
+    "canary_sample": canary_sample,
+    "spawn": spawn,
+    "job": job,
+}
