@@ -31,7 +31,7 @@ def build_cmd(
 
             inc, target = headers.host_include_dir(), f"host:{platform.release()}"
         else:
-            k = kernel_mod.cached(kernel)
+            k = kernel_mod.for_cli(kernel, progress=progress)
             inc, target = headers.kernel_include_dir(k), k.release
         if not as_json:
             progress(f"compiling {source.name} for {target}")

@@ -42,6 +42,9 @@ def verify_cmd(
 ) -> None:
     """Verify a scheduler: build, static checks, kernel verifier, micro-VM tests, EEVDF comparison."""
     try:
+        if kernel_mod.is_path_spec(kernel):
+            # The caller's own vmlinuz, for themselves: imported into their cache, then used by name.
+            kernel = kernel_mod.for_cli(kernel, progress=(lambda _m: None) if as_json else progress).dir.name
         opts = VerifyOptions(
             target=target,
             config=parse_assignments(config),

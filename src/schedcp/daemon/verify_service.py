@@ -4,6 +4,12 @@
 Submitted source is written under the daemon's state directory (never a path the client chose),
 verified, and on a pass the signed token is stored here; the client only learns its id. A deploy
 request later presents the id, and the daemon checks the token it holds.
+
+The client names the kernel (a cached kernel's name, never a path) and may give tunable values
+(`config`): they are validated against the scheduler's declared tunables — the library's metadata
+when the source is a library scheduler byte for byte, else the `meta` the client sends — then the
+VM stages run with exactly those values and the token binds them, so a deploy with any other
+values is refused.
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from schedcp.errors import UsageError
 from schedcp.sqlite_wal import connect_wal
+from schedcp.testbed import kernel as kernel_mod
+from schedcp.toolchain import metadata
 
 MAX_SOURCE_BYTES = 256 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.c$")
@@ -58,6 +68,25 @@ def load_token(state_dir: Path, token_id: str) -> str | None:
     return row[0] if row else None
 
 
+def tunables_for(source_text: str, meta: dict[str, Any] | None) -> metadata.SchedulerMeta:
+    """The tunable declarations that `config` is checked against for a submitted source."""
+    if meta is not None:
+        try:
+            return metadata.SchedulerMeta.model_validate({**meta, "source_file": ""})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise UsageError(f"invalid meta: {where}: {first['msg']}"[:300], "fix the tunable declarations") from exc
+    data = source_text.encode()
+    for lib in metadata.library():
+        if lib.source_path.is_file() and lib.source_path.read_bytes() == data:
+            return lib
+    raise UsageError(
+        "config was given, but the daemon does not know this source's tunables",
+        "send meta (its name, title, description and tunables), or submit a library scheduler unchanged",
+    )
+
+
 def verify_and_sign(
     source_text: str,
     source_name: str,
@@ -66,6 +95,7 @@ def verify_and_sign(
     workload: list[str] | None,
     *,
     state_dir: Path,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from schedcp.verifier import pipeline
 
@@ -75,6 +105,8 @@ def verify_and_sign(
         raise UsageError(f"bad source name {source_name!r}", "use a plain file name ending in .c", code="usage")
     if workload is not None and (not isinstance(workload, list) or not all(isinstance(a, str) for a in workload)):
         raise UsageError("workload must be a list of strings (argv)", "pass the command as a list", code="usage")
+    kernel_mod.check_name(kernel)
+    declared = tunables_for(source_text, meta) if config or meta is not None else None
     digest = hashlib.sha256(source_text.encode()).hexdigest()
     work = state_dir / "submissions" / digest[:24]
     work.mkdir(parents=True, exist_ok=True)
@@ -86,6 +118,7 @@ def verify_and_sign(
         workload=shlex.join(workload) if workload else None,
         kernel=kernel,
         key_path=state_dir / "keys" / "verifier_ed25519",
+        meta=declared,
     )
     opts.validate()
     report = pipeline.verify(opts).model_dump(mode="json")

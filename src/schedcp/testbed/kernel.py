@@ -7,7 +7,13 @@ No version is hard-coded. A *kernel spec* names where to look:
   of that suite, followed to its ``linux-binary-<release>`` package;
 * a version prefix such as ``6.19`` or ``7.2``: the newest ``linux-binary-<prefix>.*-cloud-amd64``
   in any of those suites (this is how older generations stay reachable);
-* a path to a user's own ``vmlinuz``/``bzImage``.
+* a path to a user's own ``vmlinuz``/``bzImage`` — only for :func:`fetch` and :func:`for_cli`,
+  which import it into the caller's own cache under its release name.
+
+Everything else (:func:`cached`, and through it the daemon, MCP tools and every VM) accepts only
+the *name* of a cached kernel: a suite alias or a release directory name, matched against a strict
+grammar and resolved inside the cache directory. A path can never choose the ``vmlinux.h`` root
+compiles against, the ``vmlinuz`` QEMU boots or the kernel release written into a token.
 
 Each resolved kernel is cached under ``<cache>/kernels/<release>/`` with ``vmlinuz``, the
 ``vmlinux`` extracted from it (for BTF), the ``config`` when Debian ships one, ``vmlinux.h`` and
@@ -34,6 +40,9 @@ SUITES = {"unstable": "unstable", "backports": "trixie-backports", "experimental
 DEFAULT_SPEC = "unstable"
 FLAVOUR = "cloud-amd64"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# A kernel name: a suite alias ("unstable"), a version prefix ("6.19") or a release directory
+# ("7.2.13+deb14-cloud-amd64"). No path separators, no leading dot, no "..".
+KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 
 
 @dataclass
@@ -210,9 +219,9 @@ def _finish(kdir: Path, info: KernelInfo) -> Kernel:
 
 def fetch(spec: str = DEFAULT_SPEC, *, refresh: bool = False, progress=print) -> Kernel:
     """Resolve, download and cache a kernel; a no-op when it is cached already."""
-    path = Path(spec)
-    if path.exists() or "/" in spec:
-        return import_user_kernel(path, progress=progress)
+    if is_path_spec(spec):
+        return import_user_kernel(Path(spec), progress=progress)
+    check_name(spec)
     try:
         suite, binary, version = resolve(spec, refresh=refresh)
     except SchedcpError as exc:
@@ -304,8 +313,21 @@ def load_cached(kdir: Path) -> Kernel:
     return Kernel(kdir, KernelInfo(**data))
 
 
+def check_name(spec: object) -> str:
+    """`spec` if it is a kernel *name*; a UsageError for paths and anything else."""
+    if not isinstance(spec, str) or not KERNEL_NAME.match(spec) or ".." in spec:
+        shown = repr(spec)[:80]
+        raise UsageError(
+            f"kernel {shown} is not the name of a cached kernel (paths are not accepted here)",
+            "use unstable, backports, 6.19 or a release listed by `schedcp setup --list`; import your own "
+            "vmlinuz with `schedcp setup --kernel PATH` and use the name it prints",
+        )
+    return spec
+
+
 def cached(spec: str = DEFAULT_SPEC) -> Kernel:
-    """The cached kernel for a spec, without touching the network."""
+    """The cached kernel named `spec` (an alias or a release directory), without touching the network."""
+    check_name(spec)
     path = _aliases_path()
     aliases = json.loads(path.read_text()) if path.exists() else {}
     release = aliases.get(spec)
@@ -316,10 +338,27 @@ def cached(spec: str = DEFAULT_SPEC) -> Kernel:
             f"no cached kernel for {spec!r}",
             f"run `schedcp setup --kernel {spec}`" if spec != DEFAULT_SPEC else "run `schedcp setup`",
         )
-    kdir = kernels_dir() / release
+    if not isinstance(release, str) or not KERNEL_NAME.match(release) or ".." in release:
+        raise SchedcpError(f"the kernel cache names a bad release {release!r}", "rerun `schedcp setup`", code="cache")
+    root = kernels_dir().resolve()
+    kdir = (kernels_dir() / release).resolve()
+    if kdir.parent != root:
+        raise SchedcpError(f"kernel cache entry {release} leads outside {root}", "rerun `schedcp setup`", code="cache")
     if not (kdir / "kernel.json").exists():
         raise NotReadyError(f"kernel cache {kdir} is incomplete", f"run `schedcp setup --kernel {spec}`")
     return load_cached(kdir)
+
+
+def is_path_spec(spec: str) -> bool:
+    return "/" in spec or spec.startswith(".") or spec.endswith(("vmlinuz", "bzImage"))
+
+
+def for_cli(spec: str, *, progress=print) -> Kernel:
+    """A kernel for a command-line user acting for themselves: a cached name, or a path to their own
+    vmlinuz (imported into their cache). Never call this for the daemon or an MCP client."""
+    if is_path_spec(spec):
+        return import_user_kernel(Path(spec), progress=progress)
+    return cached(spec)
 
 
 def list_cached() -> list[Kernel]:

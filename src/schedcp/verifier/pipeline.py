@@ -50,6 +50,9 @@ class VerifyOptions:
     issue_token: bool = True
     token_ttl_s: int = tokens.DEFAULT_TTL_S
     key_path: Path | None = None
+    # Tunable declarations to validate `config` against, when the source has no <name>.toml beside
+    # it (a submission to the daemon); None keeps whatever metadata sits beside the source.
+    meta: metadata.SchedulerMeta | None = None
 
     def validate(self) -> None:
         if not 1.0 <= self.seconds <= 60.0:
@@ -112,6 +115,8 @@ class Pipeline:
         self.progress = progress or (lambda _m: None)
         self.workload = parse_workload(opts.workload)
         self.source = _resolve(opts.target)
+        if opts.meta is not None:
+            self.source.meta = opts.meta
         self.config = _validated_config(self.source.meta, opts.config)
         self.stages: list[StageResult] = []
         self.timings: dict[str, float] = {}

@@ -2,8 +2,9 @@
 """Deployment tokens: the verifier's signed statement that one object passed, for one use.
 
 A token is ``base64url(claims JSON) "." base64url(ed25519 signature over those exact bytes)``.
-The claims bind the object's SHA-256, a digest of its configuration, the digest of the report that
-approved it, the target kernel release, an expiry and a random nonce. The deploy path calls
+The claims bind the object's SHA-256, a digest of its configuration (the tunable values it was
+verified with), the digest of the report that approved it, the target kernel release, the key's
+epoch (:data:`schedcp.verifier.keys.KEY_EPOCH`), an expiry and a random nonce. The deploy path calls
 :func:`verify_token` with what it is about to load; any difference, a stale token or a second use
 is refused with a reason. The private key never leaves :mod:`schedcp.verifier.keys`.
 """
@@ -23,10 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schedcp.errors import SchedcpError
-from schedcp.verifier.keys import key_id
+from schedcp.verifier.keys import KEY_EPOCH, key_id
 from schedcp.verifier.nonces import NonceStore
 
-TOKEN_VERSION = 1
+# 2: tokens carry the key epoch; version-1 tokens predate the key rotation and are refused.
+TOKEN_VERSION = 2
 DEFAULT_TTL_S = 12 * 3600
 MAX_TTL_S = 7 * 24 * 3600
 MAX_TOKEN_CHARS = 4096
@@ -45,6 +47,7 @@ class TokenClaims(BaseModel):
     model_config = ConfigDict(extra="forbid")
     v: int
     kid: str = Field(pattern=r"^[0-9a-f]{16}$")
+    ep: int = 0
     sched: str = Field(max_length=128)
     obj: str = Field(pattern=r"^[0-9a-f]{64}$")
     cfg: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -89,6 +92,7 @@ def issue_token(
     claims = TokenClaims(
         v=TOKEN_VERSION,
         kid=key_id(private_key.public_key()),
+        ep=KEY_EPOCH,
         sched=scheduler[:128],
         obj=object_sha256,
         cfg=config_digest(config),
@@ -145,7 +149,9 @@ def verify_token(
         ) from exc
     claims = _parse_claims(body)
     if claims.v != TOKEN_VERSION:
-        raise TokenError(f"unsupported token version {claims.v}", "token_invalid")
+        raise TokenError(f"unsupported token version {claims.v} (issued by an older SchedCP)", "token_invalid")
+    if claims.ep != KEY_EPOCH:
+        raise TokenError(f"the token was signed by a retired key (epoch {claims.ep}, now {KEY_EPOCH})", "token_invalid")
     if claims.kid != key_id(public_key):
         raise TokenError("the token names a different verifier key", "token_invalid")
     mismatches = []
