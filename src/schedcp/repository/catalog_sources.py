@@ -100,7 +100,8 @@ def upstream_policies(path: Path = CATALOG_FILE) -> tuple[list[PolicyInput], lis
     return found, problems
 
 
-_HEADER = re.compile(r"\A\s*/\*(.*?)\*/", re.S)
+# The header comment follows the file's one-line SPDX licence comment.
+_HEADER = re.compile(r"\A\s*(?:/\*\s*SPDX-License-Identifier:[^*]*\*/\s*)?/\*(.*?)\*/", re.S)
 
 
 def parse_primitive(path: Path) -> Primitive:
