@@ -1,16 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What the four agents share: a context of their own, a toolbox, a narrator, an optional model."""
+"""What the four agents share: a context of their own, an MCP tool box, a narrator, an optional model."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from schedcp.agent.client import SchedcpClient
 from schedcp.agent.cost import CostMeter
 from schedcp.agent.driver import run_llm_agent
 from schedcp.agent.llm import ChatModel
-from schedcp.agent.toolbox import Tool, ToolBox
-from schedcp.agent.tools import Services
+from schedcp.agent.toolbox import Guard, Observer, Tool, ToolBox
+from schedcp.services.models import TestbedInfo
 
 Narrate = Callable[[str, str], None]  # (agent, one line of what it did and why)
 
@@ -23,12 +24,14 @@ class Agent:
 
     def __init__(
         self,
-        services: Services,
+        client: SchedcpClient,
+        testbed: TestbedInfo,
         meter: CostMeter,
         model: ChatModel | None = None,
         narrate: Narrate = lambda _a, _m: None,
     ) -> None:
-        self.services = services
+        self.client = client
+        self.testbed = testbed
         self.meter = meter
         self.model = model
         self._narrate = narrate
@@ -38,8 +41,24 @@ class Agent:
         self.steps.append(message)
         self._narrate(self.name, message)
 
-    def toolbox(self, tools: list[Tool]) -> ToolBox:
-        return ToolBox(self.name, tools, self.meter)
+    def toolbox(
+        self,
+        local: list[Tool],
+        *,
+        bound: dict[str, Any] | None = None,
+        guards: dict[str, Guard] | None = None,
+        observers: dict[str, Observer] | None = None,
+    ) -> ToolBox:
+        """The role's SchedCP tools (bound to this run's testbed) plus the agent's own tools."""
+        return ToolBox(
+            self.name,
+            self.client,
+            self.meter,
+            local=local,
+            bound={"testbed_id": self.testbed.testbed_id, **(bound or {})},
+            guards=guards or {},
+            observers=observers or {},
+        )
 
     def drive(self, box: ToolBox, task: str) -> dict[str, Any]:
         """Let the model work the toolbox until it calls the finish tool."""

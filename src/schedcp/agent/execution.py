@@ -1,43 +1,31 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Execution agent: build, check, verify and measure one candidate.
+"""Execution agent: get one candidate built, checked, verified (new code) and measured, over MCP.
 
-Stages, cheapest first: build for the target kernel (clang, readable diagnostics) -> the
-verifier's scheduler-specific static analysis -> for new code, the Execution Verifier's whole
-pipeline in its own micro-VM -> the kernel's BPF verifier (the load in the session's guest) -> a
-trial: the workload under EEVDF and under the candidate in the same boot, interleaved (trial.py).
-A candidate carrying source (patch/compose) may be revised by an LLM after a failed build or
-check; the built-in agent runs the stages once. New code is saved in the repository as a
-'candidate' policy once it builds and passes the static checks.
+Stages, cheapest first: ``build_scheduler`` compiles for the testbed's kernel and runs the
+verifier's static analysis (no VM) -> for new code, ``verify_scheduler`` (the Execution Verifier's
+whole pipeline, through the daemon) -> ``run_trial``: the kernel's BPF verifier loads it in the
+testbed's guest and the workload runs under EEVDF and under it, interleaved, in the same boot.
+New code is saved with ``add_scheduler`` as a 'candidate' policy once it builds and passes the
+static checks. A model may rebuild with corrected source after a failed build or check; the
+built-in agent runs the stages once. The agent keeps typed state (``ExecState``) from the answers
+it gets; its tools refuse a trial before a passing build (and, for new code, verification).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.agent import prompts
 from schedcp.agent.base import Agent
-from schedcp.agent.candidates import Built, diagnostics
 from schedcp.agent.models import Candidate, Execution, Stage, Trial
 from schedcp.agent.toolbox import Tool
 from schedcp.errors import SchedcpError, UsageError
+from schedcp.services.models import BuildInfo, TrialRecord
 
 MAX_TRIALS = 2
-
-
-class NoArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ReviseArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    source: str = Field(min_length=20, max_length=256 * 1024, description="The complete corrected C source.")
-
-
-class TrialArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rounds: int = Field(2, ge=1, le=3, description="Interleaved EEVDF/candidate rounds in one boot.")
 
 
 class SubmitArgs(BaseModel):
@@ -45,12 +33,34 @@ class SubmitArgs(BaseModel):
     note: str = Field("", max_length=600, description="One line for the Learning agent.")
 
 
+@dataclass
+class ExecState:
+    candidate: Candidate
+    goal: str
+    stages: list[Stage] = field(default_factory=list)
+    build: BuildInfo | None = None
+    verified: bool = False
+    trials: int = 0
+    trial: Trial | None = None
+    trial_id: str | None = None
+    note: str = ""
+    registered: bool = False
+
+    def stage(self, name: str, status: str, summary: str) -> None:
+        self.stages = [s for s in self.stages if s.name != name]
+        self.stages.append(Stage(name=name, status=status, summary=summary[:400]))  # type: ignore[arg-type]
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.candidate.key(), self.candidate.source
+
+
 def _wins(trial: Trial) -> int:
     return sum(1 for r in trial.rounds if (r.ratio or 0) > 1.0)
 
 
 def trial_brief(trial: Trial) -> dict[str, Any]:
-    """What an agent needs from a trial (the full record stays in the run's result)."""
+    """What an agent needs from a trial (the full record stays in SchedCP as schedcp://run/{trial_id})."""
     out: dict[str, Any] = {
         "ok": trial.ok,
         "error": trial.error,
@@ -78,190 +88,136 @@ class ExecutionAgent(Agent):
     def __init__(self, *args: Any, rounds: int = 2, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rounds = rounds
-        self._state: dict[str, Any] | None = None
+        self._state: ExecState | None = None
 
-    def tools(self, state: dict[str, Any]) -> list[Tool]:
-        svc = self.services
+    # -- what the answers teach the agent (observers) and what it refuses (guards) -------------------
+    def _built(self, st: ExecState, args: dict[str, Any], data: dict[str, Any]) -> None:
+        info = BuildInfo.model_validate(data)
+        if args.get("source") is not None and st.candidate.source is not None:
+            st.candidate = st.candidate.model_copy(update={"source": args["source"]})  # a revision
+            st.verified = False
+        st.build = info
+        if info.stage == "build":
+            st.stage("build", "failed", f"{info.error} {' | '.join(info.diagnostics[:2])}")
+            return
+        st.stage("build", "passed", f"built for {info.kernel_release} ({info.object_sha256[:12]})")
+        errors = [f for f in info.findings if f.severity == "error"]
+        st.stage(
+            "static",
+            "failed" if errors else "passed",
+            f"{len(errors)} error(s), {len(info.findings) - len(errors)} other finding(s)"
+            + (f": {errors[0].message}" if errors else ""),
+        )
+        if not errors:
+            self._register_generated(st)
 
-        def stage(name: str, status: str, summary: str) -> None:
-            state["stages"] = [s for s in state["stages"] if s.name != name]
-            state["stages"].append(Stage(name=name, status=status, summary=summary[:400]))  # type: ignore[arg-type]
+    def _verified(self, st: ExecState, _args: dict[str, Any], data: dict[str, Any]) -> None:
+        st.verified = data.get("verdict") == "pass"
+        failed = next((s for s in data.get("stages") or [] if s.get("status") == "failed"), None)
+        st.stage(
+            "verifier",
+            "passed" if st.verified else "failed",
+            f"pipeline {data.get('verdict')}: {data.get('reason')}"
+            + (f" (stage {failed.get('name')}: {failed.get('summary')})" if failed else ""),
+        )
 
-        def build(_: NoArgs) -> dict[str, Any]:
-            cand: Candidate = state["candidate"]
-            try:
-                built: Built = svc.build(cand)
-            except SchedcpError as exc:
-                diags = diagnostics(exc)
-                stage("build", "failed", f"{exc.cause} {' | '.join(diags[:2])}")
-                state["built"] = None
-                raise UsageError(
-                    f"build failed: {exc.cause}" + (f"; {' | '.join(diags[:4])}" if diags else ""),
-                    "fix the source (revise_source) or give up (submit_execution)",
-                ) from exc
-            state["built"] = built
-            stage("build", "passed", f"built for {svc.kernel_release} ({built.object_sha256[:12]})")
-            return {"ok": True, "object_sha256": built.object_sha256, "kernel": svc.kernel_release}
-
-        def static(_: NoArgs) -> dict[str, Any]:
-            built: Built | None = state.get("built")
-            if built is None:
-                raise UsageError("nothing is built yet", "call build_candidate first")
-            findings = svc.static_findings(built.source, dict(state["candidate"].config))
-            errors = [f for f in findings if f.get("severity") == "error"]
-            state["static_ok"] = not errors
-            stage(
-                "static",
-                "failed" if errors else "passed",
-                f"{len(errors)} error(s), {len(findings) - len(errors)} other finding(s)"
-                + (f": {errors[0].get('message')}" if errors else ""),
+    def _measured(self, st: ExecState, _args: dict[str, Any], data: dict[str, Any]) -> None:
+        record = TrialRecord.model_validate(data)
+        result = record.trial
+        st.trial, st.trial_id = result, record.trial_id
+        attached = bool(result.ops_name)  # set once the kernel accepted and attached the program
+        if attached:
+            st.stage("kernel_verifier", "passed", f"loaded and attached as {result.ops_name}")
+        elif result.guest_crash:
+            st.stage("kernel_verifier", "skipped", "the guest died before the program was loaded")
+        else:
+            st.stage("kernel_verifier", "failed", result.error or "not attached")
+        if result.ok:
+            st.stage(
+                "trial",
+                "passed",
+                f"{result.metric}: EEVDF {result.baseline_value} vs {result.policy_value} (x{result.ratio})",
             )
-            if not errors:
-                self._register_generated(state)
-            return {"errors": len(errors), "findings": findings}
+        elif attached:
+            st.stage("trial", "failed", result.error or "failed")
 
-        def verify(_: NoArgs) -> dict[str, Any]:
-            cand: Candidate = state["candidate"]
-            if cand.source is None:
-                raise UsageError(
-                    "library and repository policies are verified already; this is for new code", "run the trial"
-                )
-            if not state.get("static_ok"):
-                raise UsageError("build and static-check the candidate first", "call build_candidate, static_check")
-            report = svc.verify_source(cand)
-            state["verified"] = report["verdict"] == "pass"
-            failed = next((st for st in report["stages"] if st["status"] == "failed"), None)
-            stage(
-                "verifier",
-                "passed" if state["verified"] else "failed",
-                f"pipeline {report['verdict']}: {report['reason']}"
-                + (f" (stage {failed['name']}: {failed['summary']})" if failed else ""),
+    def _before_trial(self, st: ExecState, args: dict[str, Any]) -> None:
+        if st.build is None or not st.build.ok or args.get("build_id") != st.build.build_id:
+            raise UsageError(
+                "the candidate must build and pass the static checks first, and the trial must use that build",
+                "call build_scheduler, then run_trial with its build_id",
             )
-            return report
+        if st.candidate.source is not None and not st.verified:
+            raise UsageError("new code must pass verify_scheduler before its trial", "call verify_scheduler")
+        if st.trials >= MAX_TRIALS:
+            raise UsageError(f"only {MAX_TRIALS} trials per candidate", "call submit_execution")
+        st.trials += 1
 
-        def revise(args: ReviseArgs) -> dict[str, Any]:
-            cand: Candidate = state["candidate"]
-            if cand.source is None:
-                raise UsageError(
-                    "this candidate configures an existing policy; there is no source to revise",
-                    "run the trial, or give up with submit_execution",
-                )
-            state["candidate"] = svc.validate(cand.model_copy(update={"source": args.source}))
-            state["built"], state["static_ok"], state["verified"] = None, False, False
-            return {"ok": True, "source_bytes": len(args.source.encode()), "next": "build_candidate"}
-
-        def trial(args: TrialArgs) -> dict[str, Any]:
-            built: Built | None = state.get("built")
-            if built is None or not state.get("static_ok"):
-                raise UsageError(
-                    "the candidate must build and pass static_check first", "call build_candidate and static_check"
-                )
-            if state["candidate"].source is not None and not state.get("verified"):
-                raise UsageError("new code must pass verify_candidate before its trial", "call verify_candidate")
-            if state["trials"] >= MAX_TRIALS:
-                raise UsageError(f"only {MAX_TRIALS} trials per candidate", "call submit_execution")
-            state["trials"] += 1
-            cand: Candidate = state["candidate"]
-            result = svc.trial(built, dict(cand.config), state["goal"], args.rounds)
-            state["trial"] = result
-            attached = bool(result.ops_name)  # set once the kernel accepted and attached the program
-            if attached:
-                stage("kernel_verifier", "passed", f"loaded and attached as {result.ops_name}")
-            elif result.guest_crash:
-                stage("kernel_verifier", "skipped", "the guest died before the program was loaded")
-            else:
-                stage("kernel_verifier", "failed", result.error or "not attached")
-            if result.ok:
-                stage(
-                    "trial",
-                    "passed",
-                    f"{result.metric}: EEVDF {result.baseline_value} vs {result.policy_value} (x{result.ratio})",
-                )
-            elif attached:
-                stage("trial", "failed", result.error or "failed")
-            return trial_brief(result)
-
-        def submit(args: SubmitArgs) -> dict[str, Any]:
-            state["note"] = args.note
-            return {"accepted": True}
-
-        return [
-            Tool("build_candidate", "Compile the candidate for the target kernel.", NoArgs, build),
-            Tool(
-                "static_check",
-                "Scheduler-specific static analysis (starvation, DSQ misuse, slices, kfuncs).",
-                NoArgs,
-                static,
-            ),
-            Tool(
-                "verify_candidate",
-                "New code only: the Execution Verifier's full pipeline (build, static, kernel "
-                "verifier, correctness and performance runs in its own micro-VM). Required before its trial.",
-                NoArgs,
-                verify,
-            ),
-            Tool(
-                "revise_source",
-                "Replace the candidate's source (patch/compose candidates only).",
-                ReviseArgs,
-                revise,
-                max_bytes=512,
-            ),
-            Tool(
-                "run_trial",
-                "Load the candidate in the micro-VM (kernel verifier) and measure the workload under "
-                "EEVDF and under it, interleaved in one boot.",
-                TrialArgs,
-                trial,
-            ),
-            Tool("submit_execution", "Finish, with a one-line note.", SubmitArgs, submit, max_bytes=256, finish=True),
-        ]
-
-    def _register_generated(self, state: dict[str, Any]) -> None:
-        cand: Candidate = state["candidate"]
-        if cand.source is None or state.get("registered"):
+    def _register_generated(self, st: ExecState) -> None:
+        """New code that builds and passes the static checks is kept in the repository as a candidate."""
+        cand = st.candidate
+        if cand.source is None or st.registered:
             return
         try:
-            existing = self.services.show(cand.policy)
+            self._box.call("get_scheduler", name=cand.policy)
+            exists = True
         except SchedcpError:
-            existing = None
-        if existing is None:
-            description = f"{cand.level} by sched-agent for {self.services.target.label}: {cand.rationale}"
-            self.services.add_generated(cand, description.ljust(20, "."))
+            exists = False
+        if not exists:
+            description = f"{cand.level} by sched-agent for {self.testbed.target.label}: {cand.rationale}"
+            self._box.call(
+                "add_scheduler",
+                name=cand.policy,
+                source=cand.source,
+                description=description.ljust(20, "."),
+                title=cand.rationale[:120],
+                tags=["sched-agent", cand.level],
+                workloads=[self.testbed.target.label[:200]],
+                **({"parent": cand.parent} if cand.parent else {}),
+            )
             self.say(f"saved {cand.policy} in the repository as a candidate policy")
-        state["registered"] = True
+        st.registered = True
 
+    # -- running --------------------------------------------------------------------------------------
     def run(self, candidate: Candidate, goal: str) -> Execution:
         # A built-in agent taking over from a model (loop.py) continues from what was already done.
-        if self._state is None or self._state["key"] != (candidate.key(), candidate.source):
-            self._state = {
-                "key": (candidate.key(), candidate.source),
-                "candidate": candidate,
-                "goal": goal,
-                "stages": [],
-                "built": None,
-                "static_ok": False,
-                "verified": False,
-                "trials": 0,
-                "trial": None,
-                "note": "",
-            }
-        state = self._state
-        box = self.toolbox(self.tools(state))
+        if self._state is None or self._state.key != (candidate.key(), candidate.source):
+            self._state = ExecState(candidate=candidate, goal=goal)
+        st = self._state
+
+        def submit(args: SubmitArgs) -> dict[str, Any]:
+            st.note = args.note
+            return {"accepted": True}
+
+        self._box = self.toolbox(
+            [Tool("submit_execution", "Finish, with a one-line note.", SubmitArgs, submit, max_bytes=256, finish=True)],
+            guards={"run_trial": lambda a: self._before_trial(st, a)},
+            observers={
+                "build_scheduler": lambda a, d: self._built(st, a, d),
+                "verify_scheduler": lambda a, d: self._verified(st, a, d),
+                "run_trial": lambda a, d: self._measured(st, a, d),
+            },
+        )
         with self.meter.timed(self.name):
             if self.model is None:
-                self._builtin(box, state)
+                self._builtin(st)
             else:
-                self.drive(box, prompts.execution_task(candidate.brief(), goal, self.rounds))
-        trial: Trial | None = state["trial"]
-        built: Built | None = state.get("built")
+                self.drive(
+                    self._box,
+                    prompts.execution_task(candidate.brief(), goal, self.rounds, self.testbed.testbed_id),
+                )
+        return self._result(st)
+
+    def _result(self, st: ExecState) -> Execution:
+        trial = st.trial
         ex = Execution(
-            candidate=state["candidate"],
-            stages=state["stages"],
+            candidate=st.candidate,
+            stages=st.stages,
             trial=trial,
             ok=bool(trial and trial.ok),
-            note=state["note"],
-            object_sha256=built.object_sha256 if built else "",
+            note=st.note,
+            object_sha256=st.build.object_sha256 if st.build else "",
+            trial_id=st.trial_id,
         )
         if not ex.ok:
             failed = next((s for s in ex.stages if s.status == "failed"), None)
@@ -271,25 +227,36 @@ class ExecutionAgent(Agent):
         self._narrate_result(ex)
         return ex
 
-    def _builtin(self, box: Any, state: dict[str, Any]) -> None:
-        if state["trial"] is not None:
+    def _build_args(self, cand: Candidate) -> dict[str, Any]:
+        if cand.source is not None:
+            return {"source": cand.source, "name": cand.policy}
+        return {"scheduler": cand.policy, "config": dict(cand.config)}
+
+    def _builtin(self, st: ExecState) -> None:
+        box = self._box
+        if st.trial is not None:
             return  # measured already (a model got that far before handing over)
         try:
-            if state["built"] is None:
-                box.call("build_candidate")
-            found = box.call("static_check")
+            if st.build is None or not st.build.ok:
+                box.call("build_scheduler", **self._build_args(st.candidate))
         except SchedcpError as exc:
-            state["note"] = exc.cause
+            st.stage("build", "failed", exc.cause)
+            st.note = exc.cause
             return
-        if found.get("errors"):
-            state["note"] = "static analysis found errors; not run"
+        assert st.build is not None
+        if not st.build.ok:
+            st.note = "static analysis found errors; not run" if st.build.stage == "static" else "the build failed"
             return
-        needs_verifier = state["candidate"].source is not None and not state.get("verified")
-        if needs_verifier and box.call("verify_candidate").get("verdict") != "pass":
-            state["note"] = "the verifier pipeline refused it; not run"
-            return
-        box.call("run_trial", rounds=self.rounds)
-        state["note"] = "built, checked and measured by the built-in execution agent"
+        if st.candidate.source is not None and not st.verified:
+            try:
+                box.call("verify_scheduler", source=st.candidate.source)
+            except SchedcpError as exc:
+                st.stage("verifier", "failed", exc.cause)
+            if not st.verified:
+                st.note = "the verifier pipeline refused it (or could not run); not run"
+                return
+        box.call("run_trial", build_id=st.build.build_id, goal=st.goal, rounds=self.rounds)
+        st.note = "built, checked and measured by the built-in execution agent"
 
     def _narrate_result(self, ex: Execution) -> None:
         for s in ex.stages:

@@ -11,6 +11,7 @@ that did not win.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,28 +21,12 @@ from schedcp.agent.base import Agent
 from schedcp.agent.execution import trial_brief
 from schedcp.agent.models import Candidate, Decision, Execution, Lesson, Scalar, Verdict
 from schedcp.agent.planning import repository_profile
-from schedcp.agent.toolbox import Tool
-from schedcp.agent.trial import goal_alias
+from schedcp.agent.toolbox import Tool, ToolBox
 from schedcp.analysis.profile import WorkloadProfile
 from schedcp.errors import SchedcpError, UsageError
 
 IMPROVED = 1.03  # the goal metric must beat EEVDF by 3% in the median, and in two rounds of three
 REGRESSED = 0.97
-
-
-class NotesArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    notes: str = Field("", max_length=600, description="What a later agent should know about this result.")
-
-
-class ReasonArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=400)
-
-
-class NoteArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    note: str = Field(min_length=5, max_length=800, description="The lesson: what went wrong, on what workload.")
 
 
 class DecisionArgs(BaseModel):
@@ -62,28 +47,6 @@ def verdict_of(ex: Execution) -> Verdict:
     return "neutral"
 
 
-def result_input(ex: Execution, profile: WorkloadProfile, kernel_release: str, notes: str) -> dict[str, Any]:
-    """The repository record of a trial: medians under the candidate and under EEVDF."""
-    t = ex.trial
-    assert t is not None
-    metrics, baseline = dict(t.policy), dict(t.baseline)
-    alias = goal_alias(profile.goal, t.metric)
-    if alias and alias not in metrics:  # so the repository judges the same metric the trial did
-        metrics[alias], baseline[alias] = metrics[t.metric], baseline[t.metric]
-    directions = {t.metric: t.direction} | ({alias: t.direction} if alias else {})
-    keep = sorted(metrics)[:60]
-    return {
-        "policy": ex.candidate.policy,
-        "config": dict(ex.candidate.config),
-        "profile": repository_profile(profile),
-        "metrics": {k: metrics[k] for k in keep},
-        "baseline": {k: baseline[k] for k in keep if k in baseline},
-        "directions": directions,
-        "kernel_release": kernel_release[:100],
-        "notes": (f"sched-agent trial: {len(t.rounds)} interleaved round(s), boot {t.boot_id[:8]}. {notes}")[:1000],
-    }
-
-
 def _neutral_reason(ex: Execution) -> str:
     t = ex.trial
     if t is None or t.ratio is None:
@@ -94,6 +57,17 @@ def _neutral_reason(ex: Execution) -> str:
     return f"within noise of EEVDF (x{t.ratio})"
 
 
+@dataclass
+class LearnState:
+    execution: Execution
+    profile: WorkloadProfile
+    recorded: dict[str, Any] | None = None
+    promoted: dict[str, Any] | None = None
+    antipattern: dict[str, Any] | None = None
+    decision: Decision | None = None
+    notes: list[str] = field(default_factory=list)
+
+
 class LearningAgent(Agent):
     name = "learning"
     system = prompts.LEARNING
@@ -101,83 +75,73 @@ class LearningAgent(Agent):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._state: dict[str, Any] | None = None
+        self._state: LearnState | None = None
 
-    def tools(self, state: dict[str, Any]) -> list[Tool]:
-        svc = self.services
-        ex: Execution = state["execution"]
-        profile: WorkloadProfile = state["profile"]
+    # -- guards: the tools hold the agent to the measurements -----------------------------------------
+    def _before_record(self, st: LearnState, args: dict[str, Any]) -> None:
+        ex = st.execution
+        if st.recorded:
+            raise UsageError("this result is already recorded", "promote, annotate, or decide")
+        if not ex.ok or ex.trial is None or ex.trial_id is None:
+            raise UsageError(
+                "there is no measurement to record (the candidate failed before or during its trial)",
+                "write an antipattern note instead (record_antipattern)",
+            )
+        if args.get("trial_id") != ex.trial_id or any(args.get(k) for k in ("metrics", "baseline", "policy")):
+            raise UsageError(
+                f"record this iteration's trial only: trial_id {ex.trial_id}, no numbers of your own",
+                "call record_result with trial_id and notes",
+            )
+
+    def _before_promote(self, st: LearnState, args: dict[str, Any]) -> None:
+        if st.promoted:
+            raise UsageError("already promoted in this iteration", "decide what to do next")
+        if args.get("name") != st.execution.candidate.policy or args.get("direction", "promote") != "promote":
+            raise UsageError(
+                f"only {st.execution.candidate.policy} (this iteration's candidate) may be promoted here",
+                "promote that policy, or decide",
+            )
+        if verdict_of(st.execution) != "improved":
+            raise UsageError(
+                f"promotion needs a consistent improvement of at least {IMPROVED:.2f}x on the goal metric",
+                "record the result and move on",
+            )
+        if not st.recorded:
+            raise UsageError("record the result first", "call record_result")
+
+    def _before_antipattern(self, st: LearnState, args: dict[str, Any]) -> None:
+        if st.antipattern:
+            raise UsageError("one antipattern note per iteration", "decide what to do next")
+        cand = st.execution.candidate
+        note = str(args.get("note") or "")
+        if not note.startswith("sched-agent: "):
+            args["note"] = f"sched-agent: {cand.label()} — {note}"[:1000]
+        if "policy" not in args:
+            try:
+                self._box.call("get_scheduler", name=cand.policy)
+                args["policy"] = cand.policy
+            except SchedcpError:
+                pass  # new code that never made it into the repository
+
+    def tools(self, st: LearnState) -> list[Tool]:
+        ex = st.execution
         cand = ex.candidate
 
-        def record(args: NotesArgs) -> dict[str, Any]:
-            if state.get("recorded"):
-                raise UsageError("this result is already recorded", "promote, annotate, or decide")
-            if not ex.ok or ex.trial is None:
-                raise UsageError(
-                    "there is no measurement to record (the candidate failed before or during its trial)",
-                    "write an antipattern note instead",
-                )
-            state["recorded"] = svc.record_result(result_input(ex, profile, svc.kernel_release, args.notes))
-            return state["recorded"]
-
-        def promote(args: ReasonArgs) -> dict[str, Any]:
-            if state.get("promoted"):
-                raise UsageError("already promoted in this iteration", "decide what to do next")
-            if verdict_of(ex) != "improved":
-                raise UsageError(
-                    f"promotion needs a consistent improvement of at least {IMPROVED:.2f}x on the goal metric",
-                    "record the result and move on",
-                )
-            if not state.get("recorded"):
-                raise UsageError("record the result first", "call record_result")
-            state["promoted"] = svc.promote(cand.policy, args.reason)
-            return state["promoted"]
-
-        def annotate(args: NoteArgs) -> dict[str, Any]:
-            if state.get("antipattern"):
-                raise UsageError("one antipattern note per iteration", "decide what to do next")
-            note = f"sched-agent: {cand.label()} — {args.note}"[:1000]
-            try:
-                svc.show(cand.policy)
-                policy: str | None = cand.policy
-            except SchedcpError:
-                policy = None  # new code that never made it into the repository
-            state["antipattern"] = svc.annotate(note, policy, repository_profile(profile))
-            return state["antipattern"]
-
         def decide(args: DecisionArgs) -> dict[str, Any]:
-            if ex.ok and not state.get("recorded"):
+            if ex.ok and not st.recorded:
                 raise UsageError("record the measured result before deciding", "call record_result")
             if args.action == "tune":
                 if not args.config or args.config == cand.config:
                     raise UsageError("tune needs new tunable values for the same policy", "give config")
                 if cand.level != "configure":
                     raise UsageError("only configured policies can be tuned here", "use next_candidate or stop")
-                svc.validate(cand.model_copy(update={"config": dict(args.config)}))
+                self._box.call("check_candidate", **cand.model_copy(update={"config": dict(args.config)}).spec())
             elif args.config:
                 raise UsageError("config only goes with action tune", "drop config")
-            state["decision"] = Decision(action=args.action, config=dict(args.config), reason=args.reason)
+            st.decision = Decision(action=args.action, config=dict(args.config), reason=args.reason)
             return {"accepted": True, "action": args.action}
 
         return [
-            Tool(
-                "record_result",
-                "Store this trial (medians under the candidate and under EEVDF) in the repository.",
-                NotesArgs,
-                record,
-            ),
-            Tool(
-                "promote_policy",
-                "Move the policy one status step up; only after a consistent improvement.",
-                ReasonArgs,
-                promote,
-            ),
-            Tool(
-                "annotate_antipattern",
-                "Remember a mistake for this policy and this kind of workload.",
-                NoteArgs,
-                annotate,
-            ),
             Tool(
                 "submit_decision",
                 "Finish: stop, next_candidate, or tune (new config for this policy).",
@@ -198,19 +162,39 @@ class LearningAgent(Agent):
         iterations_left: int,
     ) -> Lesson:
         # A built-in agent taking over from a model (loop.py) must not record or promote twice.
-        if self._state is None or self._state["execution"] is not ex:
-            self._state = {"execution": ex, "profile": profile}
-        state = self._state
-        box = self.toolbox(self.tools(state))
+        if self._state is None or self._state.execution is not ex:
+            self._state = LearnState(execution=ex, profile=profile)
+        st = self._state
+        rprof = repository_profile(profile)
+
+        def keep(attr: str) -> Any:
+            return lambda _a, d: setattr(st, attr, d)
+
+        self._box: ToolBox = self.toolbox(
+            self.tools(st),
+            bound={"profile": rprof, **({"trial_id": ex.trial_id} if ex.trial_id else {})},
+            guards={
+                "record_result": lambda a: self._before_record(st, a),
+                "promote_scheduler": lambda a: self._before_promote(st, a),
+                "record_antipattern": lambda a: self._before_antipattern(st, a),
+            },
+            observers={
+                "record_result": keep("recorded"),
+                "promote_scheduler": keep("promoted"),
+                "record_antipattern": keep("antipattern"),
+            },
+        )
+        box = self._box
         verdict = verdict_of(ex)
         with self.meter.timed(self.name):
             if self.model is None:
-                self._builtin(box, ex, verdict, session, remaining, iterations_left)
+                self._builtin(box, st, verdict, session, remaining, iterations_left)
             else:
                 outcome = {
                     "verdict_by_rule": verdict,
                     "stages": [s.model_dump() for s in ex.stages],
                     "trial": trial_brief(ex.trial) if ex.trial else None,
+                    "trial_id": ex.trial_id,
                     "error": ex.error,
                     "session_so_far": session[-6:],
                 }
@@ -220,52 +204,50 @@ class LearningAgent(Agent):
                         ex.candidate.brief(), outcome, [c.brief() for c in remaining], iterations_left
                     ),
                 )
-        if ex.ok and not state.get("recorded"):
+        if ex.ok and not st.recorded:
             # Every measurement is kept, even when a model forgot to record it.
-            state["recorded"] = self.services.record_result(
-                result_input(ex, profile, self.services.kernel_release, "recorded by the loop")
-            )
-        decision = state.get("decision") or Decision(action="next_candidate", reason="no decision was made")
+            box.call("record_result", trial_id=ex.trial_id, notes="recorded by the loop")
+        decision = st.decision or Decision(action="next_candidate", reason="no decision was made")
         lesson = Lesson(
             verdict=verdict,
-            recorded=state.get("recorded"),
-            promoted=state.get("promoted"),
-            antipattern=state.get("antipattern"),
+            recorded=st.recorded,
+            promoted=st.promoted,
+            antipattern=st.antipattern,
             decision=decision,
-            notes=state.get("notes", []),
+            notes=st.notes,
         )
         self._tell(lesson)
         return lesson
 
     def _builtin(
         self,
-        box: Any,
-        ex: Execution,
+        box: ToolBox,
+        st: LearnState,
         verdict: Verdict,
         session: list[dict[str, Any]],
         remaining: list[Candidate],
         iterations_left: int,
     ) -> None:
+        ex = st.execution
         t = ex.trial
-        state = self._state or {}
-        if ex.ok and not state.get("recorded"):
-            box.call("record_result", notes=f"verdict {verdict}")
-        judged = bool(state.get("promoted") or state.get("antipattern"))  # a model did it before handing over
-        notes = state.setdefault("notes", [])
+        if ex.ok and not st.recorded:
+            box.call("record_result", trial_id=ex.trial_id, notes=f"verdict {verdict}")
+        judged = bool(st.promoted or st.antipattern)  # a model did it before handing over
         if judged:
-            notes.append("promotion/antipattern already handled before the hand-over")
-        elif verdict == "improved":
+            st.notes.append("promotion/antipattern already handled before the hand-over")
+        elif verdict == "improved" and t is not None:
             try:
                 won = sum(1 for r in t.rounds if (r.ratio or 0) > 1.0)
                 box.call(
-                    "promote_policy",
+                    "promote_scheduler",
+                    name=ex.candidate.policy,
                     reason=f"{t.metric} {t.ratio:.2f}x better than EEVDF (median), won {won} of "
-                    f"{len(t.rounds)} interleaved rounds in one boot",
+                    f"{len(t.rounds)} interleaved rounds in one boot (trial {ex.trial_id})",
                 )
             except SchedcpError as exc:  # already at the top status, or the repository refused
-                notes.append(f"not promoted: {exc.cause}")
+                st.notes.append(f"not promoted: {exc.cause}")
         elif verdict == "failed" and t is not None and t.guest_crash:
-            notes.append(
+            st.notes.append(
                 "the guest died during the trial (an emulation or kernel fault, not a policy verdict); "
                 "no antipattern written"
             )
@@ -275,7 +257,7 @@ class LearningAgent(Agent):
                 if verdict == "regressed" and t and t.ratio
                 else f"failed: {ex.error}"
             )
-            box.call("annotate_antipattern", note=f"{what} on this kind of workload")
+            box.call("record_antipattern", note=f"{what} on this kind of workload")
         box.call("submit_decision", **self._decide(ex, verdict, session, remaining, iterations_left))
 
     def _decide(
@@ -295,7 +277,7 @@ class LearningAgent(Agent):
         better_than_parent = parent_ratio is None or (ex.trial and (ex.trial.ratio or 0) > parent_ratio)
         if verdict == "improved" and better_than_parent:
             try:
-                tunables = self.services.show(cand.policy).get("tunables") or []
+                tunables = self._box.call("get_scheduler", name=cand.policy).get("tunables") or []
             except SchedcpError:
                 tunables = []
             config = rules.tuned(cand, tunables)

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """sched-agent's loop: Observation -> Planning -> (Execution -> Learning) x N, in one VM boot.
 
-    result = optimize(OptimizeOptions(target=make_target("longtail", None)), narrate=print_line)
+    with SchedcpClient.in_memory(build_server(state), state) as client:   # or .remote("schedcp mcp")
+        result = Optimizer(OptimizeOptions(target=TargetSpec(workload="longtail")), client=client).run()
 
-Every agent works in its own context with its own tools; they exchange only the structured
+The loop holds one SchedCP testbed (start_testbed ... stop_testbed) and every agent works in it
+through MCP, with its own context and only its role's tools; they exchange only the structured
 products in ``models.py``. With ``model="builtin"`` all four agents are deterministic and offline;
 with an LLM backend each agent is driven by the model, and an agent that cannot finish (turn cap,
 provider outage) is replaced by its built-in counterpart for that step, which the result reports.
@@ -17,18 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schedcp.agent.cost import CostMeter
+from schedcp.agent.client import SchedcpClient
+from schedcp.agent.cost import CostMeter, PriceTable
 from schedcp.agent.driver import AgentError
 from schedcp.agent.execution import ExecutionAgent
 from schedcp.agent.learning import LearningAgent
-from schedcp.agent.llm import ChatModel, make_model
-from schedcp.agent.llm.http import ProviderError
+from schedcp.agent.llm import ChatModel, ProviderError, make_model
 from schedcp.agent.models import Candidate, Iteration, Plan
 from schedcp.agent.observation import ObservationAgent
 from schedcp.agent.planning import PlanningAgent, repository_profile
-from schedcp.agent.session import Target, VmSession
-from schedcp.agent.tools import Services
+from schedcp.agent.toolbox import ToolBox
 from schedcp.errors import UsageError
+from schedcp.services.models import TargetSpec, TestbedInfo
 
 GOALS = ("auto", "makespan", "p99_latency", "throughput", "fairness")
 # Provider errors a fallback cannot paper over: the user has to fix the configuration.
@@ -37,14 +39,14 @@ FATAL_PROVIDER_CODES = ("llm_auth", "llm_not_found", "llm_no_key")
 
 @dataclass
 class OptimizeOptions:
-    target: Target
+    target: TargetSpec
     goal: str = "auto"
     model: str = "builtin"
     iterations: int = 2
     rounds: int = 2
     cpus: int = 2
     kernel: str = "unstable"
-    repo_db: Path | str | None = None
+    prices: Path | None = None  # a price table overriding the shipped one (JSON or TOML)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -63,30 +65,30 @@ class Optimizer:
         self,
         options: OptimizeOptions,
         *,
+        client: SchedcpClient,
         model: ChatModel | None = None,
-        services: Services | None = None,
         narrate: Callable[[str, str], None] = lambda _a, _m: None,
         progress: Callable[[str], None] = lambda _m: None,
     ) -> None:
         options.validate()
         self.options = options
         self.model = model if model is not None else make_model(options.model)
+        self.prices = PriceTable.load(options.prices)
         self.meter = CostMeter()
         self.progress = progress
         self.narrative: list[dict[str, str]] = []
         self.fallbacks: list[dict[str, str]] = []
         self._narrate_cb = narrate
-        if services is None:
-            session = VmSession(options.kernel, options.cpus, progress)
-            services = Services(session, options.target, repo_db=options.repo_db, progress=progress)
-        self.services = services
+        self.client = client
+        self.testbed: TestbedInfo | None = None
 
     def narrate(self, agent: str, message: str) -> None:
         self.narrative.append({"agent": agent, "message": message})
         self._narrate_cb(agent, message)
 
     def _agent(self, cls: type, **kwargs: Any) -> Any:
-        return cls(self.services, self.meter, self.model, self.narrate, **kwargs)
+        assert self.testbed is not None
+        return cls(self.client, self.testbed, self.meter, self.model, self.narrate, **kwargs)
 
     def _with_fallback(self, agent: Any, call: Callable[[Any], Any]) -> Any:
         """Run an agent; if its model cannot finish, the built-in version of the agent does the step."""
@@ -103,19 +105,33 @@ class Optimizer:
     def run(self) -> dict[str, Any]:
         opts = self.options
         t0 = time.monotonic()
-        session = self.services.session
-        session.start()
-        try:
-            obs = self._agent(ObservationAgent, goal_override=None if opts.goal == "auto" else opts.goal)
-            profile = self._with_fallback(obs, lambda a: a.run())
-            planner = self._agent(PlanningAgent)
-            plan: Plan = self._with_fallback(planner, lambda a: a.run(profile, opts.iterations))
-            iterations = self._iterate(profile, plan)
-            result = self._result(profile, plan, iterations, time.monotonic() - t0)
-        finally:
-            self.services.close()
-            session.close()
-        return result
+        box = ToolBox("loop", self.client, self.meter)
+        with self.client:
+            self.testbed = TestbedInfo.model_validate(
+                box.call(
+                    "start_testbed",
+                    target=opts.target.model_dump(exclude_none=True),
+                    kernel=opts.kernel,
+                    cpus=opts.cpus,
+                )
+            )
+            self.progress(f"testbed {self.testbed.testbed_id}: booting {opts.kernel} for {self.testbed.target.label}")
+            try:
+                obs = self._agent(ObservationAgent, goal_override=None if opts.goal == "auto" else opts.goal)
+                profile = self._with_fallback(obs, lambda a: a.run())
+                planner = self._agent(PlanningAgent)
+                plan: Plan = self._with_fallback(planner, lambda a: a.run(profile, opts.iterations))
+                self.meter.close_phase("plan")
+                iterations = self._iterate(profile, plan)
+                self.testbed = TestbedInfo.model_validate(
+                    box.call("testbed_status", testbed_id=self.testbed.testbed_id)
+                )
+            finally:
+                try:
+                    box.call("stop_testbed", testbed_id=self.testbed.testbed_id)
+                except Exception:  # the run's own error matters more than a failed shutdown
+                    pass
+            return self._result(profile, plan, iterations, time.monotonic() - t0)
 
     def _iterate(self, profile: Any, plan: Plan) -> list[Iteration]:
         opts = self.options
@@ -143,7 +159,8 @@ class Optimizer:
                 ),
             )
             log.append(log_entry | {"verdict": lesson.verdict})
-            done.append(Iteration(n=n, candidate=ex.candidate.brief(), execution=ex, lesson=lesson))
+            cost = self.prices.price(self.meter.close_phase(f"iteration {n}"), self._model_name())
+            done.append(Iteration(n=n, candidate=ex.candidate.brief(), execution=ex, lesson=lesson, cost=cost))
             action = lesson.decision
             if action.action == "stop":
                 break
@@ -183,17 +200,19 @@ class Optimizer:
                 "beat_eevdf": bool(t.ratio and t.ratio > 1.0),
                 "verdict": best.lesson.verdict if best.lesson else None,
             }
-        session = self.services.session
+        tb = self.testbed
+        assert tb is not None
         return {
-            "target": self.options.target.as_dict(),
-            "model": self.model.name if self.model is not None else "builtin",
-            "kernel": self.services.kernel_release,
+            "target": tb.target.as_dict(),
+            "model": self._model_name(),
+            "kernel": tb.kernel_release,
+            "schedcp": {"server": self.client.where, "testbed_id": tb.testbed_id, "tool_calls": self.client.calls},
             "vm": {
-                "boot_s": session.boot_s,
-                "accel": session.accel,
-                "cpus": self.options.cpus,
-                "boot_id": session.boot_id,
-                "restarts": session.restarts,
+                "boot_s": tb.boot_s,
+                "accel": tb.accel,
+                "cpus": tb.cpus,
+                "boot_id": tb.boot_id,
+                "restarts": tb.restarts,
             },
             "goal": profile.goal,
             "profile": {
@@ -206,20 +225,24 @@ class Optimizer:
             "plan": {"candidates": [c.brief() for c in plan.candidates], "notes": plan.notes},
             "iterations": [it.model_dump(mode="json") for it in iterations],
             "best": best_doc,
-            "repository": self.services.repository_path,
+            "repository": self.client.repository_path,
             "cost": self._cost(),
             "fallbacks": self.fallbacks,
             "narrative": self.narrative,
             "wall_s": round(wall_s, 1),
         }
 
+    def _model_name(self) -> str:
+        return self.model.name if self.model is not None else "builtin"
+
     def _cost(self) -> dict[str, Any]:
         report = self.meter.report()
-        http = getattr(getattr(self.model, "backend", self.model), "http", None)
-        report["total"]["http_attempts"] = getattr(http, "attempts", 0)
-        report["backend"] = self.model.name if self.model is not None else "builtin"
+        report["total"]["http_attempts"] = getattr(self.model, "attempts", 0)
+        report["backend"] = self._model_name()
+        report["price"] = self.prices.price(report["total"], self._model_name())
+        report["prices_from"] = self.prices.source
         return report
 
 
-def optimize(options: OptimizeOptions, **kwargs: Any) -> dict[str, Any]:
-    return Optimizer(options, **kwargs).run()
+def optimize(options: OptimizeOptions, client: SchedcpClient, **kwargs: Any) -> dict[str, Any]:
+    return Optimizer(options, client=client, **kwargs).run()

@@ -13,6 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schedcp.services.models import RoundResult, Trial  # measured by SchedCP's run_trial
+
+__all__ = ["Candidate", "Decision", "Execution", "Iteration", "Lesson", "Plan", "RoundResult", "Stage", "Trial"]
+
 Level = Literal["configure", "patch", "compose"]
 Origin = Literal["rules", "history", "search", "model", "adapted"]
 Scalar = int | bool | str
@@ -37,6 +41,10 @@ class Candidate(BaseModel):
         cfg = ", ".join(f"{k}={v}" for k, v in sorted(self.config.items()))
         return f"{self.policy}({cfg})" if cfg else self.policy
 
+    def spec(self) -> dict[str, Any]:
+        """The candidate as check_candidate takes it."""
+        return self.model_dump(include={"policy", "level", "config", "source", "parent"}, exclude_none=True)
+
     def brief(self) -> dict[str, Any]:
         out = self.model_dump(exclude={"source"})
         if self.source is not None:
@@ -56,36 +64,6 @@ class Stage(BaseModel):
     summary: str = ""
 
 
-class RoundResult(BaseModel):
-    round: int
-    order: list[str]  # e.g. ["eevdf", "policy"]
-    eevdf: dict[str, float]
-    policy: dict[str, float]
-    ratio: float | None  # >1: the policy beat EEVDF on the goal metric this round
-
-
-class Trial(BaseModel):
-    ok: bool
-    error: str | None = None
-    boot_id: str = ""
-    same_boot: bool = True
-    metric: str = ""
-    direction: Literal["lower", "higher"] = "lower"
-    rounds: list[RoundResult] = Field(default_factory=list)
-    baseline: dict[str, float] = Field(default_factory=dict)  # median per metric under EEVDF
-    policy: dict[str, float] = Field(default_factory=dict)  # median per metric under the candidate
-    baseline_value: float | None = None
-    policy_value: float | None = None
-    ratio: float | None = None
-    consistent: bool = False  # the policy won at least two rounds in three (trial.consistent)
-    ops_name: str = ""
-    stayed_enabled: bool = True
-    ejections: list[dict[str, Any]] = Field(default_factory=list)
-    counters: dict[str, int] = Field(default_factory=dict)
-    guest_crash: bool = False  # the guest died (not a policy verdict); see trial.run_trial
-    attempts: int = 1
-
-
 class Execution(BaseModel):
     candidate: Candidate
     stages: list[Stage] = Field(default_factory=list)
@@ -94,6 +72,7 @@ class Execution(BaseModel):
     error: str | None = None
     note: str = ""
     object_sha256: str = ""
+    trial_id: str | None = None  # SchedCP's record of the trial (record_result takes it)
 
 
 Action = Literal["stop", "next_candidate", "tune"]
@@ -121,3 +100,4 @@ class Iteration(BaseModel):
     candidate: dict[str, Any]
     execution: Execution
     lesson: Lesson | None = None
+    cost: dict[str, Any] = Field(default_factory=dict)  # this iteration's share (agent/cost.py)

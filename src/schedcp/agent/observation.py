@@ -20,28 +20,6 @@ from schedcp.agent.toolbox import Tool
 from schedcp.analysis.profile import WorkloadProfile
 
 Goal = Literal["makespan", "p99_latency", "throughput", "fairness"]
-ProbeKind = Literal["runqlat", "wakeup", "runtime", "migrations"]
-
-
-class NoArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ProfileArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    detail: Literal["profile", "full"] = Field(
-        "profile", description="profile (~4 KB): full Workload Profile, phases, groups, top tasks; full (~16 KB)."
-    )
-
-
-class ObserveAgainArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    interval_s: float = Field(0.05, ge=0.02, le=0.5, description="Sampling interval; smaller sees shorter tasks.")
-
-
-class ProbeArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kinds: list[ProbeKind] = Field(min_length=1, max_length=4, description="Tracepoint probes to attach.")
 
 
 class SubmitArgs(BaseModel):
@@ -66,32 +44,11 @@ class ObservationAgent(Agent):
         self.drilled: list[str] = []
 
     # -- tools ----------------------------------------------------------------------------------
-    def tools(self) -> list[Tool]:
-        svc = self.services
-
-        def summary(_: NoArgs) -> dict[str, Any]:
-            return svc.render("summary")
-
-        def profile(args: ProfileArgs) -> dict[str, Any]:
-            self.drilled.append(f"detail={args.detail}")
-            return svc.render(args.detail)
-
-        def observe_again(args: ObserveAgainArgs) -> dict[str, Any]:
-            self.drilled.append(f"re-observed every {args.interval_s}s")
-            svc.observe(refresh=True, interval_s=args.interval_s)
-            return svc.render("summary")
-
-        def probe(args: ProbeArgs) -> dict[str, Any]:
-            self.drilled.append(f"probes {','.join(args.kinds)}")
-            raw = svc.observe(refresh=True, probe=list(args.kinds))
-            doc = svc.render("profile")
-            return {
-                "probe": doc.get("probe") or raw.get("probe") or {"available": False},
-                "summary": doc.get("summary"),
-            }
-
+    def tools(self, box_ref: list[Any]) -> list[Tool]:
         def submit(args: SubmitArgs) -> dict[str, Any]:
-            prof = svc.profile()
+            # The engine's typed profile of the testbed's observation, fetched over MCP like any answer.
+            record = box_ref[0].call("workload_profile", detail="record", max_bytes=16384)
+            prof = WorkloadProfile.model_validate(record["profile"])
             update: dict[str, Any] = {}
             if args.summary:
                 update["summary"] = args.summary
@@ -107,39 +64,9 @@ class ObservationAgent(Agent):
 
         return [
             Tool(
-                "workload_summary",
-                "The cheapest view (~1.5 KB) of the workload, observed once under EEVDF in the "
-                "guest: class, suggested goal, CPU use, run-queue wait, slices, churn, long-tail check.",
-                NoArgs,
-                summary,
-                max_bytes=1800,
-            ),
-            Tool(
-                "workload_profile",
-                "More detail on the same observation (no re-run): the full Workload Profile "
-                "with phases, sibling groups and top tasks.",
-                ProfileArgs,
-                profile,
-                max_bytes=16384,
-            ),
-            Tool(
-                "observe_again",
-                "Run the workload again with finer sampling (costs a full run); use when the "
-                "summary looks like it missed short-lived processes.",
-                ObserveAgainArgs,
-                observe_again,
-                max_bytes=1800,
-            ),
-            Tool(
-                "run_probe",
-                "Run the workload again with scheduler tracepoint probes (costs a full run): "
-                "run-queue latency, wakeup latency, per-task runtime, migrations.",
-                ProbeArgs,
-                probe,
-            ),
-            Tool(
                 "submit_profile",
-                "Finish: accept the engine's profile, optionally restating the summary, goal and keywords.",
+                "Finish: accept the engine's profile of the testbed's workload, optionally restating the "
+                "summary, goal and keywords.",
                 SubmitArgs,
                 submit,
                 max_bytes=1024,
@@ -149,12 +76,16 @@ class ObservationAgent(Agent):
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> WorkloadProfile:
-        box = self.toolbox(self.tools())
+        box_ref: list[Any] = []
+        box = self.toolbox(self.tools(box_ref))
+        box_ref.append(box)
         with self.meter.timed(self.name):
             if self.model is None:
                 self._builtin(box)
             else:
-                task = prompts.observation_task(self.services.target.as_dict(), self.goal_override)
+                task = prompts.observation_task(
+                    self.testbed.target.as_dict(), self.testbed.testbed_id, self.goal_override
+                )
                 self.drive(box, task)
         assert self.profile is not None
         p = self.profile
@@ -172,7 +103,7 @@ class ObservationAgent(Agent):
             missed = missed_children(p)
             if missed:
                 self.say(f"{missed}; observing again with finer sampling")
-                s = box.call("observe_again", interval_s=0.05)
+                s = box.call("workload_summary", refresh=True, interval_s=0.05)
                 self.say(f"re-observed: class {s.get('class')}, suggested goal {s.get('goal')}")
         else:
             self.say("summary is clear; no deeper profiling needed")

@@ -22,26 +22,6 @@ from schedcp.analysis.profile import WorkloadProfile
 from schedcp.errors import SchedcpError, UsageError
 
 
-class NoArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SearchArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=2, max_length=1000, description="The need in words: workload and goal.")
-    k: int = Field(4, ge=1, le=10)
-
-
-class NameArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=NAME_PATTERN)
-
-
-class PrimitivesArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    query: str | None = Field(None, min_length=2, max_length=500, description="Rank by relevance; omit for all.")
-
-
 class CandidateArg(BaseModel):
     model_config = ConfigDict(extra="forbid")
     policy: str = Field(
@@ -90,55 +70,15 @@ class PlanningAgent(Agent):
         self.plan: Plan | None = None
         self.profile: WorkloadProfile | None = None
 
-    def tools(self, profile: WorkloadProfile) -> list[Tool]:
-        svc = self.services
-        rprof = repository_profile(profile)
-
-        def search(args: SearchArgs) -> dict[str, Any]:
-            return svc.search(args.query, args.k)
-
-        def show(args: NameArgs) -> dict[str, Any]:
-            info = svc.show(args.name)
-            keep = (
-                "name",
-                "kind",
-                "status",
-                "usable",
-                "title",
-                "description",
-                "workloads",
-                "tags",
-                "tunables",
-                "min_kernel",
-                "parent",
-                "results",
-                "antipatterns",
-                "source_bytes",
-            )
-            return {k: info[k] for k in keep if k in info}
-
-        def best_config(_: NoArgs) -> dict[str, Any]:
-            return svc.best_config(rprof)
-
-        def antipatterns(_: NoArgs) -> dict[str, Any]:
-            return {"antipatterns": svc.antipatterns(rprof)}
-
-        def primitives(args: PrimitivesArgs) -> dict[str, Any]:
-            return svc.primitives(args.query)
-
-        def primitive(args: NameArgs) -> dict[str, Any]:
-            return svc.primitive(args.name)
-
-        def source(args: NameArgs) -> dict[str, Any]:
-            return {"name": args.name, "source": svc.source(args.name)}
-
+    def tools(self, profile: WorkloadProfile, box_ref: list[Any]) -> list[Tool]:
         def submit(args: PlanArgs) -> dict[str, Any]:
             cands: list[Candidate] = []
             problems: list[str] = []
             for i, c in enumerate(args.candidates):
                 try:
-                    cand = Candidate(**c.model_dump(), origin="model") if not isinstance(c, Candidate) else c
-                    cands.append(svc.validate(cand))
+                    cand = Candidate(**c.model_dump(), origin="model")
+                    box_ref[0].call("check_candidate", **cand.spec())
+                    cands.append(cand)
                 except SchedcpError as exc:
                     problems.append(f"candidates[{i}] ({c.policy}): {exc.cause}")
                 except ValueError as exc:
@@ -152,29 +92,10 @@ class PlanningAgent(Agent):
             return {"accepted": True, "candidates": [c.label() for c in cands]}
 
         return [
-            Tool("search_schedulers", "Hybrid keyword + semantic search of the policy repository.", SearchArgs, search),
-            Tool("get_scheduler", "One policy: purpose, tunables with ranges, status, past results.", NameArgs, show),
-            Tool(
-                "best_config",
-                "The policy and tunables that beat EEVDF on workloads like this one, from recorded results.",
-                NoArgs,
-                best_config,
-            ),
-            Tool("antipatterns", "Recorded mistakes for workloads like this one.", NoArgs, antipatterns),
-            Tool(
-                "list_primitives",
-                "Reusable BPF building blocks for composing a new policy.",
-                PrimitivesArgs,
-                primitives,
-            ),
-            Tool("get_primitive", "One primitive's C snippet.", NameArgs, primitive, max_bytes=12288),
-            Tool(
-                "get_source", "A stored policy's complete C source (for patching).", NameArgs, source, max_bytes=32768
-            ),
             Tool(
                 "submit_plan",
-                "Finish: 1-4 candidates, best first. Each is validated (policy exists and runs "
-                "in the VM, tunables in range, source present for patch/compose).",
+                "Finish: 1-4 candidates, best first. Each is checked with check_candidate (policy exists and "
+                "runs in the VM, tunables in range, source present for patch/compose).",
                 PlanArgs,
                 submit,
                 max_bytes=1024,
@@ -184,7 +105,9 @@ class PlanningAgent(Agent):
 
     def run(self, profile: WorkloadProfile, iterations: int) -> Plan:
         self.profile = profile
-        box = self.toolbox(self.tools(profile))
+        box_ref: list[Any] = []
+        box = self.toolbox(self.tools(profile, box_ref), bound={"profile": repository_profile(profile)})
+        box_ref.append(box)
         with self.meter.timed(self.name):
             if self.model is None:
                 self._builtin(box, profile)
@@ -202,8 +125,8 @@ class PlanningAgent(Agent):
         return self.plan
 
     def _builtin(self, box: Any, profile: WorkloadProfile) -> None:
-        history = box.call("best_config")
-        notes = box.call("antipatterns").get("antipatterns") or []
+        history = box.call("best_config")  # the profile is bound (repository_profile)
+        notes = box.call("list_antipatterns").get("antipatterns") or []
         query = f"{profile.summary} Keywords: {', '.join(profile.keywords)}"[:1000]
         hits = box.call("search_schedulers", query=query, k=4).get("results") or []
         self.say(

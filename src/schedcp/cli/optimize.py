@@ -4,14 +4,18 @@
     schedcp optimize --demo                        # built-in long-tail batch, built-in planner, offline
     schedcp optimize --workload wakelat --goal p99_latency
     schedcp optimize --model anthropic -- python3 -m schedcp_workloads.batch --scale 0.5
+    schedcp optimize --demo --server 'schedcp mcp'   # the same agents against a SchedCP over stdio/HTTP
 
-The workload runs in the sched_ext micro-VM; every candidate is measured against EEVDF in the
-same boot and the outcome is recorded in the policy repository ($SCHEDCP_REPO_DB).
+The agents reach SchedCP only through MCP: by default a server in this process over the SDK's
+in-memory transport (--call-log FILE keeps its log of tool calls), or --server's. The workload runs
+in the server's sched_ext micro-VM testbed; every candidate is measured against EEVDF in the same
+boot and the outcome is recorded in the policy repository ($SCHEDCP_REPO_DB).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -61,9 +65,14 @@ def _render(doc: dict[str, Any]) -> None:
     recorded = [it["lesson"]["recorded"] for it in doc["iterations"] if (it.get("lesson") or {}).get("recorded")]
     console.print(f"[bold]recorded:[/] {len(recorded)} result(s) in {doc.get('repository')}", highlight=False)
     total = doc["cost"]["total"]
+    price = doc["cost"].get("price") or {}
+    usd = price.get("usd")
+    money = "no price known" if usd is None else f"${usd:.4f}"
     console.print(
-        f"[bold]cost:[/] {total['tool_calls']} tool calls, {total['bytes_read']} bytes read by agents, "
-        f"{total['input_tokens']}+{total['output_tokens']} model tokens; {doc['wall_s']} s",
+        f"[bold]cost:[/] {total['tool_calls']} MCP tool calls, {total['bytes_read']} bytes read by agents, "
+        f"{total['input_tokens']}+{total['output_tokens']} model tokens "
+        f"(cache read {total['cache_read_tokens']}, write {total['cache_write_tokens']}), {money}; "
+        f"{doc['wall_s']} s",
         highlight=False,
     )
 
@@ -104,6 +113,18 @@ def register(app: typer.Typer) -> None:
             "--demo",
             help="Optimise the built-in long-tail batch with the built-in planner and narrate each agent's step.",
         ),
+        server: str | None = typer.Option(
+            None,
+            "--server",
+            help="Reach SchedCP here instead of in this process: a command serving MCP on stdio "
+            "(e.g. 'schedcp mcp') or an http(s)://.../mcp URL (token from SCHEDCP_MCP_TOKEN).",
+        ),
+        call_log: Path | None = typer.Option(
+            None, "--call-log", help="In-process server: append its log of tool calls (JSON lines) to this file."
+        ),
+        prices: Path | None = typer.Option(
+            None, "--prices", help="Price table (JSON or TOML, USD per million tokens) overriding the shipped one."
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Let sched-agent observe a workload, plan sched_ext policies, measure them against EEVDF in the
@@ -122,6 +143,9 @@ def register(app: typer.Typer) -> None:
                 timeout,
                 demo,
                 as_json,
+                server=server,
+                call_log=call_log,
+                prices=prices,
             )
         except SchedcpError as exc:
             raise fail(exc, as_json) from None
@@ -141,10 +165,18 @@ def _optimize(
     timeout: float,
     demo: bool,
     as_json: bool,
+    *,
+    server: str | None = None,
+    call_log: Path | None = None,
+    prices: Path | None = None,
 ) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from schedcp.agent.client import SchedcpClient
     from schedcp.agent.loop import OptimizeOptions, Optimizer
-    from schedcp.agent.session import make_target
     from schedcp.errors import UsageError
+    from schedcp.services.models import TargetSpec
+    from schedcp.services.testbed import make_target
 
     if demo:
         if command or workload:
@@ -152,10 +184,34 @@ def _optimize(
         workload = DEMO_WORKLOAD
     if rounds is None:
         rounds = DEMO_ROUNDS if demo else 2
-    target = make_target(workload, command, workload_args=workload_args, timeout_s=timeout)
+    if workload and command:
+        raise UsageError("give either --workload NAME or a command after --, not both", "pick one target")
+    if not workload and not command:
+        raise UsageError("nothing to optimise", "give --workload NAME (e.g. longtail), a command after --, or --demo")
+    try:
+        spec = TargetSpec(workload=workload, workload_args=workload_args, argv=list(command) or None, timeout_s=timeout)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(
+            f"invalid target: {'.'.join(map(str, first['loc']))}: {first['msg']}", "see schedcp optimize --help"
+        ) from None
+    target = make_target(spec)  # refuses bad input here, before anything starts
     options = OptimizeOptions(
-        target=target, goal=goal, model=model, iterations=iterations, rounds=rounds, cpus=cpus, kernel=kernel
+        target=spec,
+        goal=goal,
+        model=model,
+        iterations=iterations,
+        rounds=rounds,
+        cpus=cpus,
+        kernel=kernel,
+        prices=prices,
     )
+    if server:
+        if call_log is not None:
+            raise UsageError("--call-log is for the in-process server", "give --call-log to the remote `schedcp mcp`")
+        client = SchedcpClient.remote(server)
+    else:
+        client = in_process_client(call_log)
 
     def narrate(agent: str, message: str) -> None:
         # The story goes to stdout as it happens; with --json stdout is reserved for the document.
@@ -170,11 +226,22 @@ def _optimize(
         else:
             progress(message)
 
-    optimizer = Optimizer(options, narrate=narrate, progress=status)  # validates options, model, key
+    optimizer = Optimizer(options, client=client, narrate=narrate, progress=status)  # validates options, model, key
     if not as_json:
         err_console.print(
             f"[dim]sched-agent: {target.label} in the micro-VM ({kernel}, {cpus} vCPUs), "
-            f"model {model}, up to {iterations} candidate(s), {rounds} round(s) each[/]",
+            f"model {model}, up to {iterations} candidate(s), {rounds} round(s) each, "
+            f"SchedCP over MCP ({client.where})[/]",
             highlight=False,
         )
     return optimizer.run()
+
+
+def in_process_client(call_log: Path | None = None) -> Any:
+    """A SchedCP server in this process, reached over the MCP SDK's in-memory transport."""
+    from schedcp.agent.client import SchedcpClient
+    from schedcp.server.app import build_server
+    from schedcp.server.state import ServerOptions, ServerState
+
+    state = ServerState(ServerOptions(call_log=call_log))
+    return SchedcpClient.in_memory(build_server(state), state)

@@ -5,10 +5,11 @@
     reply = model.chat(system, [Message.user("...")], tools=[ToolDef(...)], max_tokens=2048)
     reply.text, reply.tool_calls, reply.usage
 
-Messages and tool calls are provider-neutral here; each backend translates them to its wire format
-(Anthropic Messages, OpenAI Chat Completions) and back. The scripted model used by tests replays
-provider-shaped JSON through the same translation code, so what the tests drive is what runs
-against a real API.
+Messages and tool calls are provider-neutral here; each backend translates them to its provider's
+request and sends it with the provider's official SDK (``anthropic``, ``openai``), which owns the
+HTTP: timeouts, retries with backoff and Retry-After, typed errors. The scripted model used by
+tests serves provider-shaped JSON to those same SDK clients through a mock HTTP transport, so what
+the tests drive is what runs against a real API.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from schedcp.errors import UsageError
+from schedcp.errors import SchedcpError, UsageError
 
 Role = Literal["user", "assistant", "tool"]
 
@@ -100,6 +101,14 @@ class ChatResponse:
     response_bytes: int = 0
 
 
+class ProviderError(SchedcpError):
+    """A failed model call; ``status`` is the HTTP status (0 for transport failures)."""
+
+    def __init__(self, cause: str, next_step: str, *, status: int, code: str = "llm_error") -> None:
+        super().__init__(cause, next_step, code=code)
+        self.status = status
+
+
 class ChatModel(Protocol):
     """What an agent needs from a model. ``name`` is "provider:model" for reports."""
 
@@ -151,6 +160,7 @@ __all__ = [
     "ChatModel",
     "ChatResponse",
     "Message",
+    "ProviderError",
     "ToolCall",
     "ToolDef",
     "Usage",

@@ -1,24 +1,24 @@
 # SPDX-License-Identifier: Apache-2.0
-"""OpenAI Chat Completions backend (POST {base}/chat/completions), for OpenAI and compatible servers.
+"""OpenAI Chat Completions backend, through the official ``openai`` SDK, for OpenAI and compatible
+servers (OPENAI_BASE_URL: vLLM, llama.cpp, Ollama, a gateway).
 
 Wire format: the system prompt is the first message; tools are {type: function, function: {name,
 description, parameters}}; the reply is ``choices[0].message`` with ``tool_calls`` whose
 ``function.arguments`` is a JSON *string* (which a model can get wrong, so it is parsed here and a
-failure is reported back to the model); each result is its own ``role: tool`` message.
-OPENAI_BASE_URL points it at any compatible server (vLLM, llama.cpp, Ollama, a gateway).
+failure is reported back to the model); each result is its own ``role: tool`` message. OpenAI
+caches long prompt prefixes by itself; cached input tokens come back in ``usage`` and are counted.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 
-from schedcp.agent.llm import ChatResponse, Message, ToolCall, ToolDef, Usage
-from schedcp.agent.llm.http import HttpChatModel, HttpSettings, bad_response, require_key
+from schedcp.agent.llm import ChatResponse, Message, ProviderError, ToolCall, ToolDef, Usage
+from schedcp.agent.llm.sdk import CountingClient, Settings, provider_error, require_key
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 STOP_REASONS = {"tool_calls": "tool_use", "function_call": "tool_use", "stop": "end", "length": "max_tokens"}
@@ -70,7 +70,7 @@ def _parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, str, str | None]:
         return {}, text, None
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return None, text, f"the arguments are not valid JSON ({exc.msg} at position {exc.pos})"
     if not isinstance(value, dict):
         return None, text, "the arguments must be a JSON object"
@@ -80,10 +80,10 @@ def _parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, str, str | None]:
 def parse_response(doc: dict[str, Any], model: str) -> ChatResponse:
     choices = doc.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise bad_response("openai", "no choices")
+        raise _bad("no choices")
     message = choices[0].get("message")
     if not isinstance(message, dict):
-        raise bad_response("openai", "choice without a message")
+        raise _bad("choice without a message")
     calls: list[ToolCall] = []
     for i, raw in enumerate(message.get("tool_calls") or []):
         if not isinstance(raw, dict):
@@ -115,8 +115,18 @@ def parse_response(doc: dict[str, Any], model: str) -> ChatResponse:
     )
 
 
-class OpenAIModel(HttpChatModel):
+def _bad(what: str) -> ProviderError:
+    return ProviderError(
+        f"openai returned an unexpected response: {what}",
+        "check the base URL and model",
+        status=200,
+        code="llm_bad_response",
+    )
+
+
+class OpenAIModel:
     provider = "openai"
+    offline = False
 
     def __init__(
         self,
@@ -124,35 +134,48 @@ class OpenAIModel(HttpChatModel):
         *,
         api_key: str | None = None,
         base_url: str | None = None,
-        transport: httpx.BaseTransport | None = None,
-        settings: HttpSettings | None = None,
-        sleep: Callable[[float], None] | None = None,
+        transport: httpx2.BaseTransport | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        import openai
+
         self.model = model
         self.name = f"openai:{model}"
-        base = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE).rstrip("/")
+        self.base = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE).rstrip("/")
         if api_key is None:
             # Local compatible servers often need no key; the official endpoint always does.
             api_key = (
                 require_key("OPENAI_API_KEY", "OpenAI")
-                if base == DEFAULT_BASE
-                else os.environ.get("OPENAI_API_KEY", "")
+                if self.base == DEFAULT_BASE
+                else os.environ.get("OPENAI_API_KEY", "") or "none"
             )
         # OpenAI's newer models refuse max_tokens; compatible servers mostly only know max_tokens.
-        self.token_field = "max_completion_tokens" if base == DEFAULT_BASE else "max_tokens"
-        self._connect(
-            f"{base}/chat/completions",
-            {"authorization": f"Bearer {api_key}"} if api_key else {},
-            "OPENAI_API_KEY",
-            transport=transport,
-            settings=settings,
-            sleep=sleep,
+        self.token_field = "max_completion_tokens" if self.base == DEFAULT_BASE else "max_tokens"
+        settings = settings or Settings.from_env()
+        self.http = CountingClient(settings, transport)
+        self.client = openai.OpenAI(
+            api_key=api_key, base_url=self.base, max_retries=settings.max_retries, http_client=self.http.http
         )
 
-    def build_request(
-        self, system: str, messages: list[Message], tools: list[ToolDef], max_tokens: int
-    ) -> dict[str, Any]:
-        return build_request(self.model, system, messages, tools, max_tokens, token_field=self.token_field)
+    @property
+    def attempts(self) -> int:
+        return self.http.attempts
 
-    def parse_response(self, doc: dict[str, Any]) -> ChatResponse:
-        return parse_response(doc, self.model)
+    def chat(
+        self, system: str, messages: list[Message], tools: list[ToolDef], *, max_tokens: int = 2048
+    ) -> ChatResponse:
+        import openai
+
+        payload = build_request(self.model, system, messages, tools, max_tokens, token_field=self.token_field)
+        try:
+            reply = self.client.chat.completions.create(**payload)
+        except openai.OpenAIError as exc:
+            raise provider_error("openai", exc, "OPENAI_API_KEY", self.base) from exc
+        doc = reply.model_dump(mode="json")
+        resp = parse_response(doc, self.model)
+        resp.request_bytes = len(json.dumps(payload, separators=(",", ":")).encode())
+        resp.response_bytes = len(json.dumps(doc, separators=(",", ":")).encode())
+        return resp
+
+    def close(self) -> None:
+        self.http.close()

@@ -7,9 +7,11 @@
     ], flavor="anthropic")
 
 Each turn is encoded as the provider's JSON (an Anthropic message or an OpenAI chat completion)
-and served by an ``httpx.MockTransport`` to an ordinary ``AnthropicModel``/``OpenAIModel``; so
-the request building, the HTTP layer (status codes, retries) and the response parsing that run in
-tests are the ones that run against the real API. ``requests`` keeps every payload sent.
+and served by an ``httpx2.MockTransport`` to an ordinary ``AnthropicModel``/``OpenAIModel``, whose
+official SDK client sends the request; so the request building, the SDK's HTTP handling (status
+codes, retries) and the response parsing that run in tests are the ones that run against the real
+API. ``requests`` keeps every payload sent. Error turns ask the SDK to retry after 1 ms
+(``retry-after-ms``) unless the turn sets its own headers, so retry tests do not sleep.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
+import httpx2
 
 from schedcp.agent.llm import ChatResponse, Message, ToolDef
-from schedcp.agent.llm.http import HttpSettings
+from schedcp.agent.llm.sdk import Settings
 from schedcp.errors import SchedcpError
 
 Flavor = Literal["anthropic", "openai"]
@@ -38,6 +40,8 @@ class Turn:
     calls: list[tuple[str, dict[str, Any] | str]] = field(default_factory=list)
     input_tokens: int | None = None  # None: estimated from the request size
     output_tokens: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     status: int = 200
     error: str = "scripted error"
     headers: dict[str, str] = field(default_factory=dict)
@@ -79,7 +83,12 @@ def _encode_anthropic(turn: Turn, ids: itertools.count, usage: dict[str, int]) -
         "content": content,
         "stop_reason": "tool_use" if turn.calls else "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": usage["in"], "output_tokens": usage["out"]},
+        "usage": {
+            "input_tokens": usage["in"],
+            "output_tokens": usage["out"],
+            "cache_read_input_tokens": turn.cache_read_tokens,
+            "cache_creation_input_tokens": turn.cache_write_tokens,
+        },
     }
 
 
@@ -103,6 +112,7 @@ def _encode_openai(turn: Turn, ids: itertools.count, usage: dict[str, int]) -> d
             "prompt_tokens": usage["in"],
             "completion_tokens": usage["out"],
             "total_tokens": usage["in"] + usage["out"],
+            "prompt_tokens_details": {"cached_tokens": turn.cache_read_tokens},
         },
     }
 
@@ -119,8 +129,8 @@ class ScriptedModel:
         self.name = f"scripted:{flavor}"
         self._next = 0
         self._ids = itertools.count(1)
-        transport = httpx.MockTransport(self._serve)
-        settings = HttpSettings(timeout_s=5.0, max_attempts=max_attempts, backoff_s=0.0)
+        transport = httpx2.MockTransport(self._serve)
+        settings = Settings(timeout_s=5.0, max_retries=max_attempts - 1)
         if flavor == "anthropic":
             from schedcp.agent.llm.anthropic import AnthropicModel
 
@@ -130,7 +140,6 @@ class ScriptedModel:
                 base_url="http://scripted.invalid",
                 transport=transport,
                 settings=settings,
-                sleep=lambda _s: None,
             )
         else:
             from schedcp.agent.llm.openai import OpenAIModel
@@ -141,19 +150,22 @@ class ScriptedModel:
                 base_url="http://scripted.invalid/v1",
                 transport=transport,
                 settings=settings,
-                sleep=lambda _s: None,
             )
 
     @property
     def remaining(self) -> int:
         return len(self.script) - self._next
 
-    def _serve(self, request: httpx.Request) -> httpx.Response:
+    @property
+    def attempts(self) -> int:
+        return int(self.backend.attempts)
+
+    def _serve(self, request: httpx2.Request) -> httpx2.Response:
         payload = json.loads(request.content)
         self.requests.append(payload)
         if self._next >= len(self.script):
             # Answer like a provider would, so the backend raises its ordinary error path.
-            return httpx.Response(
+            return httpx2.Response(
                 400,
                 json={"error": {"type": "script_exhausted", "message": f"no scripted turn left after {self._next}"}},
             )
@@ -162,9 +174,9 @@ class ScriptedModel:
         turn = step(payload) if callable(step) else step
         if turn.status != 200:
             kind = {429: "rate_limit_error", 401: "authentication_error"}.get(turn.status, "api_error")
-            return httpx.Response(
+            return httpx2.Response(
                 turn.status,
-                headers=turn.headers,
+                headers=turn.headers or {"retry-after-ms": "1"},
                 json={"type": "error", "error": {"type": kind, "message": turn.error}},
             )
         usage = {
@@ -174,7 +186,7 @@ class ScriptedModel:
             else max(1, (len(turn.text) + len(json.dumps(turn.calls))) // 4),
         }
         encode = _encode_anthropic if self.flavor == "anthropic" else _encode_openai
-        return httpx.Response(200, json=encode(turn, self._ids, usage))
+        return httpx2.Response(200, json=encode(turn, self._ids, usage))
 
     def chat(
         self, system: str, messages: list[Message], tools: list[ToolDef], *, max_tokens: int = 2048

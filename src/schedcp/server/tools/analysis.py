@@ -45,7 +45,26 @@ CommandArg = Annotated[
         ),
     ),
 ]
+TestbedArg = Annotated[
+    str | None,
+    Field(
+        pattern=r"^tb-[0-9a-f]{12}$",
+        description="Observe the testbed's workload in its micro-VM (start_testbed) instead of this host.",
+    ),
+]
+RefreshArg = Annotated[
+    bool, Field(description="With testbed_id: run the workload again instead of reusing the last observation.")
+]
+IntervalArg = Annotated[
+    float,
+    Field(ge=0.02, le=0.5, description="With testbed_id: sampling interval; smaller sees shorter-lived tasks."),
+]
 SUMMARY_BYTES = 1536
+
+
+def only_one(pid: int | None, cgroup: str | None, command: list[str] | None) -> None:
+    if any(x is not None for x in (pid, cgroup, command)):
+        raise UsageError("testbed_id observes the testbed's workload", "drop pid, cgroup and command")
 
 
 def _profile_budget(detail: str) -> int:
@@ -73,6 +92,12 @@ def tools(state: ServerState) -> list[Tool]:
 
         return state.service("analysis_engine", Engine)
 
+    def in_testbed(testbed_id: str, refresh: bool = False, interval_s: float = 0.1, probe: list[str] | None = None):
+        tb = state.testbeds.get(testbed_id)
+        with tb.lock:
+            tb.observe(refresh=refresh, interval_s=interval_s, probe=probe)
+        return tb
+
     def observe(pid: int | None, cgroup: str | None, command: list[str] | None, duration_s: float) -> dict[str, Any]:
         if sum(x is not None for x in (pid, cgroup, command)) > 1:
             raise UsageError("give at most one target: pid, cgroup or command", "omit all three for a system-wide view")
@@ -93,6 +118,9 @@ def tools(state: ServerState) -> list[Tool]:
         cgroup: CgroupArg = None,
         command: CommandArg = None,
         duration_s: Annotated[float, Field(ge=0.2, le=60, description="Observation window in seconds.")] = 2.0,
+        testbed_id: TestbedArg = None,
+        refresh: RefreshArg = False,
+        interval_s: IntervalArg = 0.1,
         max_bytes: MaxBytes = SUMMARY_BYTES,
     ) -> CallToolResult:
         """The cheapest first look (about 1.5 KB): what a workload is doing to the CPUs.
@@ -100,7 +128,11 @@ def tools(state: ServerState) -> list[Tool]:
         Give a pid, a cgroup, or a command to launch and watch; with none, the whole system. Returns the
         workload's class (cpu_bound, latency_sensitive, ...), the suggested goal, and the dozen numbers
         behind them (CPU use, run-queue wait, slices, churn). Ask workload_profile only if this leaves
-        a question open."""
+        a question open. With testbed_id: the testbed's workload, run to completion once in its guest."""
+        if testbed_id is not None:
+            only_one(pid, cgroup, command)
+            tb = in_testbed(testbed_id, refresh, interval_s)
+            return budget.respond(tb.render("summary"), max_bytes, hint="workload_profile gives the full picture")
         raw = observe(pid, cgroup, command, duration_s)
         return budget.respond(
             engine().render(raw, "summary"), max_bytes, hint="workload_profile gives the full picture"
@@ -112,14 +144,16 @@ def tools(state: ServerState) -> list[Tool]:
         command: CommandArg = None,
         duration_s: Annotated[float, Field(ge=0.5, le=120, description="Observation window in seconds.")] = 5.0,
         detail: Annotated[
-            Literal["profile", "full"],
+            Literal["profile", "full", "record"],
             Field(
                 description=(
                     "profile (about 4 KB): the Workload Profile with per-CPU use, phases and top tasks. "
-                    "full (about 16 KB): adds the task table and time series."
+                    "full (about 16 KB): adds the task table and time series. record (about 3 KB): the typed "
+                    "WorkloadProfile planners work from (as 'profile'), with for_repository."
                 )
             ),
         ] = "profile",
+        testbed_id: TestbedArg = None,
         max_bytes: Annotated[
             int | None,
             Field(
@@ -135,14 +169,22 @@ def tools(state: ServerState) -> list[Tool]:
         its rationale, search keywords and the measured characteristics.
 
         'for_repository' is ready to pass as the profile of record_result; 'keywords' suit search_schedulers.
-        The complete profile stays available as the resource schedcp://profile/{profile_id}."""
+        The complete profile stays available as the resource schedcp://profile/{profile_id}. With
+        testbed_id: the testbed's last observation (observed once if none yet)."""
         eng = engine()
-        raw = observe(pid, cgroup, command, duration_s)
+        if testbed_id is not None:
+            only_one(pid, cgroup, command)
+            tb = in_testbed(testbed_id)
+            raw = tb.raw or {}
+        else:
+            raw = observe(pid, cgroup, command, duration_s)
         if raw.get("kind") == "system":
+            if detail == "record":
+                raise UsageError("a system-wide view has no workload profile record", "give a pid, cgroup or command")
             doc = eng.render(raw, detail)
             return budget.respond(doc, max_bytes or _profile_budget(detail))
         prof = eng.profile(raw)
-        doc = eng.render(raw, detail)
+        doc = eng.render(raw, "profile" if detail == "record" else detail)
         ch = prof.characteristics
         for_repo = {
             "summary": prof.summary[:2000],
@@ -158,6 +200,9 @@ def tools(state: ServerState) -> list[Tool]:
             "profile",
             {"profile": prof.model_dump(mode="json"), "for_repository": for_repo, "full": eng.render(raw, "full")},
         )
+        if detail == "record":
+            doc = {"profile_id": profile_id, "for_repository": for_repo, "profile": prof.model_dump(mode="json")}
+            return budget.respond(doc, max_bytes or 8192, hint="ask with a larger max_bytes for the whole record")
         doc = {
             "profile_id": profile_id,
             "profile_uri": f"schedcp://profile/{profile_id}",
@@ -184,12 +229,26 @@ def tools(state: ServerState) -> list[Tool]:
         ],
         duration_s: Annotated[float, Field(ge=0.5, le=30, description="How long the probe stays attached.")] = 2.0,
         pid: Annotated[int | None, Field(ge=1, le=4194304, description="Only this process tree; omit for all.")] = None,
+        testbed_id: Annotated[
+            str | None,
+            Field(
+                pattern=r"^tb-[0-9a-f]{12}$",
+                description="Run the testbed's workload once more in its guest with this probe attached (no daemon).",
+            ),
+        ] = None,
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
     ) -> CallToolResult:
         """Attach a scheduler tracepoint probe (eBPF/tracefs) for a bounded time and get latency histograms
         and percentiles. Needs the SchedCP daemon (root); this server itself stays unprivileged.
 
         Use after a summary shows run-queue wait or latency worth explaining."""
+        if testbed_id is not None:
+            if pid is not None:
+                raise UsageError("pid does not apply to a testbed probe", "drop pid: the testbed's workload is probed")
+            tb = in_testbed(testbed_id, refresh=True, probe=[kind])
+            doc = tb.render("profile")
+            probe = doc.get("probe") or (tb.raw or {}).get("probe") or {"available": False}
+            return budget.respond({"testbed_id": testbed_id, "probe": probe, "summary": doc.get("summary")}, max_bytes)
         result = state.daemon().probe(kind, duration_s, pid)
         return budget.respond(result, max_bytes)
 

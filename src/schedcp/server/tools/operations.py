@@ -23,6 +23,7 @@ from schedcp.server.tooling import COMPUTE, READ, WRITE, make_tool
 from schedcp.services.operation import Operation, dump, registry
 
 KINDS = {"read": READ, "compute": COMPUTE, "write": WRITE}
+_ANNOTATED: Any = Annotated  # subscripted at runtime with a computed tuple (type checkers cannot follow)
 
 
 def _budget_param(default: int) -> Any:
@@ -43,7 +44,8 @@ def tool_for(op: Operation, state: ServerState) -> Tool:
     ]
     annotations: dict[str, Any] = {"ctx": Context}
     for name, field in op.input.model_fields.items():
-        annotation = Annotated[(field.annotation, *field.metadata, Field(description=field.description))]  # type: ignore[valid-type]
+        parts = (field.annotation, *field.metadata, Field(description=field.description))
+        annotation = _ANNOTATED.__class_getitem__(parts)
         if field.is_required():
             default: Any = inspect.Parameter.empty
         elif field.default_factory is not None:
