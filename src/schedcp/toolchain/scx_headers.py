@@ -41,6 +41,8 @@ from schedcp.testbed.debian import PrivateApt, version_key
 # Suites searched for linux-source-<series>, in order of preference after the kernel's own suite.
 SOURCE_SUITES = ("unstable", "trixie-backports", "experimental", "trixie")
 EXTRACT_TIMEOUT_S = 900
+# Series tried for a kernel whose own source is gone (each costs a ~160 MB download once).
+MAX_PROBED_SERIES = 3
 MARKER = "scx-headers.json"
 _SERIES = re.compile(r"^(\d+)\.(\d+)")
 
@@ -154,8 +156,14 @@ def list_sources(suites: tuple[str, ...], *, refresh: bool = False) -> list[Sour
     return out
 
 
-def choose_source(kernel_version: str, candidates: list[SourceCandidate]) -> tuple[SourceCandidate, bool, str]:
-    """Pick the source for a kernel's Debian version; returns (candidate, exact, note)."""
+def rank_sources(kernel_version: str, candidates: list[SourceCandidate]) -> tuple[list[SourceCandidate], bool]:
+    """Candidates in order of preference for a kernel's Debian version, one per series; and whether
+    the first is the kernel's own version.
+
+    The exact upstream version first; then the nearest series, a newer one before an older one at
+    the same distance (newer headers carry compatibility shims for older kernels), each series
+    represented by a source already in the cache, else its newest version.
+    """
     if not candidates:
         raise SchedcpError(
             "Debian has no linux-source package in any searched suite",
@@ -165,26 +173,57 @@ def choose_source(kernel_version: str, candidates: list[SourceCandidate]) -> tup
     want = upstream_version(kernel_version)
     exact = [c for c in candidates if c.upstream == want]
     if exact:
-        return exact[0], True, ""
+        return exact[:1], True
     series = _series(want)
     by_series: dict[tuple[int, int], list[SourceCandidate]] = {}
     for c in candidates:
         by_series.setdefault(_series(c.upstream), []).append(c)
 
     def distance(s: tuple[int, int]) -> tuple[int, int, int]:
-        # Newer series first at equal distance: newer headers keep compatibility with older kernels.
         ordinal, target = s[0] * 1000 + s[1], series[0] * 1000 + series[1]
-        return (0 if s == series else 1, 0 if ordinal > target else 1, abs(ordinal - target))
+        return (0 if s == series else 1, abs(_release_distance(s, series)), 0 if ordinal > target else 1)
 
-    best_series = min(by_series, key=distance)
-    pool = by_series[best_series]
-    cached = [c for c in pool if _complete(tree_dir(c.upstream))]
-    pick = max(cached or pool, key=lambda c: version_key(c.version))
-    note = (
-        f"Debian no longer ships linux-source for {want}; using {pick.package} {pick.version} from {pick.suite} "
-        f"(nearest series{'' if best_series == series else ', newer headers stay compatible with older kernels'})"
-    )
-    return pick, False, note
+    ranked: list[SourceCandidate] = []
+    for s in sorted(by_series, key=distance):
+        pool = by_series[s]
+        cached = [c for c in pool if _complete(tree_dir(c.upstream))]
+        ranked.append(max(cached or pool, key=lambda c: version_key(c.version)))
+    return ranked, False
+
+
+def _release_distance(a: tuple[int, int], b: tuple[int, int]) -> int:
+    """Releases between two series, counting x.19 -> (x+1).0 as one step (Linux numbering)."""
+    (hi, lo) = max(a, b), min(a, b)
+    if hi[0] == lo[0]:
+        return hi[1] - lo[1]
+    return (20 - lo[1]) + 20 * (hi[0] - lo[0] - 1) + hi[1]
+
+
+# A minimal scx-style scheduler: if this does not compile against a kernel's vmlinux.h, no source
+# written for those headers will (e.g. 7.2's headers use struct scx_cmask, which 6.19 lacks).
+PROBE_SOURCE = """#include <scx/common.bpf.h>
+char _license[] SEC("license") = "GPL";
+s32 BPF_STRUCT_OPS(probe_init) { return 0; }
+SCX_OPS_DEFINE(probe_ops, .init = (void *)probe_init, .name = "schedcp_probe");
+"""
+
+
+def probe_compile(headers: ScxHeaders, kernel_include: Path, target: str) -> str | None:
+    """None when a minimal scx scheduler compiles with these headers for the kernel, else why not."""
+    from schedcp.toolchain import build as build_mod
+
+    try:
+        build_mod.build(
+            None,
+            kernel_include,
+            target=target,
+            source_text=PROBE_SOURCE,
+            source_name="scx_probe.bpf.c",
+            extra_include_dirs=headers.include_dirs,
+        )
+    except build_mod.BuildError as exc:
+        return exc.cause.removeprefix("compilation failed: ")
+    return None
 
 
 # -- extraction ------------------------------------------------------------------------------------
@@ -263,17 +302,22 @@ def write_errno_header(uapi: Path) -> Path:
         "#ifndef _ASM_GENERIC_ERRNO_H",
         "#define _ASM_GENERIC_ERRNO_H",
     ]
-    seen: set[str] = set()
-    for value, name in sorted(errno.errorcode.items()):
-        seen.add(name)
-        lines.append(f"#define {name} {value}")
-    # Aliases the table maps to one name only.
-    for alias, value in (("EWOULDBLOCK", errno.EAGAIN), ("EDEADLOCK", errno.EDEADLK)):
-        if alias not in seen:
-            lines.append(f"#define {alias} {value}")
+    # Every E* name Python knows (errorcode keeps one name per value, so aliases such as
+    # EOPNOTSUPP/ENOTSUP would be lost).
+    names = sorted((getattr(errno, n), n) for n in dir(errno) if re.fullmatch(r"E[A-Z0-9]+", n))
+    lines += [f"#define {name} {value}" for value, name in names]
     lines.append("#endif")
     target.write_text("\n".join(lines) + "\n")
     (target.parent / "errno-base.h").write_text('#include "errno.h"\n')
+    # Headers shared with a userspace half include <linux/types.h> on their non-BPF branch; for BPF
+    # code vmlinux.h already defines those types, so the name only has to exist.
+    types = uapi / "linux" / "types.h"
+    types.parent.mkdir(parents=True, exist_ok=True)
+    types.write_text("/* Generated by SchedCP: for BPF programs the kernel types come from vmlinux.h. */\n")
+    for path in (uapi, target.parent, types.parent):
+        path.chmod(0o755)
+    for path in (target, target.parent / "errno-base.h", types):
+        path.chmod(0o644)
     return target
 
 
@@ -309,30 +353,56 @@ def fetch_tree(candidate: SourceCandidate, progress: Callable[[str], None] = pri
 
 # -- per target ------------------------------------------------------------------------------------
 def for_kernel(kernel, *, fetch: bool = True, refresh: bool = False, progress: Callable[[str], None] = print):
-    """The scx headers for a cached test kernel (fetched once and recorded next to the kernel)."""
+    """The scx headers for a cached test kernel (fetched once and recorded next to the kernel).
+
+    Without the kernel's own source version, candidates are tried in order of preference and the
+    first whose headers compile a minimal scheduler against this kernel is kept; the note says what
+    was tried and why it was passed over.
+    """
     marker = kernel.dir / MARKER
     if marker.is_file() and not refresh:
-        headers = ScxHeaders.from_json(json.loads(marker.read_text()))
-        if all(d.is_dir() for d in headers.include_dirs):
-            return headers
+        cached = ScxHeaders.from_json(json.loads(marker.read_text()))
+        if all(d.is_dir() for d in cached.include_dirs):
+            return cached
     if not fetch:
         raise NotReadyError(
             f"the scx headers for {kernel.release} are not in the cache",
             f"run `schedcp setup --kernel {kernel.info.spec} --scx-headers` (or pass --scx-include DIR)",
         )
-    suites = tuple(dict.fromkeys([kernel.info.source, *SOURCE_SUITES]))
     if kernel.info.version == "user":
         raise NotReadyError(
             f"{kernel.release} is a user-supplied kernel; SchedCP cannot tell which source it came from",
             "pass --scx-include DIR pointing at its tools/sched_ext/include",
         )
-    candidate, exact, note = choose_source(kernel.info.version, list_sources(suites, refresh=refresh))
-    tree, _stats = fetch_tree(candidate, progress)
-    headers = _headers_for_tree(
-        tree, f"{candidate.package} {candidate.version} ({candidate.suite})", candidate.upstream, exact, note
-    )
-    marker.write_text(json.dumps(headers.to_json(), indent=2))
-    return headers
+    from schedcp.toolchain import headers as headers_mod
+
+    suites = tuple(dict.fromkeys([kernel.info.source, *SOURCE_SUITES]))
+    ranked, exact = rank_sources(kernel.info.version, list_sources(suites, refresh=refresh))
+    want = upstream_version(kernel.info.version)
+    passed_over: list[str] = []
+    chosen: ScxHeaders | None = None
+    for candidate in ranked[:MAX_PROBED_SERIES]:
+        tree, _stats = fetch_tree(candidate, progress)
+        origin = f"{candidate.package} {candidate.version} ({candidate.suite})"
+        headers = _headers_for_tree(tree, origin, candidate.upstream, exact, "")
+        if exact:
+            chosen = headers
+            break
+        why = probe_compile(headers, headers_mod.kernel_include_dir(kernel), kernel.release)
+        if why is None:
+            chosen = headers
+            break
+        passed_over.append(f"{candidate.package} {candidate.version}: {why}")
+        chosen = chosen or headers
+    assert chosen is not None
+    if not exact:
+        chosen.note = f"Debian no longer ships linux-source for {want}; using {chosen.origin}" + (
+            f" (passed over: {'; '.join(passed_over)})" if passed_over else ""
+        )
+        if len(passed_over) == len(ranked[:MAX_PROBED_SERIES]):
+            chosen.note += "; no candidate compiled a minimal scx scheduler for this kernel"
+    marker.write_text(json.dumps(chosen.to_json(), indent=2))
+    return chosen
 
 
 def extraction_stats(headers: ScxHeaders) -> dict[str, object]:
@@ -358,8 +428,10 @@ def for_host(*, fetch: bool = True, progress: Callable[[str], None] = print) -> 
         if _complete(tree):
             return _headers_for_tree(tree, f"linux-source {version} (cached)", upstream_version(version), True, "")
         raise NotReadyError("the host's scx headers are not in the cache", "run `schedcp setup --host-headers`")
-    candidate, exact, note = choose_source(version, list_sources(SOURCE_SUITES))
+    ranked, exact = rank_sources(version, list_sources(SOURCE_SUITES))
+    candidate = ranked[0]
     tree, _ = fetch_tree(candidate, progress)
+    note = "" if exact else f"no Debian source for {upstream_version(version)}; nearest series"
     return _headers_for_tree(
         tree, f"{candidate.package} {candidate.version} ({candidate.suite})", candidate.upstream, exact, note
     )
