@@ -115,6 +115,8 @@ class DaemonConfig:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     socket_group: int | None = None  # the socket becomes root:GROUP 0660
     limits: Limits = field(default_factory=Limits)
+    node: str | None = None  # "local" or "vm[:KERNEL]": the node the daemon owns (deploy_ops)
+    deploy_policy: Any = None  # schedcp.deploy.config.DeployPolicy (windows, thresholds)
 
     def policy(self) -> AccessPolicy:
         if not self.allowed_uids:
@@ -146,6 +148,7 @@ class VerifyArgs(BaseModel):
     config: dict[str, int | float | bool | str] = Field(default_factory=dict, max_length=64)
     kernel: str = Field("unstable", min_length=1, max_length=128)
     workload: list[str] | None = Field(None, max_length=64)
+    meta: dict[str, Any] | None = None  # tunable declarations for `config` (see verify_service.tunables_for)
 
 
 class ProbeArgs(BaseModel):
@@ -183,6 +186,9 @@ class Operations:
         self.verifying = PerUidCounter(self.limits.verifies_per_uid)
         self.waiting = PerUidCounter(self.limits.verifies_waiting)
         self.submitted = ByteBudget(self.limits.submission_bytes_per_uid_day)
+        from schedcp.daemon.deploy_ops import DeployService
+
+        self.deploy = DeployService(config.state_dir, self.audit, node_spec=config.node, policy=config.deploy_policy)
         self._table = {spec.name: spec for spec in self.specs()}
 
     def specs(self) -> list[OpSpec]:
@@ -193,6 +199,7 @@ class Operations:
             OpSpec("verification", "use", VerificationArgs, self.verification, audited=False),
             OpSpec("verify", "use", VerifyArgs, self.verify),
             OpSpec("probe", "use", ProbeArgs, self.probe),
+            *self.deploy.specs(OpSpec),
         ]
 
     def table(self) -> dict[str, OpSpec]:
@@ -245,6 +252,7 @@ class Operations:
                         args.kernel,
                         args.workload,
                         state_dir=self.config.state_dir,
+                        meta=args.meta,
                     )
             finally:
                 self.waiting.release(0)
@@ -699,7 +707,9 @@ def serve(config: DaemonConfig, ready: Callable[[], None] | None = None) -> None
     server.bind()
     previous = {sig: signal.signal(sig, lambda *_a: server.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        server.ops.deploy.start()  # boots a VM node here: this thread outlives it (deploy_ops)
         server.serve_forever(ready)
     finally:
+        server.ops.deploy.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -121,7 +121,13 @@ def verify_and_sign(
         meta=declared,
     )
     opts.validate()
-    report = pipeline.verify(opts).model_dump(mode="json")
+    run = pipeline.Pipeline(opts)
+    report = run.run().model_dump(mode="json")
     token = report.pop("token", None)
+    built = getattr(run, "built", None)
+    if token and built is not None:  # keep exactly what was verified: a deploy loads these bytes
+        from schedcp.deploy.artifacts import ArtifactStore
+
+        ArtifactStore(state_dir).put(built.object_path, run.source.name, run.source.meta)
     token_id = store_token(state_dir, token, report) if token else None
     return {"report": report, "token_id": token_id}

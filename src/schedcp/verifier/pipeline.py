@@ -254,6 +254,7 @@ class Pipeline:
         include_dir = headers.kernel_include_dir(kernel)
         self.progress(f"building {self.source.path.name} for {kernel.release}")
         stage, built, text = self._build(include_dir, kernel.release)
+        self.built = built  # the verified object, for callers that keep it (the daemon's deploy store)
         go = self._add(stage) and built is not None
         if go:
             self.progress("static analysis")

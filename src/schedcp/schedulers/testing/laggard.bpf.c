@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * laggard: a scheduler that passes verification and slows one workload only in production.
+ *
+ * Every task whose name starts with "lag" is queued on CPU 0 alone, whatever else is free, so a
+ * workload of several busy "lag..." processes waits for one CPU while the others idle. Nothing
+ * the verifier runs has such a name, so the object earns a token; the deploy tests run the
+ * canary on "lag-work" processes and expect the goal metric (the share of time they wait) to
+ * cross the baseline's noise threshold and the circuit breaker to roll the policy back.
+ */
+#include "schedcp.h"
+
+u64 nr_enqueued, nr_lagged;
+
+static __always_inline bool is_lag(const struct task_struct *p)
+{
+	return p->comm[0] == 'l' && p->comm[1] == 'a' && p->comm[2] == 'g';
+}
+
+void BPF_STRUCT_OPS(laggard_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	SCHEDCP_STAT_INC(nr_enqueued);
+	if (is_lag(p)) {
+		SCHEDCP_STAT_INC(nr_lagged);
+		schedcp_insert(p, SCX_DSQ_LOCAL_ON | 0, SCX_SLICE_DFL, enq_flags);
+		return;
+	}
+	schedcp_insert(p, SCX_DSQ_GLOBAL, SCX_SLICE_DFL, enq_flags);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops laggard_ops = {
+	.enqueue = (void *)laggard_enqueue,
+	.name = "laggard",
+};
