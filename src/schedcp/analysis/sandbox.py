@@ -112,7 +112,10 @@ def _own_lineage() -> set[int]:
 
 
 def _home_dirs() -> set[str]:
-    homes = {os.path.realpath(os.path.expanduser("~"))}
+    """Home directories: the user database's, /root, and every directory directly under /home."""
+    homes = {os.path.realpath(os.path.expanduser("~")), "/root"}
+    if os.path.isdir("/home"):
+        homes.update(os.path.realpath(e.path) for e in os.scandir("/home") if e.is_dir(follow_symlinks=False))
     for entry in pwd.getpwall():
         if entry.pw_dir and entry.pw_dir != "/" and os.path.isdir(entry.pw_dir):
             homes.add(os.path.realpath(entry.pw_dir))
