@@ -70,9 +70,14 @@ class KernelEvent(_NodeModel):
     detail: list[str] = Field(default_factory=list)
     line: str = ""
 
+    @property
+    def is_own_detach(self) -> bool:
+        """The kernel logging that we detached the scheduler ourselves."""
+        return self.kind == "disabled" and self.reason == OWN_DETACH_REASON
+
     def is_ejection(self, ops_name: str | None = None) -> bool:
         """The kernel disabled a scheduler (of this name, when given) for a reason other than our detach."""
-        if self.kind != "disabled" or self.reason == OWN_DETACH_REASON:
+        if self.kind != "disabled" or self.is_own_detach:
             return False
         return not ops_name or not self.scheduler or self.scheduler == ops_name
 

@@ -139,7 +139,7 @@ def run_arm(
                 rec.status, rec.error = "ejected", health.reason
         finally:
             pol.close()
-            rec.events = [e for e in pol.events if e.kind != "disabled" or e.is_ejection(pol.ops_name)]
+            rec.events = [e for e in pol.events if not e.is_own_detach]
         if pol.detach_error is not None:
             if pol.detach_error.code in GUEST_DEAD:
                 raise pol.detach_error

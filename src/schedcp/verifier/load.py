@@ -62,7 +62,7 @@ def run(node, script: str, seconds: float, host_cpu: Callable[[], float] | None 
     lets the work rate be normalised by how much CPU the guest actually got (the host may be busy).
     """
     before = host_cpu() if host_cpu else None
-    result = node.run(["python3", script, "--seconds", f"{seconds:g}"], timeout_s=seconds * 3 + 20)
+    result = node.run(["python3", script, "--seconds", f"{seconds:g}"], seconds * 3 + 20).as_dict()
     if before is not None and host_cpu is not None:
         result["host_cpu_s"] = round(host_cpu() - before, 3)
     parsed = None

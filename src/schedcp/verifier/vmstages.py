@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from schedcp.errors import SchedcpError
-from schedcp.testbed.vm import NodeOpError
-from schedcp.toolchain import attach as attach_mod
 from schedcp.toolchain.metadata import SchedulerMeta
+from schedcp.trial.attached import load as load_policy
+from schedcp.trial.models import KernelEvent, Policy, ejections
+from schedcp.trial.node import NodeClient, NodeOpError
 from schedcp.verifier import load, performance
 from schedcp.verifier.kernellog import diagnose
 from schedcp.verifier.report import Finding, StageName, StageResult
@@ -52,6 +53,10 @@ class VmPlan:
     workload: list[str] | None = None
     perf_threshold: float = performance.DEFAULT_THRESHOLD
 
+    @property
+    def policy(self) -> Policy:
+        return Policy(name=self.source_name, object_path=self.object_path, meta=self.meta, include_dir=self.include_dir)
+
 
 @dataclass
 class VmOutcome:
@@ -80,7 +85,7 @@ def _hang_finding(stage: StageName, exc: SchedcpError) -> Finding:
 class VmStages:
     def __init__(
         self,
-        node,
+        node: NodeClient,
         plan: VmPlan,
         progress: Callable[[str], None] = lambda _m: None,
         host_cpu: Callable[[], float] | None = None,
@@ -135,14 +140,7 @@ class VmStages:
     def _kernel_verifier(self) -> tuple[list[Finding], dict[str, Any], str]:
         self.progress("loading into the kernel (BPF verifier)")
         try:
-            handle = attach_mod.attach(
-                self.node,
-                self.plan.object_path,
-                meta=self.plan.meta,
-                config=self.plan.config,
-                include_dir=self.plan.include_dir,
-                attach=False,
-            )
+            loaded = load_policy(self.node, self.plan.policy, config=self.plan.config, attach=False)
         except NodeOpError as exc:
             log = exc.details.get("verifier_log") or exc.details.get("log") or []
             diag = diagnose(log, self.plan.source_name, fallback_cause=exc.cause)
@@ -172,8 +170,8 @@ class VmStages:
                 "node_error": exc.code,
             }
             return [finding], details, f"rejected: {diag.error}"
-        attach_mod.detach(self.node, handle)
-        return [], {"ops_name": handle.ops_name}, f"accepted ({handle.ops_name})"
+        loaded.detach()
+        return [], {"ops_name": loaded.ops_name}, f"accepted ({loaded.ops_name})"
 
     # -- dynamic ----------------------------------------------------------------------------------
     def dynamic(self) -> StageResult:
@@ -190,7 +188,7 @@ class VmStages:
         self._baseline_load = load.run(self.node, self._script, plan.seconds, self.host_cpu).get("load")
         if plan.workload:
             self.progress("running the workload under EEVDF")
-            self._baseline_workload = self.node.run(plan.workload, timeout_s=WORKLOAD_TIMEOUT_S)
+            self._baseline_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S).as_dict()
         self.baseline_s = time.monotonic() - t0
 
     def _dynamic(self) -> tuple[list[Finding], dict[str, Any], str]:
@@ -199,19 +197,11 @@ class VmStages:
         self._baseline()
         self.progress(f"attaching with a {plan.timeout_ms} ms watchdog")
         try:
-            att = attach_mod.attach(
-                self.node,
-                plan.object_path,
-                meta=plan.meta,
-                config=plan.config,
-                timeout_ms=plan.timeout_ms,
-                include_dir=plan.include_dir,
-            )
+            pol = load_policy(self.node, plan.policy, config=plan.config, watchdog_ms=plan.timeout_ms)
         except NodeOpError as exc:
-            events = exc.details.get("kernel_events") or []
-            self.out.events += events
+            events = exc.kernel_events
+            self.out.events += [e.as_dict() for e in events]
             return [_ejection_finding(events, exc.cause, when="at attach")], {"node_error": exc.code}, "did not enable"
-        self.out.events += att.kernel_events
         self.progress(f"running the correctness load for {plan.seconds:g}s")
         run = load.run(self.node, self._script, plan.seconds, self.host_cpu)
         self._scheduler_load = run.get("load")
@@ -219,34 +209,28 @@ class VmStages:
         details: dict[str, Any] = {"load_wall_s": run.get("wall_s")}
         if plan.workload and run.get("load") is not None:
             self.progress("running the workload under the scheduler")
-            self._scheduler_workload = self.node.run(plan.workload, timeout_s=WORKLOAD_TIMEOUT_S)
-        state = self.node.state()
-        events = self.node.events()
-        self.out.events += events
+            self._scheduler_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S).as_dict()
+        health = pol.check()
+        state = health.state
         try:
-            counters = attach_mod.read_counters(self.node, att)
+            counters = pol.counters()
         except SchedcpError:
             counters = {}
-        disabled = [e for e in events if e.get("kind") == "disabled"]
-        ejected = bool(disabled) or state.get("state") != "enabled" or state.get("ops") != att.ops_name
+        ejected = not health.stayed
         if ejected:
-            findings.append(_ejection_finding(events, f"state is {state.get('state')}", when="during the load"))
+            findings.append(_ejection_finding(health.ejections, f"state is {state.state}", when="during the load"))
         baseline = load.summary(self._baseline_load)
         findings += load.judge(run, plan.seconds, baseline=baseline)
-        detach = attach_mod.detach(self.node, att)
-        self.out.events += [
-            e
-            for e in detach.get("kernel_events", [])
-            if e.get("kind") != "disabled" or e.get("reason") != "unregistered from user space"
-        ]
+        pol.detach()
+        self.out.events += [e.as_dict() for e in pol.events if not e.is_own_detach]
         summary_now = load.summary(run.get("load"))
         self.out.metrics["scheduler"] = summary_now
         self.out.metrics["eevdf"] = baseline
         self.out.metrics["counters"] = dict(list(counters.items())[:32])
         details.update(
             {
-                "state_after_load": state.get("state"),
-                "scx_events": _nonzero(state.get("events")),
+                "state_after_load": state.state,
+                "scx_events": _nonzero(state.events),
                 "bounds": asdict(load.Bounds().relative_to(baseline)),
             }
         )
@@ -301,12 +285,12 @@ def _nonzero(counters: dict[str, int] | None) -> dict[str, int]:
     return {k: v for k, v in (counters or {}).items() if v and "BYPASS_DURATION" not in k}
 
 
-def _ejection_finding(events: list[dict[str, Any]], fallback: str, *, when: str) -> Finding:
-    disabled = [e for e in events if e.get("kind") == "disabled"]
-    if disabled:
-        ev = disabled[-1]
-        reason = ev.get("reason") or "unknown reason"
-        detail = [d for d in ev.get("detail") or [] if d]
+def _ejection_finding(events: list[KernelEvent], fallback: str, *, when: str) -> Finding:
+    ejected = ejections(events)
+    if ejected:
+        ev = ejected[-1]
+        reason = ev.reason or "unknown reason"
+        detail = [d for d in ev.detail if d]
         hint = next((h for key, h in _REASON_HINTS.items() if key in reason), "see the kernel's detail lines")
         message = f"the kernel ejected the scheduler {when}: {reason}" + (f" ({detail[0]})" if detail else "")
         return Finding(
