@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The control-plane half of loading a scheduler the way the scx userspace loaders do.
+
+The node does the generic steps against the kernel that runs the program (``node/scxload.py``).
+This module owns what the caller chooses and how long to wait:
+
+* ``LoaderOptions``: the ``struct_ops`` map to attach when an object has several, ``.rodata``
+  values a user sets (``--rodata NAME=VALUE``, parsed by the variable's BTF type and range-checked
+  here, before any VM boots), and switches for the node's generic steps;
+* ``run_load``: a load whose deadline follows the kernel's verifier. The node verifies in the
+  background and answers every ``poll_s`` with how many of the object's programs the kernel has
+  accepted; we keep waiting while that number moves and give up only when it has not moved for
+  ``stall_s``, or past a budget that grows with the number of programs. Under emulation the
+  verifier took more than a minute for the kernel's scx_qmap; a fixed 60 s read that as a hang.
+  A guest that stops answering at all is still caught by each poll's own short deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elftools.elf.elffile import ELFFile
+
+from schedcp.errors import SchedcpError, UsageError
+from schedcp.node.btf import Btf, BtfError, DatasecVar
+
+ENUM_PREFIX = "__SCX_"
+MAX_RODATA_VALUES = 64
+# const volatile globals a user may set: plain C identifiers (not the static format strings the
+# scx_bpf_error() macros put in .rodata, whose names carry dots or leading underscores).
+_SETTABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """What the node's loader is asked to do beyond open/load/attach (see node/scxload.py)."""
+
+    struct_ops: str | None = None
+    rodata: dict[str, bytes] = field(default_factory=dict)
+    enums: bool = True
+    cpu_counts: bool = True
+    ops_compat: bool = True
+    hotplug: bool = True
+    uei_dump_len: int = 8192
+
+    def node_args(self) -> dict[str, Any]:
+        import base64
+
+        args: dict[str, Any] = {
+            "steps": {
+                "enums": self.enums,
+                "cpu_counts": self.cpu_counts,
+                "ops_compat": self.ops_compat,
+                "hotplug": self.hotplug,
+                "uei_dump_len": self.uei_dump_len,
+            }
+        }
+        if self.struct_ops:
+            args["struct_ops"] = self.struct_ops
+        if self.rodata:
+            args["rodata"] = {k: base64.b64encode(v).decode() for k, v in self.rodata.items()}
+        return args
+
+
+@dataclass(frozen=True)
+class LoadDeadline:
+    """How long a load may take, as a function of what the verifier is doing."""
+
+    poll_s: float = 15.0  # the node answers at least this often while verifying
+    stall_s: float = 240.0  # no program accepted for this long: give up
+    base_s: float = 90.0  # overall budget: base + per_program * programs, capped
+    per_program_s: float = 45.0
+    cap_s: float = 1800.0
+    answer_margin_s: float = 45.0  # beyond poll_s, before a silent guest counts as hung
+
+    def budget(self, programs: int) -> float:
+        return min(self.cap_s, self.base_s + self.per_program_s * max(1, programs))
+
+
+def object_btf(obj: Path) -> Btf:
+    with obj.open("rb") as fh:
+        try:
+            elf = ELFFile(fh)
+            section = elf.get_section_by_name(".BTF")
+            data = section.data() if section is not None else None
+        except Exception as exc:
+            raise UsageError(f"{obj} is not a BPF ELF object: {exc}", "pass a clang -target bpf object") from exc
+    if data is None:
+        raise UsageError(f"{obj} has no BTF", "compile with -g")
+    try:
+        return Btf(data)
+    except BtfError as exc:
+        raise UsageError(f"{obj}'s BTF cannot be read: {exc}", "rebuild it with clang -g") from exc
+
+
+def struct_ops_maps(obj: Path) -> list[str]:
+    """Names of the object's struct_ops variables (each becomes a struct_ops map)."""
+    btf = object_btf(obj)
+    names: list[str] = []
+    for section in btf.datasec_names():
+        if section.startswith(".struct_ops"):
+            names += [v.name for v in btf.datasec(section)]
+    return names
+
+
+def _encode(var: DatasecVar, btf: Btf, text: str) -> bytes:
+    scalar = btf.scalar(var.type_id)
+    value = text.strip()
+    if scalar.kind == "bool":
+        if value.lower() in _TRUE:
+            return b"\x01".ljust(scalar.size, b"\0")
+        if value.lower() in _FALSE:
+            return b"\0" * scalar.size
+        raise UsageError(f"--rodata {var.name}={text}: {var.name} is a bool", "use true/false or 1/0")
+    if scalar.kind in ("int", "enum"):
+        try:
+            number = int(value, 0)
+        except ValueError as exc:
+            raise UsageError(
+                f"--rodata {var.name}={text}: {var.name} is {scalar.type_name} ({scalar.size} bytes)",
+                "give an integer (decimal or 0x hex)",
+            ) from exc
+        bits = scalar.size * 8
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if scalar.signed else (0, (1 << bits) - 1)
+        if not lo <= number <= hi:
+            raise UsageError(
+                f"--rodata {var.name}={number} is out of range for {scalar.type_name} ({lo}..{hi})",
+                f"give a value in {lo}..{hi}",
+            )
+        return number.to_bytes(scalar.size, "little", signed=scalar.signed)
+    if scalar.kind == "char_array":
+        raw = value.encode()
+        if len(raw) >= scalar.size or b"\0" in raw:
+            raise UsageError(f"--rodata {var.name}: the string must be shorter than {scalar.size} bytes", "shorten it")
+        return raw.ljust(scalar.size, b"\0")
+    raise UsageError(
+        f"--rodata {var.name}: {scalar.type_name} is not a scalar SchedCP can set",
+        "only integers, bools and char arrays can be set from the command line",
+    )
+
+
+def typed_rodata(obj: Path, assignments: dict[str, str]) -> dict[str, bytes]:
+    """``NAME=VALUE`` pairs checked against the object's ``.rodata`` BTF and encoded."""
+    if not assignments:
+        return {}
+    if len(assignments) > MAX_RODATA_VALUES:
+        raise UsageError(f"at most {MAX_RODATA_VALUES} --rodata values", "set fewer")
+    btf = object_btf(obj)
+    variables = {v.name: v for v in btf.datasec(".rodata")}
+    out: dict[str, bytes] = {}
+    for name, text in assignments.items():
+        if name.startswith(ENUM_PREFIX):
+            raise UsageError(
+                f"--rodata {name}: the scx enum variables are filled from the target kernel's BTF",
+                "drop it; SchedCP sets every __SCX_* variable itself",
+            )
+        var = variables.get(name) if _SETTABLE.fullmatch(name) else None
+        if var is None:
+            settable = sorted(n for n in variables if _SETTABLE.fullmatch(n) and not n.startswith(ENUM_PREFIX))
+            raise UsageError(
+                f"--rodata {name}: the object has no const volatile variable of that name",
+                f"settable: {', '.join(settable[:20]) or 'none'}",
+            )
+        out[name] = _encode(var, btf, text)
+    return out
+
+
+def options_for(obj: Path, *, rodata: dict[str, str] | None = None, struct_ops: str | None = None) -> LoaderOptions:
+    """LoaderOptions from what a user typed, checked against the object before anything boots."""
+    if struct_ops is not None:
+        maps = struct_ops_maps(obj)
+        if struct_ops not in maps:
+            raise UsageError(
+                f"--struct-ops {struct_ops}: the object has no such struct_ops map", f"choose one of {maps}"
+            )
+    return LoaderOptions(struct_ops=struct_ops, rodata=typed_rodata(obj, rodata or {}))
+
+
+def run_load(
+    call: Callable[..., dict[str, Any]],
+    args: dict[str, Any],
+    deadline: LoadDeadline | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the node's ``load`` op to completion with a deadline that follows the verifier.
+
+    `call(op, args, timeout_s=...)` is a node client's call. Raises NodeOpError as the node does,
+    or SchedcpError(code="load_timeout") when the verifier stops making progress.
+    """
+    d = deadline or LoadDeadline()
+    started = time.monotonic()
+    reply = call("load", {**args, "wait_s": d.poll_s}, timeout_s=d.poll_s + d.answer_margin_s)
+    last_loaded, last_change = -1, started
+    while reply.get("pending"):
+        info = reply.get("progress") or {}
+        loaded, programs = int(info.get("programs_loaded") or 0), int(info.get("programs") or 0)
+        now = time.monotonic()
+        if loaded != last_loaded:
+            last_loaded, last_change = loaded, now
+        elapsed = now - started
+        if progress:
+            progress(f"kernel verifier: {loaded}/{programs} programs accepted after {elapsed:.0f}s")
+        if now - last_change > d.stall_s or elapsed > d.budget(programs):
+            raise SchedcpError(
+                f"the kernel's verifier accepted {loaded} of {programs} programs in {elapsed:.0f}s and "
+                f"made no progress for {now - last_change:.0f}s",
+                "the program is too complex for the verifier on this machine; simplify loops and branches",
+                code="load_timeout",
+            )
+        reply = call("load_wait", {"job": reply["job"], "wait_s": d.poll_s}, timeout_s=d.poll_s + d.answer_margin_s)
+    return reply
+
+
+def exit_summary(exit_info: dict[str, Any] | None) -> str:
+    """The scheduler's own exit record in one line (reason, message, CPU), as the node words it."""
+    from schedcp.node.scxload import describe
+
+    return describe(exit_info) if exit_info else ""
