@@ -20,9 +20,11 @@ from schedcp.server import workloads
 from schedcp.server.resources import library_source
 from schedcp.server.vmgate import VmGate
 from schedcp.testbed import kernel as kernel_mod
-from schedcp.testbed.vm import MicroVM, NodeOpError, VMConfig
-from schedcp.toolchain import attach as attach_mod
+from schedcp.testbed.vm import MicroVM, VMConfig
 from schedcp.toolchain import build, headers, metadata
+from schedcp.trial import compare
+from schedcp.trial.models import Policy
+from schedcp.trial.rounds import BASELINE, Arm, ArmRun, run_arm, run_rounds
 
 TAIL_CHARS = 1500
 
@@ -133,45 +135,38 @@ def prepare(req: RunRequest, kernel: kernel_mod.Kernel, repository: Callable[[],
     return Prepared(req.scheduler, result.object_path, meta, result.source_sha256)
 
 
-def _once(vm: MicroVM, req: RunRequest) -> dict[str, Any]:
-    assert vm.node is not None
-    out = vm.node.run(req.argv, timeout_s=req.timeout_s, sched_ext=req.partial)
-    metrics = workloads.parse_metrics(out["stdout"]) or {"run_wall_s": float(out["wall_s"])}
+def _run_doc(rec: ArmRun) -> dict[str, Any]:
+    """One run as the stored document shows it: verdict, metrics, context switches, output tails."""
+    run = rec.run
+    assert run is not None, "only runs that attached are documented"
     return {
-        "exit_code": out["exit_code"],
-        "timed_out": out["timed_out"],
-        "wall_s": round(out["wall_s"], 3),
-        "metrics": metrics,
-        "stdout_tail": out["stdout"][-TAIL_CHARS:],
-        "stderr_tail": out["stderr"][-TAIL_CHARS:],
+        "exit_code": run.exit_code,
+        "timed_out": run.timed_out,
+        "wall_s": round(run.wall_s, 3),
+        "context_switches": run.context_switches,
+        "metrics": workloads.parse_metrics(run.stdout) or {"run_wall_s": float(run.wall_s)},
+        "stdout_tail": run.stdout[-TAIL_CHARS:],
+        "stderr_tail": run.stderr[-TAIL_CHARS:],
     }
 
 
-def _median_metrics(runs: list[dict[str, Any]]) -> dict[str, float]:
-    names = set().union(*(r["metrics"] for r in runs)) if runs else set()
-    return {n: round(statistics.median(r["metrics"][n] for r in runs if n in r["metrics"]), 6) for n in sorted(names)}
-
-
-def _attach_error(name: str, exc: NodeOpError) -> SchedcpError:
-    from schedcp.toolchain.verifier_log import summarize as _verifier_summary
-
-    log = exc.details.get("verifier_log") or []
-    ejections = [e for e in exc.details.get("kernel_events") or [] if e.get("kind") == "disabled"]
-    detail = _verifier_summary(log) or "; ".join(
-        f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejections
-    )
-    return SchedcpError(
-        f"{name} did not attach: {exc.cause}" + (f" — {detail[:600]}" if detail else ""),
-        exc.next_step or "fix the scheduler (verify_scheduler gives a full report) and retry",
-        code=exc.code,
-    )
+def _side(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-side medians: each metric, and the kernel's context switches per run."""
+    switches = [r["context_switches"] for r in runs if r.get("context_switches") is not None]
+    return {
+        "runs": runs,
+        "metrics": compare.median_metrics([r["metrics"] for r in runs]),
+        "context_switches": statistics.median(switches) if switches else None,
+    }
 
 
 def run(
     req: RunRequest, gate: VmGate, repository: Callable[[], Any], progress: Callable[[str], None] = lambda _m: None
 ) -> dict[str, Any]:
-    """Measure in one boot. With a baseline the sides alternate (EEVDF, policy, EEVDF, policy, ...)
-    after one unmeasured warm-up run, so neither side pays the cold caches of a fresh guest."""
+    """Measure in one boot. With a baseline the sides alternate in rotated rounds (EEVDF first, then
+    the policy first, ...) after one unmeasured warm-up run under EEVDF, so neither side pays the
+    cold caches of a fresh guest or the machine's slow drift. The policy is attached for each of its
+    runs and detached after it; once the kernel ejects it, later runs would only measure EEVDF again."""
     k = kernel_mod.cached(req.kernel)
     progress(f"building for {k.release}")
     prepared = prepare(req, k, repository)
@@ -182,6 +177,21 @@ def run(
         "repeats": req.repeats,
         "partial": req.partial,
     }
+    arms = [Arm(BASELINE)] if req.baseline else []
+    if prepared is not None:
+        policy = Policy(
+            name=prepared.name,
+            object_path=prepared.object_path,
+            meta=prepared.meta,
+            include_dir=headers.kernel_include_dir(k),
+        )
+        arms.append(Arm(prepared.name, policy, dict(req.config)))
+
+    def announce(arm: Arm, r: int) -> None:
+        side = "EEVDF baseline" if arm.is_baseline else arm.name
+        progress(f"{side} run {r + 1}/{req.repeats}")
+
+    common: dict[str, Any] = {"timeout_s": req.timeout_s, "watchdog_ms": req.watchdog_ms, "partial": req.partial}
     with gate.slot() as waited:
         doc["queued_s"] = round(waited, 2)
         progress("booting the micro-VM")
@@ -191,87 +201,45 @@ def run(
             doc["accel"] = vm.accel.name if vm.accel else None
             if req.warmup and (req.baseline or req.repeats > 1):
                 progress("warm-up run (not measured)")
-                doc["warmup_exit_code"] = _once(vm, req)["exit_code"]
-            base_runs: list[dict[str, Any]] = []
-            policy = _Policy(vm, req, prepared, k) if prepared is not None else None
-            for i in range(req.repeats):
-                if req.baseline:
-                    progress(f"EEVDF baseline run {i + 1}/{req.repeats}")
-                    base_runs.append(_once(vm, req))
-                if policy is not None:
-                    progress(f"{prepared.name} run {i + 1}/{req.repeats}")
-                    if not policy.run_once(last=i == req.repeats - 1):
-                        break  # ejected: the kernel fell back to EEVDF, more runs would measure that
-            if req.baseline:
-                doc["baseline"] = {
-                    "scheduler": "EEVDF (kernel default)",
-                    "runs": base_runs,
-                    "metrics": _median_metrics(base_runs),
-                }
-            if policy is not None:
-                doc["scheduler"] = policy.result()
-    if req.baseline and prepared is not None:
-        doc["comparison"] = workloads.compare(doc["baseline"]["metrics"], doc["scheduler"]["metrics"])
-    return doc
-
-
-class _Policy:
-    """The policy side: attach for each run and detach after it, so baseline runs see EEVDF."""
-
-    def __init__(self, vm: MicroVM, req: RunRequest, prepared: Prepared, k: kernel_mod.Kernel) -> None:
-        self.vm, self.req, self.prepared, self.k = vm, req, prepared, k
-        self.runs: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-        self.ops_name = ""
-        self.config: dict[str, Any] = {}
-        self.counters: dict[str, int] = {}
-        self.state: dict[str, Any] = {}
-        self.stayed = True
-
-    def run_once(self, *, last: bool) -> bool:
-        node = self.vm.node
-        assert node is not None
-        try:
-            attached = attach_mod.attach(
-                node,
-                self.prepared.object_path,
-                meta=self.prepared.meta,
-                config=self.req.config,
-                timeout_ms=self.req.watchdog_ms,
-                partial=self.req.partial,
-                include_dir=headers.kernel_include_dir(self.k),
+                warm = run_arm(vm.node, Arm(BASELINE), req.argv, **common)
+                doc["warmup_exit_code"] = warm.run.exit_code if warm.run else None
+            rounds = run_rounds(
+                vm.node,
+                arms,
+                req.argv,
+                req.repeats,
+                warmup=False,
+                stop=lambda rec: rec.status == "attach_failed" or rec.stayed is False,
+                before_run=announce,
+                **common,
             )
-        except NodeOpError as exc:
-            raise _attach_error(self.prepared.name, exc) from exc
-        self.ops_name, self.config = attached.ops_name, attached.config
-        self.runs.append(_once(self.vm, self.req))
-        self.state = node.state()
-        self.events += attached.kernel_events + node.events()
-        self.stayed = self.state.get("state") == "enabled"
-        if self.stayed:
-            if last:
-                self.counters = attach_mod.read_counters(node, attached)
-            try:
-                attach_mod.detach(node, attached)
-            except SchedcpError:
-                pass  # the next attach reports a stuck scheduler; the VM is discarded anyway
-        return self.stayed
-
-    def result(self) -> dict[str, Any]:
-        ejected = [e for e in self.events if e.get("kind") == "disabled"]
-        return {
-            "name": self.prepared.name,
-            "ops_name": self.ops_name,
-            "config": self.config,
-            "source_sha256": self.prepared.source_sha256,
-            "stayed_enabled": self.stayed,
-            "state_after": self.state,
-            "ejections": ejected[:5],
-            "counters": self.counters,
-            "runs": self.runs,
-            "metrics": _median_metrics(self.runs),
+    if rounds.stopped is not None and rounds.stopped.status == "attach_failed":
+        failed = rounds.stopped
+        raise SchedcpError(
+            f"{failed.arm} did not attach: {(failed.error or '')[:800]}",
+            failed.next_step or "fix the scheduler (verify_scheduler gives a full report) and retry",
+            code=failed.error_code or "attach_failed",
+        )
+    if req.baseline:
+        doc["baseline"] = {"scheduler": "EEVDF (kernel default)", **_side([_run_doc(r) for r in rounds.of(BASELINE)])}
+    if prepared is not None:
+        mine = rounds.of(prepared.name)
+        last = mine[-1] if mine else None
+        doc["scheduler"] = {
+            "name": prepared.name,
+            "ops_name": last.ops_name if last else "",
+            "config": last.config if last else {},
+            "source_sha256": prepared.source_sha256,
+            "stayed_enabled": bool(last and last.stayed),
+            "state_after": last.state_after.as_dict() if last and last.state_after else {},
+            "ejections": [e.as_dict() for r in mine for e in r.ejections][:5],
+            "counters": last.counters if last else {},
+            **_side([_run_doc(r) for r in mine]),
             "measured_at": round(time.time(), 3),
         }
+    if req.baseline and prepared is not None:
+        doc["comparison"] = compare.table(doc["baseline"]["metrics"], doc["scheduler"]["metrics"])
+    return doc
 
 
 def summarise(doc: dict[str, Any], run_id: str, detail: str) -> dict[str, Any]:
@@ -285,7 +253,11 @@ def summarise(doc: dict[str, Any], run_id: str, detail: str) -> dict[str, Any]:
         part = doc.get(key)
         if not part:
             continue
-        brief = {k: part[k] for k in ("name", "ops_name", "config", "stayed_enabled", "ejections") if k in part}
+        brief = {
+            k: part[k]
+            for k in ("name", "ops_name", "config", "stayed_enabled", "ejections", "context_switches")
+            if k in part
+        }
         brief["exit_codes"] = [r["exit_code"] for r in part["runs"]]
         if any(r["timed_out"] for r in part["runs"]):
             brief["timed_out"] = True

@@ -15,7 +15,6 @@ from typing import Any
 
 from schedcp.errors import UsageError
 from schedcp.paths import package_dir
-from schedcp.repository.outcomes import direction, improvement_ratios
 
 MAX_METRICS = 40
 _ARG = re.compile(r"^[A-Za-z0-9_.,=:+/-]{1,128}$")
@@ -76,30 +75,3 @@ def _flatten(node: Any, prefix: str, out: dict[str, float]) -> None:
         for i, value in enumerate(node[:16]):
             label = value.get("name") if isinstance(value, dict) and isinstance(value.get("name"), str) else str(i)
             _flatten(value, f"{prefix}.{label}" if prefix else label, out)
-
-
-def compare(baseline: dict[str, float], scheduler: dict[str, float]) -> dict[str, Any]:
-    """Per metric: both values and a ratio where >1 means the scheduler did better than EEVDF."""
-    ratios = improvement_ratios(scheduler, baseline)
-    rows: dict[str, Any] = {}
-    for name in baseline:
-        if name not in scheduler:
-            continue
-        ratio = ratios.get(name)
-        if ratio is None:
-            verdict = "unknown direction" if direction(name) is None else "n/a"
-        elif ratio > 1.02:
-            verdict = "scheduler"
-        elif ratio < 0.98:
-            verdict = "baseline"
-        else:
-            verdict = "same (within 2%)"
-        rows[name] = {"eevdf": baseline[name], "scheduler": scheduler[name], "ratio": ratio, "better": verdict}
-    wins = sum(1 for r in rows.values() if r["better"] == "scheduler")
-    losses = sum(1 for r in rows.values() if r["better"] == "baseline")
-    return {
-        "metrics": rows,
-        "scheduler_better": wins,
-        "eevdf_better": losses,
-        "note": "ratio > 1 means the scheduler beat EEVDF on that metric (direction inferred from its name)",
-    }

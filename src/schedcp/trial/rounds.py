@@ -67,6 +67,7 @@ class ArmRun:
     events: list[KernelEvent] = field(default_factory=list)  # sched_ext kernel events of this run
     ejections: list[KernelEvent] = field(default_factory=list)
     state_after: SchedExtState | None = None
+    stayed: bool | None = None  # a policy run: did the kernel keep the scheduler through it?
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -128,7 +129,7 @@ def run_arm(
             with wrap():
                 rec.run = pol.run(argv, timeout_s)
             health = pol.check()
-            rec.state_after, rec.ejections = health.state, health.ejections
+            rec.state_after, rec.ejections, rec.stayed = health.state, health.ejections, health.stayed
             if health.stayed:
                 if read_counters:
                     try:
