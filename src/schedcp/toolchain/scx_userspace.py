@@ -199,8 +199,8 @@ def analyze(obj: Path, source: Path | None = None, source_texts: list[str] | Non
         if settable:
             listed = ", ".join(f"{n} = {e}" for n, e in settable.items())
             out.needs.append(Need(f"sets .rodata {listed} (give them with --rodata NAME=VALUE)", list(settable)))
-        listed = {n for _, n in arrays}
-        extra_arrays = [a for a in writes.get("arrays", []) if a not in listed]
+        array_names = {n for _, n in arrays}
+        extra_arrays = [a for a in writes.get("arrays", []) if a not in array_names]
         if extra_arrays and not arrays:
             out.needs.append(Need(f"sizes and fills the array(s) {', '.join(extra_arrays)}"))
         if writes.get("data"):
