@@ -15,18 +15,34 @@ import sys
 from typing import Any
 
 from schedcp import __version__
-from schedcp.bench import harness
+from schedcp.bench import harness, sources
 from schedcp.bench.targets import LocalTarget, VMTarget
 from schedcp.bench.workloads import Benchmark
 from schedcp.errors import SchedcpError, UsageError
+from schedcp.testbed import guest as guest_mod
+from schedcp.testbed.extras import GuestExtras, HostFile
 
 SCHEMA = 1
 
 
-def make_target(kind: str, *, cpus: int, kernel_spec: str, benches: list[Benchmark], host_nice: int = 0):
+def guest_extras(benches: list[Benchmark], say: harness.Say = lambda _m: None) -> GuestExtras | None:
+    """The packages and source trees every benchmark of the run needs, for their one shared boot."""
+    packages = tuple(dict.fromkeys(p for b in benches for p in b.packages))
+    trees = {s: sources.source_tree(s, say) for b in benches for s in b.sources}
+    extras = GuestExtras(packages, tuple(HostFile(path, f"/work/src/{name}") for name, path in trees.items()))
+    return extras or None
+
+
+def make_target(
+    kind: str, *, cpus: int, kernel_spec: str, benches: list[Benchmark], host_nice: int = 0, say: harness.Say = print
+):
     if kind == "vm":
         variant = "build" if any(b.image_variant == "build" for b in benches) else "default"
-        return VMTarget(cpus=cpus, kernel_spec=kernel_spec, image_variant=variant, host_nice=host_nice)
+        extras = guest_extras(benches, say)
+        if extras:
+            say(f"guest extras: {', '.join([*extras.packages, *(f.guest for f in extras.files)])}")
+            guest_mod.ensure_image(build_if_missing=False, variant=variant, extras=extras, progress=say)
+        return VMTarget(cpus=cpus, kernel_spec=kernel_spec, image_variant=variant, host_nice=host_nice, extras=extras)
     if kind == "local":
         return LocalTarget()
     raise UsageError(f"unknown target {kind!r}", "use --target vm or --target local")
@@ -51,7 +67,7 @@ def run_suite(
 ) -> dict[str, Any]:
     if extra_args and len(benches) != 1:
         raise UsageError("workload arguments after -- need exactly one benchmark", "name a single benchmark")
-    target = make_target(target_kind, cpus=cpus, kernel_spec=kernel_spec, benches=benches, host_nice=host_nice)
+    target = make_target(target_kind, cpus=cpus, kernel_spec=kernel_spec, benches=benches, host_nice=host_nice, say=say)
     plans = []
     for bench in benches:
         chosen = policies if policies is not None else list(bench.policies)

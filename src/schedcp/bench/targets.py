@@ -21,6 +21,7 @@ from typing import Any
 from schedcp.errors import NotReadyError, UsageError
 from schedcp.paths import cache_dir
 from schedcp.testbed import kernel as kernel_mod
+from schedcp.testbed.extras import GuestExtras
 from schedcp.testbed.vm import MicroVM, VMConfig
 from schedcp.trial.node import LocalNode, NodeClient
 
@@ -62,7 +63,14 @@ class VMTarget:
     kind = "vm"
 
     def __init__(
-        self, *, cpus: int, kernel_spec: str, image_variant: str, memory_mb: int = 2048, host_nice: int = 0
+        self,
+        *,
+        cpus: int,
+        kernel_spec: str,
+        image_variant: str,
+        memory_mb: int = 2048,
+        host_nice: int = 0,
+        extras: GuestExtras | None = None,
     ) -> None:
         if not -20 <= host_nice <= 19:
             raise UsageError(f"host nice {host_nice} is out of range", "use -20..19")
@@ -79,6 +87,7 @@ class VMTarget:
             image_variant=image_variant,
             extra_qemu_args=["-name", "schedcp-bench,debug-threads=on"],
             boot_timeout_s=300.0,
+            extras=extras,
         )
         self.vm: MicroVM | None = None
 
@@ -158,6 +167,7 @@ class VMTarget:
             "memory_mb": self.config.memory_mb,
             "accel": vm.accel.name if vm and vm.accel else None,
             "image_variant": self.config.image_variant,
+            "extras": self.config.extras.describe() if self.config.extras else None,
             "host_nice": self.host_nice,
             "tcg_thread": self.tcg_thread,
             "boots": self.boots,

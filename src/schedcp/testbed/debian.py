@@ -54,7 +54,7 @@ def _keyring() -> Path:
 class PrivateApt:
     """apt-get/apt-cache bound to one Debian suite and a private state directory."""
 
-    def __init__(self, root: Path, suite: str, mirror_url: str | None = None) -> None:
+    def __init__(self, root: Path, suite: str, mirror_url: str | None = None, *, source_packages: bool = False) -> None:
         self.root = root
         self.suite = suite
         self.mirror = mirror_url or mirror()
@@ -63,7 +63,9 @@ class PrivateApt:
         self._status = root / "status"
         self._status.touch()
         sources = root / "etc" / "sources.list"
-        line = f"deb [signed-by={_keyring()}] {self.mirror} {suite} main\n"
+        # source_packages: deb-src instead of binaries, for `apt-get source`.
+        kind = "deb-src" if source_packages else "deb"
+        line = f"{kind} [signed-by={_keyring()}] {self.mirror} {suite} main\n"
         if not sources.exists() or sources.read_text() != line:
             sources.write_text(line)
 
@@ -135,7 +137,13 @@ class PrivateApt:
         stamp.touch()
 
     def has_lists(self) -> bool:
-        return any((self.root / "lists").glob("*_Packages"))
+        return any((self.root / "lists").glob("*_Packages*")) or any((self.root / "lists").glob("*_Sources*"))
+
+    def download_source(self, name: str, dest: Path) -> list[Path]:
+        """The files of source package `name` (.dsc and tarballs), downloaded, not unpacked."""
+        dest.mkdir(parents=True, exist_ok=True)
+        self._run("apt-get", ["source", "--download-only", "-q", name], cwd=dest)
+        return sorted(p for p in dest.iterdir() if p.is_file())
 
     def show(self, name: str) -> list[PackageVersion]:
         """All versions of `name` in this suite, newest first (empty when unknown)."""

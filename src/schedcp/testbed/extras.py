@@ -58,6 +58,10 @@ HOST_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
 # Merged /usr: the base image links these to usr/; a package layer must not replace the links.
 MERGED = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
+# Graphics driver stacks: libraries that a GPU API loads at run time (dlopen), never by DT_NEEDED.
+# The micro-VM has no GPU, and together they are half the size of a typical closure (stress-ng's
+# GPU stressor pulls in LLVM). Left out unless asked for by name or needed by a program's DT_NEEDED.
+HEADLESS_SKIP = ("mesa-libgallium", "libegl-mesa0", "libgl1-mesa-dri", "mesa-vulkan-drivers", "libllvm", "libz3-")
 _PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,99}$")
 # Programs users name whose package has another name (a hint, not a resolver).
 PROGRAM_PACKAGES = {
@@ -246,22 +250,54 @@ def package_layer(
     if out.exists():
         return Layer(out, key, contents)
     progress(f"adding {len(needed)} Debian package(s) to the guest: {', '.join(sorted(versions))[:300]}")
-    debs = apt.download_exact(needed, _deb_dir())
+    debs = dict(zip([p.name for p in needed], apt.download_exact(needed, _deb_dir()), strict=True))
     staging = _layers_dir() / f"pkg-{key}.partial{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         from schedcp.testbed.debian import unpack
 
-        for deb in debs:
-            unpack(deb, staging)
+        held = {n for n in debs if n.startswith(HEADLESS_SKIP) and n not in extras.packages}
+        for name, deb in debs.items():
+            if name not in held:
+                unpack(deb, staging)
+        _restore_needed(staging, base_dir / "rootfs", {n: debs[n] for n in held}, unpack)
         _normalise_merged_usr(staging)
         for rel in PRUNE:
             shutil.rmtree(staging / rel, ignore_errors=True)
         _write_layer(out, lambda w: w.add_tree(staging))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    contents["left_out"] = sorted(held)
     (out.with_suffix(".json")).write_text(json.dumps(contents, indent=1, sort_keys=True))
     return Layer(out, key, contents)
+
+
+def _restore_needed(
+    staging: Path, base_root: Path, held: dict[str, Path], unpack: Callable[[Path, Path], None]
+) -> None:
+    """Unpack a held-back package after all when an ELF file in the layer needs one of its libraries."""
+    while held:
+        have = guest_soname_lookup([staging, base_root])
+        wanted: set[str] = set()
+        for path in staging.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.stat().st_size > 64:
+                with path.open("rb") as fh:
+                    if fh.read(4) != b"\x7fELF":
+                        continue
+                info = read_elf(path)
+                if info is not None:
+                    wanted.update(n for n in info.needed if not have(n))
+        if not wanted:
+            return
+        provider = None
+        for name, deb in held.items():
+            listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True).stdout
+            if any(f"/{soname}" in listing for soname in wanted):
+                provider = name
+                break
+        if provider is None:
+            return  # not ours to provide; the program's own error will name it
+        unpack(held.pop(provider), staging)
 
 
 def _normalise_merged_usr(root: Path) -> None:
@@ -534,8 +570,23 @@ def build_layers(
     files = file_layer(extras, guest_soname_lookup(roots))
     if files is not None:
         layers.append(files)
+    if not (base_dir / "rootfs" / "usr/bin/sh").exists() and not (pkg and "usr/bin/sh" in _names(pkg)):
+        layers.append(_shell_layer())
     _prune_old()
     return layers
+
+
+def _names(layer: Layer) -> set[str]:
+    return {name for name, _mode in read_names(layer.path)}
+
+
+def _shell_layer() -> Layer:
+    """/bin/sh as busybox: Debian programs (make, system(3)) and users' scripts expect it, and the
+    base image has busybox's applets only under /usr/local/bin."""
+    out = _layers_dir() / "sh.cpio"
+    if not out.exists():
+        _write_layer(out, lambda w: w.add(Entry("usr/bin/sh", stat.S_IFLNK | 0o777, b"busybox")))
+    return Layer(out, "sh", {"usr/bin/sh": "busybox"})
 
 
 def _unpacked(layer: Layer) -> Path:

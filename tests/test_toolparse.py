@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Reading real tools' output (bench/guest/toolparse.py) and user-named metrics (bench/usermetric.py).
+
+The fixtures in tests/data/realtools are output of Debian stable's rt-tests, linux-perf, stress-ng and
+sysbench, captured in the micro-VM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schedcp.bench.guest import toolparse
+from schedcp.bench.usermetric import MetricSpec, workload_metrics
+from schedcp.errors import UsageError
+
+DATA = Path(__file__).parent / "data" / "realtools"
+
+
+def text(name: str) -> str:
+    return (DATA / f"{name}.txt").read_text()
+
+
+def test_each_tool_report_becomes_metrics():
+    assert toolparse.parse("hackbench", text("hackbench")) == {"time_s": 1.955}
+    assert toolparse.parse("/usr/bin/perf", text("perf-messaging")) == {"time_s": 1.893}
+    assert toolparse.parse("perf", text("perf-pipe")) == {
+        "time_s": 0.11,
+        "op_latency_us": 55.1465,
+        "ops_per_s": 18133.0,
+    }
+    stress = toolparse.parse("stress-ng", text("stress-ng"))
+    assert stress["bogo_ops_per_s"] == stress["cpu_bogo_ops_per_s"] == 79.8
+    assert stress["cpu_cpu_s"] == pytest.approx(6.03)
+    sb = toolparse.parse("sysbench", text("sysbench-threads"))
+    assert sb["lat_p95_ms"] == 74.46 and sb["events"] == 178
+    assert sb["events_per_s"] == pytest.approx(178 / 2.0308, rel=1e-3)
+    cyc = toolparse.parse("cyclictest", text("cyclictest"))
+    assert cyc["wake_max_us"] == 4800 and cyc["wake_cycles"] == 3125
+    assert toolparse.parse("unknown-tool", text("hackbench")) == {}
+    assert toolparse.parse("hackbench", "garbage") == {}
+
+
+def test_histogram_percentiles_count_overflows_at_the_max():
+    hist = "\n".join(
+        ["# Histogram", *(f"{us:06d} {n:06d}" for us, n in ((10, 50), (20, 40), (30, 9))), ""]
+        + ["# Total: 000000099", "# Histogram Overflows: 00001", "# Max Latencys: 00000900"]
+    )
+    got = toolparse.histogram_percentiles(hist)
+    assert got["wake_p50_us"] == 10
+    assert got["wake_p99_us"] == 30
+    assert got["wake_p999_us"] == 900  # the one overflow sample is beyond the buckets
+    assert got["wake_max_us"] == 900 and got["wake_samples"] == 100
+
+
+def test_user_metric_from_a_regex_or_a_json_field():
+    spec = MetricSpec.parse(r"p99=(\d+)", "lower")
+    assert (spec.name, spec.direction) == ("p99", "lower")
+    assert spec.extract("p99=10\nother\np99=12\n") == 12.0  # the last report wins
+    assert spec.extract("nothing here") is None
+    named = MetricSpec.parse(r"rate: (?P<req_rate>[\d.,]+)", "higher")
+    assert named.name == "req_rate" and named.extract("", "rate: 1,234.5") == 1234.5
+    js = MetricSpec.parse("json:latency.p99", None)
+    assert (js.name, js.direction) == ("latency_p99", "lower")
+    assert js.extract('log\n{"latency": {"p99": 7.5}}\n') == 7.5
+    assert js.extract('{"latency": {"p50": 1}}') is None
+
+
+def test_bad_user_metrics_get_clear_errors():
+    with pytest.raises(UsageError, match="not a valid regex"):
+        MetricSpec.parse("p99=(\\d+", "lower")
+    with pytest.raises(UsageError, match="exactly one"):
+        MetricSpec.parse(r"(\d+) (\d+)", "lower")
+    with pytest.raises(UsageError, match="lower or higher"):
+        MetricSpec.parse(r"widgets=(\d+)", None)
+    with pytest.raises(UsageError, match="should match pattern"):
+        MetricSpec.parse("json:a..b", "lower")
+
+
+def test_workload_metrics_prefers_named_then_own_line_then_tool():
+    own = '{"workload": "x", "metrics": {"makespan_s": 2.0}}'
+    assert workload_metrics(["python3"], own, "", 3.0) == {"makespan_s": 2.0, "run_wall_s": 3.0}
+    got = workload_metrics(["stress-ng", "--cpu", "4"], "", text("stress-ng"), 3.1)
+    assert got["bogo_ops_per_s"] == 79.8 and got["run_wall_s"] == 3.1
+    spec = MetricSpec.parse(r"Time: ([\d.]+)", "lower")
+    got = workload_metrics(["hackbench"], text("hackbench"), "", 2.5, spec)
+    assert got["time"] == 1.955 and got["time_s"] == 1.955
