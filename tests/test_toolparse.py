@@ -43,8 +43,13 @@ def test_each_tool_report_becomes_metrics():
 
 def test_histogram_percentiles_count_overflows_at_the_max():
     hist = "\n".join(
-        ["# Histogram", *(f"{us:06d} {n:06d}" for us, n in ((10, 50), (20, 40), (30, 9))), ""]
-        + ["# Total: 000000099", "# Histogram Overflows: 00001", "# Max Latencys: 00000900"]
+        [
+            "# Histogram",
+            *(f"{us:06d} {n:06d}" for us, n in ((10, 50), (20, 40), (30, 9))),
+            "# Total: 000000099",
+            "# Histogram Overflows: 00001",
+            "# Max Latencys: 00000900",
+        ]
     )
     got = toolparse.histogram_percentiles(hist)
     assert got["wake_p50_us"] == 10
