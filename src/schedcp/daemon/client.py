@@ -140,6 +140,7 @@ class DaemonClient:
         config: dict[str, Any] | None = None,
         kernel: str = "unstable",
         workload: list[str] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         args = {
             "source_text": source_text,
@@ -147,6 +148,7 @@ class DaemonClient:
             "config": config or {},
             "kernel": kernel,
             "workload": workload,
+            **({"meta": meta} if meta is not None else {}),
         }
         return self.call("verify", args, timeout_s=600)
 

@@ -9,7 +9,8 @@ virtio-pci and virtio_console in but ship virtio-mmio as a module without comman
 discovery, so the ``microvm`` machine cannot carry a virtio-serial port to them. With
 ``-nodefaults`` and no firmware option ROMs, ``pc`` boots as fast here (about 7 s under TCG).
 
-Every VM gets a private scratch directory (console log, channel socket), so many run at once.
+Every VM gets a private scratch directory (console log, QEMU errors), so many run at once; QEMU
+itself runs unprivileged and sandboxed (:mod:`schedcp.testbed.confine`).
 Note: the parent-death signal is tied to the *thread* that started QEMU (a Linux rule), so a VM
 started in a worker thread dies when that thread ends; start VMs from a thread that outlives them.
 QEMU is started with a parent-death signal and in its own process group, and is always killed on
@@ -19,7 +20,6 @@ exit, on timeout and on error.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import shutil
 import signal
@@ -36,6 +36,7 @@ from schedcp.errors import NotReadyError, SchedcpError
 from schedcp.node.protocol import PORT_NAME
 from schedcp.paths import runtime_dir
 from schedcp.testbed import accel as accel_mod
+from schedcp.testbed import confine
 from schedcp.testbed import guest as guest_mod
 from schedcp.testbed import kernel as kernel_mod
 from schedcp.testbed.extras import GuestExtras
@@ -87,13 +88,6 @@ def _accel_arg(name: str) -> str:
     return f"tcg,thread={'multi' if mode == 'multi' else 'single'}"
 
 
-def _pdeathsig() -> None:
-    # Make QEMU die with us even if we are SIGKILLed; then give it its own process group.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    os.setpgrp()
-
-
 class MicroVM:
     """One QEMU guest running the node agent."""
 
@@ -115,6 +109,7 @@ class MicroVM:
         self.hello: dict[str, Any] = {}
         self.accel: accel_mod.AccelChoice | None = None
         self._sock: socket.socket | None = None
+        self.qemu_user = ""
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> MicroVM:
@@ -141,8 +136,12 @@ class MicroVM:
         base = runtime_dir()
         base.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix="vm-", dir=base))
-        sock_path = self.workdir / "node.sock"
-        console = self.workdir / "console.log"
+        # QEMU runs unprivileged and opens no path of ours (see testbed.confine): the kernel and
+        # initramfs are open descriptors, the console is its stdout, the node channel a socketpair.
+        who = confine.identity(kvm=self.accel.name == "kvm")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [confine.readable_fd(self.kernel.vmlinuz, who), confine.readable_fd(self.image.initramfs, who)]
+        console_fd = os.open(self.workdir / "console.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         cpu = "host" if self.accel.name == "kvm" else "max"
         # no_timer_check: under a loaded TCG host the IO-APIC timer check can fail and panic the boot.
         cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init {self.config.cmdline_extra}".strip()
@@ -167,18 +166,19 @@ class MicroVM:
             "-no-user-config",
             "-nographic",
             "-no-reboot",
+            *confine.seccomp_args(qemu),
             "-kernel",
-            str(self.kernel.vmlinuz),
+            f"/dev/fd/{fds[0]}",
             "-initrd",
-            str(self.image.initramfs),
+            f"/dev/fd/{fds[1]}",
             "-append",
             cmdline,
             "-chardev",
-            f"file,id=con0,path={console}",
+            "stdio,id=con0,signal=off",
             "-serial",
             "chardev:con0",
             "-chardev",
-            f"socket,id=node0,path={sock_path},server=on,wait=off",
+            f"socket,id=node0,fd={theirs.fileno()}",
             "-device",
             "virtio-serial-pci,id=vser0",
             "-device",
@@ -186,17 +186,25 @@ class MicroVM:
             *self.config.extra_qemu_args,
         ]
         start = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "qemu.err").open("wb"),
-            preexec_fn=_pdeathsig,
-        )
+        try:
+            with (self.workdir / "qemu.err").open("wb") as err:
+                self.proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=console_fd,
+                    stderr=err,
+                    pass_fds=(*fds, theirs.fileno()),
+                    preexec_fn=confine.preexec(who),
+                )
+        finally:
+            for fd in (*fds, console_fd):
+                os.close(fd)
+            theirs.close()
+        self.qemu_user = confine.describe(who)
+        self._sock = ours
         with _live_lock:
             _live.add(self)
         try:
-            self._connect(sock_path, start + 10)
             self.node = SocketNode(self._sock, on_timeout=self.kill, describe=self.console_tail)
             remaining = self.config.boot_timeout_s - (time.monotonic() - start)
             self.hello = self._await_hello(max(remaining, 1.0))
@@ -204,25 +212,6 @@ class MicroVM:
         except BaseException:
             self.kill()
             raise
-
-    def _connect(self, path: Path, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise SchedcpError(
-                    f"QEMU exited at start (code {self.proc.returncode}): {self.qemu_error()}",
-                    "check the QEMU installation and the kernel image",
-                    code="qemu_failed",
-                )
-            if path.exists():
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.connect(str(path))
-                    self._sock = sock
-                    return
-                except OSError:
-                    sock.close()
-            time.sleep(0.02)
-        raise SchedcpError("QEMU did not open the node channel", "check QEMU's stderr", code="qemu_failed")
 
     def _await_hello(self, timeout_s: float) -> dict[str, Any]:
         assert self.node is not None
@@ -233,7 +222,7 @@ class MicroVM:
         except SchedcpError as exc:
             if self.proc is not None and self.proc.poll() is not None:
                 raise SchedcpError(
-                    f"the guest stopped during boot (QEMU exit {self.proc.returncode})",
+                    f"the guest stopped during boot (QEMU exit {self.proc.returncode}): {self.qemu_error()}",
                     "see the console tail: " + self.console_tail(),
                     code="boot_failed",
                 ) from exc
