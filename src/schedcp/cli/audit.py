@@ -14,7 +14,7 @@ import typer
 from schedcp.cli.common import JsonOption, console, emit, fail
 from schedcp.errors import SchedcpError
 
-audit_app = typer.Typer(help="The daemon's tamper-evident audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="The daemon's tamper-evident audit log.", invoke_without_command=True)
 
 StateOption = typer.Option(None, "--state-dir", help="The daemon's state directory (default: /var/lib/schedcp).")
 
@@ -24,6 +24,19 @@ def _paths(state_dir: Path | None):
     from schedcp.paths import data_dir
 
     return AuditPaths.under(state_dir or data_dir())
+
+
+@audit_app.callback()
+def stories(
+    ctx: typer.Context,
+    deployment: str | None = typer.Option(None, "--deployment", help="Only this deployment (dep-...)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Without a subcommand: each deployment's story from token to outcome (asks the daemon)."""
+    if ctx.invoked_subcommand is None:
+        from schedcp.cli.deploy import print_stories
+
+        print_stories(as_json, deployment)
 
 
 @audit_app.command("verify")

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "schedcp.cli.analyze",
     "schedcp.cli.verify",
     "schedcp.cli.daemon",
+    "schedcp.cli.deploy",
     "schedcp.cli.audit",
     "schedcp.cli.mcp",
     "schedcp.cli.bench",

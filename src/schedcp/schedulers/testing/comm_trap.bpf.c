@@ -22,9 +22,9 @@ static __always_inline bool is_trap(const struct task_struct *p)
 	return true;
 }
 
-void BPF_STRUCT_OPS(comm_trap_enqueue, struct task_struct *p, u64 enq_flags)
+/* runnable, not enqueue: a waking task dispatched straight to an idle CPU skips enqueue. */
+void BPF_STRUCT_OPS(comm_trap_runnable, struct task_struct *p, u64 enq_flags)
 {
-	SCHEDCP_STAT_INC(nr_enqueued);
 	if (is_trap(p)) {
 		static char fmt[] = "comm_trap: a task named trap-me became runnable";
 		unsigned long long data[1] = { 0 };
@@ -32,11 +32,17 @@ void BPF_STRUCT_OPS(comm_trap_enqueue, struct task_struct *p, u64 enq_flags)
 		SCHEDCP_STAT_INC(nr_trapped);
 		scx_bpf_error_bstr(fmt, data, sizeof(data));
 	}
+}
+
+void BPF_STRUCT_OPS(comm_trap_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	SCHEDCP_STAT_INC(nr_enqueued);
 	schedcp_insert(p, SCX_DSQ_GLOBAL, SCX_SLICE_DFL, enq_flags);
 }
 
 SEC(".struct_ops.link")
 struct sched_ext_ops comm_trap_ops = {
 	.enqueue = (void *)comm_trap_enqueue,
+	.runnable = (void *)comm_trap_runnable,
 	.name = "comm_trap",
 };

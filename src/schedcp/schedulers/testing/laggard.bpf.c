@@ -17,6 +17,20 @@ static __always_inline bool is_lag(const struct task_struct *p)
 	return p->comm[0] == 'l' && p->comm[1] == 'a' && p->comm[2] == 'g';
 }
 
+/* Other tasks keep the kernel's default placement; "lag" tasks never go to an idle CPU directly. */
+s32 BPF_STRUCT_OPS(laggard_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	bool is_idle = false;
+	s32 cpu;
+
+	if (is_lag(p))
+		return 0;
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle)
+		schedcp_insert(p, SCX_DSQ_LOCAL, SCX_SLICE_DFL, 0);
+	return cpu;
+}
+
 void BPF_STRUCT_OPS(laggard_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	SCHEDCP_STAT_INC(nr_enqueued);
@@ -30,6 +44,7 @@ void BPF_STRUCT_OPS(laggard_enqueue, struct task_struct *p, u64 enq_flags)
 
 SEC(".struct_ops.link")
 struct sched_ext_ops laggard_ops = {
+	.select_cpu = (void *)laggard_select_cpu,
 	.enqueue = (void *)laggard_enqueue,
 	.name = "laggard",
 };

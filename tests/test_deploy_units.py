@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The deployment's pure parts: the breaker's metric and noise threshold, requests at the boundary,
+the deploy policy file, the SQLite store's story and refusal list, and the node's canary operations
+on this host's real /proc (switching needs sched_ext, so only selection and sampling run here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schedcp.deploy import breaker
+from schedcp.deploy.config import DeployPolicy, load_policy
+from schedcp.deploy.models import (
+    Artefact,
+    CanaryTarget,
+    Deployment,
+    DeployRequest,
+    DeployState,
+    LastKnownGood,
+    Sample,
+    Trip,
+)
+from schedcp.deploy.store import DeployStore
+from schedcp.errors import SchedcpError, UsageError
+from schedcp.node import canary
+
+
+def _counters(t: float, **tasks: tuple[int, int]) -> breaker.Counters:
+    return breaker.Counters(t, {k: v for k, v in tasks.items()})
+
+
+def test_metric_from_schedstat_deltas_uses_threads_seen_in_both_samples():
+    a = _counters(10.0, t1=(1_000_000_000, 0), t2=(0, 0), gone=(5, 5))
+    b = _counters(11.0, t1=(1_500_000_000, 500_000_000), t2=(250_000_000, 0), new=(9, 9))
+    wait = breaker.metric_value("wait_share", a, b)
+    assert wait.value == pytest.approx(0.5 / 1.25)
+    assert wait.tasks == 2
+    rate = breaker.metric_value("cpu_rate", a, b)
+    assert rate.value == pytest.approx(0.75)
+    idle = breaker.metric_value("wait_share", a, _counters(11.0, t1=(1_000_000_000, 0)))
+    assert idle.value is None
+
+
+def test_threshold_clears_the_noise_floor_and_needs_consecutive_bad_ticks():
+    policy = DeployPolicy(mad_k=5, rel_margin=0.25, abs_margin=0.05, consecutive_bad=3, min_baseline_samples=4)
+    quiet = [Sample(t=i, value=v) for i, v in enumerate([0.02, 0.03, 0.02, 0.025, 0.02, 0.03])]
+    th = breaker.threshold("wait_share", quiet, policy)
+    # MAD is tiny, so the absolute margin decides: a wobble to 0.06 is not a regression.
+    assert th.limit == pytest.approx(th.median + 0.05)
+    assert not th.bad(0.06)
+    noisy = [Sample(t=i, value=v) for i, v in enumerate([0.1, 0.3, 0.2, 0.4, 0.15, 0.35])]
+    wide = breaker.threshold("wait_share", noisy, policy)
+    assert wide.margin == pytest.approx(5 * breaker.MAD_TO_SIGMA * wide.mad)
+    higher = breaker.threshold("cpu_rate", [Sample(t=i, value=2.0) for i in range(5)], policy)
+    assert higher.limit == pytest.approx(1.5) and higher.bad(1.4) and not higher.bad(1.6)
+
+    watch = breaker.MetricWatch(th, consecutive_bad=3)
+    assert not watch.feed(Sample(t=0, value=0.5))
+    assert not watch.feed(Sample(t=1, value=0.5))
+    assert not watch.feed(Sample(t=2, value=0.02))  # one good tick resets the run
+    assert not watch.feed(Sample(t=3, value=0.5))
+    assert not watch.feed(Sample(t=4, value=None))  # an idle tick neither counts nor resets
+    assert not watch.feed(Sample(t=5, value=0.5))
+    assert watch.feed(Sample(t=6, value=0.5))
+
+
+def test_threshold_refuses_a_baseline_without_enough_samples():
+    with pytest.raises(SchedcpError) as exc:
+        breaker.threshold("wait_share", [Sample(t=0, value=0.1), Sample(t=1, value=None)], DeployPolicy())
+    assert exc.value.code == "baseline_too_short"
+
+
+def test_crash_loop_window_counts_only_recent_trips_after_a_reset():
+    now = 10_000.0
+    times = [now - 5000, now - 100, now - 50, now - 10]
+    assert breaker.trips_in_window(times, since_reset=0, now=now, window_s=3600) == 3
+    assert breaker.trips_in_window(times, since_reset=now - 60, now=now, window_s=3600) == 2
+
+
+def test_requests_are_validated_at_the_boundary():
+    ok = DeployRequest(token_id="a" * 24, canary=CanaryTarget(comm="^lag-work$"), config={"slice_us": 5000})
+    assert ok.canary.node_args() == {"comm": "^lag-work$"}
+    bad = [
+        {"token_id": "a" * 24, "canary": {}},  # no target
+        {"token_id": "a" * 24, "canary": {"pid": 5, "comm": "x"}},  # two targets
+        {"token_id": "a" * 24, "canary": {"pid": 1}},  # init is not a canary
+        {"token_id": "a" * 24, "canary": {"comm": "("}},  # not a regex
+        {"token_id": "a" * 24, "canary": {"cgroup": "/sys/../etc"}},
+        {"token_id": "../../etc/passwd", "canary": {"pid": 5}},
+        {"canary": {"pid": 5}},  # no token at all
+        {"token_id": "a" * 24, "token": "x.y" * 10, "canary": {"pid": 5}},  # both
+        {"token_id": "a" * 24, "canary": {"pid": 5}, "config": {"Bad-Key": 1}},
+        {"token_id": "a" * 24, "canary": {"pid": 5}, "window_s": 0.1},
+        {"token_id": "a" * 24, "canary": {"pid": 5}, "goal": "rm -rf"},
+        {"token_id": "a" * 24, "canary": {"pid": 5}, "surprise": True},
+    ]
+    for args in bad:
+        with pytest.raises(ValidationError):
+            DeployRequest.model_validate(args)
+
+
+def test_policy_file(tmp_path: Path):
+    path = tmp_path / "schedcp.toml"
+    path.write_text("[deploy]\nwindow_s = 12\ndeploy_users = [0, 'root']\nconsecutive_bad = 4\n")
+    policy = load_policy(path)
+    assert policy.window_s == 12 and policy.consecutive_bad == 4 and policy.deploy_uids() == {0}
+    path.write_text("[deploy]\nwindw_s = 12\n")
+    with pytest.raises(UsageError, match="windw_s"):
+        load_policy(path)
+    path.write_text("[deploy]\ndeploy_groups = ['no-such-group-xyz']\n")
+    with pytest.raises(UsageError, match="unknown group"):
+        load_policy(path)
+    path.write_text("[deploy\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_policy(path)
+    example = Path(__file__).resolve().parents[1] / "packaging" / "schedcp.toml.example"
+    assert load_policy(example).window_s > 0
+
+
+def test_store_keeps_the_story_refusals_and_last_known_good(tmp_path: Path):
+    store = DeployStore(tmp_path / "state")
+    art = Artefact(scheduler="minimal", object_sha256="b" * 64, config={}, kernel="7.2")
+    dep = Deployment(
+        id="dep-0123456789ab",
+        created=time.time(),
+        peer_uid=0,
+        request=DeployRequest(token_id="a" * 24, canary=CanaryTarget(pid=4242)),
+        state=DeployState.requested,
+        artefact=art,
+    )
+    for state in (DeployState.requested, DeployState.token_checked, DeployState.baseline, DeployState.canary):
+        store.transition(dep, state, f"now {state.value}")
+    assert store.active() is not None and store.active().id == dep.id
+    store.add_trip(Trip(deployment_id=dep.id, at=time.time(), signal="metric", reason="slow", phase=dep.state))
+    store.transition(dep, DeployState.rolled_back, "breaker tripped")
+    assert store.active() is None
+    story = store.story(dep.id)
+    assert story is not None
+    assert [t.state for t in story.transitions][-1] == DeployState.rolled_back
+    assert story.trips[0].signal == "metric" and story.deployment.reason == "breaker tripped"
+    store.refuse(art.key, dep.id, "metric: slow")
+    assert store.refusal(art.key) == (dep.id, "metric: slow")
+    assert store.refusal(Artefact(**{**art.model_dump(), "config": {"x": 1}}).key) is None
+    store.set_last_known_good(LastKnownGood(deployment_id=dep.id, artefact=art))
+    store.close()
+    reopened = DeployStore(tmp_path / "state")  # persisted, not remembered
+    assert reopened.last_known_good().name == "minimal"
+    assert reopened.refusal_count() == 1
+    assert oct((tmp_path / "state" / "deploy.db").stat().st_mode & 0o777) == "0o600"
+
+
+def test_canary_selection_and_sampling_on_this_host():
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nopen('/proc/self/comm','w').write('hdeploy-canary')\ntime.sleep(30)"]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while canary._comm(child.pid) != "hdeploy-canary" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        found = canary.canary_tasks(comm="^hdeploy-canary$")
+        assert found["pids"] == [child.pid]
+        assert all(t["policy"] == 0 for t in found["tasks"])
+        by_pid = canary.canary_tasks(pids=[child.pid])
+        assert child.pid in by_pid["pids"] and os.getpid() not in by_pid["pids"]
+        sample = canary.canary_sample(pids=[child.pid])
+        assert str(child.pid) in sample["tasks"] and sample["t"] > 0
+        for bad in ({}, {"pids": [1]}, {"comm": "(", "pids": None}, {"pids": [5], "comm": "x"}):
+            with pytest.raises(canary.NodeError):
+                canary.canary_tasks(**bad)
+        with pytest.raises(canary.NodeError) as exc:
+            canary.canary_switch(pids=[child.pid], policy="fifo")
+        assert exc.value.code == "bad_args"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_background_jobs_are_bounded_and_pollable():
+    started = canary.spawn(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout_s=10)
+    deadline = time.monotonic() + 10
+    while not (res := canary.job(started["job"]))["done"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert res["exit_code"] == 3 and res["stdout"] == "out\n" and res["stderr"] == "err\n"
+    slow = canary.spawn(["sleep", "30"], timeout_s=0.3)
+    deadline = time.monotonic() + 10
+    while not (res := canary.job(slow["job"]))["done"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert res["timed_out"] and res["signal"] == 9
+    with pytest.raises(canary.NodeError):
+        canary.spawn(["sh", "-c", "x\x00"])
+    with pytest.raises(canary.NodeError):
+        canary.job(10**9)
