@@ -53,10 +53,20 @@ def _probe(vmlinuz: Path, qemu: str) -> AccelChoice:
         return AccelChoice("tcg", "/dev/kvm does not exist")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return AccelChoice("tcg", "/dev/kvm is not accessible to this user")
+    from schedcp.testbed import confine
+
+    who = confine.identity(kvm=True)
+    if not confine.can_use_kvm(who):
+        return AccelChoice(
+            "tcg",
+            "/dev/kvm is usable only by root and QEMU runs unprivileged; give /dev/kvm to group kvm (mode 0660)",
+        )
+    kernel_fd = confine.readable_fd(vmlinuz, who)
     try:
         proc = subprocess.run(
             [
                 qemu,
+                *confine.seccomp_args(qemu),
                 "-accel",
                 "kvm",
                 "-M",
@@ -73,17 +83,21 @@ def _probe(vmlinuz: Path, qemu: str) -> AccelChoice:
                 "-serial",
                 "stdio",
                 "-kernel",
-                str(vmlinuz),
+                f"/dev/fd/{kernel_fd}",
                 "-append",
                 "console=ttyS0 panic=-1 loglevel=7",
             ],
             capture_output=True,
             text=True,
             timeout=15,
+            pass_fds=(kernel_fd,),
+            preexec_fn=confine.preexec(who),
         )
         out = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    finally:
+        os.close(kernel_fd)
     if "Kernel panic" in out or "VFS:" in out or "Run /init" in out:
         return AccelChoice("kvm", "KVM booted the test kernel")
     first_error = next((ln for ln in out.splitlines() if "error" in ln.lower() or "failed" in ln.lower()), "")

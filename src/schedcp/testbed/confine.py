@@ -58,6 +58,19 @@ def identity(kvm: bool) -> QemuIdentity | None:
     return ident
 
 
+def can_use_kvm(ident: QemuIdentity | None) -> bool:
+    """Whether QEMU running as `ident` may open /dev/kvm read-write."""
+    if ident is None:
+        return os.access("/dev/kvm", os.R_OK | os.W_OK)
+    try:
+        st = os.stat("/dev/kvm")
+    except OSError:
+        return False
+    rw_other = stat.S_IROTH | stat.S_IWOTH
+    rw_group = stat.S_IRGRP | stat.S_IWGRP
+    return st.st_mode & rw_other == rw_other or (st.st_gid in ident.groups and st.st_mode & rw_group == rw_group)
+
+
 @lru_cache(maxsize=4)
 def seccomp_args(qemu: str) -> tuple[str, ...]:
     """``-sandbox ...`` when this QEMU was built with seccomp support, else nothing."""
