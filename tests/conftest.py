@@ -4,9 +4,11 @@ the README's test command) fetches it, so a missing kernel is a failure here, ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -38,6 +40,29 @@ def qemu_children() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def wait_for_children(pid: int, count: int, timeout: float = 30.0) -> list[psutil.Process]:
+    """Block until process `pid` has `count` live children (a workload is running, not starting up)."""
+    proc = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = proc.children()
+        if len(kids) >= count:
+            return kids
+        if time.monotonic() > deadline or proc.status() == psutil.STATUS_ZOMBIE:
+            raise AssertionError(f"process {pid} has {len(kids)} children, expected {count}")
+        time.sleep(0.02)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a workload and its children (killing only the parent leaves them running)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    proc.kill()
+    proc.wait()
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+from conftest import kill_tree
 from schedcp.analysis.engine import Engine
 from schedcp.node import observe
 
@@ -78,8 +79,7 @@ def test_observed_pids_count_forks_the_sampler_saw_and_more() -> None:
     try:
         raw = observe.observe_pids([proc.pid], duration_s=1.0)
     finally:
-        proc.kill()
-        proc.wait()
+        kill_tree(proc)
     forks = raw["forks"]
     sampled_born = sum(1 for t in raw["tasks"] if t["born_inside"] and t["pid"] == t["tid"])
     # Every child the sampler happened to see born was also counted by the events, and the

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import kill_tree, run_cli, wait_for_children
 from schedcp.analysis import budget, probes, tools
 from schedcp.analysis.engine import Engine
 from schedcp.errors import UsageError
@@ -83,7 +83,7 @@ def test_forkstorm_is_a_short_lived_storm(engine: Engine) -> None:
 def test_observe_existing_pids_and_system(engine: Engine) -> None:
     proc = subprocess.Popen([PY, "-m", WL + "cpupool", "--workers", "2", "--seconds", "4"])
     try:
-        time.sleep(0.3)
+        wait_for_children(proc.pid, 2)
         raw = engine.observe_pids([proc.pid], duration_s=1.0)
         assert raw["kind"] == "pids" and raw["procs_seen"] == 3
         assert engine.profile(raw).characteristics.classification == "cpu_bound"
@@ -91,8 +91,7 @@ def test_observe_existing_pids_and_system(engine: Engine) -> None:
         assert sysdoc["ncpu"] >= 1 and len(sysdoc["busy_pct"]) == sysdoc["ncpu"]
         assert "psi_some_pct" in sysdoc or str(sysdoc["psi"]).startswith("unavailable")
     finally:
-        proc.kill()
-        proc.wait()
+        kill_tree(proc)
     with pytest.raises(UsageError):
         engine.observe_pids([2**22 + 7], duration_s=0.2)
 
@@ -118,17 +117,19 @@ def test_tracefs_probe_runs_with_a_launched_command(engine: Engine) -> None:
 def test_bpftrace_probe_on_existing_pids() -> None:
     proc = subprocess.Popen([PY, "-m", WL + "pingpong", "--seconds", "8"], stdout=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
+        wait_for_children(proc.pid, 2)  # the ping and the pong process
         out = probes.run_probe(["runqlat", "wakeup", "runtime", "migrations"], 1.0, [proc.pid], backend="bpftrace")
     finally:
-        proc.kill()
-        proc.wait()
+        kill_tree(proc)
     assert out["available"], out.get("reason")
     assert out["backend"] == "bpftrace"
     assert out["wakeup"]["count"] > 100
     assert out["runqlat"]["count"] >= out["wakeup"]["count"] * 0.5
     assert any(r["on_cpu_ms"] > 0 for r in out["runtime"]["top"])
-    assert isinstance(out["migrations"]["total"], int)
+    # Two maps counted separately in the kernel agree (2 CPUs: at most 2 pairs, none truncated).
+    pairs = out["migrations"]["pairs"]
+    assert out["migrations"]["total"] == sum(pairs.values())
+    assert all(a != b and 0 <= int(a) < os.cpu_count() for a, b in (k.split(">") for k in pairs)), pairs
 
 
 def test_bpftrace_system_wide_and_bad_kind() -> None:
@@ -141,7 +142,7 @@ def test_bpftrace_system_wide_and_bad_kind() -> None:
 def test_profiling_tools() -> None:
     proc = subprocess.Popen([PY, "-m", WL + "cpupool", "--workers", "2", "--seconds", "6"], stdout=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
+        workers = wait_for_children(proc.pid, 2)
         perf = tools.perf_stat([proc.pid], 0.5)
         assert perf["available"] and perf["counters"]["task-clock"] > 0
         assert "cycles" in perf["not_supported"] or "cycles" in perf["counters"]
@@ -150,10 +151,14 @@ def test_profiling_tools() -> None:
         st = tools.strace_summary([proc.pid], 0.5)
         assert st["available"]
         top = tools.top_snapshot(5, 0.3)
-        assert (top["top"] and any(r["pid"] in (proc.pid,) or r["name"] == "python" for r in top["top"])) or top["top"]
+        cpu = [r["cpu_pct"] for r in top["top"]]
+        assert 1 <= len(cpu) <= 5 and cpu == sorted(cpu, reverse=True)
+        # Restricted to the pool: the two spinning workers, and the parent that only waits for them.
+        pool = {r["pid"]: r for r in tools.top_snapshot(5, 0.3, pids=[proc.pid, *(w.pid for w in workers)])["top"]}
+        assert set(pool) == {proc.pid, *(w.pid for w in workers)}
+        assert min(pool[w.pid]["cpu_pct"] for w in workers) > pool[proc.pid]["cpu_pct"], pool
     finally:
-        proc.kill()
-        proc.wait()
+        kill_tree(proc)
     st = tools.strace_summary(argv=["ls", "/"], duration_s=3)
     assert st["available"] and any(r["syscall"] in ("openat", "getdents64") for r in st["syscalls"])
 

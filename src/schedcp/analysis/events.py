@@ -137,6 +137,7 @@ class EventWatcher:
             sub = _Sub(next(self._ids), spec, callback)
         except observe.NodeError as exc:
             raise UsageError(exc.cause, exc.next_step, code=exc.code) from exc
+        self._prime(sub)
         with self._lock:
             if len(self._subs) >= MAX_SUBSCRIPTIONS:
                 raise UsageError(f"at most {MAX_SUBSCRIPTIONS} subscriptions", "unsubscribe some first")
@@ -146,6 +147,19 @@ class EventWatcher:
                 self._thread.start()
         self._wake.set()
         return sub.id
+
+    def _prime(self, sub: _Sub) -> None:
+        """Take the baseline now, in the caller's thread, so "already there" means "there when
+        subscribe returned": whatever starts after that is reported, even before the first poll."""
+        if sub.spec.kind == "process_appears":
+            pattern = sub.spec.comm or ""
+            for pid in observe._list_ints("/proc"):
+                comm = observe._read(f"/proc/{pid}/comm")
+                if comm is not None and fnmatch.fnmatchcase(comm.strip(), pattern):
+                    sub.seen.add(pid)
+            sub.primed = True
+        elif sub.spec.kind == "cgroup_active":
+            self._poll_cgroup(sub, time.time())  # records the activity and usage it starts from
 
     def unsubscribe(self, sid: int) -> bool:
         with self._lock:
