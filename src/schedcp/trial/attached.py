@@ -233,6 +233,7 @@ def load(
         timeout_ms=watchdog_ms,
         ops_flags=switch_partial_flag(policy.include_dir) if partial else 0,
         attach=attach,
+        loader=policy.loader,
     )
     return AttachedPolicy(
         node,

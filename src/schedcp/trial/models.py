@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.toolchain.metadata import SchedulerMeta
+from schedcp.toolchain.scx_loader import LoaderOptions
 
 # The reason the kernel gives when the loader closed the scheduler (our own detach).
 OWN_DETACH_REASON = "unregistered from user space"
@@ -126,11 +127,14 @@ class AttachResult(_NodeModel):
     load_s: float | None = None
     state: SchedExtState | None = None
     kernel_events: list[KernelEvent] = Field(default_factory=list)
+    struct_ops: str | None = None  # the struct_ops map that was attached
+    loader: dict[str, Any] = Field(default_factory=dict)  # what the scx loader steps did
 
 
 class DetachResult(_NodeModel):
     state: SchedExtState = Field(default_factory=SchedExtState)
     kernel_events: list[KernelEvent] = Field(default_factory=list)
+    exit_info: dict[str, Any] | None = None  # the scheduler's own exit record (UEI), when it has one
 
 
 class Policy(BaseModel):
@@ -142,3 +146,5 @@ class Policy(BaseModel):
     object_path: Path
     meta: SchedulerMeta | None = None
     include_dir: Path | None = None
+    # How the node's loader treats it: struct_ops choice, .rodata values, the scx loader steps.
+    loader: LoaderOptions | None = None

@@ -31,6 +31,7 @@ from typing import Any, Protocol, cast
 
 from schedcp.errors import NotReadyError, SchedcpError, UsageError
 from schedcp.node.protocol import MAX_MESSAGE_BYTES, NodeError
+from schedcp.toolchain.scx_loader import LoadDeadline, LoaderOptions, run_load
 from schedcp.trial.models import AttachResult, DetachResult, KernelEvent, RunResult, SchedExtState, events_from
 
 LOAD_TIMEOUT_S = 60.0
@@ -87,6 +88,7 @@ class NodeClient(Protocol):
         ops_flags: int = 0,
         attach: bool = True,
         timeout_s: float = LOAD_TIMEOUT_S,
+        loader: LoaderOptions | None = None,
     ) -> AttachResult: ...
 
     def detach(self, handle: int) -> DetachResult: ...
@@ -150,15 +152,20 @@ class NodeOps:
         ops_flags: int = 0,
         attach: bool = True,
         timeout_s: float = LOAD_TIMEOUT_S,
+        loader: LoaderOptions | None = None,
     ) -> AttachResult:
         """Load (and by default attach) an uploaded object; NodeOpError carries the verifier log or
-        the kernel's reason when it does not load or never enables."""
+        the kernel's reason when it does not load or never enables. The deadline follows the
+        kernel's verifier (scx_loader.run_load); `timeout_s` only bounds each node answer."""
         args: dict[str, Any] = {"path": path, "patches": patches or [], "attach": attach}
         if timeout_ms is not None:
             args["timeout_ms"] = timeout_ms
         if ops_flags:
             args["ops_flags"] = ops_flags
-        return AttachResult.model_validate(self.call("load", args, timeout_s=timeout_s))
+        if loader is not None:
+            args.update(loader.node_args())
+        deadline = LoadDeadline(answer_margin_s=max(15.0, timeout_s - LoadDeadline().poll_s))
+        return AttachResult.model_validate(run_load(self.call, args, deadline))
 
     def detach(self, handle: int) -> DetachResult:
         return DetachResult.model_validate(self.call("detach", {"handle": handle}, timeout_s=30))
