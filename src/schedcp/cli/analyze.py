@@ -8,7 +8,9 @@ from typing import Any
 import typer
 
 from schedcp.cli.common import JsonOption, console, emit, fail, progress
+from schedcp.cli.guestopts import PackageOption, WithOption, extras_from, prepare_image
 from schedcp.errors import SchedcpError, UsageError
+from schedcp.testbed.extras import GuestExtras
 
 
 def _render_text(doc: dict[str, Any]) -> None:
@@ -51,6 +53,8 @@ def register(app: typer.Typer) -> None:
             None, "--probe", help="Also attach tracepoint probes: runqlat, wakeup, runtime, migrations (repeatable)."
         ),
         kernel: str = typer.Option("unstable", "--kernel", help="Kernel spec for --target vm."),
+        package: list[str] = PackageOption,
+        with_: list[str] = WithOption,
         as_json: bool = JsonOption,
     ) -> None:
         """Summarise what a workload does to the CPU scheduler and propose an optimisation goal.
@@ -60,7 +64,12 @@ def register(app: typer.Typer) -> None:
         schedcp_workloads.pingpong`.
         """
         try:
-            doc = _analyze(command or [], pid or [], cgroup, detail, duration, target, probe or None, kernel)
+            extras = extras_from(package, with_)
+            if extras and target != "vm":
+                raise UsageError("--package and --with add to the micro-VM's guest", "add --target vm")
+            doc = _analyze(
+                command or [], pid or [], cgroup, detail, duration, target, probe or None, kernel, extras=extras
+            )
         except SchedcpError as exc:
             raise fail(exc, as_json) from None
         emit(doc, as_json, _render_text)
@@ -75,6 +84,7 @@ def _analyze(
     target: str,
     probe: list[str] | None,
     kernel: str,
+    extras: GuestExtras | None = None,
 ) -> dict[str, Any]:
     from schedcp.analysis.engine import Engine
     from schedcp.analysis.summarize import DETAILS
@@ -91,8 +101,9 @@ def _analyze(
             raise UsageError("--target vm analyses a command launched in the guest", "add -- CMD ...")
         from schedcp.testbed.vm import MicroVM, VMConfig
 
+        image = prepare_image(extras, progress)
         progress("booting the micro-VM")
-        with MicroVM(VMConfig(cpus=2, kernel=kernel)) as vm:
+        with MicroVM(VMConfig(cpus=2, kernel=kernel, extras=extras), image=image) as vm:
             engine = Engine.for_vm(vm)
             progress(f"running {' '.join(command)[:60]} in the guest")
             raw = engine.observe_command(command, duration_s=duration or 30.0, probe=probe)

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from schedcp.cli.common import JsonOption, emit, fail, progress
+from schedcp.cli.guestopts import PackageOption, WithOption, extras_from, prepare_image
 from schedcp.errors import SchedcpError
 from schedcp.testbed import kernel as kernel_mod
 from schedcp.toolchain.metadata import parse_assignments
@@ -38,6 +39,8 @@ def verify_cmd(
     no_token: bool = typer.Option(False, "--no-token", help="Do not issue a deployment token."),
     token_ttl: int = typer.Option(tokens.DEFAULT_TTL_S, "--token-ttl", help="Token lifetime in seconds."),
     key: Path | None = typer.Option(None, "--key", help="Verifier signing key (default: data dir)."),
+    package: list[str] = PackageOption,
+    with_: list[str] = WithOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Verify a scheduler: build, static checks, kernel verifier, micro-VM tests, EEVDF comparison."""
@@ -45,6 +48,9 @@ def verify_cmd(
         if kernel_mod.is_path_spec(kernel):
             # The caller's own vmlinuz, for themselves: imported into their cache, then used by name.
             kernel = kernel_mod.for_cli(kernel, progress=(lambda _m: None) if as_json else progress).dir.name
+        extras = extras_from(package, with_)
+        if extras and not static_only:
+            prepare_image(extras, (lambda _m: None) if as_json else progress)
         opts = VerifyOptions(
             target=target,
             config=parse_assignments(config),
@@ -58,6 +64,7 @@ def verify_cmd(
             issue_token=not no_token,
             token_ttl_s=token_ttl,
             key_path=key,
+            extras=extras,
         )
         report = verify(opts, None if as_json else progress)
     except SchedcpError as exc:

@@ -40,7 +40,7 @@ from schedcp.errors import SchedcpError, UsageError
 from schedcp.paths import cache_dir
 from schedcp.testbed.cpio import CpioWriter, Entry
 
-LAYER_VERSION = "1"
+LAYER_VERSION = "2"
 # Where --with files go by default, and the working directory of user commands that bring files.
 GUEST_WORKDIR = "/work"
 GUEST_ROOTS = ("/work", "/opt", "/usr/local", "/srv", "/home", "/root")

@@ -21,6 +21,7 @@ import psutil
 
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.testbed import kernel as kernel_mod
+from schedcp.testbed.extras import GuestExtras
 from schedcp.testbed.vm import MicroVM, VMConfig
 from schedcp.toolchain import build as build_mod
 from schedcp.toolchain import headers, metadata
@@ -53,6 +54,9 @@ class VerifyOptions:
     # Tunable declarations to validate `config` against, when the source has no <name>.toml beside
     # it (a submission to the daemon); None keeps whatever metadata sits beside the source.
     meta: metadata.SchedulerMeta | None = None
+    # Packages and host files for the workload (testbed/extras.py). Set by the local CLI only: the
+    # daemon never takes host paths from a client.
+    extras: GuestExtras | None = None
 
     def validate(self) -> None:
         if not 1.0 <= self.seconds <= 60.0:
@@ -293,7 +297,7 @@ class Pipeline:
         """Run the VM stages in one boot; returns the oops line when the guest kernel crashed."""
         self.progress(f"booting the {kernel.release} micro-VM")
         t0 = time.monotonic()
-        vm = MicroVM(VMConfig(cpus=2, kernel=self.opts.kernel), kernel=kernel)
+        vm = MicroVM(VMConfig(cpus=2, kernel=self.opts.kernel, extras=self.opts.extras), kernel=kernel)
         try:
             vm.start()
         except SchedcpError as exc:
