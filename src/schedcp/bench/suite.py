@@ -34,11 +34,20 @@ def guest_extras(benches: list[Benchmark], say: harness.Say = lambda _m: None) -
 
 
 def make_target(
-    kind: str, *, cpus: int, kernel_spec: str, benches: list[Benchmark], host_nice: int = 0, say: harness.Say = print
+    kind: str,
+    *,
+    cpus: int,
+    kernel_spec: str,
+    benches: list[Benchmark],
+    host_nice: int = 0,
+    say: harness.Say = print,
+    user_extras: GuestExtras | None = None,
 ):
     if kind == "vm":
         variant = "build" if any(b.image_variant == "build" for b in benches) else "default"
         extras = guest_extras(benches, say)
+        if user_extras:
+            extras = user_extras.merged(extras) if extras else user_extras
         if extras:
             say(f"guest extras: {', '.join([*extras.packages, *(f.guest for f in extras.files)])}")
             guest_mod.ensure_image(build_if_missing=False, variant=variant, extras=extras, progress=say)
@@ -64,10 +73,19 @@ def run_suite(
     host_nice: int = 0,
     say: harness.Say = lambda _m: None,
     command: list[str] | None = None,
+    extras: GuestExtras | None = None,
 ) -> dict[str, Any]:
     if extra_args and len(benches) != 1:
         raise UsageError("workload arguments after -- need exactly one benchmark", "name a single benchmark")
-    target = make_target(target_kind, cpus=cpus, kernel_spec=kernel_spec, benches=benches, host_nice=host_nice, say=say)
+    target = make_target(
+        target_kind,
+        cpus=cpus,
+        kernel_spec=kernel_spec,
+        benches=benches,
+        host_nice=host_nice,
+        say=say,
+        user_extras=extras,
+    )
     plans = []
     for bench in benches:
         chosen = policies if policies is not None else list(bench.policies)

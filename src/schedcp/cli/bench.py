@@ -16,6 +16,7 @@ from rich.table import Table
 from schedcp.bench import plot, report, suite, workloads
 from schedcp.bench.harness import parse_configs
 from schedcp.cli.common import JsonOption, console, emit, fail, progress
+from schedcp.cli.guestopts import PackageOption, WithOption, extras_from
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.paths import data_dir
 from schedcp.testbed import kernel as kernel_mod
@@ -68,6 +69,8 @@ def bench(
     plot_path: Path | None = typer.Option(None, "--plot", help="Write a PNG chart here."),
     write_docs: bool = typer.Option(False, "--write-docs", help="Regenerate docs/benchmarks.md and its charts."),
     list_only: bool = typer.Option(False, "--list", help="List the benchmarks and exit."),
+    package: list[str] = PackageOption,
+    with_: list[str] = WithOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Run benchmarks under EEVDF and each policy in one boot, interleaved; report medians and ratios."""
@@ -95,6 +98,7 @@ def bench(
             host_nice=host_nice,
             say=say,
             command=["schedcp", "bench", *sys.argv[2:]],
+            extras=extras_from(package, with_),
         )
         outputs = _save(doc, out, plot_path, write_docs, say)
     except SchedcpError as exc:
