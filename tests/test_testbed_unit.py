@@ -85,8 +85,16 @@ def test_includes_outside_the_allow_list_are_refused(source: str) -> None:
     assert info.value.diagnostics[0].line >= 1
 
 
-def test_allowed_includes_pass() -> None:
+def test_allowed_includes_pass(tmp_path: Path) -> None:
     build.check_includes('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include "schedcp.h"\n')
+    # Other names pass only where they are found: beside the source, or in a given include directory.
+    for source in ('#include "mine.h"\n', '#include "scx/common.bpf.h"\n'):
+        with pytest.raises(build.BuildError):
+            build.check_includes(source)
+    build.check_includes('#include "mine.h"\n', local_files=["mine.h"])
+    (tmp_path / "scx").mkdir()
+    (tmp_path / "scx" / "common.bpf.h").write_text("")
+    build.check_includes('#include "scx/common.bpf.h"\n', include_dirs=[tmp_path])
 
 
 def test_compile_error_comes_back_with_line(unstable_kernel: kernel.Kernel) -> None:
