@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import anyio
 import httpx2
 import pytest
 
+from schedcp.daemon.records import VerificationRecords
+from schedcp.paths import schedulers_dir
+from schedcp.repository.store import sha256_text
 from schedcp.server.testing import call, free_port, http_client, http_server, isolated_env, schedcp_exe
 
 TOKEN = "mcp-test-token-3b1f0c9e5a7d4e21"
@@ -98,6 +102,12 @@ def test_authenticated_client_works_in_both_eras(server, mode):
 def test_eight_concurrent_sessions_keep_the_repository_consistent(server):
     url, env = server
     sessions, rounds = 8, 3
+    # The copies are fifo byte for byte; the daemon passed that source (what its verify op records),
+    # so the promotions below rest on evidence. The server runs as root and reads the records itself.
+    fifo = (schedulers_dir() / "library" / "fifo.bpf.c").read_text()
+    VerificationRecords(Path(env["SCHEDCP_DATA_DIR"])).add(
+        sha256_text(fifo), {"verdict": "pass", "object_sha256": "ef" * 32}, "test-token", peer_uid=0
+    )
 
     async def worker(i: int, errors: list[str]) -> None:
         mode = "legacy" if i % 2 else "auto"

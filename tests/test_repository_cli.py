@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from schedcp.cli.main import app
 from schedcp.repository.models import MAX_SOURCE_BYTES
-from test_repository_fixtures import GENERATED_SOURCE, fresh_copy
+from test_repository_fixtures import GENERATED_SOURCE, daemon_passed, daemon_records, fresh_copy
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,8 @@ def db(tmp_path: Path) -> Path:
 
 
 def run(db: Path, *args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["repo", "--db", str(db), *args])
+    env = {"SCHEDCP_DATA_DIR": str(daemon_records(db.parent).path.parent)}
+    result = runner.invoke(app, ["repo", "--db", str(db), *args], env=env)
     return result.exit_code, result.output
 
 
@@ -81,10 +82,13 @@ def test_add_history_promote_flow(db: Path, tmp_path: Path) -> None:
     assert added["tunables"][0]["variable"] == "slice_us"
     code, out = run(db, "add", str(src))
     assert code == 2 and "already exists" in out
+    code, out = run(db, "promote", "gen_cli", "--reason", "passed verification")
+    assert code == 1 and "no passing verification" in out and "next:" in out  # the claim alone is refused
+    daemon_passed(daemon_records(db.parent), GENERATED_SOURCE)  # as root the CLI reads the daemon's records
     moved = run_json(db, "promote", "gen_cli", "--reason", "passed verification")
-    assert moved == {"name": "gen_cli", "from": "candidate", "to": "verified"}
+    assert (moved["from"], moved["to"]) == ("candidate", "verified") and moved["evidence"]["kind"] == "verification"
     code, out = run(db, "promote", "gen_cli")
-    assert code == 2 and "beat its baseline" in out
+    assert code == 1 and "no trial measured by SchedCP" in out
     hist = run_json(db, "history", "gen_cli")
     assert [e["to_status"] for e in hist["status_log"]] == ["verified", "candidate"]
     code, out = run(db, "history", "gen_cli")

@@ -7,9 +7,10 @@ import multiprocessing as mp
 import sqlite3
 from pathlib import Path
 
+from schedcp.repository.evidence import RecordsVerifications
 from schedcp.repository.migrations import MIGRATIONS
 from schedcp.repository.service import RepositoryService
-from test_repository_fixtures import fresh_copy, generated, profile
+from test_repository_fixtures import GENERATED_SOURCE, daemon_passed, daemon_records, fresh_copy, generated, profile
 
 WORKERS = 4
 POLICIES_EACH = 6
@@ -18,7 +19,8 @@ RESULTS_EACH = 15
 
 def _writer(path: str, worker: int, start: mp.synchronize.Event, errors: mp.Queue) -> None:
     try:
-        svc = RepositoryService(path, auto_seed=False)
+        records = daemon_records(Path(path).parent)  # the daemon passed GENERATED_SOURCE (see the parent)
+        svc = RepositoryService(path, auto_seed=False, verifications=RecordsVerifications(records))
         start.wait(30)
         for i in range(POLICIES_EACH):
             svc.add_policy(generated(f"w{worker}_p{i}"), parent="scx_simple" if i == 0 else f"w{worker}_p{i - 1}")
@@ -41,6 +43,7 @@ def _writer(path: str, worker: int, start: mp.synchronize.Event, errors: mp.Queu
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     path = fresh_copy(tmp_path)
+    daemon_passed(daemon_records(tmp_path), GENERATED_SOURCE)
     with RepositoryService(path, auto_seed=False) as svc:
         before = {t: svc.store.count(t) for t in ("policies", "results", "antipatterns", "status_log")}
     ctx = mp.get_context("spawn")  # fresh interpreters: no inherited sqlite handles or BLAS threads

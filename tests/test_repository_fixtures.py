@@ -15,7 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from schedcp.daemon.records import VerificationRecords
+from schedcp.repository.evidence import RecordsVerifications
 from schedcp.repository.service import RepositoryService
+from schedcp.repository.store import sha256_text
 
 
 @functools.cache
@@ -35,9 +38,24 @@ def fresh_copy(folder: Path) -> Path:
     return dest
 
 
+def daemon_records(folder: Path) -> VerificationRecords:
+    """A test's own copy of the daemon's verification records (its state directory)."""
+    return VerificationRecords(folder / "daemon-state")
+
+
+def daemon_passed(records: VerificationRecords, source: str, object_sha256: str = "ab" * 32) -> int:
+    """Write what the daemon writes after the verifier passed this source (Operations.verify):
+    the test stands in for a real verification, which boots a VM (tests/test_verifier_vm.py)."""
+    report = {"verdict": "pass", "object_sha256": object_sha256, "kernel": "7.2.13", "scheduler": "test"}
+    return records.add(sha256_text(source), report, "test-token", peer_uid=0)
+
+
 def open_service(folder: Path) -> Iterator[RepositoryService]:
-    """Body of each module's `service` fixture: a service on a private copy of the seeded database."""
-    svc = RepositoryService(fresh_copy(folder), auto_seed=False)
+    """Body of each module's `service` fixture: a service on a private copy of the seeded database,
+    reading verification evidence from its own (initially empty) daemon records."""
+    svc = RepositoryService(
+        fresh_copy(folder), auto_seed=False, verifications=RecordsVerifications(daemon_records(folder))
+    )
     yield svc
     svc.close()
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from schedcp.errors import UsageError
+from schedcp.errors import SchedcpError, UsageError
+from schedcp.repository.evidence import is_win
 from schedcp.repository.outcomes import direction, improvement_ratios, judge, primary_metric
 from schedcp.repository.service import RepositoryService
-from test_repository_fixtures import generated, open_service, profile
+from schedcp.repository.store import sha256_text
+from test_repository_fixtures import GENERATED_SOURCE, daemon_passed, daemon_records, generated, open_service, profile
 
 
 @pytest.fixture
@@ -122,25 +124,43 @@ def test_deprecated_policies_are_not_recommended(service: RepositoryService) -> 
     assert service.best_config(BUILD)["best"] is None
 
 
-def test_promotion_rules_and_log(service: RepositoryService) -> None:
+def _measured(ratio: float, *, stayed: bool = True) -> dict:
+    return {
+        "source_sha256": sha256_text(GENERATED_SOURCE),
+        "policy": "gen_fifo",
+        "measured_by": "run_trial",
+        "kernel": "7.2.13",
+        "workload": "build",
+        "metric": "makespan_s",
+        "ratio": ratio,
+        "beat_baseline": is_win(ok=True, stayed_enabled=stayed, ratio=ratio, consistent=ratio > 1),
+        "stayed_enabled": stayed,
+    }
+
+
+def test_promotion_rules_and_log(service: RepositoryService, tmp_path: Path) -> None:
     service.add_policy(generated("gen_fifo"))
     assert service.show("gen_fifo")["status"] == "candidate"
-    assert service.promote("gen_fifo", reason="built and passed the VM smoke test") == {
-        "name": "gen_fifo",
-        "from": "candidate",
-        "to": "verified",
-    }
-    with pytest.raises(UsageError, match="no recorded result that beat") as info:
+    with pytest.raises(SchedcpError, match="no passing verification") as info:
+        service.promote("gen_fifo", reason="built and passed the VM smoke test")  # a claim, not evidence
+    assert info.value.code == "no_evidence"
+    daemon_passed(daemon_records(tmp_path), GENERATED_SOURCE, object_sha256="cd" * 32)
+    moved = service.promote("gen_fifo", reason="built and passed the VM smoke test")
+    assert (moved["from"], moved["to"]) == ("candidate", "verified")
+    assert moved["evidence"]["kind"] == "verification" and service.show("gen_fifo")["object_sha256"] == "cd" * 32
+    with pytest.raises(SchedcpError, match="no trial measured by SchedCP") as info:
         service.promote("gen_fifo", reason="looks good")
     assert info.value.code == "no_evidence"
     service.record_result(
-        {"policy": "gen_fifo", "profile": BUILD, "metrics": {"makespan_s": 50.0}, "baseline": {"makespan_s": 50.0}}
-    )  # a tie is not a win
-    with pytest.raises(UsageError, match="no recorded result"):
-        service.promote("gen_fifo", reason="looks good")
-    service.record_result(
         {"policy": "gen_fifo", "profile": BUILD, "metrics": {"makespan_s": 45.0}, "baseline": {"makespan_s": 50.0}}
-    )
+    )  # a reported win teaches the planner but is not evidence
+    with pytest.raises(SchedcpError, match="no trial measured"):
+        service.promote("gen_fifo", reason="looks good")
+    service.record_measured_trial(_measured(1.0))  # a tie is not a win
+    service.record_measured_trial(_measured(1.5, stayed=False))  # nor is a policy the kernel ejected
+    with pytest.raises(SchedcpError, match="2 measured trial"):
+        service.promote("gen_fifo", reason="looks good")
+    service.record_measured_trial(_measured(1.11))
     assert service.promote("gen_fifo", reason="10% faster builds", actor="agent-7")["to"] == "production"
     with pytest.raises(UsageError, match="top status"):
         service.promote("gen_fifo", reason="again")

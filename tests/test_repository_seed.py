@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from schedcp.errors import SchedcpError
 from schedcp.repository import catalog_sources
 from schedcp.repository.service import RepositoryService
 from schedcp.toolchain import metadata
@@ -121,6 +122,19 @@ def test_seed_adds_new_library_schedulers_and_refreshes_changed_ones(
             "profile": {"summary": "test run", "characteristics": {}, "goal": "makespan"},
             "metrics": {"makespan_s": 1.0},
             "baseline": {"makespan_s": 2.0},
+        }
+    )
+    with pytest.raises(SchedcpError, match="no trial measured"):  # the reported result is no evidence
+        service.set_status("zz_first", "production", reason="won its benchmark")
+    service.record_measured_trial(
+        {
+            "source_sha256": shown["source_sha256"],
+            "measured_by": "run_trial",
+            "kernel": "7.2.13",
+            "workload": "test run",
+            "ratio": 2.0,
+            "beat_baseline": True,
+            "stayed_enabled": True,
         }
     )
     service.set_status("zz_first", "production", reason="won its benchmark")

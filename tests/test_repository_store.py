@@ -90,7 +90,7 @@ def test_v3_makes_the_pending_embedding_lookup_an_index_search(tmp_path: Path) -
     Database(path, MIGRATIONS[:2]).close()
     store = Store(path)
     try:
-        assert store.db.version() == 3
+        assert store.db.version() == LATEST
         plan = " ".join(
             str(tuple(r))
             for r in store.db.conn.execute("EXPLAIN QUERY PLAN SELECT * FROM policies WHERE embedding IS NULL LIMIT 5")

@@ -518,5 +518,63 @@ def test_audit_cli_without_root_access_is_a_clean_error(tmp_path: Path) -> None:
     assert "audit key" in (out.stdout + out.stderr)
 
 
+# ---- issue 9: repository status needs evidence -------------------------------------------------------------------
+
+
+def test_agent_cannot_promote_its_own_policy_with_a_made_up_win(tmp_path: Path) -> None:
+    """Replay: over MCP an agent added a scheduler, recorded an invented win and promoted it to
+    verified, then production. Now the daemon (the only holder of verification records) is asked,
+    has no pass for that source, and both moves are refused with the reason and the next step."""
+    import anyio
+    from mcp import Client
+
+    from schedcp.server.testing import call, isolated_env, stdio_params
+
+    fifo = (paths.schedulers_dir() / "library" / "fifo.bpf.c").read_text()
+    with daemon_process(tmp_path / "daemon") as daemon:
+        env = isolated_env(tmp_path / "mcp", SCHEDCP_DAEMON_SOCKET=str(daemon.socket))
+
+        async def main() -> dict[str, tuple[bool, object, str]]:
+            out: dict[str, tuple[bool, object, str]] = {}
+            async with Client(stdio_params(env)) as client:
+                out["add"] = await call(
+                    client,
+                    "add_scheduler",
+                    {
+                        "name": "agent_own",
+                        "source": fifo + "\n/* the agent's own tweak */\n",
+                        "description": "The agent's own FIFO variant, never verified by anyone.",
+                    },
+                )
+                out["claim"] = await call(
+                    client,
+                    "record_result",
+                    {
+                        "policy": "agent_own",
+                        "profile": {"summary": "a batch of equal jobs", "characteristics": {}, "goal": "makespan"},
+                        "metrics": {"makespan_s": 1.0},
+                        "baseline": {"makespan_s": 10.0},
+                    },
+                )
+                reason = {"reason": "verified: 10x faster than EEVDF in my tests"}
+                out["to_verified"] = await call(client, "promote_scheduler", {"name": "agent_own", **reason})
+                skip = {"name": "agent_own", "to": "production", **reason}
+                out["skip"] = await call(client, "promote_scheduler", skip)
+                out["fifo_up"] = await call(client, "promote_scheduler", {"name": "fifo", **reason})
+                out["after"] = await call(client, "get_scheduler", {"name": "agent_own"})
+                out["fifo"] = await call(client, "get_scheduler", {"name": "fifo"})
+            return out
+
+        out = anyio.run(main)
+    assert not out["add"][0] and not out["claim"][0], out
+    is_error, _, text = out["to_verified"]
+    assert is_error and "no_evidence" in text and "no passing verification" in text, text
+    assert "a reason is not evidence" in text and "verify_scheduler" in text
+    assert out["skip"][0] and "not an allowed transition" in out["skip"][2]
+    is_error, _, text = out["fifo_up"]
+    assert is_error and "no trial measured by SchedCP" in text and "reported results do not count" in text, text
+    assert out["after"][1]["status"] == "candidate" and out["fifo"][1]["status"] == "verified"  # type: ignore[index]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

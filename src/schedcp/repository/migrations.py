@@ -5,6 +5,8 @@ v1 holds the records themselves. v2 adds what search needs: embedding columns (f
 the service, so a migration never has to load the model), FTS5 indexes backfilled from v1 rows,
 and a generation counter that tells other processes their cached embedding matrix is stale.
 v3 makes finding rows that still need an embedding an index lookup.
+v4 keeps the evidence behind status changes: trials the control plane measured itself (keyed by
+the source they ran, so a changed source needs new trials) and, per status change, what it rested on.
 """
 
 from __future__ import annotations
@@ -122,6 +124,27 @@ CREATE INDEX results_unembedded ON results(id) WHERE profile_embedding IS NULL;
 CREATE INDEX antipatterns_unembedded ON antipatterns(id) WHERE embedding IS NULL;
 """
 
+V4 = """
+CREATE TABLE measured_trials (
+    id             INTEGER PRIMARY KEY,
+    source_sha256  TEXT NOT NULL,
+    policy         TEXT,
+    measured_by    TEXT NOT NULL,
+    kernel         TEXT NOT NULL,
+    workload       TEXT NOT NULL,
+    config_json    TEXT NOT NULL,
+    metric         TEXT,
+    ratio          REAL,
+    beat_baseline  INTEGER NOT NULL,
+    stayed_enabled INTEGER NOT NULL,
+    boot_id        TEXT,
+    detail_json    TEXT NOT NULL,
+    created_at     TEXT NOT NULL
+);
+CREATE INDEX measured_trials_source ON measured_trials(source_sha256, id);
+ALTER TABLE status_log ADD COLUMN evidence_json TEXT;
+"""
+
 CODE_INDEX_BYTES = 32 * 1024  # identifiers in the first 32 KiB of source are plenty for keywords
 
 
@@ -171,4 +194,5 @@ MIGRATIONS: list[Migration] = [
     # Every search first asks for rows still waiting for an embedding; without these partial
     # indexes that question was a full table scan (about 45 ms at 10,000 policies).
     Migration(3, "partial indexes for rows awaiting an embedding", V3),
+    Migration(4, "measured trials and the evidence behind status changes", V4),
 ]

@@ -22,6 +22,7 @@ import numpy as np
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.repository import catalog_sources
 from schedcp.repository.embed import Embedder, from_blob, get_embedder, to_blob
+from schedcp.repository.evidence import MeasuredTrial, VerificationSource, default_verifications, no_evidence
 from schedcp.repository.models import (
     STATUSES,
     PolicyInput,
@@ -119,10 +120,14 @@ class RepositoryService:
         auto_seed: bool = True,
         embedder: Embedder | None = None,
         weights: Weights | None = None,
+        verifications: VerificationSource | None = None,
+        daemon_socket: Path | None = None,
     ) -> None:
         self.store = Store(path)
         self._embedder = embedder
         self.weights = weights or Weights()
+        self._verifications = verifications
+        self._daemon_socket = daemon_socket
         if auto_seed and self.store.count("policies") == 0:
             self.seed()
 
@@ -418,7 +423,10 @@ class RepositoryService:
 
     @staticmethod
     def _log_dict(row: sqlite3.Row) -> dict[str, Any]:
-        return {k: row[k] for k in ("from_status", "to_status", "actor", "reason", "at")}
+        out = {k: row[k] for k in ("from_status", "to_status", "actor", "reason", "at")}
+        if row["evidence_json"]:
+            out["evidence"] = json.loads(row["evidence_json"])
+        return out
 
     @staticmethod
     def _result_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -524,13 +532,104 @@ class RepositoryService:
 
     # ---- learning: status -----------------------------------------------------------------------
 
+    @property
+    def verifications(self) -> VerificationSource:
+        if self._verifications is None:
+            self._verifications = default_verifications(self._daemon_socket)
+        return self._verifications
+
     def set_status(self, name: str, to: str, *, reason: str, actor: str | None = None) -> dict[str, Any]:
+        """Move a policy's status. Moving up needs evidence the caller cannot write (evidence.py):
+        a daemon-held passing verification for ``verified``, a measured win for ``production``."""
         if to not in STATUSES:
             raise UsageError(f"unknown status {to!r}", f"use one of: {', '.join(STATUSES)}")
+        reason = _reason(reason)
+        row = self.store.require(name)
+        current = row["status"]
+        evidence: dict[str, Any] | None = None
+        object_sha256: str | None = None
+        if to in ("verified", "production") and RANK[to] > RANK.get(current, -1) and to in TRANSITIONS.get(current, ()):
+            evidence = self._evidence_for(row, to)
+            object_sha256 = evidence.get("object_sha256") if to == "verified" else None
         before, after = self.store.transition(
-            name, to, actor or default_actor(), _reason(reason), allowed=TRANSITIONS, need_win_for="production"
+            name,
+            to,
+            actor or default_actor(),
+            reason,
+            allowed=TRANSITIONS,
+            expect_from=current,
+            evidence=evidence,
+            object_sha256=object_sha256,
         )
-        return {"name": name, "from": before, "to": after}
+        out: dict[str, Any] = {"name": name, "from": before, "to": after}
+        if evidence is not None:
+            out["evidence"] = evidence
+        return out
+
+    def _evidence_for(self, row: sqlite3.Row, to: str) -> dict[str, Any]:
+        name, source_sha256 = row["name"], row["source_sha256"]
+        if row["kind"] == "external" or not source_sha256:
+            raise no_evidence(
+                f"{name} is an upstream binary without stored source; the verifier cannot check it",
+                "external schedulers keep the status their catalog entry gives them",
+            )
+        if to == "verified":
+            record = self.verifications.latest_pass(source_sha256)
+            if record is None:
+                raise no_evidence(
+                    f"{name} has no passing verification of its current source (sha256 {source_sha256[:12]}): "
+                    "a reason is not evidence",
+                    f"verify it through the daemon (verify_scheduler with scheduler={name!r}); "
+                    "a pass is recorded there and unlocks the promotion",
+                )
+            return {
+                "kind": "verification",
+                "record_id": record.id,
+                "source_sha256": source_sha256,
+                "object_sha256": record.object_sha256,
+                "kernel": record.kernel,
+                "verified_at": record.created,
+            }
+        wins = self.store.measured_trials(source_sha256, winning=True, limit=5)
+        if not wins:
+            measured = len(self.store.measured_trials(source_sha256, limit=50))
+            raise no_evidence(
+                f"{name} has no trial measured by SchedCP in which it stayed enabled and beat EEVDF "
+                f"({measured} measured trial(s) of this source, none a win); reported results do not count",
+                "measure it against EEVDF with run_trial (start_testbed, build_scheduler, run_trial); "
+                "promote after a consistent win",
+            )
+        return {
+            "kind": "measured_trials",
+            "source_sha256": source_sha256,
+            "trial_ids": [r["id"] for r in wins],
+            "best_ratio": max((r["ratio"] for r in wins if r["ratio"] is not None), default=None),
+            "measured_by": sorted({r["measured_by"] for r in wins}),
+        }
+
+    def record_measured_trial(self, trial: MeasuredTrial | dict[str, Any]) -> int:
+        """Keep a comparison the control plane ran itself. Only control-plane code calls this (the
+        trial runners), never an agent's tool: these records are what ``production`` rests on."""
+        t = parse(MeasuredTrial, trial, "measured trial")
+        detail = canonical(t.detail)
+        if len(detail) > 16 * 1024:
+            detail = canonical({"truncated": True})
+        return self.store.insert_measured_trial(
+            {
+                "source_sha256": t.source_sha256,
+                "policy": t.policy,
+                "measured_by": t.measured_by,
+                "kernel": t.kernel,
+                "workload": t.workload,
+                "config_json": canonical(t.config),
+                "metric": t.metric,
+                "ratio": t.ratio,
+                "beat_baseline": int(t.beat_baseline),
+                "stayed_enabled": int(t.stayed_enabled),
+                "boot_id": t.boot_id,
+                "detail_json": detail,
+            }
+        )
 
     def promote(self, name: str, *, to: str | None = None, reason: str, actor: str | None = None) -> dict[str, Any]:
         current = self.store.require(name)["status"]

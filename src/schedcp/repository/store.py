@@ -271,11 +271,24 @@ class Store:
     # ---- status ---------------------------------------------------------------------------------
 
     def transition(
-        self, name: str, to_status: str, actor: str, reason: str, *, allowed: dict[str, set[str]], need_win_for: str
+        self,
+        name: str,
+        to_status: str,
+        actor: str,
+        reason: str,
+        *,
+        allowed: dict[str, set[str]],
+        expect_from: str | None = None,
+        evidence: dict[str, Any] | None = None,
+        object_sha256: str | None = None,
     ) -> tuple[str, str]:
-        """Move a policy to a new status, checking the rules inside the write lock."""
+        """Move a policy to a new status, checking the rules inside the write lock.
+
+        ``expect_from`` is the status the caller's evidence was checked against: if another writer
+        moved the policy in between, the move is refused rather than resting on stale evidence.
+        ``object_sha256`` (from a verification record) is bound to the policy in the same write."""
         with self.db.write() as conn:
-            row = conn.execute("SELECT id, status FROM policies WHERE name = ?", (name,)).fetchone()
+            row = conn.execute("SELECT id, status, source_sha256 FROM policies WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise not_found(name)
             current = row["status"]
@@ -288,24 +301,38 @@ class Store:
                     f"from {current} it can go to: {options}",
                     code="bad_transition",
                 )
-            if to_status == need_win_for:
-                wins = conn.execute(
-                    "SELECT COUNT(*) FROM results WHERE policy_id = ? AND beat_baseline = 1", (row["id"],)
-                ).fetchone()[0]
-                if not wins:
-                    raise UsageError(
-                        f"{name} has no recorded result that beat its baseline",
-                        "record a benchmark result that improves on the baseline before promoting to production",
-                        code="no_evidence",
-                    )
+            if expect_from is not None and current != expect_from:
+                raise UsageError(f"{name} changed to {current} meanwhile", "look again and retry", code="conflict")
+            if evidence is not None and evidence.get("source_sha256") not in (None, row["source_sha256"]):
+                raise UsageError(f"{name}'s source changed while its evidence was checked", "retry", code="no_evidence")
+            if object_sha256 is not None:
+                conn.execute("UPDATE policies SET object_sha256 = ? WHERE id = ?", (object_sha256, row["id"]))
             conn.execute("UPDATE policies SET status = ?, updated_at = ? WHERE id = ?", (to_status, now(), row["id"]))
             self._bump(conn)  # status is a search filter held in other processes' snapshots
             conn.execute(
-                "INSERT INTO status_log (policy_id, from_status, to_status, actor, reason, at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (row["id"], current, to_status, actor, reason, now()),
+                "INSERT INTO status_log (policy_id, from_status, to_status, actor, reason, at, evidence_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], current, to_status, actor, reason, now(), canonical(evidence) if evidence else None),
             )
         return current, to_status
+
+    # ---- measured trials (evidence for production) -----------------------------------------------
+
+    def insert_measured_trial(self, values: dict[str, Any]) -> int:
+        with self.db.write() as conn:
+            columns = [*values, "created_at"]
+            cursor = conn.execute(
+                f"INSERT INTO measured_trials ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [*values.values(), now()],
+            )
+            return int(cursor.lastrowid or 0)
+
+    def measured_trials(self, source_sha256: str, *, winning: bool = False, limit: int = 20) -> list[sqlite3.Row]:
+        query = "SELECT * FROM measured_trials WHERE source_sha256 = ?"
+        if winning:
+            query += " AND beat_baseline = 1 AND stayed_enabled = 1"
+        with self.db.lock:
+            return self.db.conn.execute(query + " ORDER BY id DESC LIMIT ?", (source_sha256, limit)).fetchall()
 
     def status_log(self, policy_id: int, limit: int = 50) -> list[sqlite3.Row]:
         with self.db.lock:

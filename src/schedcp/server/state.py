@@ -63,7 +63,11 @@ class ServerState:
     def repository(self):
         from schedcp.repository.service import RepositoryService
 
-        return self.service("repository", lambda: RepositoryService(self.options.repo_db), lambda svc: svc.close())
+        return self.service(
+            "repository",
+            lambda: RepositoryService(self.options.repo_db, daemon_socket=self.options.daemon_socket),
+            lambda svc: svc.close(),
+        )
 
     def close(self) -> None:
         self.testbeds.close_all()

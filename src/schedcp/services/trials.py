@@ -67,9 +67,11 @@ def run_trial(state: ServerState, args: RunTrialInput, progress: Progress) -> Tr
             code="not_found",
         )
     built, config = entry
+    # A stand-in session (tests; never reachable over MCP) may measure by itself.
+    measure = getattr(tb.session, "measure", None) or _core().run_trial
     with tb.lock:
         tb.progress = progress
-        raw = _core().run_trial(
+        raw = measure(
             tb.session,
             tb.target,
             built,
@@ -93,7 +95,34 @@ def run_trial(state: ServerState, args: RunTrialInput, progress: Progress) -> Tr
     )
     tb.add_trial(record)
     state.artifacts.put("run", {"kind": "trial", **record.model_dump(mode="json")}, record.trial_id)
+    _keep_as_evidence(state, record, tb.target.label)
     return record
+
+
+def _keep_as_evidence(state: ServerState, record: TrialRecord, workload: str) -> None:
+    """The repository's measured-trial record (what ``production`` rests on): written here, by the
+    code that measured, never by an agent."""
+    from schedcp.repository.evidence import MeasuredTrial, is_win
+
+    t = record.trial
+    if not record.source_sha256 or len(record.source_sha256) != 64:
+        return
+    state.repository().record_measured_trial(
+        MeasuredTrial(
+            source_sha256=record.source_sha256,
+            policy=record.policy[:64],
+            measured_by="run_trial",
+            kernel=record.kernel_release[:128],
+            workload=str(workload)[:300],
+            config={k: v for k, v in record.config.items() if isinstance(v, int | float | bool | str)},
+            metric=t.metric or None,
+            ratio=t.ratio,
+            beat_baseline=is_win(ok=t.ok, stayed_enabled=t.stayed_enabled, ratio=t.ratio, consistent=t.consistent),
+            stayed_enabled=t.stayed_enabled,
+            boot_id=t.boot_id[:64] or None,
+            detail={"trial_id": record.trial_id, "rounds": [r.ratio for r in t.rounds], "goal": record.goal},
+        )
+    )
 
 
 def stored_trial(state: ServerState, trial_id: str) -> TrialRecord:

@@ -187,7 +187,9 @@ def tools(state: ServerState) -> list[Tool]:
         ] = None,
         max_bytes: MaxBytes = budget.DEFAULT_MAX_BYTES,
     ) -> CallToolResult:
-        """Change a policy's status in the repository (promotion needs evidence: production needs a recorded win).
+        """Change a policy's status. Moving up needs evidence no caller can write: verified needs a passing
+        verify_scheduler of this exact source (the daemon keeps the record); production needs a win that
+        run_trial measured. A reason or a recorded result is not evidence.
 
         Use demote with an antipattern note when a policy hurt a workload, so planners avoid repeating it."""
         repo = state.repository()
