@@ -181,8 +181,8 @@ def test_every_non_vm_tool_answers_within_budget(env):
     for key, (is_error, data, text) in out.items():
         if key == "profile_doc":
             continue
-        assert not is_error, f"{key}: {text}"
-        assert isinstance(data, dict), key
+        assert not is_error or key == "promote", f"{key}: {text}"
+        assert isinstance(data, dict) or key == "promote", key
         limit = 16384 if key in ("get_full", "prim_one") else (1536 if key.startswith("summary") else 5120)
         assert len(text.encode()) <= limit, f"{key} returned {len(text.encode())} bytes"
     assert out["summary"][1]["target"] == "system"
@@ -200,8 +200,9 @@ def test_every_non_vm_tool_answers_within_budget(env):
     assert out["feedback"][1]["rows"] == []
     assert out["add"][1]["status"] == "candidate"
     assert out["record"][1]["beat_baseline"] is True
-    assert out["promote"][1] == {"name": "fifo_agent_copy", "from": "candidate", "to": "verified"}
-    assert out["demote"][1]["to"] == "candidate" and out["demote"][1]["antipattern"]["policy"] == "fifo_agent_copy"
+    # A reported win and a reason are not evidence: promotion needs the daemon's verification record.
+    assert out["promote"][0] and "no_evidence" in out["promote"][2], out["promote"][2]
+    assert out["demote"][1]["to"] == "deprecated" and out["demote"][1]["antipattern"]["policy"] == "fifo_agent_copy"
     copy = out["get_copy"][1]
     assert copy["parent"] == "fifo" and copy["results"] and copy["antipatterns"]
 
