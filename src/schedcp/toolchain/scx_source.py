@@ -140,6 +140,41 @@ def resolve_source_set(spec: str | Path) -> SourceSet:
     return SourceSet(main, main.parent, local, False, _style(texts))
 
 
+# Headers that only alias kernel enums (SCX_DSQ_GLOBAL -> __SCX_DSQ_GLOBAL, HAVE_* markers): the
+# static analysis takes those values from the target kernel directly, so it does not read them.
+ANALYSIS_SKIP = frozenset({"vmlinux.h", "enums.autogen.bpf.h", "enum_defs.autogen.h", "enums.bpf.h"})
+MAX_ANALYSIS_UNITS = 32
+_ANY_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*[<"](?P<name>[\w./+-]+)[>"]', re.M)
+
+
+def analysis_units(sources: SourceSet, scx: ScxHeaders | None) -> list[tuple[str, bytes]]:
+    """The headers a source includes (local ones, then the scx headers), for the static analysis."""
+    roots = [sources.main.parent.resolve(), *(d.resolve() for d in (scx.include_dirs if scx else []))]
+    units: list[tuple[str, bytes]] = []
+    seen: set[Path] = set()
+    queue: list[tuple[Path, str]] = [(sources.main, sources.main.read_text(errors="replace"))]
+    while queue and len(units) < MAX_ANALYSIS_UNITS:
+        current, text = queue.pop(0)
+        for m in _ANY_INCLUDE.finditer(text):
+            name = m.group("name")
+            if ".." in name.split("/") or name.startswith("bpf/") or PurePosixPath(name).name in ANALYSIS_SKIP:
+                continue
+            for base in [current.parent.resolve(), *roots]:
+                candidate = (base / name).resolve()
+                if candidate in seen or not candidate.is_file():
+                    continue
+                if not any(candidate.is_relative_to(r) for r in roots) and not candidate.is_relative_to(
+                    current.parent.resolve()
+                ):
+                    continue
+                seen.add(candidate)
+                data = candidate.read_bytes()[: build_mod.MAX_SOURCE_BYTES]
+                units.append((name, data))
+                queue.append((candidate, data.decode(errors="replace")))
+                break
+    return units
+
+
 @dataclass
 class Built:
     result: build_mod.BuildResult

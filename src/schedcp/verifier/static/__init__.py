@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ def analyze(
     config: dict[str, Any] | None = None,
     header: Path | None = None,
     only: set[str] | None = None,
+    extra_units: Sequence[tuple[str, bytes]] = (),
 ) -> StaticResult:
-    """Run every rule (or just `only`) over one scheduler source."""
-    model = parse_source(source, header=header)
+    """Run every rule (or just `only`) over one scheduler source (and the headers in `extra_units`)."""
+    model = parse_source(source, header=header, extra_units=extra_units)
     ctx = Context(model, kernel or default(), config)
     findings: list[Finding] = []
     for rule_cls in RULES:

@@ -125,6 +125,12 @@ class Evaluator:
             # x & 0 and x * 0 are known even when x is not.
             if op in ("&", "*") and 0 in (left, right):
                 return 0
+            # Short-circuit: `knob && …` is false when the knob is 0, `knob || …` true when it is set
+            # (test hooks behind const volatile knobs are dead code at their defaults).
+            if op == "&&" and left == 0:
+                return 0
+            if op == "||" and left is not None and left != 0:
+                return 1
             return None
         try:
             result = {
@@ -172,6 +178,9 @@ class Evaluator:
             return self._enumerator(name, depth)
         if name in self.kernel.constants:
             return self.kernel.constants[name]
+        if name.startswith("__SCX_") and name[2:] in self.kernel.constants:
+            # The scx headers' enum variables: the loader fills them with the kernel's value.
+            return self.kernel.constants[name[2:]]
         glob = self.model.globals.get(name)
         if glob is not None and glob.const:
             if name in self.config:

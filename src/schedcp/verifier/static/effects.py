@@ -56,6 +56,8 @@ KFUNCS: dict[str, Spec] = {
     "__scx_bpf_dsq_insert_vtime": Spec(Kind.INSERT_VTIME, (("p", 0),)),
     "scx_bpf_dsq_move_to_local": Spec(Kind.CONSUME, (("dsq", 0),)),
     "scx_bpf_consume": Spec(Kind.CONSUME, (("dsq", 0),)),
+    # 7.x: hands a DSQ's tasks back to ops.enqueue, which drains it as surely as consuming it.
+    "scx_bpf_dsq_reenq": Spec(Kind.CONSUME, (("dsq", 0),)),
     "scx_bpf_dsq_move": _MOVE,
     "scx_bpf_dsq_move_vtime": _MOVE,
     "scx_bpf_dispatch_from_dsq": _MOVE,

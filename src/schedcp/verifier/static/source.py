@@ -12,7 +12,7 @@ the real program name. Files using our header also get ``schedcp.h`` parsed, so 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,12 +66,20 @@ KNOWN_OPS = (
     "cpu_offline",
     "init",
     "exit",
+    # Newer kernels (7.x): CPU-id-space callbacks and sub-schedulers.
+    "select_cid",
+    "set_cmask",
+    "dump_cid",
+    "cgroup_set_idle",
+    "sub_attach",
+    "sub_detach",
 )
 # Top-level constructs whose children are top-level items too.
 _NESTING = frozenset(
     {"preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef", "linkage_specification"}
 )
 _OPS_PAIR = re.compile(r"\.(?P<op>\w+)\s*=\s*(?:\(\s*void\s*\*\s*\)\s*)?(?P<fn>[A-Za-z_]\w*)")
+_OPS_DEFINE = re.compile(r"\bSCX_OPS_\w*DEFINE\s*\(")
 _OPS_NAME = re.compile(r"\.name\s*=\s*\"(?P<name>[^\"]{0,128})\"")
 
 
@@ -383,7 +391,11 @@ def header_path() -> Path:
     return schedulers_dir() / "include" / "schedcp.h"
 
 
-def parse_source(text: str | bytes, *, header: Path | None = None) -> SourceModel:
+def parse_source(
+    text: str | bytes, *, header: Path | None = None, extra_units: Sequence[tuple[str, bytes]] = ()
+) -> SourceModel:
+    """Parse the main source; `extra_units` are headers it includes (local ones, the scx headers),
+    parsed after it so their functions and macros are known but the main file's definitions win."""
     raw = text.encode() if isinstance(text, str) else text
     main, main_sections = _unit("main", raw)
     model = SourceModel(main=main, units=[main])
@@ -393,6 +405,10 @@ def parse_source(text: str | bytes, *, header: Path | None = None) -> SourceMode
     hdr = header or header_path()
     if model.uses_schedcp_h and hdr.is_file():
         unit, sections = _unit(hdr.name, hdr.read_bytes())
+        model.units.append(unit)
+        builder.add_unit(unit, sections)
+    for name, data in extra_units:
+        unit, sections = _unit(name, data)
         model.units.append(unit)
         builder.add_unit(unit, sections)
     if not model.callbacks:
@@ -406,7 +422,8 @@ def _ops_from_text(model: SourceModel, text: str) -> None:
     """Fallback for ops tables written through a macro such as SCX_OPS_DEFINE(name, .enqueue = …)."""
     start = text.find("sched_ext_ops")
     if start < 0:
-        start = text.find("SCX_OPS_DEFINE")
+        macro = _OPS_DEFINE.search(text)  # SCX_OPS_DEFINE, SCX_OPS_CID_DEFINE…
+        start = macro.start() if macro else -1
     if start < 0:
         return
     region = text[start:]
