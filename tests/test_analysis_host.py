@@ -179,4 +179,6 @@ def test_cli_rejects_bad_input_fast() -> None:
     res = run_cli("analyze", "--pid", "1", "--cgroup", "x")
     assert res.returncode == 2
     res = run_cli("analyze", "--json", "--", "/nonexistent/prog")
-    assert res.returncode != 0 and "not found" in res.stdout
+    err = json.loads(res.stdout)
+    assert res.returncode == 2 and err["error"] == "not_found" and "/nonexistent/prog" in err["cause"], res.stdout
+    assert err["next_step"] and "Traceback" not in res.stderr

@@ -33,8 +33,10 @@ def test_guest_longtail_batch(guest: Engine) -> None:
     raw = guest.observe_command(_wl("longtail", "--short-ms", "30", "--long-factor", "40"), duration_s=60)
     prof = guest.profile(raw)
     lt = prof.characteristics.long_tail
-    # Under emulation (TCG) a short worker can occasionally finish between two samples.
-    assert raw["exit_code"] == 0 and raw["procs_seen"] >= 38, raw["stderr_tail"]
+    assert raw["exit_code"] == 0, raw["stderr_tail"]
+    # The fork events count all 40 workers; the sampler (which the sibling analysis below uses) can
+    # miss a short one that finishes between two samples under emulation (TCG).
+    assert raw["forks"]["tasks_created"] == 40 and raw["procs_seen"] >= 38
     assert lt is not None and lt.detected and lt.group_size >= 36 and lt.ratio_max_median >= 5
     assert prof.goal == "makespan" and prof.source == "vm"
     assert budget.size(guest.render(raw, "summary")) <= budget.BUDGETS["summary"]
