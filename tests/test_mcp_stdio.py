@@ -186,7 +186,10 @@ def test_every_non_vm_tool_answers_within_budget(env):
         limit = 16384 if key in ("get_full", "prim_one") else (1536 if key.startswith("summary") else 5120)
         assert len(text.encode()) <= limit, f"{key} returned {len(text.encode())} bytes"
     assert out["summary"][1]["target"] == "system"
-    assert out["summary_cmd"][1]["class"]
+    # The command's summary is about that command (the system one above is about the system).
+    cmd = out["summary_cmd"][1]
+    assert cmd["target"] == f"cmd: {sys.executable} -c sum(range(3_000_000))", cmd["target"]
+    assert cmd["class"] in ("cpu_bound", "latency_sensitive", "io_bound", "mixed", "idle")
     prof = out["profile"][1]
     assert prof["profile_id"].startswith("pro-") and prof["for_repository"]["goal"]
     assert out["profile_doc"]["profile"]["summary"] == prof["for_repository"]["summary"]
