@@ -518,6 +518,50 @@ def test_audit_cli_without_root_access_is_a_clean_error(tmp_path: Path) -> None:
     assert "audit key" in (out.stdout + out.stderr)
 
 
+# ---- issue 11 (part): loading onto the host -------------------------------------------------------------------
+
+
+def test_bench_local_never_loads_onto_the_host_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay: `bench --target local` loaded schedulers as root from /tmp/schedcp-node, no token asked.
+    Now the host's node agent is reached only through the daemon, and refused clearly without one."""
+    from schedcp.bench import targets
+
+    scx_state = tmp_path / "scx-state"
+    scx_state.write_text("disabled\n")  # this host has no sched_ext: pretend the check passed
+    monkeypatch.setattr(targets, "SCX_STATE", scx_state)
+    monkeypatch.setenv("SCHEDCP_DAEMON_SOCKET", str(tmp_path / "no-daemon.sock"))
+    with pytest.raises(SchedcpError) as err:
+        targets.LocalTarget().start()
+    assert err.value.code == "daemon_unavailable" and "schedcp daemon" in err.value.next_step
+    with daemon_process(tmp_path / "d") as daemon:
+        monkeypatch.setenv("SCHEDCP_DAEMON_SOCKET", str(daemon.socket))
+        with pytest.raises(SchedcpError) as err:
+            targets.LocalTarget().start()
+    assert err.value.code == "daemon_no_node" and "--target vm" in err.value.next_step
+
+
+def test_node_work_dir_made_first_by_another_user_is_refused(public_dir: Path) -> None:
+    """The node agent's upload directory: a squatted or linked one would let another user swap the
+    object root loads, so it is refused; a fresh one is made ours with the mode set."""
+    from schedcp.node.agent import prepare_work_dir
+    from schedcp.node.protocol import NodeError
+
+    squat = public_dir / "schedcp-node"
+    squat.mkdir()
+    os.chown(squat, NOBODY, NOBODY)
+    with pytest.raises(NodeError) as err:
+        prepare_work_dir(squat)
+    assert err.value.code == "unsafe_workdir" and "owned by uid 65534" in err.value.cause
+    link = public_dir / "linked"
+    os.symlink(public_dir, link)
+    with pytest.raises(NodeError):
+        prepare_work_dir(link)
+    assert stat.S_IMODE(public_dir.stat().st_mode) == 0o755  # the link's target was not chmod'ed
+    fresh = public_dir / "fresh"
+    prepare_work_dir(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o755 and fresh.stat().st_uid == 0
+
+
 # ---- issue 9: repository status needs evidence -------------------------------------------------------------------
 
 

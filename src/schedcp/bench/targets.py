@@ -2,10 +2,12 @@
 """Where benchmarks run: a micro-VM booted from the test kernel, or this host through its node agent.
 
 Both give the harness the same three things: a node (``schedcp.trial.node.NodeClient``: the
-micro-VM's channel or the node agent in this process), a kernel object to build schedulers
-against, and the argv that starts a workload module there. Only the micro-VM is safe on a
-developer machine; the local target needs root on a host whose kernel has sched_ext, and refuses
-clearly otherwise.
+micro-VM's channel, or this host's node agent as the daemon forwards it), a kernel object to build
+schedulers against, and the argv that starts a workload module there. Only the micro-VM is safe on
+a developer machine. The local target never loads a scheduler itself (it used to, as root, from a
+fixed ``/tmp`` work directory anyone could create first): the host's node agent belongs to the
+SchedCP daemon, which decides what a caller may load (deployment needs a token), and the local
+target refuses clearly when no daemon forwards node operations.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from schedcp.paths import cache_dir
 from schedcp.testbed import kernel as kernel_mod
 from schedcp.testbed.extras import GuestExtras
 from schedcp.testbed.vm import MicroVM, VMConfig
-from schedcp.trial.node import LocalNode, NodeClient
+from schedcp.trial.node import DaemonNode, NodeClient
 
 SCX_STATE = Path("/sys/kernel/sched_ext/state")
 
@@ -194,8 +196,6 @@ class LocalTarget:
                 f"this host's kernel ({platform.release()}) has no sched_ext ({SCX_STATE} is missing)",
                 "run the benchmarks in the micro-VM (--target vm) or on a kernel built with CONFIG_SCHED_CLASS_EXT",
             )
-        if os.geteuid() != 0:
-            raise NotReadyError("attaching schedulers on this host needs root", "run as root (sudo) or use --target vm")
         state = SCX_STATE.read_text().strip()
         if state != "disabled":
             raise NotReadyError(
@@ -203,10 +203,13 @@ class LocalTarget:
                 "detach it first; the benchmark needs EEVDF as the baseline",
             )
         self.kernel = HostKernel.current()
-        self._node: LocalNode | None = None
+        self._node: DaemonNode | None = None
 
     def start(self) -> None:
-        self._node = LocalNode()
+        """Reach the host's node agent through the daemon (checked to be root by the client)."""
+        node = DaemonNode()
+        node.call("hello", timeout_s=10)  # refuses clearly when no daemon forwards node operations
+        self._node = node
 
     @property
     def node(self) -> NodeClient:
@@ -237,6 +240,4 @@ class LocalTarget:
         return ""
 
     def stop(self) -> None:
-        if self._node is not None:
-            self._node.close()  # never leave a scheduler attached
-            self._node = None
+        self._node = None  # the harness detaches what it attached (attached()); the daemon keeps its node

@@ -703,6 +703,8 @@ def _remove_stale_socket(path: Path) -> None:
 def serve(config: DaemonConfig, ready: Callable[[], None] | None = None) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT (systemd-friendly)."""
     os.umask(0o077)  # every file the daemon creates is its own
+    # The host's node agent keeps uploaded objects in a directory of the daemon's, never in /tmp.
+    os.environ.setdefault("SCHEDCP_NODE_WORKDIR", str(config.state_dir / "node"))
     server = DaemonServer(config)
     server.bind()
     previous = {sig: signal.signal(sig, lambda *_a: server.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
