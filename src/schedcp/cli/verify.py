@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """`schedcp verify`: run the Execution Verifier on a scheduler and print its report.
 
-Exit codes: 0 the scheduler passed, 1 it failed (the report says why), 2 the command was misused.
+Exit codes: 0 the scheduler passed, 1 it failed (the report says why), 2 the command was misused,
+3 it needs its own userspace loader for more than SchedCP's scx loader does (the report says what).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def verify_cmd(
     no_token: bool = typer.Option(False, "--no-token", help="Do not issue a deployment token."),
     token_ttl: int = typer.Option(tokens.DEFAULT_TTL_S, "--token-ttl", help="Token lifetime in seconds."),
     key: Path | None = typer.Option(None, "--key", help="Verifier signing key (default: data dir)."),
+    rodata: list[str] = typer.Option(
+        [], "--rodata", help="Set a const volatile NAME=VALUE before load (typed from BTF; repeatable)."
+    ),
+    struct_ops: str | None = typer.Option(
+        None, "--struct-ops", help="The struct_ops map to attach when the object defines several."
+    ),
+    scx_include: str | None = typer.Option(
+        None, "--scx-include", help="Directory with scx/common.bpf.h (kernel tree or scx checkout) to build with."
+    ),
     package: list[str] = PackageOption,
     with_: list[str] = WithOption,
     as_json: bool = JsonOption,
@@ -65,13 +75,16 @@ def verify_cmd(
             token_ttl_s=token_ttl,
             key_path=key,
             extras=extras,
+            rodata=parse_assignments(rodata),
+            struct_ops=struct_ops,
+            scx_include=scx_include,
         )
         report = verify(opts, None if as_json else progress)
     except SchedcpError as exc:
         raise fail(exc, as_json) from None
     # Plain print, not rich: the text is read by agents and must not be re-wrapped or styled.
     emit(report.model_dump(mode="json"), as_json, lambda _d: sys.stdout.write(render_text(report) + "\n"))
-    raise typer.Exit(0 if report.verdict == "pass" else 1)
+    raise typer.Exit({"pass": 0, "needs_userspace": 3}.get(report.verdict, 1))
 
 
 def register(app: typer.Typer) -> None:

@@ -24,9 +24,9 @@ from schedcp.testbed import kernel as kernel_mod
 from schedcp.testbed.extras import GuestExtras
 from schedcp.testbed.vm import MicroVM, VMConfig
 from schedcp.toolchain import build as build_mod
-from schedcp.toolchain import headers, metadata
+from schedcp.toolchain import headers, metadata, scx_headers, scx_loader, scx_source, scx_userspace
 from schedcp.verifier import keys, performance, tokens
-from schedcp.verifier.report import STAGE_ORDER, Finding, Report, StageName, StageResult
+from schedcp.verifier.report import STAGE_ORDER, Finding, Report, StageName, StageResult, Verdict
 from schedcp.verifier.static import analyze
 from schedcp.verifier.static.kernelfacts import from_include_dir
 from schedcp.verifier.vmstages import DEFAULT_TIMEOUT_MS, VmPlan, VmStages
@@ -57,6 +57,11 @@ class VerifyOptions:
     # Packages and host files for the workload (testbed/extras.py). Set by the local CLI only: the
     # daemon never takes host paths from a client.
     extras: GuestExtras | None = None
+    # scx-style loading (toolchain/scx_loader.py): .rodata values by name, the struct_ops map to
+    # attach when the object has several, and a user's scx include dir instead of the kernel's.
+    rodata: dict[str, str] = field(default_factory=dict)
+    struct_ops: str | None = None
+    scx_include: str | None = None
 
     def validate(self) -> None:
         if not 1.0 <= self.seconds <= 60.0:
@@ -92,13 +97,15 @@ class _Source:
     name: str
     path: Path
     meta: metadata.SchedulerMeta | None
+    files: scx_source.SourceSet
 
 
 def _resolve(target: str) -> _Source:
-    path = build_mod.resolve_source(target)
+    files = scx_source.resolve_source_set(target)
+    path = files.main
     toml = path.with_name(path.name.removesuffix(".bpf.c").removesuffix(".c") + ".toml")
     meta = metadata.load_meta(toml) if toml.is_file() else None
-    return _Source(path.name.removesuffix(".bpf.c").removesuffix(".c"), path, meta)
+    return _Source(files.name, path, meta, files)
 
 
 def _validated_config(meta: metadata.SchedulerMeta | None, config: dict[str, str]) -> dict[str, int | str]:
@@ -128,6 +135,9 @@ class Pipeline:
         self.events: list[dict[str, Any]] = []
         self.object_sha: str | None = None
         self.source_sha: str | None = None
+        self.scx: scx_headers.ScxHeaders | None = None
+        self.loader: scx_loader.LoaderOptions | None = None
+        self.needs_userspace: str | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def _add(self, stage: StageResult) -> bool:
@@ -165,8 +175,9 @@ class Pipeline:
             )
         text = path.read_bytes().decode(errors="replace")
         try:
-            result = build_mod.build(path, include_dir, target=release)
+            result = scx_source.build_sources(self.source.files, include_dir=include_dir, target=release, scx=self.scx)
         except build_mod.BuildError as exc:
+            main = (path.name, "<source>")
             findings = [
                 Finding(
                     id="build-disallowed-include"
@@ -174,9 +185,10 @@ class Pipeline:
                     else "build-error",
                     stage="build",
                     severity="error",
-                    message=d.message,
-                    line=d.line if d.file in (path.name, "<source>") else None,
-                    code=_line(text, d.line) if d.file in (path.name, "<source>") else None,
+                    # Diagnostics in a header beside the source (or an scx header) name their file.
+                    message=d.message if d.file in main else f"{d.file}:{d.line}: {d.message}",
+                    line=d.line if d.file in main else None,
+                    code=_line(text, d.line) if d.file in main else None,
                     hint=exc.next_step,
                 )
                 for d in exc.diagnostics[:10]
@@ -235,10 +247,31 @@ class Pipeline:
         )
         return stage, result, text
 
-    def _static(self, text: str, include_dir: Path, release: str) -> StageResult:
+    def _userspace(self, obj: Path) -> Finding | None:
+        """A finding when the program needs its userspace half for more than SchedCP's loader does."""
+        needs = scx_userspace.analyze(obj, self.source.path, list(self.source.files.texts().values()))
+        self.metrics["loader"] = {"generic": needs.generic}
+        summary = needs.summary(set(self.opts.rodata))
+        if not summary:
+            return None
+        self.needs_userspace = summary
+        return Finding(
+            id="needs-userspace",
+            stage="static",
+            severity="error",
+            message=summary,
+            hint="SchedCP fills the scx enums, CPU counts and exit info itself; .rodata values can be given "
+            "with --rodata NAME=VALUE, anything else needs the scheduler's own userspace loader",
+        )
+
+    def _static(self, text: str, include_dir: Path, release: str, obj: Path | None = None) -> StageResult:
         t0 = time.monotonic()
         facts = from_include_dir(include_dir, release)
-        result = analyze(text, kernel=facts, config=self.config)
+        units = scx_source.analysis_units(self.source.files, self.scx)
+        result = analyze(text, kernel=facts, config=self.config, extra_units=units)
+        userspace = self._userspace(obj) if obj is not None else None
+        if userspace is not None:
+            result.findings.insert(0, userspace)
         errors = len(result.errors)
         warnings = sum(f.severity == "warning" for f in result.findings)
         status = "failed" if errors else ("warned" if warnings else "passed")
@@ -256,13 +289,23 @@ class Pipeline:
         started = time.monotonic()
         kernel = kernel_mod.cached(self.opts.kernel)
         include_dir = headers.kernel_include_dir(kernel)
+        self.scx = scx_source.scx_headers_for(self.source.files, kernel, scx_include=self.opts.scx_include)
+        if self.scx is not None:
+            self.progress(f"scx headers: {self.scx.origin}" + (f" ({self.scx.note})" if self.scx.note else ""))
+            self.metrics["scx_headers"] = {"origin": self.scx.origin, "exact": self.scx.exact, "note": self.scx.note}
         self.progress(f"building {self.source.path.name} for {kernel.release}")
         stage, built, text = self._build(include_dir, kernel.release)
         self.built = built  # the verified object, for callers that keep it (the daemon's deploy store)
         go = self._add(stage) and built is not None
         if go:
+            assert built is not None
+            self.loader = scx_loader.options_for(
+                built.object_path, rodata=self.opts.rodata, struct_ops=self.opts.struct_ops
+            )
             self.progress("static analysis")
-            go = self._add(self._static(text, include_dir, kernel.release))
+            go = self._add(self._static(text, include_dir, kernel.release, built.object_path))
+        if self.needs_userspace:
+            go = False
         if go and not self.opts.static_only:
             assert built is not None
             self._vm_stages(kernel, include_dir, built)
@@ -280,6 +323,7 @@ class Pipeline:
             timeout_ms=self.opts.timeout_ms,
             workload=self.workload,
             perf_threshold=self.opts.perf_threshold,
+            loader=self.loader,
         )
         kept = list(self.stages)
         for attempt in range(1 + MAX_GUEST_CRASH_RETRIES):
@@ -327,8 +371,11 @@ class Pipeline:
         skipped = [StageResult(name=n, status="skipped") for n in STAGE_ORDER if n not in ran]
         stages = sorted(self.stages + skipped, key=lambda s: STAGE_ORDER.index(s.name))
         failed = [s for s in stages if s.status == "failed"]
-        verdict = "fail" if failed else "pass"
-        if failed:
+        verdict: Verdict = "fail" if failed else "pass"
+        if self.needs_userspace:
+            # Not a verdict on the program: it cannot run as the kernel would see it without its loader.
+            verdict, reason = "needs_userspace", self.needs_userspace
+        elif failed:
             first = failed[0]
             top = next((f for f in first.findings if f.severity == "error"), None)
             reason = f"{first.name}: {top.message if top else first.summary}"
@@ -343,7 +390,7 @@ class Pipeline:
             source_sha256=self.source_sha,
             object_sha256=self.object_sha,
             kernel=release,
-            config=self.config,
+            config={**self.config, **self._loader_config()},
             stages=stages,
             kernel_events=self.events,
             metrics=self.metrics,
@@ -355,12 +402,19 @@ class Pipeline:
                 key,
                 scheduler=self.source.name,
                 object_sha256=self.object_sha,
-                config=self.config,
+                config={**self.config, **self._loader_config()},
                 report_digest=report.digest(),
                 kernel=release,
                 ttl_s=self.opts.token_ttl_s,
             )
         return report
+
+    def _loader_config(self) -> dict[str, int | str]:
+        """What the loader must repeat at deploy time: .rodata values and the struct_ops choice."""
+        out: dict[str, int | str] = {f"rodata.{k}": v for k, v in sorted(self.opts.rodata.items())}
+        if self.opts.struct_ops:
+            out["struct_ops"] = self.opts.struct_ops
+        return out
 
 
 def _host_cpu(vm: MicroVM) -> Callable[[], float] | None:

@@ -17,7 +17,9 @@ from pydantic import BaseModel, Field, field_validator
 Severity = Literal["error", "warning", "info"]
 StageName = Literal["build", "static", "kernel_verifier", "dynamic", "performance"]
 StageStatus = Literal["passed", "failed", "skipped", "warned"]
-Verdict = Literal["pass", "fail"]
+# needs_userspace: the program depends on its own userspace loader for more than SchedCP's scx
+# loader does (toolchain/scx_userspace.py); it was not run, so neither pass nor fail applies.
+Verdict = Literal["pass", "fail", "needs_userspace"]
 
 STAGE_ORDER: tuple[StageName, ...] = ("build", "static", "kernel_verifier", "dynamic", "performance")
 MAX_FINDINGS_PER_STAGE = 25

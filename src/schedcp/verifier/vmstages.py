@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from schedcp.errors import SchedcpError
+from schedcp.node.runner import WORKLOAD_USER
 from schedcp.toolchain.metadata import SchedulerMeta
+from schedcp.toolchain.scx_loader import LoaderOptions
 from schedcp.trial.attached import load as load_policy
 from schedcp.trial.models import KernelEvent, Policy, ejections
 from schedcp.trial.node import NodeClient, NodeOpError
@@ -31,6 +33,8 @@ from schedcp.verifier.report import Finding, StageName, StageResult
 # when eight nice-0 hogs share two CPUs (seen with the library's vtime policy).
 DEFAULT_TIMEOUT_MS = 3000
 WORKLOAD_TIMEOUT_S = 60.0
+# The caller's workload runs as the guest's unprivileged user: it cannot rewrite the measurement
+# script or touch the processes that measure (they stay root's), so it cannot forge the evidence.
 # What the kernel's disable reasons mean for the author of the scheduler.
 _REASON_HINTS = {
     "runnable task stall": "a runnable task was not run within the watchdog timeout: some enqueue path parks tasks "
@@ -52,10 +56,17 @@ class VmPlan:
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     workload: list[str] | None = None
     perf_threshold: float = performance.DEFAULT_THRESHOLD
+    loader: LoaderOptions | None = None  # scx loader options (.rodata values, struct_ops choice)
 
     @property
     def policy(self) -> Policy:
-        return Policy(name=self.source_name, object_path=self.object_path, meta=self.meta, include_dir=self.include_dir)
+        return Policy(
+            name=self.source_name,
+            object_path=self.object_path,
+            meta=self.meta,
+            include_dir=self.include_dir,
+            loader=self.loader,
+        )
 
 
 @dataclass
@@ -188,7 +199,7 @@ class VmStages:
         self._baseline_load = load.run(self.node, self._script, plan.seconds, self.host_cpu).get("load")
         if plan.workload:
             self.progress("running the workload under EEVDF")
-            self._baseline_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S).as_dict()
+            self._baseline_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S, user=WORKLOAD_USER).as_dict()
         self.baseline_s = time.monotonic() - t0
 
     def _dynamic(self) -> tuple[list[Finding], dict[str, Any], str]:
@@ -209,7 +220,7 @@ class VmStages:
         details: dict[str, Any] = {"load_wall_s": run.get("wall_s")}
         if plan.workload and run.get("load") is not None:
             self.progress("running the workload under the scheduler")
-            self._scheduler_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S).as_dict()
+            self._scheduler_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S, user=WORKLOAD_USER).as_dict()
         health = pol.check()
         state = health.state
         try:
