@@ -13,6 +13,7 @@ import base64
 import os
 import platform
 import socket
+import stat
 import sys
 import threading
 import time
@@ -40,7 +41,8 @@ class NodeAgent:
         self._job: _LoadJob | None = None
         self._next_job = 1
         self.started = time.monotonic()
-        WORK_DIR.mkdir(parents=True, exist_ok=True)
+        # Objects and measurement scripts live here: writable by the agent only, never by workloads.
+        prepare_work_dir(WORK_DIR)
 
     # -- operations ---------------------------------------------------------------------------
     def op_hello(self) -> dict[str, Any]:
@@ -325,6 +327,38 @@ def _plugin_ops() -> dict[str, Any]:
             continue
         ops.update(getattr(module, "OPS", {}))
     return ops
+
+
+def prepare_work_dir(path: Path, mode: int = 0o755) -> None:
+    """Create the work directory, or accept an existing one only if this agent alone controls it.
+
+    On a host the default ``/tmp/schedcp-node`` can be made first by any local user, who could then
+    swap an uploaded object before root loads it, or point the directory elsewhere with a link.
+    So: a real directory (``O_NOFOLLOW``), owned by us, writable by nobody else; the mode is set
+    through the descriptor. (Standard library only: this module also runs in the guest.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NodeError(
+            "unsafe_workdir", f"{path} is not a directory ({exc.strerror})", "remove it or set SCHEDCP_NODE_WORKDIR"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise NodeError(
+                "unsafe_workdir",
+                f"{path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
+                "another user could swap what this agent loads",
+                f"remove it (rm -r {path}) or set SCHEDCP_NODE_WORKDIR to a private directory",
+            )
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _safe_path(name: str) -> Path:
