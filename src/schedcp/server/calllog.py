@@ -35,6 +35,14 @@ def _code(result: Any) -> str | None:
     return "error"
 
 
+def _created_ids(result: Any) -> dict[str, str]:
+    """Ids an answer hands out (testbed_id, build_id, trial_id, run_id, ...), so a replay can map them."""
+    data = getattr(result, "structured_content", None)
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if k.endswith("_id") and isinstance(v, str) and len(v) <= 80}
+
+
 def _answer_bytes(result: Any) -> int:
     if not isinstance(result, CallToolResult):
         return 0
@@ -60,6 +68,7 @@ class CallLog:
         entry.update(
             ok=code is None,
             code=code,
+            ids=_created_ids(result),
             bytes=_answer_bytes(result),
             ms=round((time.monotonic() - started) * 1000, 1),
         )
@@ -78,3 +87,14 @@ class CallLog:
 def read(path: Path) -> list[dict[str, Any]]:
     """The entries of a call log file, in order."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def substitute(value: Any, ids: dict[str, str]) -> Any:
+    """``value`` with every id string from an earlier run replaced by its counterpart (for replays)."""
+    if isinstance(value, str):
+        return ids.get(value, value)
+    if isinstance(value, list):
+        return [substitute(v, ids) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, ids) for k, v in value.items()}
+    return value
