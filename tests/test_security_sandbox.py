@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import stat
@@ -426,3 +427,71 @@ def test_daemon_config_is_validated_against_declared_tunables(unstable_kernel) -
                 target=str(lib.source_path), config={"no_such_knob": "1"}, static_only=True, meta=declared
             )
         )
+
+
+# -- the micro-VM: QEMU's confinement and the guest's workload user ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def vm():
+    from schedcp.testbed.vm import MicroVM, VMConfig
+
+    with MicroVM(VMConfig(cpus=2)) as machine:
+        yield machine
+
+
+@pytest.mark.vm
+def test_qemu_runs_unprivileged_and_sandboxed(vm) -> None:
+    status = Path(f"/proc/{vm.proc.pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    uids = fields["Uid"].split()
+    assert os.geteuid() != 0 or all(u != "0" for u in uids), fields["Uid"]
+    assert fields["Seccomp"].strip() == "2"  # QEMU's -sandbox filter is loaded
+    assert int(fields["CapEff"].strip(), 16) == 0
+    cmdline = Path(f"/proc/{vm.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert not any(b"/.cache/" in arg or b"node.sock" in arg for arg in cmdline)  # no host paths of ours
+
+
+@pytest.mark.vm
+def test_guest_workload_cannot_touch_measurement_files(vm) -> None:
+    from schedcp.node.runner import WORKLOAD_USER
+
+    script = vm.node.put_file("verifier/probe.py", b"print('measurement')\n")
+    res = vm.node.run(["id", "-u"], 30, user=WORKLOAD_USER)
+    assert res.stdout.strip() not in ("", "0")
+    tamper = f"echo 'print(\"forged\")' > {script}; echo rc=$?; sleep 300 &"
+    res = vm.node.run(["sh", "-c", tamper], 30, user=WORKLOAD_USER)
+    assert "Permission denied" in res.stderr and "rc=0" not in res.stdout
+    assert vm.node.run(["python3", script], 30).stdout.strip() == "measurement"
+    left = vm.node.run(["sh", "-c", "ps -o user,args | grep 'sleep 300' | grep -v grep || true"], 30)
+    assert "sleep 300" not in left.stdout  # nothing the workload started outlives its run
+
+
+@pytest.mark.vm
+def test_verifier_workload_cannot_forge_the_evidence(tmp_path: Path) -> None:
+    """The forgery the review described: the caller's workload, run while EEVDF is still active,
+    records an EEVDF run of the measurement script and rewrites the script to replay it, so an
+    unfair scheduler would be measured as fair. As the guest's workload user it cannot."""
+    from schedcp.verifier import load
+    from schedcp.verifier.pipeline import VerifyOptions, verify
+
+    corpus = Path(__file__).parent / "corpus" / "bad" / "pid_unfair.bpf.c"
+    seconds = 3
+    script = f"/tmp/schedcp-node/{load.GUEST_NAME}"
+    forge = (
+        "import subprocess, sys\n"
+        f"out = subprocess.run([sys.executable, {script!r}, '--seconds', '{seconds}'], capture_output=True,"
+        " text=True).stdout\n"
+        f"open({script!r}, 'w').write('import sys\\nsys.stdout.write(' + repr(out) + ')\\n')\n"
+    )
+    opts = VerifyOptions(
+        target=str(corpus),
+        workload=f"python3 -c {shlex.quote(forge)}",
+        seconds=seconds,
+        issue_token=False,
+        key_path=tmp_path / "key",
+    )
+    report = verify(opts)
+    dynamic = next(s for s in report.stages if s.name == "dynamic")
+    assert report.verdict == "fail" and dynamic.status == "failed", report.reason
+    assert any(f.id.startswith("dyn-") for f in dynamic.findings)

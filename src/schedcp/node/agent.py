@@ -215,7 +215,7 @@ class NodeAgent:
         return result
 
     def op_run(self, argv: list[str], **kwargs: Any) -> dict[str, Any]:
-        allowed = {"timeout_s", "env", "cwd", "stdin", "output_cap", "sched_ext", "nice"}
+        allowed = {"timeout_s", "env", "cwd", "stdin", "output_cap", "sched_ext", "nice", "user"}
         unknown = set(kwargs) - allowed
         if unknown:
             raise NodeError("bad_args", f"unknown run options {sorted(unknown)}", f"use {sorted(allowed)}")

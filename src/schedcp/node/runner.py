@@ -1,9 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Running commands for the control plane: argv only (never a shell), bounded time and output."""
+"""Running commands for the control plane: argv only (never a shell), bounded time and output.
+
+Caller-supplied workloads run as the node's unprivileged workload user (``user="schedcp-work"``,
+created by the guest's init): they cannot touch the node agent's files (measurement scripts,
+objects) or the processes that measure them, and whatever they leave running is killed when the
+run ends. Measurement code keeps running as root.
+"""
 
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -13,6 +20,7 @@ from .protocol import NodeError
 
 SCHED_EXT_POLICY = 7
 DEFAULT_OUTPUT_CAP = 256 * 1024
+WORKLOAD_USER = "schedcp-work"
 MAX_OUTPUT_CAP = 8 * 1024 * 1024
 
 
@@ -34,13 +42,17 @@ def run_command(
     output_cap: int = DEFAULT_OUTPUT_CAP,
     sched_ext: bool = False,
     nice: int = 0,
+    user: str | None = None,
 ) -> dict[str, Any]:
+    account = _workload_account(user)
     if not argv or not all(isinstance(a, str) for a in argv):
         raise NodeError("bad_argv", "argv must be a non-empty list of strings", "pass the command as a list")
     if any("\x00" in a for a in argv):
         raise NodeError("bad_argv", "argv contains a NUL byte", "remove it")
     output_cap = max(1024, min(int(output_cap), MAX_OUTPUT_CAP))
     full_env = dict(os.environ)
+    if account is not None:
+        full_env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
     if env:
         full_env.update({str(k): str(v) for k, v in env.items()})
 
@@ -51,6 +63,10 @@ def run_command(
         if sched_ext:
             # Partial-switch schedulers only see tasks whose policy is SCHED_EXT; children inherit it.
             os.sched_setscheduler(0, SCHED_EXT_POLICY, os.sched_param(0))
+        if account is not None:  # last: nice and the policy above may need root
+            os.setgroups([])
+            os.setresgid(account.pw_gid, account.pw_gid, account.pw_gid)
+            os.setresuid(account.pw_uid, account.pw_uid, account.pw_uid)
 
     start = time.monotonic()
     try:
@@ -78,6 +94,8 @@ def run_command(
             pass
         out, err = proc.communicate()
     wall = time.monotonic() - start
+    if account is not None:
+        _kill_all_of(account.pw_uid)
     stdout, out_trunc = _truncate(out, output_cap)
     stderr, err_trunc = _truncate(err, output_cap)
     code = proc.returncode
@@ -91,3 +109,36 @@ def run_command(
         "stderr": stderr,
         "truncated": out_trunc or err_trunc,
     }
+
+
+def _workload_account(user: str | None) -> pwd.struct_passwd | None:
+    if user is None:
+        return None
+    if user != WORKLOAD_USER:
+        raise NodeError("bad_args", f"unknown run user {user!r}", f"use {WORKLOAD_USER!r} or none")
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError as exc:
+        raise NodeError("no_user", f"this node has no user {user}", "rebuild the guest image: schedcp setup") from exc
+    if account.pw_uid == 0:
+        raise NodeError("bad_user", f"{user} is root on this node", "give it its own uid")
+    return account
+
+
+def _kill_all_of(uid: int) -> None:
+    """SIGKILL every process of `uid`, so nothing a workload started outlives its run."""
+    for _ in range(3):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.stat(entry.path).st_uid != uid:
+                    continue
+                os.kill(int(entry.name), signal.SIGKILL)
+                found = True
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+        if not found:
+            return
+        time.sleep(0.05)

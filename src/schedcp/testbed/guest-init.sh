@@ -16,6 +16,13 @@
 /bin/busybox mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 /bin/busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 /bin/busybox --install -s /usr/local/bin
+# The unprivileged user that caller-supplied workloads run as (node/runner.py WORKLOAD_USER):
+# measurement scripts, objects and results belong to root and are out of its reach.
+echo "schedcp-work:x:1000:1000:workload:/home/work:/bin/sh" >> /etc/passwd
+echo "schedcp-work:x:1000:" >> /etc/group
+/bin/busybox mkdir -p /home/work
+/bin/busybox chown 1000:1000 /home/work
+/bin/busybox chmod 0750 /home/work
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/opt/schedcp LANG=C.UTF-8
 hostname schedcp-guest
