@@ -8,7 +8,7 @@ import pytest
 from schedcp.agent import rules
 from schedcp.agent.learning import verdict_of
 from schedcp.agent.models import Candidate, Execution, RoundResult, Trial
-from schedcp.agent.trial import consistent, goal_alias, goal_metric, ratio_of
+from schedcp.agent.trial import goal_alias
 from schedcp.analysis.profile import (
     Characteristics,
     Churn,
@@ -20,6 +20,7 @@ from schedcp.analysis.profile import (
     keywords_for,
 )
 from schedcp.toolchain import metadata
+from schedcp.trial.compare import consistent, goal_metric, ratio
 
 LIBRARY = {m.name for m in metadata.library()}
 
@@ -232,8 +233,8 @@ def test_goal_alias_and_ratio() -> None:
     assert goal_alias("p99_latency", "wake_p99_us") == "p99_latency_us"
     assert goal_alias("throughput", "msgs_per_s") == "throughput_per_s"
     assert goal_alias("throughput", "rps") == "throughput"
-    assert ratio_of("lower", 10.0, 5.0) == 2.0 and ratio_of("higher", 10.0, 5.0) == 0.5
-    assert ratio_of("lower", 0.0, 5.0) is None and ratio_of("lower", None, 1.0) is None
+    assert ratio(10.0, 5.0, "lower") == 2.0 and ratio(10.0, 5.0, "higher") == 0.5
+    assert ratio(0.0, 5.0, "lower") is None and ratio(None, 1.0, "lower") is None
 
 
 def _execution(ratios: list[float], ok: bool = True) -> Execution:

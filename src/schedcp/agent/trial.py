@@ -1,16 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Measure a candidate against EEVDF: same boot, interleaved rounds, the goal's metric.
+"""Measure a candidate against EEVDF for a goal: the trial core's rounds, judged on the goal's metric.
 
 Round r runs the workload under EEVDF and under the candidate, in alternating order (EEVDF first
 in odd rounds, the candidate first in even ones) so slow drift in the guest does not favour either
-side. The candidate is attached before and detached after each of its runs, and after every run
-the kernel's sched_ext state is checked: a policy the kernel ejected (stall, runtime error) has
-failed, whatever its numbers say.
+side; the candidate is attached for each of its runs and judged after it (``schedcp.trial.rounds``).
+A policy the kernel ejected (stall, runtime error) has failed, whatever its numbers say. This
+module adds what a goal needs: the metric that stands for it, medians, per-round ratios and
+whether the candidate won consistently, and a fresh boot when the guest itself dies.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -18,30 +18,13 @@ from schedcp.agent.candidates import Built
 from schedcp.agent.models import RoundResult, Trial
 from schedcp.agent.session import Target, VmSession
 from schedcp.errors import SchedcpError
+from schedcp.trial import compare
+from schedcp.trial.models import Policy, RunResult
+from schedcp.trial.rounds import BASELINE, GUEST_DEAD, Arm, ArmRun, run_rounds
+
+__all__ = ["GUEST_DEAD", "WATCHDOG_MS", "crash_reason", "goal_alias", "run_trial", "workload_metrics"]
 
 WATCHDOG_MS = 10000
-
-# Preferred metric names per goal, most specific first; the workload's own metrics win over wall time.
-_PREFER: dict[str, list[tuple[str, ...]]] = {
-    "makespan": [("makespan",), ("build_s",), ("time_s",), ("wall_s",)],
-    "p99_latency": [("p99", "lat"), ("p99", "wake"), ("p99",), ("p90",), ("latency",)],
-    "throughput": [("throughput",), ("per_s",), ("rps",), ("ops",)],
-    "fairness": [("fair",), ("jain",), ("p99",)],
-}
-
-
-def goal_metric(goal: str, names: list[str]) -> tuple[str, str]:
-    """(metric, 'lower'|'higher') that stands for the goal among the metrics a workload reports."""
-    from schedcp.repository.outcomes import direction
-
-    ordered = sorted(n for n in names if n not in ("run_wall_s", "tasks"))
-    for needed in _PREFER.get(goal, []):
-        for name in ordered:
-            low = name.lower()
-            if all(part in low for part in needed) and "p999" not in low and direction(name):
-                return name, direction(name) or "lower"
-    # Nothing goal-specific: the workload's wall time (every run has it).
-    return "run_wall_s", "lower"
 
 
 def goal_alias(goal: str, metric: str) -> str | None:
@@ -56,38 +39,6 @@ def goal_alias(goal: str, metric: str) -> str | None:
     return f"{goal}_{unit}" if unit in ("s", "ms", "us", "ns") else goal
 
 
-def ratio_of(direction: str, baseline: float | None, value: float | None) -> float | None:
-    """>1 means the candidate did better, whichever way the metric points."""
-    if baseline is None or value is None or baseline <= 0 or value <= 0:
-        return None
-    return round(baseline / value if direction == "lower" else value / baseline, 4)
-
-
-def consistent(ratios: list[float | None]) -> bool:
-    """The candidate won at least two rounds in three (every round when there are one or two)."""
-    wins = sum(1 for r in ratios if r is not None and r > 1.0)
-    return bool(ratios) and 3 * wins >= 2 * len(ratios)
-
-
-def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    names = set().union(*runs) if runs else set()
-    return {n: round(statistics.median(r[n] for r in runs if n in r), 6) for n in sorted(names)}
-
-
-def _attach_failure(name: str, exc: Any) -> str:
-    from schedcp.toolchain.verifier_log import summarize as _verifier_summary
-
-    log = exc.details.get("verifier_log") or []
-    ejected = [e for e in exc.details.get("kernel_events") or [] if e.get("kind") == "disabled"]
-    detail = _verifier_summary(log) or "; ".join(
-        f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejected
-    )
-    return f"{name} did not load/attach: {exc.cause}" + (f" — {detail[:500]}" if detail else "")
-
-
-GUEST_DEAD = ("guest_timeout", "guest_lost")
-
-
 def crash_reason(text: str) -> str:
     """The telling line of a guest console tail (a panic or an oops), if there is one."""
     lines = [ln.strip() for ln in text.splitlines()]
@@ -96,6 +47,16 @@ def crash_reason(text: str) -> str:
             if key in ln:
                 return ln[:200]
     return ""
+
+
+def workload_metrics(run: RunResult) -> dict[str, float]:
+    """Metrics of the workload's JSON line, plus its wall time (also as makespan_s if it has none)."""
+    from schedcp.server.workloads import parse_metrics
+
+    metrics = parse_metrics(run.stdout)
+    metrics[compare.RUN_WALL] = round(float(run.wall_s), 4)
+    metrics.setdefault("makespan_s", metrics[compare.RUN_WALL])
+    return metrics
 
 
 def run_trial(
@@ -131,7 +92,7 @@ def run_trial(
         trial.attempts = attempt
         if not trial.guest_crash or attempt > retries:
             return trial
-        progress(f"the guest died ({trial.error[:120]}); measuring again in a fresh boot")
+        progress(f"the guest died ({(trial.error or '')[:120]}); measuring again in a fresh boot")
 
 
 def _measure(
@@ -145,86 +106,94 @@ def _measure(
     watchdog_ms: int,
     progress: Callable[[str], None],
 ) -> None:
-    from schedcp.testbed.vm import NodeOpError
-    from schedcp.toolchain import attach as attach_mod
     from schedcp.toolchain import headers
 
-    vm = session.vm
-    node = vm.node
-    include = headers.kernel_include_dir(session.kernel)
+    node = session.vm.node
     boot_id = trial.boot_id = session.boot_id
-    eevdf_runs: list[dict[str, float]] = []
-    policy_runs: list[dict[str, float]] = []
-    raw_rounds: list[tuple[list[str], dict[str, float], dict[str, float]]] = []
-    counters: dict[str, int] = {}
-    for r in range(rounds):
-        order = ["eevdf", "policy"] if r % 2 == 0 else ["policy", "eevdf"]
-        got: dict[str, dict[str, float]] = {}
-        for side in order:
-            if side == "eevdf":
-                progress(f"round {r + 1}/{rounds}: workload under EEVDF")
-                run = session.run_workload(target)
-                if run["exit_code"] != 0 or run["timed_out"]:
-                    raise SchedcpError(
-                        f"the workload itself failed under EEVDF (exit {run['exit_code']}"
-                        f"{', timed out' if run['timed_out'] else ''}): {run['stderr_tail'][-200:]}",
-                        "fix the command; it must run to completion in the guest",
-                        code="workload_failed",
-                    )
-                got[side] = run["metrics"]
-                continue
-            progress(f"round {r + 1}/{rounds}: workload under {built.name}")
-            node.events()  # drop older kernel events so only this run's are judged
-            try:
-                attached = attach_mod.attach(
-                    node, built.object_path, meta=built.meta, config=config, timeout_ms=watchdog_ms, include_dir=include
-                )
-            except NodeOpError as exc:
-                trial.error = _attach_failure(built.name, exc)
-                return
-            trial.ops_name = attached.ops_name
-            run = session.run_workload(target)
-            state = node.state()
-            events = attached.kernel_events + node.events()
-            ejected = [e for e in events if e.get("kind") == "disabled"]
-            enabled = state.get("state") == "enabled" and (
-                not attached.ops_name or state.get("ops") == attached.ops_name
-            )
-            if enabled:
-                try:
-                    counters = attach_mod.read_counters(node, attached)
-                finally:
-                    attach_mod.detach(node, attached)
-            if ejected or not enabled:
-                trial.stayed_enabled = False
-                trial.ejections = ejected[:3]
-                why = "; ".join(f"{e.get('reason')}: {' / '.join(e.get('detail', [])[:2])}" for e in ejected[:2])
-                trial.error = f"the kernel ejected {built.name} during the run" + (
-                    f" ({why})" if why else f" (state {state.get('state')})"
-                )
-                return
-            if run["exit_code"] != 0 or run["timed_out"]:
-                trial.error = (
-                    f"the workload failed under {built.name} (exit {run['exit_code']}"
-                    f"{', timed out' if run['timed_out'] else ''})"
-                )
-                return
-            got[side] = run["metrics"]
-        eevdf_runs.append(got["eevdf"])
-        policy_runs.append(got["policy"])
-        raw_rounds.append((order, got["eevdf"], got["policy"]))
-    trial.counters = counters
-    common = sorted(set(_median(eevdf_runs)) & set(_median(policy_runs)))
-    metric, way = goal_metric(goal, common)
-    trial.metric, trial.direction = metric, way  # type: ignore[assignment]
-    trial.baseline, trial.policy = _median(eevdf_runs), _median(policy_runs)
-    trial.baseline_value, trial.policy_value = trial.baseline.get(metric), trial.policy.get(metric)
-    trial.ratio = ratio_of(way, trial.baseline_value, trial.policy_value)
-    trial.rounds = [
-        RoundResult(round=i + 1, order=o, eevdf=e, policy=p, ratio=ratio_of(way, e.get(metric), p.get(metric)))
-        for i, (o, e, p) in enumerate(raw_rounds)
+    policy = Policy(
+        name=built.name,
+        object_path=built.object_path,
+        meta=built.meta,
+        include_dir=headers.kernel_include_dir(session.kernel),
+    )
+    arms = [Arm(BASELINE), Arm(built.name, policy, dict(config))]
+
+    def announce(arm: Arm, r: int) -> None:
+        progress(f"round {r + 1}/{rounds}: workload under {'EEVDF' if arm.is_baseline else built.name}")
+
+    done = run_rounds(
+        node,
+        arms,
+        target.argv,
+        rounds,
+        timeout_s=target.timeout_s,
+        watchdog_ms=watchdog_ms,
+        warmup=False,
+        before_run=announce,
+    )
+    mine = done.of(built.name)
+    if mine:
+        trial.ops_name = mine[-1].ops_name
+    if done.stopped is not None:
+        _failed(done.stopped, built.name, trial)
+        return
+    trial.counters = mine[-1].counters
+    by_round: dict[int, dict[str, ArmRun]] = {}
+    for rec in done.runs:
+        by_round.setdefault(rec.round, {})[rec.arm] = rec
+    raw = [
+        (
+            ["eevdf", "policy"] if pair[BASELINE].position == 0 else ["policy", "eevdf"],
+            workload_metrics(_ran(pair[BASELINE])),
+            workload_metrics(_ran(pair[built.name])),
+        )
+        for _r, pair in sorted(by_round.items())
     ]
-    trial.consistent = consistent([rr.ratio for rr in trial.rounds])
-    after = session.current_boot_id()
-    trial.same_boot = bool(boot_id) and after == boot_id
+    trial.baseline = compare.median_metrics([e for _o, e, _p in raw])
+    trial.policy = compare.median_metrics([p for _o, _e, p in raw])
+    metric, way = compare.goal_metric(goal, sorted(set(trial.baseline) & set(trial.policy)))
+    trial.metric, trial.direction = metric, way
+    trial.baseline_value, trial.policy_value = trial.baseline.get(metric), trial.policy.get(metric)
+    trial.ratio = _rounded(compare.ratio(trial.baseline_value, trial.policy_value, way))
+    trial.rounds = [
+        RoundResult(
+            round=i + 1, order=o, eevdf=e, policy=p, ratio=_rounded(compare.ratio(e.get(metric), p.get(metric), way))
+        )
+        for i, (o, e, p) in enumerate(raw)
+    ]
+    trial.consistent = compare.consistent([rr.ratio for rr in trial.rounds])
+    trial.same_boot = bool(boot_id) and session.current_boot_id() == boot_id
     trial.ok = True
+
+
+def _ran(rec: ArmRun) -> RunResult:
+    assert rec.run is not None
+    return rec.run
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _failed(rec: ArmRun, name: str, trial: Trial) -> None:
+    """Why the rounds stopped early: raised for EEVDF (the workload is broken), kept in the trial otherwise."""
+    if rec.arm == BASELINE:
+        run = rec.run
+        if run is not None and rec.status in ("failed", "timeout"):
+            raise SchedcpError(
+                f"the workload itself failed under EEVDF ({run.failure()}): {run.stderr[-200:]}",
+                "fix the command; it must run to completion in the guest",
+                code="workload_failed",
+            )
+        raise SchedcpError(rec.error or f"the EEVDF run was {rec.status}", "retry in a fresh testbed", code=rec.status)
+    if rec.status == "attach_failed":
+        trial.error = f"{name} did not load/attach: {(rec.error or '')[:700]}"
+    elif rec.stayed is False:
+        trial.stayed_enabled = False
+        trial.ejections = [e.as_dict() for e in rec.ejections[:3]]
+        why = "; ".join(e.describe() for e in rec.ejections[:2])
+        state = rec.state_after.state if rec.state_after else None
+        trial.error = f"the kernel ejected {name} during the run" + (f" ({why})" if why else f" (state {state})")
+    else:
+        run = rec.run
+        trial.error = f"the workload failed under {name} ({run.failure() if run else rec.status})"

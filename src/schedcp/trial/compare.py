@@ -95,6 +95,29 @@ def direction(metric: str, explicit: dict[str, str] | None = None) -> Direction 
     return None
 
 
+# Preferred metric names per goal, most specific first; the workload's own metrics win over wall time.
+_GOAL_METRICS: dict[str, list[tuple[str, ...]]] = {
+    "makespan": [("makespan",), ("build_s",), ("time_s",), ("wall_s",)],
+    "p99_latency": [("p99", "lat"), ("p99", "wake"), ("p99",), ("p90",), ("latency",)],
+    "throughput": [("throughput",), ("per_s",), ("rps",), ("ops",)],
+    "fairness": [("fair",), ("jain",), ("p99",)],
+}
+# Every run reports its wall time under this name: the judge of last resort.
+RUN_WALL = "run_wall_s"
+
+
+def goal_metric(goal: str, names: Iterable[str]) -> tuple[str, Direction]:
+    """(metric, direction) that stands for a goal among the metrics a workload reports."""
+    ordered = sorted(n for n in names if n not in (RUN_WALL, "tasks"))
+    for needed in _GOAL_METRICS.get(goal, []):
+        for name in ordered:
+            low = name.lower()
+            way = direction(name)
+            if way and all(part in low for part in needed) and "p999" not in low:
+                return name, way
+    return RUN_WALL, "lower"
+
+
 def ratio(baseline: float | None, value: float | None, way: Direction) -> float | None:
     """How many times better `value` is than `baseline` (>1 better, <1 worse); None if undefined.
 
