@@ -16,7 +16,7 @@ from rich.table import Table
 from schedcp.cli.common import JsonOption, console, emit, fail, progress
 from schedcp.errors import SchedcpError
 from schedcp.testbed import accel, guest, kernel
-from schedcp.toolchain import build, headers
+from schedcp.toolchain import build, headers, scx_headers
 
 
 def _setup(
@@ -30,6 +30,15 @@ def _setup(
     refresh: bool = typer.Option(False, "--refresh", help="Re-read the Debian archive even if lists are fresh."),
     images: list[str] = typer.Option(
         ["default"], "--image", help="Guest image variants to build: default, build (adds make + gcc)."
+    ),
+    scx: bool = typer.Option(
+        False,
+        "--scx-headers",
+        help="Also fetch each kernel's sched_ext headers and examples (tools/sched_ext from Debian's "
+        "linux-source; ~160 MB download per source, only ~0.5 MB kept) for scx-style sources.",
+    ),
+    host_scx: bool = typer.Option(
+        False, "--host-scx-headers", help="Fetch the scx headers for the running (Debian) host kernel."
     ),
     as_json: bool = JsonOption,
 ) -> None:
@@ -49,9 +58,18 @@ def _setup(
             k = kernel.fetch(spec, refresh=refresh, progress=say)
             say(f"generating vmlinux.h for {k.release}")
             inc = headers.kernel_include_dir(k)
-            report["kernels"].append(
-                {"spec": spec, "release": k.release, "sched_ext": k.info.sched_ext_evidence, "include": str(inc)}
-            )
+            entry: dict[str, Any] = {
+                "spec": spec,
+                "release": k.release,
+                "sched_ext": k.info.sched_ext_evidence,
+                "include": str(inc),
+            }
+            if scx:
+                scx_inc = scx_headers.for_kernel(k, refresh=refresh, progress=say)
+                entry["scx_headers"] = {**scx_inc.to_json(), "fetch": scx_headers.extraction_stats(scx_inc)}
+            report["kernels"].append(entry)
+        if host_scx:
+            report["host_scx_headers"] = scx_headers.for_host(progress=say).to_json()
         build.find_clang()
     except SchedcpError as exc:
         raise fail(exc, as_json) from None
@@ -59,6 +77,9 @@ def _setup(
     def render(data: dict[str, Any]) -> None:
         for k in data["kernels"]:
             console.print(f"[green]✓[/] kernel {k['release']} ({k['spec']}): {k['sched_ext']}")
+            if "scx_headers" in k:
+                h = k["scx_headers"]
+                console.print(f"  scx headers: {h['origin']}" + (f" — {h['note']}" if h["note"] else ""))
         console.print(f"[green]✓[/] guest image {data['image']['initramfs']}")
         console.print("ready: try `schedcp vm run --scheduler minimal -- cat /sys/kernel/sched_ext/root/ops`")
 
