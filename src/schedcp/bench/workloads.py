@@ -429,6 +429,7 @@ _register(
         image_variant="build",
         kind="makespan",
         tool="make + gcc (Debian)",
+        packages=("linux-libc-dev",),  # the kernel headers glibc's <errno.h> includes
         sources=("lua5.4",),
         timeout_s=900.0,
         rationale=(

@@ -23,7 +23,8 @@ echo "schedcp-work:x:1000:" >> /etc/group
 /bin/busybox mkdir -p /home/work
 /bin/busybox chown 1000:1000 /home/work
 /bin/busybox chmod 0750 /home/work
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Debian's programs (added with --package) before busybox's applets of the same name (ar, ps, ...).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin
 export HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/opt/schedcp LANG=C.UTF-8
 hostname schedcp-guest
 ip link set lo up 2>/dev/null
