@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from schedcp.agent.llm import Message, ToolCall, ToolDef, make_model, parse_spec
+from schedcp.agent.llm import Message, ProviderError, ToolCall, ToolDef, make_model, parse_spec
 from schedcp.agent.llm import anthropic as anth
 from schedcp.agent.llm import openai as oai
-from schedcp.agent.llm.http import HttpSettings, ProviderError
 from schedcp.agent.llm.scripted import ScriptedModel, ScriptExhausted, Turn
+from schedcp.agent.llm.sdk import Settings
 from schedcp.errors import NotReadyError, UsageError
 
 TOOLS = [
@@ -46,9 +46,15 @@ def conversation() -> list[Message]:
 
 # -- Anthropic wire format ------------------------------------------------------------------------
 def test_anthropic_request_groups_tool_results_in_one_user_turn() -> None:
-    req = anth.build_request("m", "be brief", conversation(), TOOLS, 512)
-    assert req["system"] == "be brief" and req["max_tokens"] == 512 and req["model"] == "m"
+    req = anth.build_request("m", "be brief", conversation(), TOOLS, 512, cache=False)
+    assert req["system"] == [{"type": "text", "text": "be brief"}] and req["max_tokens"] == 512 and req["model"] == "m"
     assert req["tools"][0] == {"name": "lookup", "description": "Find a thing.", "input_schema": TOOLS[0].parameters}
+    cached = anth.build_request("m", "be brief", conversation(), TOOLS, 512)
+    # Cache breakpoints: system prompt, last tool, newest message (the stable prefix of the next turn).
+    assert cached["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert cached["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert cached["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert json.dumps(cached).count("cache_control") == 3
     roles = [m["role"] for m in req["messages"]]
     assert roles == ["user", "assistant", "user"]  # strictly alternating
     assistant = req["messages"][1]["content"]
@@ -150,7 +156,8 @@ class Provider:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                outer.seen.append({"path": self.path, "headers": dict(self.headers.items()), "json": json.loads(body)})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                outer.seen.append({"path": self.path, "headers": headers, "json": json.loads(body)})
                 status, doc, headers, delay = outer.replies.pop(0) if outer.replies else (500, {}, {}, 0.0)
                 time.sleep(delay)
                 data = json.dumps(doc).encode()
@@ -200,41 +207,45 @@ OPENAI_OK = {
 }
 
 
-def fast(attempts: int = 3, timeout: float = 10.0) -> HttpSettings:
-    return HttpSettings(timeout_s=timeout, connect_timeout_s=2.0, max_attempts=attempts, backoff_s=0.01)
+def fast(attempts: int = 3, timeout: float = 10.0) -> Settings:
+    return Settings(timeout_s=timeout, connect_timeout_s=2.0, max_retries=attempts - 1)
+
+
+FAST_RETRY = {"retry-after-ms": "10"}  # the SDKs honour the provider's retry hint
 
 
 def test_anthropic_over_http_retries_429_then_succeeds(provider: Provider) -> None:
-    sleeps: list[float] = []
     provider.replies = [
         (
             429,
             {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
-            {"retry-after": "0.05"},
-            0.0,
+            {"retry-after": "0.2"},
+            0,
         ),
-        (200, ANTHROPIC_OK, {}, 0.0),
+        (200, ANTHROPIC_OK | {"usage": {**ANTHROPIC_OK["usage"], "cache_read_input_tokens": 7}}, {}, 0.0),
     ]
-    model = anth.AnthropicModel(
-        "claude-test", api_key="sk-test", base_url=provider.url, settings=fast(), sleep=sleeps.append
-    )
+    model = anth.AnthropicModel("claude-test", api_key="sk-test", base_url=provider.url, settings=fast())
+    started = time.monotonic()
     resp = model.chat("sys", [Message.user("hi")], TOOLS, max_tokens=64)
+    assert time.monotonic() - started >= 0.2  # Retry-After honoured by the SDK
     assert resp.text == "hello" and resp.usage.input_tokens == 11 and resp.request_bytes > 0
-    assert model.http.attempts == 2 and sleeps == [0.05]  # Retry-After honoured
+    assert resp.usage.cache_read_tokens == 7
+    assert model.attempts == 2
     first = provider.seen[0]
     assert first["path"] == "/v1/messages"
-    assert first["headers"]["x-api-key"] == "sk-test" and first["headers"]["anthropic-version"] == anth.API_VERSION
-    assert first["json"]["tools"][0]["name"] == "lookup" and first["json"]["system"] == "sys"
+    assert "sk-test" in (first["headers"].get("x-api-key") or first["headers"]["authorization"])
+    assert first["headers"]["anthropic-version"]  # the SDK's own API version
+    assert first["json"]["tools"][0]["name"] == "lookup" and first["json"]["system"][0]["text"] == "sys"
 
 
 def test_openai_over_http_with_bearer_and_5xx_retry(provider: Provider) -> None:
     provider.replies = [
-        (503, {"error": {"message": "busy", "type": "server_error"}}, {}, 0.0),
+        (503, {"error": {"message": "busy", "type": "server_error"}}, FAST_RETRY, 0.0),
         (200, OPENAI_OK, {}, 0.0),
     ]
     model = oai.OpenAIModel("gpt-test", api_key="sk-o", base_url=provider.url + "/v1", settings=fast())
     resp = model.chat("sys", [Message.user("hi")], [], max_tokens=32)
-    assert resp.text == "hi" and model.http.attempts == 2
+    assert resp.text == "hi" and model.attempts == 2
     assert provider.seen[0]["path"] == "/v1/chat/completions"
     assert provider.seen[0]["headers"]["authorization"] == "Bearer sk-o"
     assert provider.seen[0]["json"]["max_tokens"] == 32  # compatible servers get max_tokens
@@ -249,14 +260,14 @@ def test_http_errors_are_clear_and_not_retried_when_pointless(provider: Provider
         model.chat("", [Message.user("hi")], [])
     assert info.value.code == "llm_auth" and info.value.status == 401
     assert "invalid x-api-key" in info.value.cause and "ANTHROPIC_API_KEY" in info.value.next_step
-    assert model.http.attempts == 1
+    assert model.attempts == 1
 
-    provider.replies = [(500, {"error": {"message": "boom"}}, {}, 0.0)] * 3
+    provider.replies = [(500, {"error": {"message": "boom"}}, FAST_RETRY, 0.0)] * 3
     model = oai.OpenAIModel("m", api_key="k", base_url=provider.url, settings=fast(attempts=3))
     with pytest.raises(ProviderError) as info:
         model.chat("", [Message.user("hi")], [])
-    assert info.value.code == "llm_server_error" and "gave up after 3 attempts" in info.value.cause
-    assert model.http.attempts == 3
+    assert info.value.code == "llm_server_error" and "gave up" in info.value.cause and "boom" in info.value.cause
+    assert model.attempts == 3
 
     provider.replies = [(400, {"error": {"message": "tools.0: bad schema", "type": "invalid_request_error"}}, {}, 0.0)]
     with pytest.raises(ProviderError, match="bad schema") as info:
@@ -273,7 +284,7 @@ def test_http_timeout_and_unreachable(provider: Provider) -> None:
     dead = anth.AnthropicModel("m", api_key="k", base_url="http://127.0.0.1:9", settings=fast(attempts=2))
     with pytest.raises(ProviderError) as info:
         dead.chat("", [Message.user("hi")], [])
-    assert info.value.code == "llm_unreachable" and dead.http.attempts == 2
+    assert info.value.code == "llm_unreachable" and dead.attempts == 2
 
 
 # -- configuration --------------------------------------------------------------------------------

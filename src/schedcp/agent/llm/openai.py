@@ -171,7 +171,7 @@ class OpenAIModel:
             reply = self.client.chat.completions.create(**payload)
         except openai.OpenAIError as exc:
             raise provider_error("openai", exc, "OPENAI_API_KEY", self.base) from exc
-        doc = reply.model_dump(mode="json")
+        doc = reply.model_dump(mode="json", warnings=False)  # a malformed tool input stays as sent
         resp = parse_response(doc, self.model)
         resp.request_bytes = len(json.dumps(payload, separators=(",", ":")).encode())
         resp.response_bytes = len(json.dumps(doc, separators=(",", ":")).encode())
