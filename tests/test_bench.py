@@ -16,6 +16,7 @@ from conftest import REPO, run_cli
 from schedcp.bench import harness, report, stats, suite, workloads
 from schedcp.bench.guest import batch, build, hackbench, interactive, wakelat
 from schedcp.errors import UsageError
+from schedcp.trial import compare
 
 # Smoke runs check that every benchmark works, not parallel speed-ups: single-threaded TCG avoids the
 # rare guest crash multi-threaded TCG shows on sched_ext attach/detach.
@@ -63,14 +64,14 @@ def test_summary_rejects_nothing_and_non_finite() -> None:
 
 def test_improvement_follows_the_metric_direction() -> None:
     # Lower is better: halving a latency is a 2x improvement; doubling it is 0.5x.
-    assert stats.improvement(10.0, 5.0, "lower") == 2.0
-    assert stats.improvement(10.0, 20.0, "lower") == 0.5
+    assert compare.ratio(10.0, 5.0, "lower") == 2.0
+    assert compare.ratio(10.0, 20.0, "lower") == 0.5
     # Higher is better: 1.5x the throughput is 1.5x better; less is worse.
-    assert stats.improvement(100.0, 150.0, "higher") == 1.5
-    assert stats.improvement(100.0, 80.0, "higher") == 0.8
-    assert stats.improvement(0.0, 1.0, "lower") is None
+    assert compare.ratio(100.0, 150.0, "higher") == 1.5
+    assert compare.ratio(100.0, 80.0, "higher") == 0.8
+    assert compare.ratio(0.0, 1.0, "lower") is None
     with pytest.raises(ValueError):
-        stats.improvement(1.0, 1.0, "sideways")  # type: ignore[arg-type]
+        compare.ratio(1.0, 1.0, "sideways")  # type: ignore[arg-type]
     assert stats.change_pct(10.0, 8.0) == pytest.approx(-20.0)
     assert stats.is_better(1.3, 1.25) and not stats.is_better(1.2, 1.25) and not stats.is_better(None)
 

@@ -22,24 +22,22 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from schedcp.bench import stats
 from schedcp.bench.workloads import Benchmark
 from schedcp.errors import SchedcpError, UsageError
-from schedcp.testbed.vm import NodeOpError
-from schedcp.toolchain import attach as attach_mod
 from schedcp.toolchain import metadata
 from schedcp.toolchain.resolve import ResolvedScheduler, resolve_scheduler
+from schedcp.trial import compare
+from schedcp.trial.models import Policy
+from schedcp.trial.rounds import BASELINE, GUEST_DEAD, rotate, run_arm
+from schedcp.trial.rounds import Arm as TrialArm
 
-# How long to wait for the kernel's reason once a scheduler is seen leaving mid-run.
-EJECTION_REASON_WAIT_S = 3.0
-
-BASELINE = "eevdf"
 SEED_BASE = 1000
-GUEST_GONE = ("guest_timeout", "guest_lost")
 MAX_CRASHES = 5  # per benchmark; beyond that something is wrong with the policy, not the emulator
 Say = Callable[[str], None]
 
@@ -55,6 +53,14 @@ class Arm:
     @property
     def is_baseline(self) -> bool:
         return self.resolved is None
+
+    def trial_arm(self) -> TrialArm:
+        """This arm as the trial core runs it."""
+        r = self.resolved
+        if r is None:
+            return TrialArm(self.name)
+        policy = Policy(name=r.name, object_path=r.object_path, meta=r.meta)
+        return TrialArm(self.name, policy, dict(self.config))
 
     def describe(self) -> dict[str, Any]:
         if self.resolved is None:
@@ -114,10 +120,8 @@ def prepare_arms(policies: list[str], configs: dict[str, dict[str, str]], kernel
     return arms
 
 
-def round_order(arms: list[Arm], round_index: int) -> list[Arm]:
-    """Arms rotated by the round number: every arm takes every position equally often."""
-    k = round_index % len(arms)
-    return arms[k:] + arms[:k]
+# Arms rotated by the round number: every arm takes every position equally often.
+round_order = rotate
 
 
 def parse_output(stdout: str) -> dict[str, Any] | None:
@@ -134,92 +138,41 @@ def parse_output(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-def _ejections(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in events if e.get("kind") == "disabled"]
-
-
-def _event_text(event: dict[str, Any]) -> str:
-    return f"{event.get('reason')}: {' / '.join(event.get('detail', [])[:2])}"
-
-
 def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: int | None = None) -> dict[str, Any]:
-    """One measured run of one arm; never raises for a scheduler or workload failure."""
-    node = target.node
+    """One measured run of one arm (the trial core's ``run_arm``); never raises for a scheduler or
+    workload failure. Adds the host's view: its load, and how long it held the vCPUs back."""
     # Other work on the host slows an emulated guest down; keep the context with every run.
     record: dict[str, Any] = {"arm": arm.name, "status": "ok", "host_load": round(os.getloadavg()[0], 2)}
-    attached = None
-    before = node.state()
-    node.events()  # drop older kernel-log events: only this run's count
-    if arm.is_baseline:
-        if before.get("state") not in ("disabled", None):
-            raise SchedcpError(
-                f"sched_ext is {before.get('state')} before an EEVDF run",
-                "a scheduler was left attached; restart the target",
-                code="bench_state",
-            )
-    else:
-        assert arm.resolved is not None
-        try:
-            attached = attach_mod.attach(
-                node, arm.resolved.object_path, meta=arm.resolved.meta, config=dict(arm.config), timeout_ms=watchdog_ms
-            )
-        except NodeOpError as exc:
-            events = exc.details.get("kernel_events", [])
-            record.update(
-                status="attach_failed",
-                error=exc.cause + "".join(f"; kernel: {_event_text(e)}" for e in _ejections(events)[:1]),
-                events=events[:10],
-            )
-            return record
-        before = node.state()
+
+    @contextmanager
+    def host_steal() -> Iterator[None]:
+        host0 = target.vcpu_schedstat()
+        yield
+        host1 = target.vcpu_schedstat()
+        if host0 and host1:
+            ran, waited = host1[0] - host0[0], host1[1] - host0[1]
+            record["host_steal"] = round(waited / (ran + waited), 3) if ran + waited > 0 else 0.0
+
     argv = target.workload_argv(bench.module, args)
-    host0 = target.vcpu_schedstat()
-    out = node.run(argv, timeout_s=bench.timeout_s)
-    host1 = target.vcpu_schedstat()
-    if host0 and host1:
-        ran, waited = host1[0] - host0[0], host1[1] - host0[1]
-        record["host_steal"] = round(waited / (ran + waited), 3) if ran + waited > 0 else 0.0
-    after = node.state()
-    events = node.events()
-    record.update(wall_s=out["wall_s"], exit_code=out["exit_code"])
-    if attached is not None:
-        stayed = (
-            after.get("state") == "enabled"
-            and after.get("ops") == attached.ops_name
-            and after.get("enable_seq") == before.get("enable_seq")
-            and not _ejections(events)
-        )
-        if stayed:
-            try:
-                record["counters"] = attach_mod.read_counters(node, attached)
-            except NodeOpError:
-                pass
-        else:
-            ej = _ejections(events)
-            settle = time.monotonic() + EJECTION_REASON_WAIT_S
-            while not ej and time.monotonic() < settle:
-                # The state can read 'disabling' a moment before the kernel logs why: wait for it.
-                time.sleep(0.2)
-                events = events + node.events()
-                ej = _ejections(events)
-            record.update(
-                status="ejected",
-                error=_event_text(ej[0])
-                if ej
-                else f"scheduler state became {after.get('state')!r} ({after.get('ops')!r})",
-            )
-        try:
-            attach_mod.detach(node, attached)
-        except NodeOpError as exc:
-            record.setdefault("warnings", []).append(f"detach: {exc.cause}")
-    elif after.get("state") not in ("disabled", None) or any(e.get("kind") == "enabled" for e in events):
-        record.update(status="contaminated", error="a sched_ext scheduler was attached during an EEVDF run")
-    result = parse_output(out["stdout"])
-    if out["timed_out"]:
-        record.update(status="timeout", error=f"the workload ran over {bench.timeout_s:.0f}s")
-    elif record["status"] == "ok" and (result is None or out["exit_code"] != 0 or not result.get("ok", True)):
-        errors = (result or {}).get("errors") or [out["stderr"].strip()[-300:] or "no result line"]
-        record.update(status="failed", error=f"exit {out['exit_code']}: {'; '.join(map(str, errors))[:400]}")
+    rec = run_arm(
+        target.node, arm.trial_arm(), argv, timeout_s=bench.timeout_s, watchdog_ms=watchdog_ms, around=host_steal
+    )
+    if rec.status != "ok":
+        record.update(status=rec.status, error=rec.error)
+    if rec.warnings:
+        record["warnings"] = rec.warnings
+    if rec.status == "attach_failed":
+        record["events"] = [e.as_dict() for e in rec.events[:10]]
+        return record
+    out = rec.run
+    assert out is not None
+    record.update(wall_s=out.wall_s, exit_code=out.exit_code, context_switches=out.context_switches)
+    if rec.stayed:
+        record["counters"] = rec.counters
+    result = parse_output(out.stdout)
+    if rec.status in ("ok", "failed") and (result is None or out.exit_code != 0 or not result.get("ok", True)):
+        errors = (result or {}).get("errors") or [out.stderr.strip()[-300:] or "no result line"]
+        record.update(status="failed", error=f"exit {out.exit_code}: {'; '.join(map(str, errors))[:400]}")
     if result is not None:
         record["metrics"] = {
             m.key: result["metrics"][m.key]
@@ -242,8 +195,10 @@ def summarize_arms(bench: Benchmark, arms: list[Arm], runs: list[dict[str, Any]]
             if values:
                 metrics[m.key] = stats.summarize(values).to_dict() | {"values": values}
         steals = [r["host_steal"] for r in ok if r.get("host_steal") is not None]
+        switches = [r["context_switches"] for r in ok if r.get("context_switches") is not None]
         out[arm.name] = {
             "host_steal": round(stats.summarize(steals).median, 3) if steals else None,
+            "context_switches": stats.summarize(switches).median if switches else None,
             "runs": len(mine),
             "ok": len(ok),
             "statuses": {s: sum(r["status"] == s for r in mine) for s in sorted({r["status"] for r in mine})},
@@ -256,30 +211,27 @@ def summarize_arms(bench: Benchmark, arms: list[Arm], runs: list[dict[str, Any]]
             cell = data["metrics"].get(m.key)
             if cell is None or m.key not in base:
                 continue
-            cell["improvement"] = stats.improvement(base[m.key]["median"], cell["median"], m.direction)
+            cell["improvement"] = compare.ratio(base[m.key]["median"], cell["median"], m.direction)
             cell["change_pct"] = stats.change_pct(base[m.key]["median"], cell["median"])
-            paired = paired_improvements(runs, name, m.key, m.direction)
-            if paired:
-                cell["paired_improvement"] = stats.summarize(paired).median
-                cell["paired_wins"] = sum(f > 1.0 for f in paired)
-                cell["pairs"] = len(paired)
+            paired = compare.paired(paired_improvements(runs, name, m.key, m.direction))
+            if paired.pairs:
+                cell["paired_improvement"] = paired.median
+                cell["paired_wins"] = paired.wins
+                cell["pairs"] = paired.pairs
     return out
 
 
-def paired_improvements(runs: list[dict[str, Any]], arm: str, key: str, direction: stats.Direction) -> list[float]:
+def paired_improvements(
+    runs: list[dict[str, Any]], arm: str, key: str, direction: compare.Direction
+) -> list[float | None]:
     """Improvement of `arm` over EEVDF within each round where both ran ok. Arms of one round run
     back to back, so slow drifts of the machine (other load on the host) cancel in these ratios."""
     by_round: dict[int, dict[str, float]] = {}
     for r in runs:
         if r["status"] == "ok" and key in r.get("metrics", {}) and "round" in r:
             by_round.setdefault(r["round"], {})[r["arm"]] = r["metrics"][key]
-    out = []
-    for values in by_round.values():
-        if arm in values and BASELINE in values:
-            factor = stats.improvement(values[BASELINE], values[arm], direction)
-            if factor is not None:
-                out.append(factor)
-    return out
+    pairs = [(values[BASELINE], values[arm]) for values in by_round.values() if arm in values and BASELINE in values]
+    return compare.round_ratios(pairs, direction)
 
 
 def evaluate_targets(bench: Benchmark, summary: dict[str, Any]) -> dict[str, Any]:
@@ -342,7 +294,7 @@ def run_benchmark(
             try:
                 return run_once(target, bench, arm, args_for(rnd), watchdog_ms)
             except SchedcpError as exc:
-                if exc.code not in GUEST_GONE or len(crashes) >= MAX_CRASHES:
+                if exc.code not in GUEST_DEAD or len(crashes) >= MAX_CRASHES:
                     raise
                 crashes.append(
                     {"round": rnd, "arm": arm.name, "cause": exc.cause, "console_tail": target.console_tail(30)}

@@ -4,18 +4,18 @@
 Benchmarks on a shared, emulated machine are noisy, so we report the median with its spread
 (min/max and the interquartile range) rather than a mean, and compare medians. A comparison is an
 *improvement factor*: how many times better the policy is than the baseline, whichever way "better"
-points. For a lower-is-better metric (makespan, latency) that is baseline / policy; for a
-higher-is-better one (throughput) it is policy / baseline. So 2.0 always means "twice as good" and
-0.8 always means "worse", and tables never need a legend for direction.
+points (``schedcp.trial.compare.ratio``, the one definition). So 2.0 always means "twice as
+good" and 0.8 always means "worse", and tables never need a legend for direction.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal
 
-Direction = Literal["lower", "higher"]
+from schedcp.trial.compare import Direction
+
+__all__ = ["Direction", "Summary", "change_pct", "format_factor", "is_better", "quantile", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,6 @@ def summarize(values: list[float]) -> Summary:
     return Summary(
         n, quantile(clean, 0.5), mean, clean[0], clean[-1], quantile(clean, 0.25), quantile(clean, 0.75), stdev
     )
-
-
-def improvement(baseline: float, value: float, direction: Direction) -> float | None:
-    """How many times better `value` is than `baseline` (>1 better, <1 worse); None if undefined."""
-    if direction not in ("lower", "higher"):
-        raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
-    if baseline <= 0 or value <= 0:
-        return None
-    return baseline / value if direction == "lower" else value / baseline
 
 
 def change_pct(baseline: float, value: float) -> float | None:

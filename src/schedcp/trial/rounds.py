@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from schedcp.errors import SchedcpError
 from schedcp.trial.attached import failure_detail, load
@@ -33,6 +33,7 @@ from schedcp.trial.node import NodeClient, NodeOpError
 
 BASELINE = "eevdf"
 GUEST_DEAD = ("guest_timeout", "guest_lost")
+T = TypeVar("T")
 Status = Literal["ok", "attach_failed", "ejected", "contaminated", "timeout", "failed"]
 
 
@@ -75,7 +76,7 @@ class ArmRun:
         return self.status == "ok"
 
 
-def rotate(arms: list[Arm], round_index: int) -> list[Arm]:
+def rotate(arms: list[T], round_index: int) -> list[T]:
     """Arms rotated by the round number: every arm takes every position equally often."""
     k = round_index % len(arms)
     return arms[k:] + arms[:k]
