@@ -469,21 +469,30 @@ def test_guest_workload_cannot_touch_measurement_files(vm) -> None:
 
 @pytest.mark.vm
 def test_verifier_workload_cannot_forge_the_evidence(tmp_path: Path) -> None:
-    """The forgery the review described: the caller's workload, run while EEVDF is still active,
-    records an EEVDF run of the measurement script and rewrites the script to replay it, so an
-    unfair scheduler would be measured as fair. As the guest's workload user it cannot."""
+    """The forgery the review described: the caller's workload (run before the scheduler stages)
+    swaps the measurement script for a wrapper that runs the real load and then rewrites its
+    results to look fair, so an unfair scheduler would pass the dynamic stage. As the guest's
+    workload user it cannot replace the script, and the scheduler's unfairness is still caught."""
     from schedcp.verifier import load
     from schedcp.verifier.pipeline import VerifyOptions, verify
 
     corpus = Path(__file__).parent / "corpus" / "bad" / "pid_unfair.bpf.c"
     seconds = 3
     script = f"/tmp/schedcp-node/{load.GUEST_NAME}"
-    forge = (
-        "import subprocess, sys\n"
-        f"out = subprocess.run([sys.executable, {script!r}, '--seconds', '{seconds}'], capture_output=True,"
-        " text=True).stdout\n"
-        f"open({script!r}, 'w').write('import sys\\nsys.stdout.write(' + repr(out) + ')\\n')\n"
+    wrapper = (
+        "import json, subprocess, sys\n"
+        "d = json.loads(subprocess.run([sys.executable, '/tmp/orig.py', *sys.argv[1:]], capture_output=True,"
+        " text=True).stdout)\n"
+        "eq = [t for n, t in d['tasks'].items() if n.startswith(('equal', 'late'))]\n"
+        "top = max(eq, key=lambda t: t['cpu_s'])\n"
+        "for t in eq:\n    t['cpu_s'], t['run_s'] = top['cpu_s'], top['run_s']\n"
+        "for t in d['tasks'].values():\n"
+        "    for k, v in (('max_gap_s', 0.05), ('lat_p99_ms', 5.0), ('first_progress_s', 0.05)):\n"
+        "        if k in t:\n            t[k] = v\n"
+        "    if 'chunks' in t:\n        t['chunks'] = max(t['chunks'], 1)\n"
+        "print(json.dumps(d))\n"
     )
+    forge = f"import shutil\nshutil.copy({script!r}, '/tmp/orig.py')\nopen({script!r}, 'w').write({wrapper!r})\n"
     opts = VerifyOptions(
         target=str(corpus),
         workload=f"python3 -c {shlex.quote(forge)}",
