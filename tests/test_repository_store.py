@@ -134,7 +134,7 @@ def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
     not_a_db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(SchedcpError) as info:
         Store(not_a_db)
-    assert info.value.code == "repository_unavailable"
+    assert info.value.code == "database_corrupt" and "damaged" in info.value.cause and info.value.next_step
 
 
 def test_write_transaction_is_all_or_nothing(tmp_path: Path) -> None:

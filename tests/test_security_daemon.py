@@ -620,5 +620,122 @@ def test_agent_cannot_promote_its_own_policy_with_a_made_up_win(tmp_path: Path) 
     assert out["after"][1]["status"] == "candidate" and out["fifo"][1]["status"] == "verified"  # type: ignore[index]
 
 
+# ---- low: bad input never ends in a traceback or a hang ---------------------------------------------------------
+
+
+def _schedcp_bytes(*args: bytes, env: dict[str, str], preexec_fn=None) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).with_name("schedcp")).encode()
+    return subprocess.run(
+        [exe, *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=300,
+        env={**os.environ, **env},
+        preexec_fn=preexec_fn,
+    )
+
+
+def test_cli_non_utf8_query_is_a_clean_usage_error(tmp_path: Path) -> None:
+    from test_repository_fixtures import fresh_copy
+
+    db = fresh_copy(tmp_path)
+    out = _schedcp_bytes(b"repo", b"--db", str(db).encode(), b"search", b"fast \xff\xfe scheduler", env={})
+    assert out.returncode == 2, out.stderr
+    assert "not valid text" in out.stderr and "next:" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("where", ["schema", "data"])
+def test_cli_corrupted_database_page_is_explained(tmp_path: Path, where: str) -> None:
+    """Damage found while opening (the schema pages) or later, in the middle of a query (data pages)."""
+    from test_repository_fixtures import fresh_copy
+
+    db = fresh_copy(tmp_path)
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    pages = range(page, len(data), page) if where == "schema" else range(len(data) // 2, len(data) - page, page)
+    for offset in pages:
+        data[offset : offset + 64] = b"\xa5" * 64
+    db.write_bytes(bytes(data))
+    out = _schedcp_bytes(b"repo", b"--db", str(db).encode(), b"search", b"batch makespan", b"-k", b"20", env={})
+    assert out.returncode == 1, out.stderr
+    assert "is damaged" in out.stderr and "backup" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_full_disk_is_explained(tmp_path: Path) -> None:
+    """A full disk, simulated with RLIMIT_FSIZE: every write past 4 KiB fails (EFBIG / SQLITE_FULL)."""
+    import resource
+
+    from test_repository_fixtures import GENERATED_SOURCE, fresh_copy
+
+    db = fresh_copy(tmp_path)
+    src = tmp_path / "gen_full.bpf.c"
+    src.write_text(GENERATED_SOURCE)
+    (tmp_path / "gen_full.toml").write_text(
+        'name = "gen_full"\ntitle = "full disk"\ndescription = "A policy added while the disk is full."\n'
+    )
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = _schedcp_bytes(b"repo", b"--db", str(db).encode(), b"add", str(src).encode(), env={}, preexec_fn=limit)
+    assert out.returncode == 1, out.stderr
+    assert "free disk space" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_mcp_request_with_a_lone_surrogate_gets_an_answer(tmp_path: Path) -> None:
+    """Replay: a JSON-RPC request carrying "\\ud800" was dropped by the strict parser, never answered."""
+    import select
+
+    from schedcp.server.testing import isolated_env
+
+    exe = str(Path(sys.executable).with_name("schedcp"))
+    proc = subprocess.Popen(
+        [exe, "mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **isolated_env(tmp_path)},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(text: str) -> None:
+        proc.stdin.write(text.encode() + b"\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+
+    def answer(req_id: int, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            message = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+            if message.get("id") == req_id:
+                return message
+        raise AssertionError(f"no answer to request {req_id}")
+
+    try:
+        init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
+        send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}))
+        answer(1)
+        send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        send(
+            r'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_scheduler","arguments":{"name":"fi\ud800fo"}}}'
+        )
+        bad_name = answer(2)["result"]
+        assert bad_name["isError"] and "invalid_arguments" in bad_name["content"][0]["text"]
+        query = r"batch jobs \udc00 makespan \ud83d\ude00"  # a lone low surrogate, then a valid pair
+        call = {"name": "search_schedulers", "arguments": {"query": "Q", "k": 1}}
+        send(
+            json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": call}).replace('"Q"', f'"{query}"')
+        )
+        found = answer(3)["result"]
+        assert not found.get("isError"), found
+        assert "\ufffd" in json.loads(found["content"][0]["text"])["query"]
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

@@ -51,18 +51,9 @@ def explain(exc: BaseException) -> SchedcpError | None:
             "an argument is not valid UTF-8 text", "pass arguments as UTF-8 (check the terminal's locale)"
         )
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.ProgrammingError):
-        primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            return SchedcpError(
-                f"the database is damaged ({exc})",
-                "restore it from a backup, or move it aside and let SchedCP create a new one",
-                code="database_corrupt",
-            )
-        if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
-            return SchedcpError(
-                f"the database cannot be written ({exc})", "free disk space and retry", code="disk_full"
-            )
-        return SchedcpError(f"database error: {exc}", "retry; if it persists, check the database file", code="database")
+        from schedcp.sqlite_wal import explain_error
+
+        return explain_error(exc, "a SchedCP database")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         where = f" writing {exc.filename}" if exc.filename else ""
         return SchedcpError(

@@ -80,7 +80,9 @@ def _serve(
     state = ServerState(ServerOptions(daemon_socket=daemon_socket, vm_queue=vm_queue))
     server = build_server(state)
     if endpoint is None:
-        server.run("stdio")
+        from schedcp.server import stdio
+
+        stdio.run(server)
         return
     assert token is not None  # check_token refused to go on without one
     err_console.print(f"schedcp MCP server at {endpoint.url} (token required)", highlight=False)

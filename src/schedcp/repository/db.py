@@ -20,7 +20,7 @@ from pathlib import Path
 
 from schedcp.errors import SchedcpError
 from schedcp.paths import data_dir
-from schedcp.sqlite_wal import connect_wal
+from schedcp.sqlite_wal import connect_wal, explain_error
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -83,6 +83,8 @@ class Database:
 
     @staticmethod
     def _unavailable(path: Path, exc: BaseException) -> SchedcpError:
+        if isinstance(exc, sqlite3.Error):
+            return explain_error(exc, f"the policy repository at {path}")
         return SchedcpError(
             f"cannot open the policy repository at {path}: {exc}",
             "check the file's permissions, or point SCHEDCP_REPO_DB at a fresh path",

@@ -322,6 +322,13 @@ class RepositoryService:
     def _check_query(query: str) -> str:
         if not isinstance(query, str) or not query.strip():
             raise UsageError("the search query is empty", "describe the workload or the goal in words")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes from a terminal, or a lone surrogate from JSON
+            raise UsageError(
+                "the search query is not valid text (undecodable bytes or a lone surrogate)",
+                "pass the query as UTF-8 text (check the terminal's locale)",
+            ) from None
         if len(query) > 1000:
             raise UsageError(
                 "the search query is longer than 1000 characters", "summarise the need in a sentence or two"
