@@ -13,9 +13,10 @@ import pytest
 
 from schedcp.analysis import budget
 from schedcp.analysis.events import EventWatcher, WatchSpec
-from schedcp.analysis.feedback import FeedbackStore, compare, direction_for
+from schedcp.analysis.feedback import FeedbackStore, compare
 from schedcp.analysis.phases import LevelShiftDetector, split_phases
 from schedcp.errors import UsageError
+from schedcp.trial.compare import direction
 
 
 def test_compare_is_sign_aware() -> None:
@@ -32,8 +33,8 @@ def test_compare_is_sign_aware() -> None:
     assert deltas["throughput_ops_per_s"].verdict == "regressed"
     assert deltas["latency_p99_us"].verdict == "unchanged"  # 1% is noise
     assert "extra" not in deltas
-    assert direction_for("ctx_switches_per_s") == "lower" and direction_for("app_rounds") == "higher"
-    assert direction_for("mystery") is None
+    assert direction("ctx_switches_per_s") == "lower" and direction("app_rounds") == "higher"
+    assert direction("mystery") is None
 
 
 def test_feedback_store_round_trip(tmp_path) -> None:

@@ -10,9 +10,10 @@ import pytest
 
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.repository.evidence import is_win
-from schedcp.repository.outcomes import direction, improvement_ratios, judge, primary_metric
+from schedcp.repository.outcomes import judge, primary_metric
 from schedcp.repository.service import RepositoryService
 from schedcp.repository.store import sha256_text
+from schedcp.trial.compare import direction, ratios
 from test_repository_fixtures import GENERATED_SOURCE, daemon_passed, daemon_records, generated, open_service, profile
 
 
@@ -40,10 +41,10 @@ def test_directions_and_ratios() -> None:
     assert direction("error_rate") == "lower"
     assert direction("widgets") is None
     assert direction("widgets", {"widgets": "higher"}) == "higher"
-    ratios = improvement_ratios(
+    got = ratios(
         {"makespan_s": 8.0, "throughput": 150.0, "widgets": 3}, {"makespan_s": 10.0, "throughput": 100.0, "widgets": 2}
     )
-    assert ratios == {"makespan_s": 1.25, "throughput": 1.5}
+    assert got == {"makespan_s": 1.25, "throughput": 1.5}
     assert primary_metric("p99_latency", ["latency_p99_us", "throughput"]) == "latency_p99_us"
     assert primary_metric("makespan", ["makespan_s"]) == "makespan_s"
     # Noise-level gains are not wins; an unmatched goal falls back to the geometric mean.

@@ -21,27 +21,11 @@ from pydantic import BaseModel
 from schedcp.errors import UsageError
 from schedcp.paths import data_dir
 from schedcp.sqlite_wal import connect_wal
+from schedcp.trial.compare import Direction, direction
 
-Direction = Literal["lower", "higher"]
 Verdict = Literal["improved", "regressed", "unchanged"]
 
-# Name fragments that decide a metric's direction when the caller does not say, strongest first.
-_STRONG_LOWER = ("latency", "makespan", "wait", "stall", "switches", "migrations", "p99", "p95", "p50")
-_HIGHER = ("throughput", "ops", "rps", "qps", "per_s", "rate", "rounds", "iterations", "bogo", "score")
-_LOWER = ("wall", "duration", "time", "_s", "_us", "_ms", "cpu_s")
 NOISE_PCT = 2.0  # changes smaller than this are reported as unchanged
-
-
-def direction_for(metric: str) -> Direction | None:
-    """Lower- or higher-is-better from the metric's name; None when the name does not tell."""
-    name = metric.lower()
-    if any(w in name for w in _STRONG_LOWER):
-        return "lower"
-    if any(h in name for h in _HIGHER):
-        return "higher"
-    if any(lo in name for lo in _LOWER) or name.endswith("_s"):
-        return "lower"
-    return None
 
 
 class MetricDelta(BaseModel):
@@ -85,7 +69,7 @@ def compare(
     out = []
     for name in sorted(set(baseline) & set(current)):
         b, v = float(baseline[name]), float(current[name])
-        d = directions.get(name) or direction_for(name)
+        d = directions.get(name) or direction(name)
         if d is None:
             continue
         if d not in ("lower", "higher"):
@@ -183,7 +167,7 @@ class FeedbackStore:
         now = time.time()
         rows = []
         for k, v in metrics.items():
-            d = directions.get(k) or direction_for(k)
+            d = directions.get(k) or direction(k)
             if d is not None:  # a metric nobody can judge is not worth a baseline
                 rows.append((workload_key, k, float(v), d, now, json.dumps(context or {})))
         with self._lock, self._db:

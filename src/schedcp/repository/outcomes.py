@@ -2,9 +2,9 @@
 """Turning raw benchmark metrics into improvement ratios a repository can compare.
 
 A ratio above 1.0 always means "better than the baseline", whatever the metric's direction, so
-results from different goals and units can be ranked with one rule. The primary metric is the one
-the workload profile's goal names; a result beats its baseline when that ratio clears a small
-margin, so noise-level differences are not recorded as wins.
+results from different goals and units can be ranked with one rule (``schedcp.trial.compare``).
+The primary metric is the one the workload profile's goal names; a result beats its baseline when
+that ratio clears a small margin, so noise-level differences are not recorded as wins.
 """
 
 from __future__ import annotations
@@ -15,87 +15,12 @@ import os
 import platform
 from dataclasses import dataclass
 
+from schedcp.trial.compare import direction, ratios
+
+# `direction` is the trial core's one rule, importable from here for the repository's callers.
+__all__ = ["WIN_MARGIN", "Outcome", "direction", "host_fingerprint", "judge", "primary_metric"]
+
 WIN_MARGIN = 1.01  # a result "beats its baseline" when the goal metric improves by more than 1 %
-
-# Checked in this order: names that clearly mean "lower is better" first, because throughput-like
-# words also appear inside them ("requests_latency"); weak unit suffixes last.
-_LOWER_STRONG = (
-    "latency",
-    "makespan",
-    "duration",
-    "elapsed",
-    "wall",
-    "p50",
-    "p90",
-    "p95",
-    "p99",
-    "p999",
-    "jitter",
-    "stall",
-    "wait",
-    "delay",
-    "miss",
-    "tail",
-    "response_time",
-    "runtime",
-    "completion",
-    "error",
-    "fail",
-    "drop",
-    "loss",
-    "timeout",
-)
-_HIGHER = (
-    "throughput",
-    "ops",
-    "rps",
-    "qps",
-    "iops",
-    "bandwidth",
-    "bogo",
-    "per_s",
-    "per_sec",
-    "fps",
-    "score",
-    "rate",
-    "requests",
-    "transactions",
-    "events",
-    "speedup",
-    "goodput",
-)
-_LOWER_WEAK = ("time", "seconds", "secs", "_s", "_ms", "_us", "_ns", "cost", "energy", "joules", "power")
-
-
-def direction(metric: str, explicit: dict[str, str] | None = None) -> str | None:
-    """'lower', 'higher' or None (unknown) for a metric name."""
-    if explicit and metric in explicit:
-        return explicit[metric]
-    name = metric.lower()
-    if any(token in name for token in _LOWER_STRONG):
-        return "lower"
-    if any(token in name for token in _HIGHER):
-        return "higher"
-    if any(token in name for token in _LOWER_WEAK):
-        return "lower"
-    return None
-
-
-def improvement_ratios(
-    metrics: dict[str, float], baseline: dict[str, float], explicit: dict[str, str] | None = None
-) -> dict[str, float]:
-    """metric -> ratio (>1 is better) for metrics present in both with a known direction."""
-    out: dict[str, float] = {}
-    for name, value in metrics.items():
-        base = baseline.get(name)
-        way = direction(name, explicit)
-        if base is None or way is None:
-            continue
-        if way == "lower" and value > 0 and base > 0:
-            out[name] = base / value
-        elif way == "higher" and base > 0 and value >= 0:
-            out[name] = value / base
-    return {k: round(v, 6) for k, v in out.items()}
 
 
 def primary_metric(goal: str, names: list[str]) -> str | None:
@@ -123,17 +48,17 @@ class Outcome:
 def judge(
     goal: str, metrics: dict[str, float], baseline: dict[str, float], explicit: dict[str, str] | None = None
 ) -> Outcome:
-    ratios = improvement_ratios(metrics, baseline, explicit)
-    primary = primary_metric(goal, list(ratios))
+    known = ratios(metrics, baseline, explicit)
+    primary = primary_metric(goal, list(known))
     if primary is not None:
-        value: float | None = ratios[primary]
-    elif ratios:
+        value: float | None = known[primary]
+    elif known:
         # No metric matches the goal: fall back to the geometric mean of all known ratios.
         primary = "geomean"
-        value = round(math.exp(sum(math.log(r) for r in ratios.values() if r > 0) / len(ratios)), 6)
+        value = round(math.exp(sum(math.log(r) for r in known.values() if r > 0) / len(known)), 6)
     else:
         value = None
-    return Outcome(ratios, primary, value, bool(value is not None and value > WIN_MARGIN))
+    return Outcome(known, primary, value, bool(value is not None and value > WIN_MARGIN))
 
 
 def host_fingerprint() -> str:
