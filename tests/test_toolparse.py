@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from schedcp.bench.guest import toolparse
-from schedcp.bench.usermetric import MetricSpec, workload_metrics
+from schedcp.bench.usermetric import MetricSpec, output_metrics
 from schedcp.errors import UsageError
 
 DATA = Path(__file__).parent / "data" / "realtools"
@@ -84,9 +84,9 @@ def test_bad_user_metrics_get_clear_errors():
 
 def test_workload_metrics_prefers_named_then_own_line_then_tool():
     own = '{"workload": "x", "metrics": {"makespan_s": 2.0}}'
-    assert workload_metrics(["python3"], own, "", 3.0) == {"makespan_s": 2.0, "run_wall_s": 3.0}
-    got = workload_metrics(["stress-ng", "--cpu", "4"], "", text("stress-ng"), 3.1)
+    assert output_metrics(["python3"], own, "", 3.0) == {"makespan_s": 2.0, "run_wall_s": 3.0}
+    got = output_metrics(["stress-ng", "--cpu", "4"], "", text("stress-ng"), 3.1)
     assert got["bogo_ops_per_s"] == 79.8 and got["run_wall_s"] == 3.1
     spec = MetricSpec.parse(r"Time: ([\d.]+)", "lower")
-    got = workload_metrics(["hackbench"], text("hackbench"), "", 2.5, spec)
+    got = output_metrics(["hackbench"], text("hackbench"), "", 2.5, spec)
     assert got["time"] == 1.955 and got["time_s"] == 1.955

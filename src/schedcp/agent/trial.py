@@ -49,12 +49,13 @@ def crash_reason(text: str) -> str:
     return ""
 
 
-def workload_metrics(run: RunResult) -> dict[str, float]:
-    """Metrics of the workload's JSON line, plus its wall time (also as makespan_s if it has none)."""
-    from schedcp.server.workloads import parse_metrics
+def workload_metrics(run: RunResult, target: Any = None) -> dict[str, float]:
+    """The run's metrics (bench/usermetric.py: the user's named metric, the workload's JSON line or a
+    known tool's report), plus its wall time (also as makespan_s if it has none)."""
+    from schedcp.bench.usermetric import output_metrics
 
-    metrics = parse_metrics(run.stdout)
-    metrics[compare.RUN_WALL] = round(float(run.wall_s), 4)
+    argv = list(getattr(target, "argv", None) or run.argv)
+    metrics = output_metrics(argv, run.stdout, run.stderr, run.wall_s, getattr(target, "metric", None))
     metrics.setdefault("makespan_s", metrics[compare.RUN_WALL])
     return metrics
 
@@ -144,14 +145,23 @@ def _measure(
     raw = [
         (
             ["eevdf", "policy"] if pair[BASELINE].position == 0 else ["policy", "eevdf"],
-            workload_metrics(_ran(pair[BASELINE])),
-            workload_metrics(_ran(pair[built.name])),
+            workload_metrics(_ran(pair[BASELINE]), target),
+            workload_metrics(_ran(pair[built.name]), target),
         )
         for _r, pair in sorted(by_round.items())
     ]
     trial.baseline = compare.median_metrics([e for _o, e, _p in raw])
     trial.policy = compare.median_metrics([p for _o, _e, p in raw])
-    metric, way = compare.goal_metric(goal, sorted(set(trial.baseline) & set(trial.policy)))
+    named = getattr(target, "metric", None)
+    if named is not None and named.name not in trial.baseline:
+        raise SchedcpError(
+            f"the metric {named.name!r} was not found in the workload's output under EEVDF",
+            "check --metric against what the program prints (stdout and stderr are searched)",
+            code="workload_failed",
+        )
+    metric, way = compare.goal_metric(
+        goal, sorted(set(trial.baseline) & set(trial.policy)), named=(named.name, named.direction) if named else None
+    )
     trial.metric, trial.direction = metric, way
     trial.baseline_value, trial.policy_value = trial.baseline.get(metric), trial.policy.get(metric)
     trial.ratio = _rounded(compare.ratio(trial.baseline_value, trial.policy_value, way))

@@ -29,6 +29,9 @@ from schedcp.errors import UsageError
 MAX_LINE = 2048
 Direction = Literal["lower", "higher"]
 _NAME = re.compile(r"^[a-z][a-z0-9_.]{0,47}$")
+# A quantified group with a quantifier inside, e.g. (a+)+ or (\d*,?)*: the shape of catastrophic
+# backtracking. Patterns may come from MCP clients, and Python's re has no time limit.
+_NESTED = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{]")
 
 
 class MetricSpec(BaseModel):
@@ -53,6 +56,8 @@ class MetricSpec(BaseModel):
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         if compiled.groups != 1:
             raise ValueError(f"needs exactly one (group) around the number, found {compiled.groups}")
+        if _NESTED.search(value):
+            raise ValueError("a repeated group that itself repeats can take exponential time; simplify it")
         return value
 
     @classmethod
@@ -132,7 +137,7 @@ def _json_value(stdout: str, path: str) -> float | None:
     return None
 
 
-def workload_metrics(
+def output_metrics(
     argv: list[str], stdout: str, stderr: str, wall_s: float, spec: MetricSpec | None = None
 ) -> dict[str, float]:
     """All metrics of one run (see the module docstring); the named one is present only if found."""

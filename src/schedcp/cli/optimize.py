@@ -20,8 +20,11 @@ from typing import Any
 
 import typer
 
+from schedcp.bench.usermetric import MetricSpec
 from schedcp.cli.common import JsonOption, console, emit, err_console, fail, progress
+from schedcp.cli.guestopts import PackageOption, WithOption, extras_from, prepare_image
 from schedcp.errors import SchedcpError
+from schedcp.testbed.extras import GuestExtras
 
 DEMO_WORKLOAD = "longtail"
 DEMO_ITERATIONS = 2
@@ -125,6 +128,17 @@ def register(app: typer.Typer) -> None:
         prices: Path | None = typer.Option(
             None, "--prices", help="Price table (JSON or TOML, USD per million tokens) overriding the shipped one."
         ),
+        package: list[str] = PackageOption,
+        with_: list[str] = WithOption,
+        metric: str | None = typer.Option(
+            None,
+            "--metric",
+            help="Goal metric from the program's output: a regex with one group, e.g. 'p99=(\\d+)', or json:FIELD "
+            "(default: the goal's metric among those the workload reports, else wall time).",
+        ),
+        lower_is_better: bool | None = typer.Option(
+            None, "--lower-is-better/--higher-is-better", help="Direction of --metric (default: from its name)."
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Let sched-agent observe a workload, plan sched_ext policies, measure them against EEVDF in the
@@ -146,6 +160,10 @@ def register(app: typer.Typer) -> None:
                 server=server,
                 call_log=call_log,
                 prices=prices,
+                packages=package,
+                with_=with_,
+                metric=metric,
+                lower_is_better=lower_is_better,
             )
         except SchedcpError as exc:
             raise fail(exc, as_json) from None
@@ -168,6 +186,10 @@ def _optimize(
     *,
     server: str | None = None,
     call_log: Path | None = None,
+    packages: list[str] | None = None,
+    with_: list[str] | None = None,
+    metric: str | None = None,
+    lower_is_better: bool | None = None,
     prices: Path | None = None,
 ) -> dict[str, Any]:
     from pydantic import ValidationError
@@ -188,14 +210,32 @@ def _optimize(
         raise UsageError("give either --workload NAME or a command after --, not both", "pick one target")
     if not workload and not command:
         raise UsageError("nothing to optimise", "give --workload NAME (e.g. longtail), a command after --, or --demo")
+    extras = extras_from(packages, with_)
+    named = None
+    if metric is not None:
+        way = None if lower_is_better is None else ("lower" if lower_is_better else "higher")
+        named = MetricSpec.parse(metric, way)
+    elif lower_is_better is not None:
+        raise UsageError("--lower-is-better/--higher-is-better say which way --metric points", "add --metric")
+    if extras and extras.files and server:
+        raise UsageError("--with sends files from this machine to the in-process server's guest", "drop --server")
     try:
-        spec = TargetSpec(workload=workload, workload_args=workload_args, argv=list(command) or None, timeout_s=timeout)
+        spec = TargetSpec(
+            workload=workload,
+            workload_args=workload_args,
+            argv=list(command) or None,
+            timeout_s=timeout,
+            packages=list(extras.packages) if extras else [],
+            metric=named,
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(
             f"invalid target: {'.'.join(map(str, first['loc']))}: {first['msg']}", "see schedcp optimize --help"
         ) from None
     target = make_target(spec)  # refuses bad input here, before anything starts
+    if extras and not server:
+        prepare_image(extras, lambda m: print(f"· {m}", file=sys.stderr, flush=True) if as_json else progress(m))
     options = OptimizeOptions(
         target=spec,
         goal=goal,
@@ -211,7 +251,7 @@ def _optimize(
             raise UsageError("--call-log is for the in-process server", "give --call-log to the remote `schedcp mcp`")
         client = SchedcpClient.remote(server)
     else:
-        client = in_process_client(call_log)
+        client = in_process_client(call_log, guest_files=extras if extras and extras.files else None)
 
     def narrate(agent: str, message: str) -> None:
         # The story goes to stdout as it happens; with --json stdout is reserved for the document.
@@ -237,11 +277,12 @@ def _optimize(
     return optimizer.run()
 
 
-def in_process_client(call_log: Path | None = None) -> Any:
-    """A SchedCP server in this process, reached over the MCP SDK's in-memory transport."""
+def in_process_client(call_log: Path | None = None, guest_files: GuestExtras | None = None) -> Any:
+    """A SchedCP server in this process, reached over the MCP SDK's in-memory transport; `guest_files`
+    (the user's --with) go into every testbed's guest."""
     from schedcp.agent.client import SchedcpClient
     from schedcp.server.app import build_server
     from schedcp.server.state import ServerOptions, ServerState
 
-    state = ServerState(ServerOptions(call_log=call_log))
+    state = ServerState(ServerOptions(call_log=call_log, guest_files=guest_files))
     return SchedcpClient.in_memory(build_server(state), state)

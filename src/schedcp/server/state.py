@@ -19,6 +19,7 @@ from schedcp.server.artifacts import ArtifactStore
 from schedcp.server.events import EventHub
 from schedcp.server.vmgate import VmGate
 from schedcp.services.testbed import Testbeds, vm_session_factory
+from schedcp.testbed.extras import GuestExtras
 
 
 @dataclass
@@ -32,6 +33,9 @@ class ServerOptions:
     # Builds the guest session behind a testbed; None: a micro-VM holding the VM gate (tests may
     # pass a stand-in; it is not reachable over MCP).
     testbed_session: Callable[..., Any] | None = None
+    # Host files (the CLI's --with) put into every testbed's guest; set by the process that starts
+    # the server, never over MCP.
+    guest_files: GuestExtras | None = None
 
 
 class ServerState:
@@ -40,7 +44,9 @@ class ServerState:
         self.events = EventHub()
         self.artifacts = ArtifactStore(self.options.artifacts_root)
         self.vm = VmGate(max_waiting=self.options.vm_queue, wait_s=self.options.vm_wait_s)
-        self.testbeds = Testbeds(self.options.testbed_session or vm_session_factory(self.vm.slot))
+        self.testbeds = Testbeds(
+            self.options.testbed_session or vm_session_factory(self.vm.slot), host_files=self.options.guest_files
+        )
         self._lock = threading.Lock()
         self._services: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []

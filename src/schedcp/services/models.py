@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schedcp.bench.usermetric import MetricSpec
+
 NAME_PATTERN = r"^[a-z][a-z0-9_.-]{1,63}$"
 TESTBED_ID_PATTERN = r"^tb-[0-9a-f]{12}$"
 TRIAL_ID_PATTERN = r"^tri-[0-9a-f]{16}$"
@@ -28,6 +30,7 @@ TestbedId = Annotated[
     str, Field(pattern=TESTBED_ID_PATTERN, description="A testbed (one micro-VM boot) from start_testbed.")
 ]
 ArgvItem = Annotated[str, Field(min_length=1, max_length=MAX_ARG_CHARS)]
+PackageName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]{0,99}$", description="A Debian package name.")]
 
 
 class TargetSpec(BaseModel):
@@ -49,6 +52,16 @@ class TargetSpec(BaseModel):
         description="Or a program and its arguments, exec'd in the guest (no shell), e.g. ['python3', '-m', ...].",
     )
     timeout_s: float = Field(180.0, ge=1, le=MAX_RUN_S, description="Seconds one run of the workload may take.")
+    packages: list[PackageName] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Debian stable packages the guest needs for the command, e.g. ['stress-ng'] (with dependencies).",
+    )
+    metric: MetricSpec | None = Field(
+        None,
+        description="The goal metric, read from the command's output (a regex with one group, or a JSON field) "
+        "and its direction; default: the goal's metric among those the workload reports, else wall time.",
+    )
 
 
 class Target(BaseModel):
@@ -59,9 +72,21 @@ class Target(BaseModel):
     builtin: str | None = None
     workload_args: list[str] = Field(default_factory=list)
     timeout_s: float = 180.0
+    packages: list[str] = Field(default_factory=list)
+    metric: MetricSpec | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "argv": self.argv, "builtin": self.builtin, "timeout_s": self.timeout_s}
+        out: dict[str, Any] = {
+            "label": self.label,
+            "argv": self.argv,
+            "builtin": self.builtin,
+            "timeout_s": self.timeout_s,
+        }
+        if self.packages:
+            out["packages"] = self.packages
+        if self.metric is not None:
+            out["metric"] = self.metric.model_dump(exclude_none=True)
+        return out
 
 
 class TestbedInfo(BaseModel):

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.services.models import Target, TargetSpec, TestbedId, TestbedInfo, TrialRecord
 from schedcp.services.operation import Operation, Progress
+from schedcp.testbed.extras import GuestExtras
 
 if TYPE_CHECKING:
     from schedcp.server.state import ServerState
@@ -48,12 +49,20 @@ def make_target(spec: TargetSpec) -> Target:
             builtin=spec.workload,
             workload_args=list(spec.workload_args),
             timeout_s=spec.timeout_s,
+            packages=list(spec.packages),
+            metric=spec.metric,
         )
     if spec.argv:
         if spec.workload_args:
             raise UsageError("workload_args only applies to a built-in workload", "put the arguments in argv")
         argv = checks.argv(list(spec.argv), "command")
-        return Target(label=argv[0].rsplit("/", 1)[-1][:40], argv=argv, timeout_s=spec.timeout_s)
+        return Target(
+            label=argv[0].rsplit("/", 1)[-1][:40],
+            argv=argv,
+            timeout_s=spec.timeout_s,
+            packages=list(spec.packages),
+            metric=spec.metric,
+        )
     raise UsageError("nothing to run", "give a built-in workload (e.g. longtail) or a command")
 
 
@@ -193,7 +202,7 @@ class Testbed:
             self.session.close()
 
 
-SessionFactory = Callable[[str, int, Callable[[str], None]], GuestSession]
+SessionFactory = Callable[..., GuestSession]  # (kernel, cpus, progress[, extras=GuestExtras])
 
 
 class Testbeds:
@@ -201,8 +210,18 @@ class Testbeds:
 
     __test__ = False
 
-    def __init__(self, session_factory: SessionFactory, *, idle_s: float = IDLE_S, limit: int = 1) -> None:
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        *,
+        idle_s: float = IDLE_S,
+        limit: int = 1,
+        host_files: GuestExtras | None = None,
+    ) -> None:
         self._factory = session_factory
+        # Host files for every testbed's guest: given by whoever started the server (the CLI's
+        # --with), never by an MCP client, which must not make the server read host paths.
+        self.host_files = host_files
         self._lock = threading.Lock()
         self._open: dict[str, Testbed] = {}
         self.idle_s = idle_s
@@ -223,7 +242,8 @@ class Testbeds:
                     "stop_testbed the one you no longer need, or wait for it to finish",
                     code="busy",
                 )
-            session = self._factory(kernel, cpus, progress)
+            extras = GuestExtras(tuple(target.packages), self.host_files.files if self.host_files else ())
+            session = self._factory(kernel, cpus, progress, **({"extras": extras} if extras else {}))
             session.start()  # resolves the kernel now (errors belong to the caller), boots in the background
             tb = Testbed(f"tb-{secrets.token_hex(6)}", target, session)
             tb.progress = progress
@@ -261,10 +281,12 @@ class Testbeds:
 
 
 def vm_session_factory(hold: Callable[[], Any]) -> SessionFactory:
-    def make(kernel: str, cpus: int, progress: Callable[[str], None]) -> GuestSession:
+    def make(
+        kernel: str, cpus: int, progress: Callable[[str], None], extras: GuestExtras | None = None
+    ) -> GuestSession:
         from schedcp.testbed.session import VmSession
 
-        return VmSession(kernel, cpus, progress, hold=hold)
+        return VmSession(kernel, cpus, progress, hold=hold, extras=extras)
 
     return make
 

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from schedcp.errors import SchedcpError
+from schedcp.testbed.extras import GuestExtras
 
 
 class VmSession:
@@ -33,8 +34,10 @@ class VmSession:
         progress: Callable[[str], None] = lambda _m: None,
         *,
         hold: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        extras: GuestExtras | None = None,
     ) -> None:
         self.kernel_spec = kernel
+        self.extras = extras  # packages and host files in the guest (testbed/extras.py)
         self._hold = hold  # held by the owning thread for the guest's whole life (e.g. a VM gate slot)
         self.cpus = cpus
         self.progress = progress
@@ -79,7 +82,7 @@ class VmSession:
         vm = None
         for attempt in (1, 2):
             try:
-                vm = MicroVM(VMConfig(cpus=self.cpus, kernel=self.kernel_spec), kernel=self.kernel)
+                vm = MicroVM(VMConfig(cpus=self.cpus, kernel=self.kernel_spec, extras=self.extras), kernel=self.kernel)
                 vm.start()
                 self.boot_id = self._read_boot_id(vm)
                 self._vm = vm
@@ -174,13 +177,14 @@ class VmSession:
         return self._error
 
     def run_workload(self, target: Any) -> dict[str, Any]:
-        """Run the target (anything with ``argv`` and ``timeout_s``) once; metrics from its JSON line
-        plus its wall time (as makespan_s if absent)."""
-        from schedcp.server.workloads import parse_metrics
+        """Run the target (anything with ``argv`` and ``timeout_s``) once; metrics from its output (see
+        bench/usermetric.py) plus its wall time (as makespan_s if absent)."""
+        from schedcp.bench.usermetric import output_metrics
 
         out = self.vm.node.run(target.argv, timeout_s=target.timeout_s)
-        metrics = parse_metrics(out["stdout"])
-        metrics["run_wall_s"] = round(float(out["wall_s"]), 4)
+        metrics = output_metrics(
+            target.argv, out["stdout"], out.get("stderr") or "", out["wall_s"], getattr(target, "metric", None)
+        )
         metrics.setdefault("makespan_s", metrics["run_wall_s"])
         return {
             "exit_code": out["exit_code"],

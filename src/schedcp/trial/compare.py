@@ -106,8 +106,12 @@ _GOAL_METRICS: dict[str, list[tuple[str, ...]]] = {
 RUN_WALL = "run_wall_s"
 
 
-def goal_metric(goal: str, names: Iterable[str]) -> tuple[str, Direction]:
-    """(metric, direction) that stands for a goal among the metrics a workload reports."""
+def goal_metric(goal: str, names: Iterable[str], named: tuple[str, Direction] | None = None) -> tuple[str, Direction]:
+    """(metric, direction) that stands for a goal among the metrics a workload reports; a metric the
+    user named (``--metric``) stands for every goal when the runs report it."""
+    names = list(names)
+    if named is not None and named[0] in names:
+        return named
     ordered = sorted(n for n in names if n not in (RUN_WALL, "tasks"))
     for needed in _GOAL_METRICS.get(goal, []):
         for name in ordered:
