@@ -300,18 +300,24 @@ def _tree_digest(directory: Path, into: hashlib._Hash) -> None:
                 into.update(hashlib.sha256(path.read_bytes()).digest())
 
 
-def _check_readable(directory: Path) -> None:
-    """Headers must be world-readable: the compiler runs as uid 65534."""
+def _readable_by_others(directory: Path) -> bool:
+    """Whether uid 65534 can read every file under `directory` (the compiler runs as it)."""
     if os.geteuid() != 0:
-        return
-    for path in [directory, *directory.iterdir()]:
+        return True  # the sandbox runs as the caller, who can read what they pass
+    for path in [directory, *directory.rglob("*")]:
         mode = path.stat().st_mode
-        need = (stat.S_IROTH | stat.S_IXOTH) if path.is_dir() else stat.S_IROTH
+        need = (stat.S_IROTH | stat.S_IXOTH) if stat.S_ISDIR(mode) else stat.S_IROTH
         if mode & need != need:
-            raise NotReadyError(
-                f"{path} is not readable by other users, and the compiler runs unprivileged",
-                f"chmod -R a+rX {directory}",
-            )
+            return False
+    return True
+
+
+def _visible_copy(directory: Path, scratch: Path) -> Path:
+    """A world-readable copy of a header directory the sandbox user could not read in place."""
+    shutil.copytree(directory, scratch, symlinks=False, dirs_exist_ok=True)
+    for path in [scratch, *scratch.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return scratch
 
 
 def build(
@@ -362,9 +368,12 @@ def build(
     clang = os.path.realpath(find_clang())
     out_dir = cache_dir() / "build"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix="src-", dir=out_dir))
+    scratch = Path(tempfile.mkdtemp(prefix="stage-", dir=out_dir))
     try:
-        stage.chmod(0o755)
+        stage = scratch / "src"  # becomes /src; copies of unreadable header dirs go beside it
+        for d in (scratch, stage):
+            d.mkdir(exist_ok=True)
+            d.chmod(0o755)
         local = _stage_source_dir(source_dir, stage) if source_dir is not None else {}
         local[name] = source_text.encode()
         _write_staged(stage, name, local[name])
@@ -388,14 +397,13 @@ def build(
         obj = out_dir / f"{key[:32]}.bpf.o"
         if obj.exists():
             return BuildResult(obj, src_path, source_sha, _sha(obj), target, True)
-        for d in inc_dirs:
-            _check_readable(d)
         labels = {SANDBOX_SRC: ""}
         binds = list(sandbox.program_binds(clang))
         include_flags: list[str] = []
         for i, d in enumerate(inc_dirs):
             inside = f"{SANDBOX_INC}/{i}"
-            binds.append(sandbox.Bind(str(d.resolve()), inside))
+            shown = d.resolve() if _readable_by_others(d) else _visible_copy(d, scratch / f"inc{i}")
+            binds.append(sandbox.Bind(str(shown), inside))
             labels[inside] = _label(i, d, include_dir, our_include)
             include_flags += ["-I", inside]
         binds.append(sandbox.Bind(str(stage), SANDBOX_SRC))
@@ -434,7 +442,7 @@ def build(
         tmp_obj.write_bytes(res.stdout)
         tmp_obj.replace(obj)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return BuildResult(
         obj,
         src_path,
