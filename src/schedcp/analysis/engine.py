@@ -20,25 +20,11 @@ from schedcp.analysis import probes, summarize
 from schedcp.analysis.derive import build_profile
 from schedcp.analysis.profile import WorkloadProfile
 from schedcp.analysis.sandbox import SandboxPolicy, bwrap_prefix, validate_argv
-from schedcp.errors import SchedcpError, UsageError
+from schedcp.errors import UsageError
 from schedcp.node import observe
+from schedcp.trial.node import LocalNode
 
 MAX_DURATION_S = observe.MAX_DURATION_S
-
-
-class LocalNode:
-    """Calls the observe operations in this process (the host), with SchedcpError on failure."""
-
-    def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
-        fn = observe.OPS.get(op)
-        if fn is None:
-            raise UsageError(f"unknown observe operation {op!r}", f"use one of {sorted(observe.OPS)}")
-        try:
-            return fn(**(args or {}))
-        except observe.NodeError as exc:
-            bad_input = exc.code.startswith("bad") or exc.code in ("no_such_process", "no_cgroup", "not_found")
-            cls = UsageError if bad_input else SchedcpError
-            raise cls(exc.cause, exc.next_step, code=exc.code) from exc
 
 
 class Engine:
