@@ -90,3 +90,23 @@ def test_workload_metrics_prefers_named_then_own_line_then_tool():
     spec = MetricSpec.parse(r"Time: ([\d.]+)", "lower")
     got = output_metrics(["hackbench"], text("hackbench"), "", 2.5, spec)
     assert got["time"] == 1.955 and got["time_s"] == 1.955
+
+
+def test_a_nested_quantifier_is_refused_before_it_can_backtrack():
+    with pytest.raises(UsageError, match="exponential"):
+        MetricSpec.parse(r"lat=((?:\d+)+)ms", "lower")
+    with pytest.raises(UsageError, match="exponential"):
+        MetricSpec.parse(r"(?:x*)*=(\d+)", "lower")
+
+
+def test_optimize_reports_bad_metric_options_before_anything_starts():
+    import json
+
+    from conftest import run_cli
+
+    res = run_cli("optimize", "--lower-is-better", "--json", "--", "true", timeout=120)
+    assert res.returncode == 2 and "add --metric" in json.loads(res.stdout)["next_step"]
+    res = run_cli("optimize", "--metric", "p99=(\\d+", "--json", "--", "true", timeout=120)
+    assert res.returncode == 2 and "not a valid regex" in json.loads(res.stdout)["cause"]
+    res = run_cli("optimize", "--with", "/etc/hostname", "--server", "schedcp mcp", "--json", "--", "true")
+    assert res.returncode == 2 and "drop --server" in json.loads(res.stdout)["next_step"]
