@@ -105,8 +105,8 @@ class VmSession:
 
     @staticmethod
     def _read_boot_id(vm: Any) -> str:
-        out = vm.node.run(["cat", "/proc/sys/kernel/random/boot_id"], timeout_s=30)
-        return out["stdout"].strip()[:64]
+        out = vm.node.run(["cat", "/proc/sys/kernel/random/boot_id"], 30)
+        return str(out.stdout).strip()[:64]
 
     @property
     def vm(self) -> Any:
@@ -175,21 +175,3 @@ class VmSession:
     @property
     def error(self) -> BaseException | None:
         return self._error
-
-    def run_workload(self, target: Any) -> dict[str, Any]:
-        """Run the target (anything with ``argv`` and ``timeout_s``) once; metrics from its output (see
-        bench/usermetric.py) plus its wall time (as makespan_s if absent)."""
-        from schedcp.bench.usermetric import output_metrics
-
-        out = self.vm.node.run(target.argv, timeout_s=target.timeout_s)
-        metrics = output_metrics(
-            target.argv, out["stdout"], out.get("stderr") or "", out["wall_s"], getattr(target, "metric", None)
-        )
-        metrics.setdefault("makespan_s", metrics["run_wall_s"])
-        return {
-            "exit_code": out["exit_code"],
-            "timed_out": bool(out["timed_out"]),
-            "wall_s": round(float(out["wall_s"]), 3),
-            "metrics": metrics,
-            "stderr_tail": (out.get("stderr") or "")[-400:],
-        }

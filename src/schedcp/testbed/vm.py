@@ -2,7 +2,7 @@
 """Boot the test kernel in QEMU and talk to the guest's node agent.
 
     with MicroVM(VMConfig(cpus=2)) as vm:
-        print(vm.node.run(["cat", "/sys/kernel/sched_ext/state"])["stdout"])
+        print(vm.node.run(["cat", "/sys/kernel/sched_ext/state"]).stdout)
 
 The machine is QEMU's ``pc`` type with the virtio-serial *PCI* device: Debian's cloud kernels build
 virtio-pci and virtio_console in but ship virtio-mmio as a module without command-line device

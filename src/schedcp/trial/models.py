@@ -32,13 +32,6 @@ class _NodeModel(BaseModel):
         """The node's own JSON shape: only the fields it sent (plus extras it added)."""
         return self.model_dump(exclude_unset=True)
 
-    # TRANSITIONAL (removed when every caller reads attributes): dict-style reads.
-    def __getitem__(self, key: str) -> Any:
-        return self.model_dump()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.model_dump().get(key, default)
-
 
 class SchedExtState(_NodeModel):
     """A snapshot of /sys/kernel/sched_ext; ``supported`` is False on a kernel without sched_ext."""
