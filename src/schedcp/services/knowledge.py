@@ -45,7 +45,7 @@ class AntipatternsInput(BaseModel):
         None, description="Notes whose workload resembles this one (workload_profile's for_repository)."
     )
     policy: str | None = Field(None, pattern=NAME_PATTERN, description="Notes attached to this policy.")
-    limit: int = Field(10, ge=1, le=50)
+    limit: int = Field(10, ge=1, le=50, description="At most this many notes, most relevant first.")
 
 
 def list_antipatterns(state: ServerState, args: AntipatternsInput, _progress: Progress) -> dict[str, Any]:

@@ -127,7 +127,11 @@ class CandidateSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     policy: str = Field(pattern=NAME_PATTERN, description="Existing policy (configure) or the new policy's name.")
-    level: Literal["configure", "patch", "compose"] = "configure"
+    level: Literal["configure", "patch", "compose"] = Field(
+        "configure",
+        description="configure: an existing policy with tunables; patch: changed source of a parent; "
+        "compose: new source.",
+    )
     config: dict[str, int | bool | str] = Field(
         default_factory=dict, max_length=40, description="Tunable values (configure only)."
     )
