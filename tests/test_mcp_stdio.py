@@ -21,7 +21,7 @@ import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 
-from schedcp.server.app import RESERVED_TOOL_NAMES
+from schedcp.server.app import DEPLOY_TOOL_NAMES
 from schedcp.server.testing import call, isolated_env, schedcp_exe, stdio_params
 
 EXPECTED_TOOLS = {
@@ -41,6 +41,9 @@ EXPECTED_TOOLS = {
     "add_scheduler",
     "verify_scheduler",
     "run_in_vm",
+    "deploy_scheduler",
+    "deployment_status",
+    "rollback",
 }
 PROFILE = {
     "summary": "CPU-bound parallel batch of similar jobs started together",
@@ -83,7 +86,7 @@ def test_tool_list_names_schemas_and_annotations(env, mode):
     assert version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
     names = {t.name for t in tools}
     assert names == EXPECTED_TOOLS
-    assert not names & set(RESERVED_TOOL_NAMES)  # reserved for the deployment work, not stubbed
+    assert set(DEPLOY_TOOL_NAMES) <= names  # the deploy path, through the daemon
     for tool in tools:
         schema = tool.input_schema
         jsonschema.Draft202012Validator.check_schema(schema)

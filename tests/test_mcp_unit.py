@@ -22,7 +22,7 @@ from mcp import Client
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.server import budget, checks, clientconfig
 from schedcp.server import http as http_mod
-from schedcp.server.app import RESERVED_TOOL_NAMES, build_server
+from schedcp.server.app import DEPLOY_TOOL_NAMES, build_server
 from schedcp.server.artifacts import ArtifactStore
 from schedcp.server.events import EventHub
 from schedcp.server.state import ServerOptions, ServerState
@@ -259,7 +259,7 @@ def test_breaker_hook_notifies_subscribed_clients_in_process(tmp_path, monkeypat
 
         async with Client(server, mode="legacy", message_handler=on_message) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            assert not names & set(RESERVED_TOOL_NAMES)
+            assert set(DEPLOY_TOOL_NAMES) <= names
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 await client.subscribe_resource(uri)

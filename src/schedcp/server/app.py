@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Assemble the SchedCP MCP server: tools, resources, subscriptions, one error convention.
 
-The tool set is the stable API agents program against; names do not change. Deployment tools
-(``deploy_scheduler``, ``deployment_status``, ``rollback``) are reserved names that arrive with the
-deployment work; until then they are simply absent from ``tools/list``.
+The tool set is the stable API agents program against; names do not change. The deployment tools
+(``deploy_scheduler``, ``deployment_status``, ``rollback``) reach the daemon's deploy path, with the
+same checks as ``schedcp deploy`` (``schedcp.server.tools.deploy``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from schedcp.server.calllog import CallLog
 from schedcp.server.state import ServerOptions, ServerState
 from schedcp.server.tooling import failure
 
-RESERVED_TOOL_NAMES = ("deploy_scheduler", "deployment_status", "rollback")
+DEPLOY_TOOL_NAMES = ("deploy_scheduler", "deployment_status", "rollback")
 
 INSTRUCTIONS = """\
 SchedCP lets you observe workloads, find or write sched_ext CPU schedulers, verify them and try

@@ -9,9 +9,9 @@ from schedcp.server.state import ServerState
 
 
 def all_tools(state: ServerState) -> list[Tool]:
-    from schedcp.server.tools import analysis, operations, repository, testbed, verifier
+    from schedcp.server.tools import analysis, deploy, operations, repository, testbed, verifier
 
     out: list[Tool] = []
-    for module in (analysis, repository, verifier, testbed, operations):
+    for module in (analysis, repository, verifier, testbed, operations, deploy):
         out.extend(module.tools(state))
     return out
