@@ -110,3 +110,14 @@ def test_optimize_reports_bad_metric_options_before_anything_starts():
     assert res.returncode == 2 and "not a valid regex" in json.loads(res.stdout)["cause"]
     res = run_cli("optimize", "--with", "/etc/hostname", "--server", "schedcp mcp", "--json", "--", "true")
     assert res.returncode == 2 and "drop --server" in json.loads(res.stdout)["next_step"]
+
+
+def test_goal_metric_takes_the_named_metric_then_the_tools_headline():
+    from schedcp.trial.compare import goal_metric
+
+    stress = ["bogo_ops_per_s", "cpu_bogo_ops", "cpu_cpu_s", "makespan_s", "run_wall_s"]
+    # stress-ng runs for a fixed time: no fairness metric, so its throughput, not its wall time
+    assert goal_metric("fairness", stress) == ("bogo_ops_per_s", "higher")
+    assert goal_metric("throughput", ["run_wall_s"]) == ("run_wall_s", "lower")
+    assert goal_metric("throughput", [*stress, "p99"], named=("p99", "lower")) == ("p99", "lower")
+    assert goal_metric("throughput", stress, named=("p99", "lower")) == ("bogo_ops_per_s", "higher")

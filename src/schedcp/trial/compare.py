@@ -113,12 +113,16 @@ def goal_metric(goal: str, names: Iterable[str], named: tuple[str, Direction] | 
     if named is not None and named[0] in names:
         return named
     ordered = sorted(n for n in names if n not in (RUN_WALL, "tasks"))
-    for needed in _GOAL_METRICS.get(goal, []):
-        for name in ordered:
-            low = name.lower()
-            way = direction(name)
-            if way and all(part in low for part in needed) and "p999" not in low:
-                return name, way
+    # The goal's own metric first; failing that, the workload's headline metric for another goal (a
+    # tool that runs for a fixed time, like stress-ng --timeout, has a constant wall time).
+    fallbacks = [g for g in ("throughput", "p99_latency", "makespan") if g != goal]
+    for wanted in (goal, *fallbacks):
+        for needed in _GOAL_METRICS.get(wanted, []):
+            for name in ordered:
+                low = name.lower()
+                way = direction(name)
+                if way and all(part in low for part in needed) and "p999" not in low:
+                    return name, way
     return RUN_WALL, "lower"
 
 
