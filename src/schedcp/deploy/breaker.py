@@ -9,7 +9,7 @@ per tick over threads seen in both ticks:
 
 The threshold is the baseline's median moved by the largest of ``k``·1.4826·MAD (a robust sigma),
 a relative margin and an absolute margin, so a quiet baseline (MAD near 0) does not make every
-wobble a regression. A trip needs ``consecutive_bad`` bad ticks in a row.
+wobble a regression. A trip needs the rolling median of ``smooth`` ticks to be bad ``consecutive_bad`` times in a row.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Counters:
 
     t: float
     tasks: dict[str, tuple[int, int]]
+    procs: list[int] = field(default_factory=list)
 
     @classmethod
     def from_node(cls, raw: dict[str, object]) -> Counters:
@@ -41,7 +42,9 @@ class Counters:
                 if isinstance(pair, list) and len(pair) == 2:
                     tasks[str(tid)] = (int(pair[0]), int(pair[1]))
         t = raw.get("t")
-        return cls(float(t) if isinstance(t, int | float) else 0.0, tasks)
+        procs_raw = raw.get("procs")
+        procs = [int(p) for p in procs_raw if isinstance(p, int)] if isinstance(procs_raw, list) else []
+        return cls(float(t) if isinstance(t, int | float) else 0.0, tasks, procs)
 
 
 def metric_value(metric: GoalMetric, before: Counters, after: Counters) -> Sample:
@@ -89,10 +92,12 @@ def threshold(metric: GoalMetric, samples: list[Sample], policy: DeployPolicy) -
 
 @dataclass
 class MetricWatch:
-    """Consecutive bad samples against a threshold; ``feed`` says when to trip."""
+    """The rolling median of the last ``smooth`` ticks against the threshold; ``feed`` says when
+    ``consecutive_bad`` such medians in a row were bad (one noisy tick cannot trip it)."""
 
     threshold: Threshold
     consecutive_bad: int
+    smooth: int = 1
     recent: deque[Sample] = field(default_factory=lambda: deque(maxlen=20))
     bad_run: int = 0
 
@@ -100,7 +105,10 @@ class MetricWatch:
         self.recent.append(sample)
         if sample.value is None:
             return False  # an idle tick says nothing either way
-        if self.threshold.bad(sample.value):
+        values = [s.value for s in self.recent if s.value is not None][-self.smooth :]
+        if len(values) < self.smooth:
+            return False
+        if self.threshold.bad(statistics.median(values)):
             self.bad_run += 1
         else:
             self.bad_run = 0

@@ -32,9 +32,10 @@ class DeployPolicy(BaseModel):
     watchdog_ms: int = Field(default=5000, ge=500, le=30000)
     # The goal metric's noise threshold: median +/- max(k * 1.4826 * MAD, rel_margin * |median|, abs_margin).
     mad_k: float = Field(default=5.0, ge=1.0, le=50.0)
-    rel_margin: float = Field(default=0.25, ge=0.0, le=10.0)
+    rel_margin: float = Field(default=0.5, ge=0.0, le=10.0)
     abs_margin: float = Field(default=0.05, ge=0.0)
     consecutive_bad: int = Field(default=3, ge=1, le=100)
+    smooth: int = Field(default=5, ge=1, le=50)  # ticks in the rolling median the threshold judges
     min_baseline_samples: int = Field(default=4, ge=2, le=1000)
     # Crash-loop cap.
     max_trips: int = Field(default=3, ge=1, le=100)
@@ -55,9 +56,6 @@ class DeployPolicy(BaseModel):
 
     def deploy_gids(self) -> set[int]:
         return {_gid(g) for g in self.deploy_groups}
-
-    def may_deploy(self, uid: int, gids: set[int]) -> bool:
-        return uid == 0 or uid in self.deploy_uids() or bool(gids & self.deploy_gids())
 
 
 def _uid(value: int | str) -> int:
@@ -97,18 +95,3 @@ def load_policy(path: Path | None) -> DeployPolicy:
     policy.deploy_uids()
     policy.deploy_gids()
     return policy
-
-
-def peer_groups(pid: int) -> set[int]:
-    """A peer's primary and supplementary groups, from /proc/PID/status (its Gid and Groups lines)."""
-    gids: set[int] = set()
-    try:
-        with open(f"/proc/{int(pid)}/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Gid:"):
-                    gids.update(int(x) for x in line.split()[1:3])
-                elif line.startswith("Groups:"):
-                    gids.update(int(x) for x in line.split()[1:])
-    except (OSError, ValueError):
-        return set()
-    return gids

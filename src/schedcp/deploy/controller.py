@@ -46,7 +46,9 @@ from schedcp.trial.models import KernelEvent, Policy, SchedExtState
 from schedcp.trial.node import NodeClient, NodeOpError
 
 RESTORE_CONFIRM_S = 5.0
-AuditFn = Callable[[str, dict[str, Any]], None]
+# The target is searched again (new members switched) every this many ticks; sampled cheaply between.
+RESCAN_TICKS = 4
+AuditFn = Callable[[str, dict[str, Any]], object]
 
 
 class TokenChecker(Protocol):
@@ -101,6 +103,7 @@ class DeployController:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.reconcile_notes: list[str] = []
+        self.last_restore_steps: dict[str, float] = {}
 
     # ---- public operations -----------------------------------------------------------------
     def deploy(self, request: DeployRequest, *, peer_uid: int) -> Deployment:
@@ -318,7 +321,7 @@ class DeployController:
                 threshold=dep.threshold.model_dump(),
             )
             self._audit("deploy_canary", {"deployment": dep.id, "tasks": switched})
-        watch = breaker.MetricWatch(dep.threshold, self.policy.consecutive_bad)
+        watch = breaker.MetricWatch(dep.threshold, self.policy.consecutive_bad, self.policy.smooth)
         canary_samples: list[Sample] = []
         if not self._watch(dep, gen, watch, until=dep.canary_until, rescan=True, collected=canary_samples):
             return
@@ -362,6 +365,7 @@ class DeployController:
         target = dep.request.canary
         goal = dep.request.goal
         prev = self._counters(target)
+        ticks = 0
         next_tick = time.monotonic() + self.policy.tick_s
         while True:
             delay = next_tick - time.monotonic()
@@ -380,9 +384,12 @@ class DeployController:
                     signal = _classify(first) if first else "left"
                     self._trip(dep, signal, health.reason, health.ejections)
                     return False
-                if rescan:
-                    dep.canary_tasks = max(dep.canary_tasks, self._switch(target))
-                cur = self._counters(target)
+                ticks += 1
+                full = prev is None or ticks % RESCAN_TICKS == 0
+                known = None if full or prev is None else prev.procs
+                cur = self._counters(target, switch=rescan and full, known=known)
+                if cur is not None and rescan and full:
+                    dep.canary_tasks = max(dep.canary_tasks, len(cur.tasks))
                 if prev is not None and cur is not None:
                     sample = breaker.metric_value(goal, prev, cur)
                     collected.append(sample)
@@ -390,8 +397,8 @@ class DeployController:
                     if watch is not None and watch.feed(sample):
                         th = watch.threshold
                         reason = (
-                            f"{goal} was worse than {th.limit:g} (baseline median {th.median:g}) for "
-                            f"{watch.bad_run} ticks in a row"
+                            f"{goal}'s median over {watch.smooth} ticks was worse than {th.limit:g} (baseline "
+                            f"median {th.median:g}) {watch.bad_run} times in a row"
                         )
                         self._trip(dep, "metric", reason, [], samples=list(watch.recent))
                         return False
@@ -400,9 +407,14 @@ class DeployController:
             if until is not None and time.time() >= until:
                 return True
 
-    def _counters(self, target: CanaryTarget) -> breaker.Counters | None:
+    def _counters(
+        self, target: CanaryTarget, *, switch: bool = False, known: list[int] | None = None
+    ) -> breaker.Counters | None:
+        args: dict[str, Any] = {**target.node_args(), **({"switch": True} if switch else {})}
+        if known is not None:
+            args = {"known": known}
         try:
-            return breaker.Counters.from_node(self.node.call("canary_sample", target.node_args(), timeout_s=15))
+            return breaker.Counters.from_node(self.node.call("canary_sample", args, timeout_s=15))
         except NodeOpError:
             return None
 
@@ -416,9 +428,11 @@ class DeployController:
                 code="canary_empty",
             )
         end = time.monotonic() + seconds
+        ticks = 0
         while time.monotonic() < end and not self._stopping.is_set():
             self._stopping.wait(self.policy.tick_s)
-            cur = self._counters(target)
+            ticks += 1
+            cur = self._counters(target, known=None if ticks % RESCAN_TICKS == 0 else prev.procs)
             if cur is not None:
                 samples.append(breaker.metric_value(goal, prev, cur))
                 prev = cur
@@ -466,9 +480,11 @@ class DeployController:
                 pol.detach()
 
     def _restore(self, lkg: LastKnownGood) -> tuple[str, float, str | None]:
-        """Put the last known good back; (what runs now, seconds it took, error if it fell to default)."""
+        """Put the last known good back; (what runs now, seconds it took, error if it fell to default).
+        ``last_restore_steps`` keeps where the time went (detach, load, confirm)."""
         t0 = time.monotonic()
         self._detach_current()
+        t_detached = time.monotonic()
         error: str | None = None
         restored = "default"
         if lkg.artefact is not None and lkg.deployment_id:
@@ -483,7 +499,8 @@ class DeployController:
             except SchedcpError as exc:
                 error = f"restoring {lkg.name} failed: {exc.cause}"
                 self._detach_current()
-        deadline = time.monotonic() + RESTORE_CONFIRM_S
+        t_loaded = time.monotonic()
+        deadline = t_loaded + RESTORE_CONFIRM_S
         while True:
             state = self.node.state()
             ok = state.runs(self._held.ops_name) if self._held else state.idle
@@ -492,7 +509,13 @@ class DeployController:
             time.sleep(0.05)
         if not ok:
             error = (error + "; " if error else "") + f"sched_ext reads {state.state!r} after the restore"
-        return restored, time.monotonic() - t0, error
+        end = time.monotonic()
+        self.last_restore_steps = {
+            "detach_s": round(t_detached - t0, 4),
+            "load_s": round(t_loaded - t_detached, 4),
+            "confirm_s": round(end - t_loaded, 4),
+        }
+        return restored, end - t0, error
 
     def _trip(
         self,
@@ -521,6 +544,7 @@ class DeployController:
             threshold=dep.threshold,
             restored_to=restored,
             restore_s=round(restore_s, 4),
+            restore_steps=self.last_restore_steps,
             restore_error=error,
         )
         self.store.add_trip(trip)
