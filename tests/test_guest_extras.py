@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from schedcp.errors import UsageError
 from schedcp.testbed import extras, guest
-from conftest import run_cli
 
 GCC = shutil.which("gcc") or shutil.which("cc")
 
@@ -223,3 +223,38 @@ def test_packaged_tool_and_sent_program_run_in_the_guest(program_with_library):
     assert any(line.startswith("Time: ") for line in lines), out
     layers = sorted(p.name for p in (extras._layers_dir()).glob("*.cpio"))
     assert any(n.startswith("pkg-") for n in layers) and any(n.startswith("files-") for n in layers)
+
+
+@pytest.mark.vm
+def test_optimize_a_sent_program_on_the_metric_it_prints(tmp_path):
+    """optimize --with ./prog --metric REGEX: the user's own program, its own number, end to end."""
+    prog = _compile(
+        tmp_path,
+        "spin",
+        "#include <stdio.h>\n#include <time.h>\nint main(void){struct timespec a,b;"
+        "clock_gettime(CLOCK_MONOTONIC,&a);volatile unsigned long x=0;for(unsigned long i=0;i<30000000UL;i++)x+=i;"
+        'clock_gettime(CLOCK_MONOTONIC,&b);printf("spin_ms=%ld\\n",(b.tv_sec-a.tv_sec)*1000+(b.tv_nsec-a.tv_nsec)/1000000);'
+        "return 0;}\n",
+    )
+    res = run_cli(
+        "optimize",
+        "--with",
+        str(prog),
+        "--metric",
+        r"spin_ms=(\d+)",
+        "--lower-is-better",
+        "-n",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+        "--",
+        "./spin",
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    trial = doc["iterations"][0]["execution"]["trial"]
+    assert trial["ok"], trial
+    assert trial["metric"] == "spin_ms" and trial["direction"] == "lower"
+    assert trial["baseline_value"] > 0 and trial["policy_value"] > 0
