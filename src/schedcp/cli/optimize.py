@@ -65,6 +65,10 @@ def _render(doc: dict[str, Any]) -> None:
         )
     else:
         console.print("[bold]best:[/] no candidate was measured", highlight=False)
+    if doc.get("deployment"):
+        d = doc["deployment"]
+        where = f"{d['deployment']} {d['state']}" if d.get("deployment") else f"not deployed ({d.get('reason')})"
+        console.print(f"[bold]deployment:[/] {where}", highlight=False)
     recorded = [it["lesson"]["recorded"] for it in doc["iterations"] if (it.get("lesson") or {}).get("recorded")]
     console.print(f"[bold]recorded:[/] {len(recorded)} result(s) in {doc.get('repository')}", highlight=False)
     total = doc["cost"]["total"]
@@ -139,6 +143,12 @@ def register(app: typer.Typer) -> None:
         lower_is_better: bool | None = typer.Option(
             None, "--lower-is-better/--higher-is-better", help="Direction of --metric (default: from its name)."
         ),
+        deploy: bool = typer.Option(
+            False,
+            "--deploy",
+            help="Hand the best verified candidate to the daemon: canary on the workload on its node, then "
+            "promotion under the circuit breaker; the deployment's measurement is recorded (docs/deploy.md).",
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Let sched-agent observe a workload, plan sched_ext policies, measure them against EEVDF in the
@@ -164,6 +174,7 @@ def register(app: typer.Typer) -> None:
                 with_=with_,
                 metric=metric,
                 lower_is_better=lower_is_better,
+                deploy=deploy,
             )
         except SchedcpError as exc:
             raise fail(exc, as_json) from None
@@ -191,6 +202,7 @@ def _optimize(
     metric: str | None = None,
     lower_is_better: bool | None = None,
     prices: Path | None = None,
+    deploy: bool = False,
 ) -> dict[str, Any]:
     from pydantic import ValidationError
 
@@ -274,7 +286,14 @@ def _optimize(
             f"SchedCP over MCP ({client.where})[/]",
             highlight=False,
         )
-    return optimizer.run()
+    doc = optimizer.run()
+    if deploy:
+        from schedcp.daemon.client import DaemonClient
+        from schedcp.deploy.handoff import deploy_best
+
+        with DaemonClient() as daemon:
+            doc["deployment"] = deploy_best(client, daemon, doc, kernel=kernel, say=narrate)
+    return doc
 
 
 def in_process_client(call_log: Path | None = None, guest_files: GuestExtras | None = None) -> Any:
