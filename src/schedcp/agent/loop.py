@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from schedcp.agent.driver import AgentError
 from schedcp.agent.execution import ExecutionAgent
 from schedcp.agent.learning import LearningAgent
 from schedcp.agent.llm import ChatModel, ProviderError, make_model
-from schedcp.agent.models import Candidate, Iteration, Plan
+from schedcp.agent.models import Candidate, Execution, Iteration, Lesson, Plan
 from schedcp.agent.observation import ObservationAgent
 from schedcp.agent.planning import PlanningAgent, repository_profile
 from schedcp.agent.toolbox import ToolBox
@@ -149,13 +150,18 @@ class Optimizer:
             tried.add(cand.key())
             self.narrate("loop", f"iteration {n}/{opts.iterations}: {cand.label()}")
             executor = self._agent(ExecutionAgent, rounds=opts.rounds)
-            ex = self._with_fallback(executor, lambda a, c=cand: a.run(c, profile.goal))
+            ex: Execution = self._with_fallback(executor, partial(_execute, candidate=cand, goal=profile.goal))
             learner = self._agent(LearningAgent)
             log_entry = {"candidate": ex.candidate.label(), "ratio": ex.trial.ratio if ex.trial else None, "ok": ex.ok}
-            lesson = self._with_fallback(
+            lesson: Lesson = self._with_fallback(
                 learner,
-                lambda a, e=ex, lg=[*log, log_entry], q=list(queue), left=(opts.iterations - n): a.run(
-                    profile, e, session=lg, remaining=q, iterations_left=left
+                partial(
+                    _learn,
+                    profile=profile,
+                    execution=ex,
+                    session=[*log, log_entry],
+                    remaining=list(queue),
+                    iterations_left=opts.iterations - n,
                 ),
             )
             log.append(log_entry | {"verdict": lesson.verdict})
@@ -178,16 +184,19 @@ class Optimizer:
         return done
 
     def _result(self, profile: Any, plan: Plan, iterations: list[Iteration], wall_s: float) -> dict[str, Any]:
-        measured = [it for it in iterations if it.execution.ok and it.execution.trial is not None]
+        measured = [(it, it.execution.trial) for it in iterations if it.execution.ok and it.execution.trial is not None]
         # Clear wins (consistent across rounds) rank above larger but inconsistent ratios.
-        best = max(
+        top = max(
             measured,
-            key=lambda it: (it.lesson is not None and it.lesson.verdict == "improved", it.execution.trial.ratio or 0.0),
+            key=lambda pair: (
+                pair[0].lesson is not None and pair[0].lesson.verdict == "improved",
+                pair[1].ratio or 0.0,
+            ),
             default=None,
         )
         best_doc = None
-        if best is not None:
-            t = best.execution.trial
+        if top is not None:
+            best, t = top
             best_doc = {
                 "policy": best.execution.candidate.policy,
                 "config": best.execution.candidate.config,
@@ -242,6 +251,14 @@ class Optimizer:
         report["price"] = self.prices.price(report["total"], self._model_name())
         report["prices_from"] = self.prices.source
         return report
+
+
+def _execute(agent: ExecutionAgent, *, candidate: Candidate, goal: str) -> Execution:
+    return agent.run(candidate, goal)
+
+
+def _learn(agent: LearningAgent, *, profile: Any, execution: Execution, **kwargs: Any) -> Lesson:
+    return agent.run(profile, execution, **kwargs)
 
 
 def optimize(options: OptimizeOptions, client: SchedcpClient, **kwargs: Any) -> dict[str, Any]:

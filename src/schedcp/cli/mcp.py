@@ -49,6 +49,12 @@ def mcp(
     vm_queue: int = typer.Option(
         2, "--vm-queue", min=0, max=16, help="run_in_vm calls that may wait while one VM runs; more get 'busy'."
     ),
+    call_log: Path | None = typer.Option(
+        None,
+        "--call-log",
+        envvar="SCHEDCP_MCP_CALL_LOG",
+        help="Append a JSON line per tool call (tool, arguments, result code, ids, bytes, ms) to this file.",
+    ),
 ) -> None:
     """Serve the SchedCP tools over the Model Context Protocol (no root needed)."""
     from schedcp.server import clientconfig
@@ -61,13 +67,18 @@ def mcp(
             return
         if endpoint is not None:
             token = http_mod.check_token(token, endpoint)
-        _serve(endpoint, token, daemon_socket, vm_queue, allow_host)
+        _serve(endpoint, token, daemon_socket, vm_queue, allow_host, call_log)
     except SchedcpError as exc:
         raise fail(exc) from None
 
 
 def _serve(
-    endpoint, token: str | None, daemon_socket: Path | None, vm_queue: int, allow_host: list[str] | None = None
+    endpoint,
+    token: str | None,
+    daemon_socket: Path | None,
+    vm_queue: int,
+    allow_host: list[str] | None = None,
+    call_log: Path | None = None,
 ) -> None:
     from schedcp.server import http as http_mod
     from schedcp.server.app import build_server
@@ -77,7 +88,7 @@ def _serve(
         err_console.print(
             "[yellow]note:[/] schedcp mcp needs no root; privileged work goes through the daemon", highlight=False
         )
-    state = ServerState(ServerOptions(daemon_socket=daemon_socket, vm_queue=vm_queue))
+    state = ServerState(ServerOptions(daemon_socket=daemon_socket, vm_queue=vm_queue, call_log=call_log))
     server = build_server(state)
     if endpoint is None:
         from schedcp.server import stdio
