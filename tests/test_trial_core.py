@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from schedcp.daemon.testing import running_daemon
-from schedcp.errors import NotReadyError, UsageError
+from schedcp.errors import NotReadyError, SchedcpError, UsageError
 from schedcp.node.scx import KernelLog
 from schedcp.trial import compare
 from schedcp.trial.models import OWN_DETACH_REASON, SchedExtState, ejections, events_from
@@ -158,7 +158,12 @@ def test_socket_node_talks_to_a_node_agent_process(tmp_path: Path) -> None:
         SocketNode.connect_unix(sock)
 
 
-def test_daemon_node_says_clearly_when_the_daemon_cannot_forward(tmp_path: Path) -> None:
-    with running_daemon(tmp_path) as client, pytest.raises(NotReadyError) as info:
-        DaemonNode(client).state()
-    assert info.value.code == "daemon_no_node"
+def test_daemon_node_forwards_only_what_the_daemon_allows(tmp_path: Path) -> None:
+    with running_daemon(tmp_path) as client:
+        node = DaemonNode(client)
+        with pytest.raises(NotReadyError) as refused:
+            node.state()  # the daemon keeps the node's state and schedulers to itself
+        assert refused.value.code == "daemon_no_node"
+        with pytest.raises(SchedcpError) as no_node:
+            node.run(["true"])  # forwarded as node_run; this daemon was started without --node
+        assert no_node.value.code == "no_node"

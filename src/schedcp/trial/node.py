@@ -310,15 +310,17 @@ class LocalNode(NodeOps):
                 self.call("detach", {"handle": handle})
 
 
-# The daemon operation that forwards one node operation: {"op": NAME, "args": {...}} -> the node's result.
-DAEMON_NODE_OP = "node"
+# Node operations the daemon forwards for an unprivileged client, and the daemon op that does each.
+# Everything else (loading, detaching, reading its state) stays inside the daemon: a deployment
+# attaches only with the verifier's token (``deploy``), never through a raw node call.
+DAEMON_NODE_OPS = {"run": "node_run"}
 
 
 class DaemonNode(NodeOps):
-    """Node operations forwarded by the SchedCP daemon (which owns the host's node agent).
+    """The node the SchedCP daemon owns (``schedcp daemon --node ...``), as far as it lets a client in.
 
-    Each call becomes the daemon request ``node`` with ``{"op": ..., "args": ...}``; the daemon
-    decides which operations an unprivileged caller may forward (deployment requires a token).
+    Only ``run`` is forwarded (the daemon's ``node_run``: VM nodes only, since on a host it would be
+    a root shell); any other operation is refused here with the way to get it done instead.
     """
 
     def __init__(self, client: Any = None) -> None:
@@ -329,15 +331,14 @@ class DaemonNode(NodeOps):
         self.client = client
 
     def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
-        try:
-            return self.client.call(DAEMON_NODE_OP, {"op": op, "args": args or {}}, timeout_s=timeout_s + 5)
-        except SchedcpError as exc:
-            if exc.code == "unknown_op" and "'node'" in exc.cause:
-                raise NotReadyError(
-                    "this SchedCP daemon does not forward node operations",
-                    "upgrade the daemon, or run on the micro-VM (--target vm)",
-                    code="daemon_no_node",
-                ) from exc
-            if exc.code.startswith("daemon_"):
-                raise
-            raise node_error({"code": exc.code, "cause": exc.cause, "next_step": exc.next_step}) from exc
+        forwarded = DAEMON_NODE_OPS.get(op)
+        if forwarded is None:
+            raise NotReadyError(
+                f"the SchedCP daemon does not forward the node operation {op!r}",
+                "deploy through the daemon (schedcp deploy, with a verification token), or use the micro-VM",
+                code="daemon_no_node",
+            )
+        args = dict(args or {})
+        if op == "run":
+            args = {"argv": args.get("argv"), "timeout_s": args.get("timeout_s", 60.0)}
+        return dict(self.client.call(forwarded, args, timeout_s=timeout_s + 30))
