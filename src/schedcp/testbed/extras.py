@@ -249,14 +249,16 @@ def package_layer(
     contents: dict[str, object] = {"requested": list(extras.packages), "packages": versions}
     if out.exists():
         return Layer(out, key, contents)
-    progress(f"adding {len(needed)} Debian package(s) to the guest: {', '.join(sorted(versions))[:300]}")
+    held_names = {n for n in versions if n.startswith(HEADLESS_SKIP) and n not in extras.packages}
+    adding = sorted(set(versions) - held_names)
+    progress(f"adding {len(adding)} Debian package(s) to the guest: {', '.join(adding)[:300]}")
     debs = dict(zip([p.name for p in needed], apt.download_exact(needed, _deb_dir()), strict=True))
     staging = _layers_dir() / f"pkg-{key}.partial{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         from schedcp.testbed.debian import unpack
 
-        held = {n for n in debs if n.startswith(HEADLESS_SKIP) and n not in extras.packages}
+        held = set(held_names)
         for name, deb in debs.items():
             if name not in held:
                 unpack(deb, staging)
