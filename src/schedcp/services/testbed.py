@@ -25,13 +25,13 @@ from schedcp.errors import SchedcpError, UsageError
 from schedcp.services.models import Target, TargetSpec, TestbedId, TestbedInfo, TrialRecord
 from schedcp.services.operation import Operation, Progress
 from schedcp.testbed.extras import GuestExtras
+from schedcp.trial.node import GUEST_DEAD
 
 if TYPE_CHECKING:
     from schedcp.server.state import ServerState
 
 OBSERVE_MAX_S = 300.0
 IDLE_S = 1800.0
-GUEST_DEAD = ("guest_timeout", "guest_lost")
 MAX_TRIALS = 200
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from schedcp.errors import SchedcpError
 from schedcp.testbed.extras import GuestExtras
+from schedcp.trial.node import GUEST_DEAD
 
 
 class VmSession:
@@ -91,7 +92,7 @@ class VmSession:
                 if vm is not None:
                     vm.kill()
                 # A guest that died while booting (seen rarely under TCG) gets one more try.
-                if attempt == 1 and isinstance(exc, SchedcpError) and exc.code in ("guest_lost", "guest_timeout"):
+                if attempt == 1 and isinstance(exc, SchedcpError) and exc.code in GUEST_DEAD:
                     self.progress(f"the guest died while booting ({exc.cause[:80]}); booting again")
                     self.restarts += 1
                     continue

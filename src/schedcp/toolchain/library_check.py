@@ -29,7 +29,7 @@ from schedcp.toolchain import build as build_mod
 from schedcp.toolchain import headers, metadata
 from schedcp.trial.attached import AttachedPolicy, attached
 from schedcp.trial.models import Policy, ejections
-from schedcp.trial.node import NodeClient, NodeOpError
+from schedcp.trial.node import GUEST_DEAD, NodeClient, NodeOpError
 
 DEFAULT_TIMEOUT_MS = 3000
 DEFAULT_SECONDS = 3.0
@@ -154,7 +154,7 @@ def check_one(
 
 
 def _is_guest_lost(exc: SchedcpError) -> bool:
-    return getattr(exc, "code", "") in ("guest_lost", "guest_timeout")
+    return getattr(exc, "code", "") in GUEST_DEAD
 
 
 def _guest_context(exc: SchedcpError) -> str:

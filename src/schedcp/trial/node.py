@@ -35,6 +35,8 @@ from schedcp.toolchain.scx_loader import LoadDeadline, LoaderOptions, run_load
 from schedcp.trial.models import AttachResult, DetachResult, KernelEvent, RunResult, SchedExtState, events_from
 
 LOAD_TIMEOUT_S = 60.0
+# Error codes of a node that died or stopped answering (a transport verdict, never one on a policy).
+GUEST_DEAD = ("guest_timeout", "guest_lost")
 # Node error codes that mean the caller's input was wrong, not the node.
 _INPUT_CODES = ("no_such_process", "no_cgroup", "not_found")
 

@@ -29,10 +29,9 @@ from typing import Any, Literal, TypeVar
 from schedcp.errors import SchedcpError
 from schedcp.trial.attached import failure_detail, load
 from schedcp.trial.models import KernelEvent, Policy, RunResult, SchedExtState, ejections
-from schedcp.trial.node import NodeClient, NodeOpError
+from schedcp.trial.node import GUEST_DEAD, NodeClient, NodeOpError
 
 BASELINE = "eevdf"
-GUEST_DEAD = ("guest_timeout", "guest_lost")
 T = TypeVar("T")
 Status = Literal["ok", "attach_failed", "ejected", "contaminated", "timeout", "failed"]
 

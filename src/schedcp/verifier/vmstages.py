@@ -23,7 +23,7 @@ from schedcp.toolchain.metadata import SchedulerMeta
 from schedcp.toolchain.scx_loader import LoaderOptions
 from schedcp.trial.attached import load as load_policy
 from schedcp.trial.models import KernelEvent, Policy, ejections
-from schedcp.trial.node import NodeClient, NodeOpError
+from schedcp.trial.node import GUEST_DEAD, NodeClient, NodeOpError
 from schedcp.verifier import load, performance
 from schedcp.verifier.kernellog import diagnose
 from schedcp.verifier.report import Finding, StageName, StageResult
@@ -119,9 +119,9 @@ class VmStages:
         try:
             findings, details, summary = body()
         except SchedcpError as exc:
-            if exc.code not in ("guest_timeout", "guest_lost") and not isinstance(exc, NodeOpError):
+            if exc.code not in GUEST_DEAD and not isinstance(exc, NodeOpError):
                 raise
-            if exc.code in ("guest_timeout", "guest_lost"):
+            if exc.code in GUEST_DEAD:
                 self.out.alive = False
                 findings, details, summary = [_hang_finding(name, exc)], {}, "guest unresponsive"
             else:
