@@ -121,3 +121,87 @@ def test_optimize_demo_over_mcp_measures_against_eevdf_in_one_boot_and_replays(t
     assert rerun["trial"]["ok"] and rerun["policy"] == "ljf_batch" and rerun["trial"]["same_boot"]
     assert records(tmp_path / "replay" / "data" / "repository.db", "ljf_batch") == records(db, "ljf_batch")
     assert not qemu_children()
+
+
+@pytest.mark.vm
+def test_failures_in_the_guest_over_mcp(unstable_kernel, tmp_path: Path) -> None:
+    """In one testbed, all through MCP: a scheduler the verifier pipeline (the daemon) refuses, one the
+    static analysis stops, and a guest that panics mid-trial (sysrq crash, only in that boot), after
+    which the testbed boots a fresh guest and measures again there."""
+    from schedcp.agent.client import SchedcpClient
+    from schedcp.agent.cost import CostMeter
+    from schedcp.agent.execution import ExecutionAgent
+    from schedcp.agent.learning import LearningAgent
+    from schedcp.agent.models import Candidate
+    from schedcp.agent.toolbox import ToolBox
+    from schedcp.analysis.derive import build_profile
+    from schedcp.daemon.testing import running_daemon
+    from schedcp.paths import schedulers_dir
+    from schedcp.server.app import build_server
+    from schedcp.server.state import ServerOptions, ServerState
+    from schedcp.services.models import TestbedInfo
+
+    flag = "/tmp/schedcp-node/crash-this-boot"
+    script = (
+        f"if [ -e {flag} ]; then echo c > /proc/sysrq-trigger; fi; "
+        "exec python3 -m schedcp_workloads.longtail --tasks 6 --short-ms 20 --long-factor 4"
+    )
+    testing = schedulers_dir() / "testing"
+    with running_daemon(tmp_path / "daemon") as daemon:
+        state = ServerState(
+            ServerOptions(
+                repo_db=tmp_path / "repo.db",
+                artifacts_root=tmp_path / "mcp",
+                daemon_socket=daemon.path,
+                call_log=tmp_path / "calls.jsonl",
+            )
+        )
+        meter = CostMeter()
+        with SchedcpClient.in_memory(build_server(state), state) as client:
+            loop = ToolBox("loop", client, meter)
+            tb = TestbedInfo.model_validate(
+                loop.call("start_testbed", target={"argv": ["sh", "-c", script], "timeout_s": 120})
+            )
+            executor = ExecutionAgent(client, tb, meter, None, rounds=1)
+
+            def compose(name: str, why: str) -> Any:
+                source = (testing / f"{name}.bpf.c").read_text()
+                candidate = Candidate(policy=f"agent-{name}", level="compose", rationale=why, source=source)
+                return executor.run(candidate, "makespan")
+
+            refused = compose("reject", "must be refused")
+            stages = {s.name: s for s in refused.stages}
+            assert not refused.ok and stages["build"].status == "passed" and stages["static"].status == "passed"
+            # New code goes through the Execution Verifier's pipeline, whose kernel-verifier stage refuses it.
+            assert stages["verifier"].status == "failed" and refused.trial is None
+            assert "kernel_verifier" in stages["verifier"].summary, stages["verifier"]
+            execution = ToolBox("execution", client, meter, bound={"testbed_id": tb.testbed_id})
+            assert execution.call("get_scheduler", name="agent-reject")["status"] == "candidate"  # kept
+            # Loaded directly into the testbed's guest, the kernel's verifier gives its reason.
+            built = execution.call("build_scheduler", scheduler="agent-reject")
+            direct = execution.call("run_trial", build_id=built["build_id"], goal="makespan", rounds=1)["trial"]
+            assert not direct["ok"] and "did not load/attach" in direct["error"]
+            assert "map_value_or_null" in direct["error"]
+
+            raw = {"kind": "run", "argv": ["sh"], "wall_s": 1.0, "tasks": [], "system": {"ncpu": 2}}
+            lesson = LearningAgent(client, tb, meter).run(
+                build_profile(raw, "vm"), refused, session=[], remaining=[], iterations_left=1
+            )
+            assert lesson.verdict == "failed" and lesson.recorded is None
+            assert "verifier" in lesson.antipattern["note"] and lesson.decision.action == "stop"
+
+            stalled = compose("stall", "never dispatches")
+            assert not stalled.ok and stalled.trial is None
+            assert [s.status for s in stalled.stages] == ["passed", "failed"] and "never consumed" in stalled.error
+
+            built = execution.call("build_scheduler", scheduler="fifo")
+            first_boot = loop.call("testbed_status", testbed_id=tb.testbed_id)["boot_id"]
+            state.testbeds.get(tb.testbed_id).session.vm.node.put_file("crash-this-boot", b"1")
+            trial = execution.call("run_trial", build_id=built["build_id"], goal="makespan", rounds=1)["trial"]
+            after = loop.call("testbed_status", testbed_id=tb.testbed_id)
+            assert after["restarts"] == 1 and trial["attempts"] == 2
+            assert trial["ok"] and not trial["guest_crash"] and trial["same_boot"]
+            assert trial["boot_id"] and trial["boot_id"] != first_boot
+            assert trial["rounds"][0]["eevdf"]["makespan_s"] > 0 and trial["rounds"][0]["policy"]["makespan_s"] > 0
+            loop.call("stop_testbed", testbed_id=tb.testbed_id)
+    assert not qemu_children()
