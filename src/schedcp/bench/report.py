@@ -60,11 +60,17 @@ def status_text(arm: dict[str, Any]) -> str:
 def benchmark_table(result: dict[str, Any], *, all_metrics: bool = False) -> list[list[str]]:
     """Rows (header first): arm, one column per metric, runs."""
     metrics = [m for m in result["metrics"] if all_metrics or m["primary"]]
-    header = ["policy"] + [f"{m['label']} ({'↓' if m['direction'] == 'lower' else '↑'})" for m in metrics] + ["runs"]
-    rows = [header]
+    header = ["policy"] + [f"{m['label']} ({'↓' if m['direction'] == 'lower' else '↑'})" for m in metrics]
+    counted = any(switches(result, a["name"]) for a in result["arms"])
+    header += ["context switches per run"] if counted else []
+    rows = [[*header, "runs"]]
     for arm in result["arms"]:
         data = result["summary"].get(arm["name"], {})
         cells = [cell_text(data.get("metrics", {}).get(m["key"]), m["unit"]) for m in metrics]
+        if counted:
+            n, r = switches(result, arm["name"]), switch_ratio(result, arm["name"])
+            versus = f" ({r:.2f}× EEVDF's)" if r is not None and arm["name"] != "eevdf" else ""
+            cells.append(f"{_num(n)}{versus}" if n else "—")
         rows.append([arm["name"], *cells, status_text(data)])
     return rows
 
@@ -160,11 +166,15 @@ def _primary_cell(result: dict[str, Any], arm: str) -> tuple[dict[str, Any], dic
     return (metric, cell) if metric and cell and cell.get("improvement") is not None else None
 
 
+def switches(result: dict[str, Any], arm: str) -> float | None:
+    """The arm's median context switches per run (the harness counts the guest's around each run)."""
+    data = result.get("summary", {}).get(arm, {})
+    return data.get("context_switches") or data.get("metrics", {}).get("ctxt", {}).get("median")
+
+
 def switch_ratio(result: dict[str, Any], arm: str) -> float | None:
     """The arm's median context switches per run relative to EEVDF's (0.5: half as many)."""
-    cells = result.get("summary", {})
-    mine = cells.get(arm, {}).get("metrics", {}).get("ctxt", {}).get("median")
-    base = cells.get("eevdf", {}).get("metrics", {}).get("ctxt", {}).get("median")
+    mine, base = switches(result, arm), switches(result, "eevdf")
     return round(mine / base, 2) if mine and base else None
 
 

@@ -6,10 +6,9 @@
     python3 -m schedcp_workloads.realtool build --source /work/src/lua5.4 --jobs 4 -- posix
 
 The tool does the work and the measuring; this wrapper only starts it, parses what it prints
-(toolparse), and adds what every benchmark reports beside its ratio: the guest's context switches
-during the run (``/proc/stat`` ctxt) and the CPU time the tool's processes used. Under emulation a
-context switch costs far more than on hardware, so a policy that switches less can look better
-than its ordering alone would make it.
+(toolparse), and adds the CPU time the tool's processes used (the harness counts the guest's
+context switches around every run). Under emulation a context switch costs far more than on
+hardware, so a policy that switches less can look better than its ordering alone would make it.
 
 Scenarios: ``hackbench``, ``perf`` (perf bench ...), ``stress-ng``, ``sysbench``, ``cyclictest`` (with
 ``--hogs N`` stress-ng CPU hogs beside it, whose throughput is reported too), and ``build`` (make
@@ -34,14 +33,6 @@ except ImportError:  # run as a file
     import toolparse  # type: ignore[no-redef]
 
 TOOLS = {"hackbench": "hackbench", "perf": "perf", "stress-ng": "stress-ng", "sysbench": "sysbench"}
-
-
-def ctxt() -> int:
-    with open("/proc/stat") as fh:
-        for line in fh:
-            if line.startswith("ctxt "):
-                return int(line.split()[1])
-    return 0
 
 
 def children_cpu_s() -> float:
@@ -152,23 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--program", default="", help="build: the built program to check (relative path)")
     ap.add_argument("--timeout", type=float, default=900.0)
     opts = ap.parse_args(raw)
-    c0, cpu0, t0 = ctxt(), children_cpu_s(), time.monotonic()
+    cpu0, t0 = children_cpu_s(), time.monotonic()
     if opts.scenario == "cyclictest":
         metrics, errors, _text = scenario_cyclictest(opts.hogs, tool_args, opts.timeout)
     elif opts.scenario == "build":
         metrics, errors, _text = scenario_build(opts.source, opts.jobs, opts.program, tool_args, opts.timeout)
     else:
         metrics, errors, _text = scenario_tool(opts.scenario, tool_args, opts.timeout)
-    wall = time.monotonic() - t0
-    switches = ctxt() - c0
-    metrics.update(
-        {
-            "wall_s": round(wall, 4),
-            "ctxt": float(switches),
-            "ctxt_per_s": round(switches / wall, 1) if wall > 0 else 0.0,
-            "cpu_s": round(children_cpu_s() - cpu0, 3),
-        }
-    )
+    metrics.update({"wall_s": round(time.monotonic() - t0, 4), "cpu_s": round(children_cpu_s() - cpu0, 3)})
     result = {
         "workload": "realtool",
         "tool": opts.scenario,
