@@ -188,7 +188,8 @@ def test_refuses_to_listen_off_loopback_without_a_token(tmp_path):
         [schedcp_exe(), "mcp", "--http", f"0.0.0.0:{free_port()}"], capture_output=True, text=True, env=env, timeout=60
     )
     assert out.returncode == 2
-    assert "without a token" in out.stderr and "SCHEDCP_MCP_TOKEN" in out.stderr
+    said = " ".join(out.stderr.split())  # undo the terminal's line wrapping
+    assert "without a token" in said and "SCHEDCP_MCP_TOKEN" in said
 
 
 def test_off_loopback_bind_with_token_requires_it(tmp_path):
@@ -209,7 +210,8 @@ def test_every_loopback_address_refuses_to_start_without_a_token(tmp_path, host)
     env = {**isolated_env(tmp_path), "PATH": "/usr/bin:/bin"}
     bind = f"[{host}]:{free_port()}" if ":" in host else f"{host}:{free_port()}"
     out = subprocess.run([schedcp_exe(), "mcp", "--http", bind], capture_output=True, text=True, env=env, timeout=60)
-    assert out.returncode == 2 and "without a token" in out.stderr and "Traceback" not in out.stderr
+    said = " ".join(out.stderr.split())  # undo the terminal's line wrapping
+    assert out.returncode == 2 and "without a token" in said and "Traceback" not in out.stderr
 
 
 INIT = {

@@ -59,6 +59,11 @@ def _as_user(uid: int, code: str, *args: str, timeout: float = 60) -> subprocess
     )
 
 
+def said(out: subprocess.CompletedProcess[str]) -> str:
+    """What a CLI printed, with the terminal's line wrapping undone."""
+    return " ".join((out.stdout + out.stderr).split())
+
+
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A 0755 root directory other uids can traverse (pytest's tmp_path is private to root)."""
@@ -199,12 +204,12 @@ def test_socket_option_never_removes_a_regular_file(tmp_path: Path) -> None:
     precious.chmod(0o640)
     out = run_cli("daemon", "--socket", str(precious), timeout=60, env={"SCHEDCP_DATA_DIR": str(tmp_path / "s")})
     assert out.returncode == 2, out.stderr
-    assert "not a socket; refusing to remove it" in out.stderr and "Traceback" not in out.stderr
+    assert "not a socket; refusing to remove it" in said(out) and "Traceback" not in out.stderr
     assert precious.read_text() == "keep me" and stat.S_IMODE(precious.stat().st_mode) == 0o640
     link = tmp_path / "link.sock"
     os.symlink(precious, link)
     out = run_cli("daemon", "--socket", str(link), timeout=60, env={"SCHEDCP_DATA_DIR": str(tmp_path / "s")})
-    assert out.returncode == 2 and "symbolic link" in out.stderr
+    assert out.returncode == 2 and "symbolic link" in said(out)
     assert precious.read_text() == "keep me"
 
 
@@ -213,7 +218,7 @@ def test_socket_in_a_world_writable_directory_is_refused(public_dir: Path) -> No
     out = run_cli(
         "daemon", "--socket", str(public_dir / "d.sock"), timeout=60, env={"SCHEDCP_DATA_DIR": str(public_dir / "s")}
     )
-    assert out.returncode != 0 and "writable by group or others" in out.stderr
+    assert out.returncode != 0 and "writable by group or others" in said(out)
     assert not (public_dir / "d.sock").exists()
 
 
@@ -515,7 +520,7 @@ def test_every_privileged_op_is_logged_before_and_after(tmp_path: Path) -> None:
 def test_audit_cli_without_root_access_is_a_clean_error(tmp_path: Path) -> None:
     out = run_cli("audit", "verify", "--state-dir", str(tmp_path / "missing"))
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "audit key" in (out.stdout + out.stderr)
+    assert "audit key" in said(out)
 
 
 # ---- issue 11 (part): loading onto the host -------------------------------------------------------------------
@@ -642,7 +647,7 @@ def test_cli_non_utf8_query_is_a_clean_usage_error(tmp_path: Path) -> None:
     db = fresh_copy(tmp_path)
     out = _schedcp_bytes(b"repo", b"--db", str(db).encode(), b"search", b"fast \xff\xfe scheduler", env={})
     assert out.returncode == 2, out.stderr
-    assert "not valid text" in out.stderr and "next:" in out.stderr and "Traceback" not in out.stderr
+    assert "not valid text" in said(out) and "next:" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("where", ["schema", "data"])
@@ -659,7 +664,7 @@ def test_cli_corrupted_database_page_is_explained(tmp_path: Path, where: str) ->
     db.write_bytes(bytes(data))
     out = _schedcp_bytes(b"repo", b"--db", str(db).encode(), b"search", b"batch makespan", b"-k", b"20", env={})
     assert out.returncode == 1, out.stderr
-    assert "is damaged" in out.stderr and "backup" in out.stderr and "Traceback" not in out.stderr
+    assert "is damaged" in said(out) and "backup" in said(out) and "Traceback" not in out.stderr
 
 
 def test_cli_full_disk_is_explained(tmp_path: Path) -> None:
@@ -680,7 +685,7 @@ def test_cli_full_disk_is_explained(tmp_path: Path) -> None:
 
     out = _schedcp_bytes(b"repo", b"--db", str(db).encode(), b"add", str(src).encode(), env={}, preexec_fn=limit)
     assert out.returncode == 1, out.stderr
-    assert "free disk space" in out.stderr and "Traceback" not in out.stderr
+    assert "free disk space" in said(out) and "Traceback" not in out.stderr
 
 
 def test_mcp_request_with_a_lone_surrogate_gets_an_answer(tmp_path: Path) -> None:

@@ -453,6 +453,8 @@ class DaemonServer:
         parent = path.parent
         if parent == SYSTEM_RUNTIME_DIR:
             private_dir(parent, mode=0o755)
+            if self.config.policy().anyone != Grant() or self.config.socket_group is not None:
+                parent.chmod(0o755)  # ours and checked: others must traverse it to reach the socket
         else:
             _check_socket_parent(parent)
         _remove_stale_socket(path)
