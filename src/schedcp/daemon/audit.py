@@ -306,31 +306,21 @@ class AuditLog:
     ) -> Iterator[Operation]:
         """Log ``begin`` now and ``end`` when the block leaves, with ``error`` and the cause if it raised."""
         record = Operation(op_id=secrets.token_hex(8))
-        self.append(op, phase="begin", op_id=record.op_id, peer_uid=peer_uid, peer_pid=peer_pid, fields=fields)
+
+        def log(phase: Phase, outcome: Outcome | None, data: dict[str, Any]) -> None:
+            self.append(
+                op, phase=phase, op_id=record.op_id, outcome=outcome, peer_uid=peer_uid, peer_pid=peer_pid, fields=data
+            )
+
+        log("begin", None, fields)
         try:
             yield record
         except BaseException as exc:
             cause = exc.cause if isinstance(exc, SchedcpError) else f"{type(exc).__name__}: {exc}"
             code = exc.code if isinstance(exc, SchedcpError) else "internal"
-            self.append(
-                op,
-                phase="end",
-                op_id=record.op_id,
-                outcome="error",
-                peer_uid=peer_uid,
-                peer_pid=peer_pid,
-                fields=record.result | {"code": code, "cause": str(cause)[:500]},
-            )
+            log("end", "error", record.result | {"code": code, "cause": str(cause)[:500]})
             raise
-        self.append(
-            op,
-            phase="end",
-            op_id=record.op_id,
-            outcome="ok",
-            peer_uid=peer_uid,
-            peer_pid=peer_pid,
-            fields=record.result,
-        )
+        log("end", "ok", record.result)
 
     # ---- reading ---------------------------------------------------------------------------------
 
