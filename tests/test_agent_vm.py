@@ -85,7 +85,7 @@ def test_optimize_demo_over_mcp_measures_against_eevdf_in_one_boot_and_replays(t
     ex = it["execution"]
     assert [s["name"] for s in ex["stages"]] == ["build", "static", "kernel_verifier", "trial"], ex
     trial = ex["trial"]
-    assert trial["ok"] and trial["ops_name"] == "ljf_batch" and trial["stayed_enabled"]
+    assert trial["ok"] and trial["ops_name"] == "ljf_batch" and trial["stayed_enabled"], (trial["error"], ex["stages"])
     # Both sides ran in the testbed's one boot, interleaved, and each round measured both.
     assert trial["same_boot"] and trial["boot_id"] == doc["vm"]["boot_id"] != ""
     assert [r["order"] for r in trial["rounds"]] == [["eevdf", "policy"], ["policy", "eevdf"]]
