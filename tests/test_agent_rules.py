@@ -261,33 +261,25 @@ def test_verdicts() -> None:
     assert verdict_of(_execution([], ok=False)) == "failed"
 
 
-def test_every_agent_tool_schema_is_self_contained_and_provider_safe() -> None:
+def test_every_agent_tool_schema_is_self_contained_and_provider_safe(tmp_path) -> None:
+    """What each role's model is shown: its SchedCP tools (MCP schemas, nested models inlined) and
+    its finish tool, all closed and compact."""
     import json
     import re
 
+    from schedcp.agent import roles
+    from schedcp.agent.client import SchedcpClient
     from schedcp.agent.cost import CostMeter
-    from schedcp.agent.execution import ExecutionAgent
-    from schedcp.agent.learning import LearningAgent
-    from schedcp.agent.observation import ObservationAgent
-    from schedcp.agent.planning import PlanningAgent
-    from schedcp.agent.session import Target, VmSession
-    from schedcp.agent.tools import Services
+    from schedcp.agent.toolbox import ToolBox
+    from schedcp.server.app import build_server
+    from schedcp.server.state import ServerOptions, ServerState
 
-    svc = Services(VmSession(), Target("t", ["true"]))  # nothing is booted or opened: tools are only listed
-    meter, p = CostMeter(), profile(tail=(50.0, 1000.0))
-    ex = _execution([1.2, 1.3])
-    boxes = {
-        "observation": ObservationAgent(svc, meter).tools(),
-        "planning": PlanningAgent(svc, meter).tools(p),
-        "execution": ExecutionAgent(svc, meter).tools({"candidate": ex.candidate, "stages": []}),
-        "learning": LearningAgent(svc, meter).tools({"execution": ex, "profile": p}),
-    }
-    for agent, tools in boxes.items():
-        assert sum(t.finish for t in tools) == 1, agent  # exactly one way to finish
-        for t in tools:
-            d = t.definition()
-            assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", d.name)
-            text = json.dumps(d.parameters)
-            assert "$ref" not in text and "$defs" not in text, (agent, d.name)
-            assert d.parameters["type"] == "object" and d.parameters["additionalProperties"] is False
-            assert len(text) < 3000 and 10 <= len(d.description) <= 400, (agent, d.name)
+    state = ServerState(ServerOptions(repo_db=tmp_path / "repo.db", artifacts_root=tmp_path / "mcp"))
+    with SchedcpClient.in_memory(build_server(state), state) as client:  # tools are only listed
+        for role in roles.AGENT_ROLES:
+            for d in ToolBox(role, client, CostMeter()).definitions():
+                assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", d.name)
+                text = json.dumps(d.parameters)
+                assert "$ref" not in text and "$defs" not in text, (role, d.name)
+                assert d.parameters["type"] == "object" and d.parameters["additionalProperties"] is False
+                assert len(text) < 8000 and 10 <= len(d.description) <= 2000, (role, d.name, len(text))

@@ -55,9 +55,14 @@ class Outcome:
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema, self-contained (nested models inlined, not referenced through $defs,
-    which not every provider resolves) and without pydantic's titles (tokens no model needs)."""
-    schema = model.model_json_schema()
+    """A local tool's arguments model as a self-contained schema (see ``self_contained``)."""
+    return self_contained(model.model_json_schema())
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with nested definitions inlined (not referenced through $defs, which not every
+    provider resolves), without pydantic's titles (tokens no model needs), and closed."""
+    schema = dict(schema)
     defs = schema.pop("$defs", {})
 
     def strip(node: Any) -> Any:
@@ -112,7 +117,7 @@ class ToolBox:
         return [listed[n] for n in self.allowed]
 
     def definitions(self) -> list[ToolDef]:
-        remote = [ToolDef(s.name, s.description, s.input_schema) for s in self.remote_specs()]
+        remote = [ToolDef(s.name, s.description, self_contained(s.input_schema)) for s in self.remote_specs()]
         return remote + [t.definition() for t in self.local]
 
     @property
