@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Deployments end to end against a real daemon that owns a real micro-VM node (one boot for the
+module, plus one for the restart test): token-gated deploys, the canary, promotion, the circuit
+breaker on an error exit, a slowed canary metric and a watchdog stall, the crash-loop cap, bad
+tokens of every class, an unprivileged client, and reconcile after a daemon crash.
+
+Every command goes through the real CLI and the daemon socket. The first token comes from the
+daemon's own verification (the real pipeline, a second VM); the policies that fail only in
+production get theirs from the real signing code with the daemon's key (the test is root, like
+the daemon), because the verifier would pass them by design and every pass costs a VM boot."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schedcp.daemon.client import DaemonClient
+from schedcp.deploy.testing import NOBODY, WORKLOAD, Daemon
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    root = Path(tempfile.mkdtemp(prefix="schedcp-deploy-"))
+    root.chmod(0o755)  # the unprivileged client must reach the socket
+    d = Daemon(root)
+    d.start()
+    try:
+        out = d.cli("node", "run", "--", "sh", "-c", WORKLOAD)
+        assert out.returncode == 0, out.stderr
+        yield d
+    finally:
+        d.kill(signal.SIGTERM)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _story(d: Daemon, dep_id: str) -> dict[str, Any]:
+    return d.json("audit", "--deployment", dep_id)[0]
+
+
+def test_node_run_puts_workloads_on_the_vm_node(daemon: Daemon):
+    out = daemon.json("node", "run", "--", "sh", "-c", "pidof lag-work | wc -w; uname -r")
+    assert out["exit_code"] == 0
+    count, release = out["stdout"].split()
+    assert count == "2" and "cloud-amd64" in release
+    failing = daemon.cli("node", "run", "--", "sh", "-c", "exit 7")
+    assert failing.returncode == 7
+
+
+def test_verified_policy_goes_canary_then_promoted(daemon: Daemon):
+    source = (Path(__file__).resolve().parents[1] / "src/schedcp/schedulers/testing/minimal.bpf.c").read_text()
+    with DaemonClient(daemon.socket) as client:
+        verified = client.verify(source, "minimal.bpf.c", kernel="unstable")
+    assert verified["report"]["verdict"] == "pass", verified["report"]["reason"]
+    token_id = verified["token_id"]
+    daemon.notes["token_id"] = token_id
+    dep = daemon.json("deploy", token_id, "--canary-comm", "^lag-work$", "--goal", "cpu_rate")
+    # During the window only the canary's tasks are switched: partial mode, the kernel says so.
+    canary = daemon.wait_for("the canary", lambda s: (s.get("active") or {}).get("state") == "canary")
+    assert canary["node"]["ops"] == "minimal" and canary["node"]["switch_all"] == 0
+    assert canary["active"]["canary_tasks"] >= 2
+    promoted = daemon.wait_for("promotion", lambda s: (s.get("active") or {}).get("state") == "promoted")
+    assert promoted["node"]["ops"] == "minimal" and promoted["node"]["switch_all"] == 1
+    assert promoted["last_known_good"]["deployment_id"] == dep["id"]
+    states = [t["state"] for t in _story(daemon, dep["id"])["transitions"]]
+    assert states == ["requested", "token_checked", "baseline", "canary", "promoted"]
+
+
+def test_every_bad_token_class_is_refused_with_its_reason(daemon: Daemon):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    def refused(token: str, *extra: str) -> dict[str, Any]:
+        out = daemon.cli("deploy", token, "--canary-comm", "^lag-work$", "--json", *extra)
+        assert out.returncode == 1, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    replayed = refused(daemon.notes["token_id"])
+    assert replayed["error"] == "token_replayed"
+    assert refused("f" * 24)["error"] == "token_unknown"
+    forged = refused(daemon.sign("minimal", key=Ed25519PrivateKey.generate()))
+    assert forged["error"] == "token_invalid"
+    body, sig = daemon.sign("minimal").split(".")
+    claims = json.loads(_unb64(body))
+    claims["krn"] = "9.9.9-altered"
+    assert (
+        refused(f"{_b64(json.dumps(claims, sort_keys=True, separators=(',', ':')).encode())}.{sig}")["error"]
+        == "token_invalid"
+    )
+    expired = refused(daemon.sign("minimal", now=time.time() - 7200, ttl_s=60))
+    assert expired["error"] == "token_expired"
+    wrong_kernel = refused(daemon.sign("minimal", kernel="6.19.14+deb13-cloud-amd64"))
+    assert wrong_kernel["error"] == "token_mismatch" and "kernel" in wrong_kernel["cause"]
+    other_config = refused(daemon.sign("fifo", config={"slice_us": 5000}), "--config", "slice_us=6000")
+    assert other_config["error"] == "token_mismatch" and "configuration" in other_config["cause"]
+    # Nothing changed on the node, and each refusal is on record with its reason.
+    status = daemon.status()
+    assert status["node"]["ops"] == "minimal" and status["active"]["state"] == "promoted"
+    stories = daemon.json("audit")
+    reasons = [s["deployment"]["reason"] for s in stories if s["deployment"]["state"] == "refused"]
+    assert len(reasons) >= 7 and any("already used" in r for r in reasons)
+
+
+def test_unprivileged_client_reads_status_but_cannot_deploy(daemon: Daemon):
+    token = daemon.sign("comm_trap")
+    daemon.notes["trap_token"] = token
+    request = {"token": token, "canary": {"comm": "^lag-work$"}}
+    refused = daemon.call_as(NOBODY, "deploy", request)
+    assert refused["ok"] is False and refused["error"] == "forbidden", refused
+    assert daemon.call_as(NOBODY, "rollback", {})["error"] == "forbidden"
+    status = daemon.call_as(NOBODY, "deployment_status")
+    assert status["ok"] and status["result"]["node"]["ops"] == "minimal"
+    assert daemon.status()["active"]["state"] == "promoted"
+
+
+def test_policy_that_errors_in_production_is_rolled_back_and_refused_after(daemon: Daemon):
+    # The token the unprivileged client tried is still unspent: the refusal happened before any check.
+    dep = daemon.json(
+        "deploy", daemon.notes["trap_token"], "--canary-comm", "^lag-work$", "--goal", "cpu_rate", "--wait"
+    )
+    assert dep["state"] == "promoted", dep
+    assert daemon.status()["node"]["ops"] == "comm_trap"
+    daemon.cli("node", "run", "--", "sh", "-c", "echo -n trap-me > /proc/self/comm; sleep 0.3")
+    after = daemon.wait_for("the breaker", lambda s: s["trips"] and s["trips"][0]["deployment_id"] == dep["id"])
+    trip = after["trips"][0]
+    assert trip["signal"] == "error_exit" and "trap-me" in json.dumps(trip["kernel_events"])
+    assert trip["restored_to"] == "minimal" and trip["restore_error"] is None
+    assert 0 < trip["restore_s"] < 30
+    assert after["node"]["ops"] == "minimal" and after["node"]["switch_all"] == 1
+    # The workload recovers under the restored policy: its tasks get CPU again.
+    probe = "for p in $(pidof lag-work); do cut -d' ' -f1 /proc/$p/schedstat; done; sleep 1; " * 2
+    out = daemon.json("node", "run", "--", "sh", "-c", probe)
+    runs = [int(x) for x in out["stdout"].split()]
+    assert len(runs) == 4 and runs[2] + runs[3] - runs[0] - runs[1] > 3e8
+    # Same object, configuration and kernel: refused until something changes.
+    again = daemon.cli("deploy", daemon.sign("comm_trap"), "--canary-comm", "^lag-work$", "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["error"] == "artefact_refused"
+
+
+def test_policy_that_slows_the_canary_is_rolled_back_on_the_metric(daemon: Daemon):
+    dep = daemon.json("deploy", daemon.sign("laggard"), "--canary-comm", "^lag-work$", "--wait", ok=False)
+    assert dep["state"] == "rolled_back"
+    story = _story(daemon, dep["id"])
+    trip = story["trips"][0]
+    assert trip["signal"] == "metric" and trip["phase"] == "canary"
+    assert trip["threshold"]["metric"] == "wait_share"
+    bad = [s["value"] for s in trip["samples"][-3:]]
+    assert all(v > trip["threshold"]["limit"] for v in bad), trip
+    assert trip["restored_to"] == "minimal"
+    assert daemon.status()["node"]["ops"] == "minimal"
+
+
+def test_stall_is_detected_and_the_crash_loop_cap_latches(daemon: Daemon):
+    dep = daemon.json("deploy", daemon.sign("stall"), "--canary-comm", "^lag-work$", "--wait", ok=False)
+    trip = _story(daemon, dep["id"])["trips"][0]
+    assert trip["signal"] == "stall", trip
+    assert trip["restored_to"] == "minimal"
+    status = daemon.status()
+    assert status["breaker"]["latched"] and status["breaker"]["trips_in_window"] == 3
+    latched = daemon.cli("deploy", daemon.sign("fifo"), "--canary-comm", "^lag-work$", "--json")
+    assert latched.returncode == 1 and json.loads(latched.stdout)["error"] == "breaker_latched"
+    reset = daemon.json("rollback", "--reset-breaker")
+    assert reset["breaker"]["latched"] is False
+    assert daemon.status()["node"]["ops"] == "minimal"
+
+
+def test_restarted_daemon_reconciles_with_the_kernel_and_operator_rollback(daemon: Daemon):
+    before = daemon.status()
+    assert before["active"]["state"] == "promoted" and before["node"]["ops"] == "minimal"
+    daemon.kill(signal.SIGKILL)  # a crash: the VM node dies with the daemon, the store survives
+    daemon.start()
+    after = daemon.status()
+    assert any("restored minimal" in note for note in after["reconcile"]), after["reconcile"]
+    assert after["node"]["ops"] == "minimal" and after["node"]["enable_seq"] == 1  # a fresh kernel
+    assert after["active"]["artefact"]["scheduler"] == "minimal"
+    states = [t["state"] for t in _story(daemon, before["active"]["id"])["transitions"]]
+    assert states[-2:] == ["interrupted", "promoted"]
+    back = daemon.json("rollback", "--reason", "test: operator rollback")["trip"]
+    assert back["signal"] == "operator" and back["restored_to"] == "default"
+    final = daemon.status()
+    assert final["node"]["state"] == "disabled" and final["active"] is None
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
