@@ -16,6 +16,7 @@ would be a root shell].
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -91,7 +92,13 @@ class NodeOwner:
         spec = self.kernel_spec or kernel_mod.DEFAULT_SPEC
         t0 = time.monotonic()
         vm = MicroVM(VMConfig(cpus=2, kernel=spec), kernel=kernel_mod.cached(spec))
-        vm.start()
+        # The daemon runs with umask 077, but a guest image built here must stay readable by the
+        # unprivileged user QEMU runs as; this runs before any client is served (main thread).
+        old_umask = os.umask(0o022)
+        try:
+            vm.start()
+        finally:
+            os.umask(old_umask)
         self.vm = vm
         self.boot_s = time.monotonic() - t0
         if isinstance(vm.node, NodeOps):

@@ -276,9 +276,12 @@ class DeployController:
                 self._fail(dep, SchedcpError(f"{type(exc).__name__}: {exc}", "see the daemon's log", code="internal"))
 
     def _fail(self, dep: Deployment, exc: SchedcpError) -> None:
-        held_by_dep = self._held is not None and self._held.deployment_id == dep.id
+        # Restore when this deployment holds the node, or when it had already removed the previous
+        # policy and then failed to load its own (nothing is held then).
+        previous_id = dep.previous.deployment_id if dep.previous else None
+        displaced = self._held is None or self._held.deployment_id == dep.id
         restored = ""
-        if held_by_dep:
+        if displaced and (self._held is not None or previous_id is not None):
             self._gen += 1
             restored, _t, err = self._restore(dep.previous or LastKnownGood())
             if err:
