@@ -41,7 +41,7 @@ def test_static_failure_exits_one_with_a_fixable_finding(env: dict[str, str]) ->
 def test_human_output_is_plain_and_short(env: dict[str, str]) -> None:
     proc = run_cli("verify", str(CORPUS / "bad" / "dsq_typo.bpf.c"), "--static-only", env=env, timeout=120)
     assert proc.returncode == 1
-    assert proc.stdout.startswith("verdict: FAIL") and "static/dsq-never-consumed (line 18)" in proc.stdout
+    assert proc.stdout.startswith("verdict: FAIL") and "static/dsq-never-consumed (line 19)" in proc.stdout
     assert "\x1b[" not in proc.stdout and len(proc.stdout.splitlines()) < 30
 
 
