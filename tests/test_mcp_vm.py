@@ -85,6 +85,14 @@ def test_agent_loop_summary_search_verify_then_measure_against_eevdf(tmp_path, u
             )
             assert not is_error, text
             steps["recorded"] = recorded
+            # 6. The daemon's pass is evidence: a copy of exactly that source may become verified, and the
+            #    object the verifier built is bound to it (a reason alone would be refused).
+            source = (await client.read_resource(f"schedcp://scheduler/{choice}/source")).contents[0].text
+            copy = {"name": f"{choice}_copy", "source": source, "description": f"An unchanged copy of {choice}."}
+            is_error, _, text = await call(client, "add_scheduler", copy)
+            assert not is_error, text
+            reason = {"reason": "the daemon verified this exact source"}
+            steps["promote"] = await call(client, "promote_scheduler", {"name": f"{choice}_copy", **reason})
             return steps
 
         async def main() -> dict:
@@ -107,6 +115,9 @@ def test_agent_loop_summary_search_verify_then_measure_against_eevdf(tmp_path, u
     judged = [m for m in compared.values() if m["ratio"] is not None]
     assert judged and all(m["eevdf"] > 0 and m["scheduler"] > 0 for m in judged)
     assert steps["recorded"]["policy"] == steps["choice"]
+    is_error, promoted, text = steps["promote"]
+    assert not is_error and (promoted["from"], promoted["to"]) == ("candidate", "verified"), text
+    assert promoted["evidence"]["object_sha256"] == steps["report"]["report"]["object_sha256"]
 
 
 def test_submitted_source_runs_an_argv_and_reports_counters(tmp_path, unstable_kernel):
