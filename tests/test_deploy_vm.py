@@ -103,7 +103,7 @@ def test_every_bad_token_class_is_refused_with_its_reason(daemon: Daemon):
     assert other_config["error"] == "token_mismatch" and "configuration" in other_config["cause"]
     # Nothing changed on the node, and each refusal is on record with its reason.
     status = daemon.status()
-    assert status["node"]["ops"] == "minimal" and status["active"]["state"] == "promoted"
+    assert status["node"]["ops"] == "minimal" and status["active"]["state"] == "promoted", status
     stories = daemon.json("audit")
     reasons = [s["deployment"]["reason"] for s in stories if s["deployment"]["state"] == "refused"]
     assert len(reasons) >= 7 and any("already used" in r for r in reasons)
@@ -159,17 +159,26 @@ def test_policy_that_slows_the_canary_is_rolled_back_on_the_metric(daemon: Daemo
 
 
 def test_stall_is_detected_and_the_crash_loop_cap_latches(daemon: Daemon):
-    dep = daemon.json("deploy", daemon.sign("stall"), "--canary-comm", "^lag-work$", "--wait", ok=False)
-    trip = _story(daemon, dep["id"])["trips"][0]
+    # A canary that sleeps through the baseline (so the breaker watches the kernel, not a metric)
+    # and then wants a CPU: the stall scheduler never runs it, the kernel's watchdog ejects it.
+    start = "setsid sh -c 'echo -n stall-canary > /proc/self/comm; sleep 20; while :; do :; done' >/dev/null 2>&1 &"
+    assert daemon.cli("node", "run", "--", "sh", "-c", start).returncode == 0
+    dep = daemon.json(
+        "deploy", daemon.sign("stall"), "--canary-comm", "^stall-canary$", "--window", "40", "--wait", ok=False
+    )
+    story = _story(daemon, dep["id"])
+    assert "no metric watch" in story["transitions"][3]["note"], story
+    trip = story["trips"][0]
     assert trip["signal"] == "stall", trip
     assert trip["restored_to"] == "minimal"
     status = daemon.status()
-    assert status["breaker"]["latched"] and status["breaker"]["trips_in_window"] == 3
+    assert status["breaker"]["latched"] and status["breaker"]["trips_in_window"] == 3, status["breaker"]
     latched = daemon.cli("deploy", daemon.sign("fifo"), "--canary-comm", "^lag-work$", "--json")
     assert latched.returncode == 1 and json.loads(latched.stdout)["error"] == "breaker_latched"
     reset = daemon.json("rollback", "--reset-breaker")
     assert reset["breaker"]["latched"] is False
     assert daemon.status()["node"]["ops"] == "minimal"
+    daemon.cli("node", "run", "--", "sh", "-c", "kill $(pidof stall-canary)")
 
 
 def test_restarted_daemon_reconciles_with_the_kernel_and_operator_rollback(daemon: Daemon):

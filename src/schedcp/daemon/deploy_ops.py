@@ -30,7 +30,7 @@ from schedcp.deploy.controller import DeployController
 from schedcp.deploy.models import DeployRequest
 from schedcp.deploy.store import DeployStore
 from schedcp.errors import NotReadyError, SchedcpError, UsageError
-from schedcp.trial.node import LocalNode, NodeClient, NodeOps, SocketNode
+from schedcp.trial.node import LocalNode, NodeClient, NodeOps
 
 if TYPE_CHECKING:
     from schedcp.daemon.audit import AuditLog, Operation
@@ -101,12 +101,8 @@ class NodeOwner:
             os.umask(old_umask)
         self.vm = vm
         self.boot_s = time.monotonic() - t0
-        if isinstance(vm.node, NodeOps):
-            inner: NodeClient = vm.node
-        else:
-            assert vm._sock is not None
-            inner = SocketNode(vm._sock, on_timeout=vm.kill)
-        self.node = SerialNode(inner)
+        assert vm.node is not None
+        self.node = SerialNode(vm.node)
         return self.node
 
     def stop(self) -> None:

@@ -297,7 +297,15 @@ class DeployController:
         self.store.transition(dep, DeployState.baseline, f"measuring {goal} on {target.describe()}")
         held_before = self._held.deployment_id if self._held else None
         samples = self._sample_for(target, goal, self.policy.baseline_s)
-        dep.threshold = breaker.threshold(goal, samples, self.policy)
+        metric_note = ""
+        try:
+            dep.threshold = breaker.threshold(goal, samples, self.policy)
+        except SchedcpError as exc:
+            if exc.code != "baseline_too_short":
+                raise
+            # An idle target gives no noise floor to judge against: the breaker still watches the
+            # kernel (ejections, error exits, stalls), not the metric, and the story says so.
+            metric_note = f"; no metric watch: {exc.cause}"
         self.store.save(dep)
         with self._op:
             if self._stopping.is_set():
@@ -320,11 +328,15 @@ class DeployController:
                 dep,
                 DeployState.canary,
                 f"{dep.artefact.scheduler} on {target.describe()} ({switched} tasks) for "
-                f"{dep.canary_until - dep.canary_started:.0f}s",
-                threshold=dep.threshold.model_dump(),
+                f"{dep.canary_until - dep.canary_started:.0f}s{metric_note}",
+                threshold=dep.threshold.model_dump() if dep.threshold else None,
             )
             self._audit("deploy_canary", {"deployment": dep.id, "tasks": switched})
-        watch = breaker.MetricWatch(dep.threshold, self.policy.consecutive_bad, self.policy.smooth)
+        watch = (
+            breaker.MetricWatch(dep.threshold, self.policy.consecutive_bad, self.policy.smooth)
+            if dep.threshold
+            else None
+        )
         canary_samples: list[Sample] = []
         if not self._watch(dep, gen, watch, until=dep.canary_until, rescan=True, collected=canary_samples):
             return

@@ -32,7 +32,6 @@ CONFIG = """
 window_s = 6
 baseline_s = 3
 tick_s = 0.5
-watchdog_ms = 1500
 max_trips = 3
 trip_window_s = 3600
 """
