@@ -625,6 +625,44 @@ def test_agent_cannot_promote_its_own_policy_with_a_made_up_win(tmp_path: Path) 
     assert out["after"][1]["status"] == "candidate" and out["fifo"][1]["status"] == "verified"  # type: ignore[index]
 
 
+def test_only_the_servers_own_trials_are_evidence_for_production(tmp_path: Path) -> None:
+    """run_trial keeps each measurement as a measured-trial record; only a consistent win in which the
+    policy stayed enabled lets it reach production (an ejected policy's numbers do not count)."""
+    from schedcp.server.state import ServerOptions, ServerState
+    from schedcp.services.models import RoundResult, Trial, TrialRecord
+    from schedcp.services.trials import keep_as_evidence
+    from test_repository_fixtures import fresh_copy
+
+    state = ServerState(ServerOptions(repo_db=fresh_copy(tmp_path), artifacts_root=tmp_path / "artifacts"))
+    try:
+        repo = state.repository()
+        source_sha256 = repo.show("fifo")["source_sha256"]
+
+        def measured(ratio: float, stayed: bool) -> TrialRecord:
+            rounds = [RoundResult(round=i, order=["eevdf", "policy"], eevdf={}, policy={}, ratio=ratio) for i in (1, 2)]
+            trial = Trial(ok=True, metric="makespan_s", ratio=ratio, consistent=ratio > 1, stayed_enabled=stayed)
+            trial.rounds, trial.boot_id = rounds, "boot-1"
+            return TrialRecord(
+                trial_id="tri-0123456789abcdef",
+                testbed_id="tb-1",
+                policy="fifo",
+                source_sha256=source_sha256,
+                goal="makespan",
+                kernel_release="7.2.13",
+                trial=trial,
+            )
+
+        keep_as_evidence(state, measured(1.4, stayed=False), "longtail")  # ejected: not a win
+        with pytest.raises(SchedcpError, match="1 measured trial"):
+            repo.promote("fifo", reason="measured")
+        keep_as_evidence(state, measured(1.2, stayed=True), "longtail")
+        moved = repo.promote("fifo", reason="measured by run_trial")
+        assert moved["to"] == "production" and moved["evidence"]["measured_by"] == ["run_trial"]
+        assert moved["evidence"]["best_ratio"] == 1.2
+    finally:
+        state.close()
+
+
 # ---- low: bad input never ends in a traceback or a hang ---------------------------------------------------------
 
 

@@ -95,11 +95,11 @@ def run_trial(state: ServerState, args: RunTrialInput, progress: Progress) -> Tr
     )
     tb.add_trial(record)
     state.artifacts.put("run", {"kind": "trial", **record.model_dump(mode="json")}, record.trial_id)
-    _keep_as_evidence(state, record, tb.target.label)
+    keep_as_evidence(state, record, tb.target.label)
     return record
 
 
-def _keep_as_evidence(state: ServerState, record: TrialRecord, workload: str) -> None:
+def keep_as_evidence(state: ServerState, record: TrialRecord, workload: str) -> None:
     """The repository's measured-trial record (what ``production`` rests on): written here, by the
     code that measured, never by an agent."""
     from schedcp.repository.evidence import MeasuredTrial, is_win
