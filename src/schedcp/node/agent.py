@@ -180,6 +180,28 @@ class NodeAgent:
         result["handle"] = handle
         return result
 
+    def op_attach(self, handle: int) -> dict[str, Any]:
+        """Attach a scheduler loaded earlier with ``attach=False`` (a standby the kernel already
+        verified: attaching it takes milliseconds where loading can take seconds to minutes)."""
+        sched = self._sched(handle)
+        state = scx.read_state()
+        if state["state"] not in ("disabled", None):
+            raise NodeError(
+                "busy", f"sched_ext is {state['state']} with {state['ops']!r} attached", "detach it first"
+            )
+        self.kmsg.read_events()
+        sched.attach()
+        state, events = self._wait_enabled(sched.ops_name)
+        if state["state"] != "enabled" or state["ops"] != sched.ops_name:
+            raise NodeError(
+                "not_enabled",
+                f"attach returned but {sched.ops_name!r} did not enable (state={state['state']})",
+                "see kernel_events for the kernel's reason",
+                kernel_events=events,
+                state=state,
+            )
+        return {"handle": int(handle), "ops_name": sched.ops_name, "state": state, "kernel_events": events}
+
     def op_exit_info(self, handle: int) -> dict[str, Any]:
         """The scheduler's own record of why it exited (UEI), while its object is still open."""
         return {"exit_info": scxload.read_exit_info(self._sched(handle))}
