@@ -186,9 +186,7 @@ class NodeAgent:
         sched = self._sched(handle)
         state = scx.read_state()
         if state["state"] not in ("disabled", None):
-            raise NodeError(
-                "busy", f"sched_ext is {state['state']} with {state['ops']!r} attached", "detach it first"
-            )
+            raise NodeError("busy", f"sched_ext is {state['state']} with {state['ops']!r} attached", "detach it first")
         self.kmsg.read_events()
         sched.attach()
         state, events = self._wait_enabled(sched.ops_name)
@@ -229,8 +227,11 @@ class NodeAgent:
         if sched is None:
             raise NodeError("unknown_handle", f"no scheduler with handle {handle}", "list with state")
         exit_info = scxload.read_exit_info(sched)
+        attached = bool(sched.links)  # a standby never attached: nothing to wait for
         sched.close()
-        state = scx.wait_for(lambda s: s["state"] in ("disabled", None), ENABLE_WAIT_S)
+        state = (
+            scx.wait_for(lambda s: s["state"] in ("disabled", None), ENABLE_WAIT_S) if attached else scx.read_state()
+        )
         result: dict[str, Any] = {"state": state, "kernel_events": self.kmsg.read_events()}
         if exit_info is not None:
             result["exit_info"] = exit_info
