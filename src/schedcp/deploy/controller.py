@@ -42,7 +42,7 @@ from schedcp.deploy.store import DeployStore
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.toolchain.objinfo import global_vars
 from schedcp.trial import attached as trial_attached
-from schedcp.trial.models import KernelEvent, Policy, SchedExtState
+from schedcp.trial.models import KernelEvent, Policy, SchedExtState, events_from
 from schedcp.trial.node import NodeClient, NodeOpError
 
 RESTORE_CONFIRM_S = 5.0
@@ -100,6 +100,9 @@ class DeployController:
         self._gen = 0
         self._pol: trial_attached.AttachedPolicy | None = None
         self._held: Held | None = None
+        # The last known good, loaded (verified by the kernel) but not attached, so a trip attaches it.
+        self._standby: trial_attached.AttachedPolicy | None = None
+        self._standby_key: tuple[str, bool] | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.reconcile_notes: list[str] = []
@@ -196,10 +199,11 @@ class DeployController:
         return [s for d in self.store.recent(limit) if (s := self.store.story(d.id)) is not None]
 
     def wait_idle(self, timeout_s: float) -> None:
-        """For shutdown and tests: stop watching and join the workers."""
+        """For shutdown and tests: stop watching, join the workers, close the standby."""
         self._stopping.set()
         with self._op:
             self._gen += 1
+            self._drop_standby()
         for t in self._threads:
             t.join(timeout_s)
 
@@ -318,6 +322,7 @@ class DeployController:
                 )
             self._gen += 1
             gen = self._gen
+            self._prepare_standby(dep.previous or LastKnownGood())
             self._detach_current()
             self._load(dep, stored, partial=True)
             switched = self._switch(target)
@@ -487,6 +492,71 @@ class DeployController:
         )
         self.store.set_held(self._held)
 
+    def _prepare_standby(self, lkg: LastKnownGood) -> None:
+        """Load the last known good without attaching it: the kernel verifies it now, not on a trip."""
+        key = (lkg.deployment_id, lkg.partial) if lkg.artefact is not None and lkg.deployment_id else None
+        if key is not None and key == self._standby_key and self._standby is not None:
+            return
+        self._drop_standby()
+        if key is None or lkg.artefact is None:
+            return
+        stored = self.artefacts.get(lkg.artefact.object_sha256)
+        if stored is None or stored.sha256 != lkg.artefact.object_sha256:
+            return
+        try:
+            self._standby = trial_attached.load(
+                self.node,
+                self._policy_for(stored.path, lkg.artefact, stored.info.meta),
+                config=dict(lkg.artefact.config),
+                watchdog_ms=self.policy.watchdog_ms,
+                partial=lkg.partial,
+                attach=False,
+            )
+            self._standby_key = key
+        except SchedcpError:
+            self._standby, self._standby_key = None, None  # a restore will load it the slow way
+
+    def _drop_standby(self) -> None:
+        standby, self._standby, self._standby_key = self._standby, None, None
+        if standby is not None:
+            with suppress(SchedcpError):
+                standby.detach()
+
+    def _attach_standby(self, lkg: LastKnownGood) -> bool:
+        """Attach the prepared standby when it is this last known good; False when there is none."""
+        if self._standby is None or lkg.artefact is None or self._standby_key != (lkg.deployment_id, lkg.partial):
+            return False
+        standby, self._standby, self._standby_key = self._standby, None, None
+        try:
+            raw = self.node.call("attach", {"handle": standby.handle}, timeout_s=30)
+        except SchedcpError:
+            with suppress(SchedcpError):
+                standby.detach()
+            return False
+        state = SchedExtState.model_validate(raw.get("state") or {})
+        self._pol = trial_attached.AttachedPolicy(
+            self.node,
+            standby.policy,
+            handle=standby.handle,
+            ops_name=standby.ops_name,
+            config=standby.config,
+            variables=standby.variables,
+            attach_events=events_from(raw.get("kernel_events")),
+            state=state,
+            partial=standby.partial,
+        )
+        assert lkg.deployment_id is not None
+        self._held = Held(
+            deployment_id=lkg.deployment_id,
+            artefact=lkg.artefact,
+            handle=standby.handle,
+            ops_name=standby.ops_name,
+            enable_seq=state.enable_seq,
+            partial=standby.partial,
+        )
+        self.store.set_held(self._held)
+        return True
+
     def _detach_current(self) -> None:
         pol, self._pol, self._held = self._pol, None, None
         self.store.set_held(None)
@@ -502,12 +572,15 @@ class DeployController:
         t_detached = time.monotonic()
         error: str | None = None
         restored = "default"
+        used_standby = False
         if lkg.artefact is not None and lkg.deployment_id:
             stored = self.artefacts.get(lkg.artefact.object_sha256)
             try:
-                if stored is None or stored.sha256 != lkg.artefact.object_sha256:
-                    raise SchedcpError("the last known good object is missing or altered", "", code="lkg_missing")
-                self._attach(lkg.deployment_id, lkg.artefact, stored, partial=lkg.partial)
+                used_standby = self._attach_standby(lkg)
+                if not used_standby:
+                    if stored is None or stored.sha256 != lkg.artefact.object_sha256:
+                        raise SchedcpError("the last known good object is missing or altered", "", code="lkg_missing")
+                    self._attach(lkg.deployment_id, lkg.artefact, stored, partial=lkg.partial)
                 if lkg.partial and lkg.canary is not None:
                     self._switch(lkg.canary)
                 restored = lkg.artefact.scheduler
@@ -529,6 +602,7 @@ class DeployController:
             "detach_s": round(t_detached - t0, 4),
             "load_s": round(t_loaded - t_detached, 4),
             "confirm_s": round(end - t_loaded, 4),
+            "standby": 1.0 if used_standby else 0.0,
         }
         return restored, end - t0, error
 
@@ -569,6 +643,7 @@ class DeployController:
             if previous is not None:
                 state = DeployState.partial if lkg.partial else DeployState.promoted
                 self.store.transition(previous, state, f"restored as the last known good after {dep.id} tripped")
+                self._prepare_standby(previous.previous or LastKnownGood())
                 self._resume_watch(previous)
         if dep.artefact is not None and count:
             self.store.refuse(dep.artefact.key, dep.id, f"{signal}: {reason[:200]}")

@@ -182,7 +182,7 @@ class Trip(BaseModel):
     threshold: Threshold | None = None
     restored_to: str = ""  # "default" or the scheduler name of the last known good
     restore_s: float | None = None
-    restore_steps: dict[str, float] = Field(default_factory=dict)  # detach_s, load_s, confirm_s
+    restore_steps: dict[str, float] = Field(default_factory=dict)  # detach_s, load_s, confirm_s, standby
     restore_error: str | None = None
 
 
