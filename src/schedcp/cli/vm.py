@@ -16,6 +16,7 @@ from schedcp.testbed import kernel as kernel_mod
 from schedcp.testbed.vm import MicroVM, VMConfig
 from schedcp.toolchain import headers, metadata
 from schedcp.toolchain.resolve import resolve_scheduler
+from schedcp.toolchain.scx_loader import exit_summary, options_for
 from schedcp.trial.attached import attached, failure_detail
 from schedcp.trial.models import Policy, ejections, events_from
 from schedcp.trial.node import NodeOpError
@@ -41,6 +42,15 @@ def run(
         None, "--watchdog-ms", min=100, max=30000, help="Lower the sched_ext watchdog (timeout_ms) before load."
     ),
     partial: bool = typer.Option(False, "--partial", help="SCX_OPS_SWITCH_PARTIAL: only the command's tasks."),
+    rodata: list[str] = typer.Option(
+        [], "--rodata", help="Set a const volatile NAME=VALUE before load (typed from BTF; repeatable)."
+    ),
+    struct_ops: str | None = typer.Option(
+        None, "--struct-ops", help="The struct_ops map to attach when the object defines several."
+    ),
+    scx_include: str | None = typer.Option(
+        None, "--scx-include", help="Directory with scx/common.bpf.h (kernel tree or scx checkout) to build with."
+    ),
     package: list[str] = PackageOption,
     with_: list[str] = WithOption,
     as_json: bool = JsonOption,
@@ -48,8 +58,24 @@ def run(
     """Boot the VM, attach SCHEDULER (optional), run COMMAND, print its output, exit with its code."""
     try:
         extras = extras_from(package, with_)
+        loader_args = {
+            "rodata": metadata.parse_assignments(rodata),
+            "struct_ops": struct_ops,
+            "scx_include": scx_include,
+        }
         result = _run(
-            command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json, extras=extras
+            command,
+            scheduler,
+            config,
+            cpus,
+            memory,
+            kernel,
+            timeout,
+            watchdog_ms,
+            partial,
+            as_json,
+            extras=extras,
+            loader_args=loader_args,
         )
     except SchedcpError as exc:
         raise fail(exc, as_json) from None
@@ -63,18 +89,43 @@ def run(
                 f"[yellow]sched_ext:[/] {ev.scheduler} disabled ({ev.reason}) " + "; ".join(ev.detail[:2]),
                 highlight=False,
             )
+        exit_info = (result.get("scheduler") or {}).get("exit_info")
+        if exit_info:
+            err_console.print(f"[yellow]scheduler exit:[/] {exit_summary(exit_info)}", highlight=False)
     raise typer.Exit(result["exit_code"])
 
 
 def _run(
-    command, scheduler, config, cpus, memory, kernel, timeout, watchdog_ms, partial, as_json, extras=None
+    command,
+    scheduler,
+    config,
+    cpus,
+    memory,
+    kernel,
+    timeout,
+    watchdog_ms,
+    partial,
+    as_json,
+    extras=None,
+    loader_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     say = (lambda _m: None) if as_json else progress
     k = kernel_mod.cached(kernel)
     resolved = None
+    loader_args = loader_args or {}
+    loader = None
     if scheduler:
         say(f"building {scheduler} for {k.release}")
-        resolved = resolve_scheduler(scheduler, k)
+        resolved = resolve_scheduler(scheduler, k, scx_include=loader_args.get("scx_include"))
+        loader = options_for(
+            resolved.object_path,
+            rodata=loader_args.get("rodata"),
+            struct_ops=loader_args.get("struct_ops"),
+            kernel=k,
+        )
+        unmet = resolved.needs.summary(set(loader_args.get("rodata") or {})) if resolved.needs else ""
+        if unmet:
+            say(f"warning: {unmet}; loading it without that")
         if config and resolved.meta is None:
             raise SchedcpError("--config given but the scheduler declares no tunables", "drop --config", code="usage")
         if resolved.meta:
@@ -95,6 +146,7 @@ def _run(
                     object_path=resolved.object_path,
                     meta=resolved.meta,
                     include_dir=headers.kernel_include_dir(k),
+                    loader=loader,
                 )
                 try:
                     pol = stack.enter_context(
@@ -120,9 +172,11 @@ def _run(
                 after = node.state()
                 pol.poll()
                 events = list(pol.events)
+                assert info is not None
                 if after.state == "enabled":
-                    assert info is not None
                     info["counters"] = pol.counters()
+                else:
+                    info["exit_info"] = node.call("exit_info", {"handle": pol.handle}, timeout_s=30).get("exit_info")
             else:
                 out = node.run(command, timeout, count_switches=True, sched_ext=partial)
                 after = node.state()

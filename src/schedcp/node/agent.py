@@ -17,6 +17,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -107,24 +108,24 @@ class NodeAgent:
                     "detach the running scheduler first",
                 )
         self.kmsg.read_events()
+        options = dict(steps or {})
+        unknown = set(options) - {"enums", "cpu_counts", "ops_compat", "hotplug", "uei_dump_len", "kernel_enums"}
+        if unknown:
+            raise NodeError("bad_args", f"unknown scx loader options {sorted(unknown)}", "")
+        values = {str(k): base64.b64decode(v, validate=True) for k, v in (rodata or {}).items()}
         sched = libbpf.LoadedScheduler(str(obj_path), struct_ops=struct_ops)
-        try:
+
+        def prepare() -> scxload.Fixups:
             for p in patches or []:
                 sched.patch(str(p["section"]), int(p["offset"]), base64.b64decode(p["data_b64"]))
-            options = dict(steps or {})
-            unknown = set(options) - {"enums", "cpu_counts", "ops_compat", "hotplug", "uei_dump_len"}
-            if unknown:
-                raise NodeError("bad_args", f"unknown scx loader options {sorted(unknown)}", "")
-            values = {str(k): base64.b64decode(v, validate=True) for k, v in (rodata or {}).items()}
             fixups = scxload.apply(sched, rodata=values, **options)
             if timeout_ms is not None:
                 sched.set_ops_u32("timeout_ms", int(timeout_ms))
             if ops_flags:
                 sched.set_ops_u64_or("flags", int(ops_flags))
-        except Exception:
-            sched.close()
-            raise
-        job = _LoadJob(self._next_job, sched, attach, fixups)
+            return fixups
+
+        job = _LoadJob(self._next_job, sched, attach, prepare)
         self._next_job += 1
         if wait_s is None:
             job.run()
@@ -295,11 +296,15 @@ class _LoadJob:
     """One scheduler going through the kernel's verifier, possibly on a background thread (ctypes
     releases the GIL during bpf_object__load, so the agent keeps answering meanwhile)."""
 
-    def __init__(self, job_id: int, sched: libbpf.LoadedScheduler, attach: bool, fixups: scxload.Fixups) -> None:
+    def __init__(
+        self, job_id: int, sched: libbpf.LoadedScheduler, attach: bool, prepare: Callable[[], scxload.Fixups]
+    ) -> None:
         self.id = job_id
         self.sched = sched
         self.attach = attach
-        self.fixups = fixups
+        self.prepare = prepare
+        self.fixups = scxload.Fixups()
+        self.phase = "preparing"
         self.error: BaseException | None = None
         self.load_s = 0.0
         self.done = threading.Event()
@@ -309,6 +314,9 @@ class _LoadJob:
 
     def run(self) -> None:
         try:
+            # The scx steps may read the kernel's BTF (seconds under emulation): part of the job too.
+            self.fixups = self.prepare()
+            self.phase = "verifying"
             self.sched.load()
         except BaseException as exc:  # reported to the caller by _finish
             self.error = exc
@@ -320,6 +328,7 @@ class _LoadJob:
         """How far the kernel's verifier got: programs accepted so far (each is one BPF_PROG_LOAD)."""
         return {
             "elapsed_s": round(time.monotonic() - self.started, 2),
+            "phase": self.phase,
             "programs": self.programs,
             "programs_loaded": max(0, _bpf_prog_fds() - self._fds_before),
         }
@@ -415,10 +424,22 @@ def serve(stream_in: BinaryIO, stream_out: BinaryIO, agent: NodeAgent) -> None:
                 reply = {"id": None, "ok": False, "error": {"code": "bad_json", "cause": str(exc)}}
             else:
                 reply = agent.handle(message)
-        stream_out.write(encode(reply))
+        _write_all(stream_out, encode(reply))
         stream_out.flush()
         if isinstance(reply.get("result"), dict) and reply["result"].get("bye"):
             return
+
+
+def _write_all(stream: BinaryIO, data: bytes) -> None:
+    """Write every byte: the virtio port is opened unbuffered, and a raw write of a large reply (a
+    verifier log runs to tens of KB) can be partial; the control plane then never sees the newline."""
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if written is None:  # would block
+            time.sleep(0.005)
+            continue
+        view = view[written:]
 
 
 def find_port(name: str) -> str:

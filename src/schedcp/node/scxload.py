@@ -22,6 +22,7 @@ from a different kernel than the one loading the object.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import re
 import struct
@@ -52,10 +53,23 @@ class _KernelEnums:
 _enums: _KernelEnums | None = None
 
 
-def kernel_enums() -> _KernelEnums:
+def kernel_btf_sha256() -> str:
+    try:
+        return hashlib.sha256(KERNEL_BTF.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def kernel_enums(given: dict[str, Any] | None = None) -> _KernelEnums:
     """The running kernel's SCX enumerators, read once per node process and only for objects that
-    need them: one pass over ~120k vmlinux types costs a few seconds in Python under emulation."""
+    need them. One pass over ~120k vmlinux types takes Python a minute and more under emulation, so
+    the control plane may send the values it read from the same kernel's BTF (``given``: its
+    sha256 and the values); they are used only when that hash is this kernel's BTF."""
     global _enums
+    if _enums is None and given and given.get("btf_sha256") == kernel_btf_sha256():
+        values = {str(k): int(v) for k, v in (given.get("values") or {}).items()}
+        kinds = {v: k for k, v in values.items() if k.startswith("SCX_EXIT_")}
+        _enums = _KernelEnums(values, kinds)
     if _enums is None:
         try:
             btf = Btf.from_file(KERNEL_BTF)
@@ -66,6 +80,10 @@ def kernel_enums() -> _KernelEnums:
         kinds = {v: k for k, v in btf.enum_type_values("scx_exit_kind").items()}
         _enums = _KernelEnums(btf.enum_constants("SCX_"), kinds)
     return _enums
+
+
+def _kernel_enums_from(given: dict[str, Any] | None) -> _KernelEnums:
+    return kernel_enums(given)
 
 
 def possible_cpus() -> int:
@@ -110,6 +128,7 @@ def apply(
     ops_compat: bool = True,
     hotplug: bool = True,
     uei_dump_len: int = UEI_DUMP_LEN,
+    kernel_enums: dict[str, Any] | None = None,
 ) -> Fixups:
     """Apply the generic scx loader steps and the caller's .rodata values; before load only."""
     fix = Fixups()
@@ -123,7 +142,8 @@ def apply(
             f"no const volatile variable {unknown[0]!r} in .rodata",
             f"the object's .rodata holds: {', '.join(sorted(ro_vars)[:20])}",
         )
-    kernel = kernel_enums() if enums and any(n.startswith(ENUM_PREFIX) for n in ro_vars) else None
+    needs_enums = enums and any(n.startswith(ENUM_PREFIX) for n in ro_vars)
+    kernel = _kernel_enums_from(kernel_enums) if needs_enums else None
     # UEI first: resizing a custom section moves the data, so sections are looked up afterwards.
     data_vars = obj.datasec(".data")
     for var in data_vars:
@@ -238,11 +258,8 @@ def read_exit_info(sched: LoadedScheduler) -> dict[str, Any] | None:
 
 
 def _exit_kind_name(kind: int) -> str:
-    try:
-        kinds = kernel_enums().exit_kinds
-    except NodeError:
-        return ""
-    return kinds.get(kind, "")
+    # Only from enums already read: never start a slow BTF pass while the caller waits for a detach.
+    return _enums.exit_kinds.get(kind, "") if _enums is not None else ""
 
 
 def describe(info: dict[str, Any]) -> str:

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schedcp.errors import UsageError
-from schedcp.toolchain import build, headers, metadata
+from schedcp.toolchain import build, metadata, scx_source, scx_userspace
 from schedcp.toolchain.objinfo import struct_ops_names
+from schedcp.toolchain.scx_headers import ScxHeaders
+from schedcp.toolchain.scx_userspace import UserspaceNeeds
 
 
 @dataclass
@@ -18,9 +20,12 @@ class ResolvedScheduler:
     meta: metadata.SchedulerMeta | None
     source_path: Path | None
     built: build.BuildResult | None
+    scx: ScxHeaders | None = None  # the scx headers it was built with (scx-style sources)
+    needs: UserspaceNeeds | None = None  # what its own userspace loader does beyond SchedCP's
 
 
-def resolve_scheduler(spec: str, kernel) -> ResolvedScheduler:
+def resolve_scheduler(spec: str, kernel, *, scx_include: str | None = None) -> ResolvedScheduler:
+    """A library name, a .bpf.c (with headers beside it), a scheduler directory or a .bpf.o."""
     path = Path(spec)
     if path.suffix == ".o":
         if not path.is_file():
@@ -31,11 +36,12 @@ def resolve_scheduler(spec: str, kernel) -> ResolvedScheduler:
                 'build a sched_ext scheduler (it must define a SEC(".struct_ops.link") variable)',
             )
         return ResolvedScheduler(path.name.removesuffix(".bpf.o").removesuffix(".o"), path, None, None, None)
-    source = build.resolve_source(spec)
+    built = scx_source.build_for_kernel(spec, kernel, scx_include=scx_include)
+    source = built.sources.main
     meta = None
     toml = source.with_suffix("").with_suffix(".toml")
     if toml.is_file():
         meta = metadata.load_meta(toml)
-    result = build.build(source, headers.kernel_include_dir(kernel), target=kernel.release)
-    name = source.name.removesuffix(".bpf.c").removesuffix(".c")
-    return ResolvedScheduler(name, result.object_path, meta, source, result)
+    result = built.result
+    needs = scx_userspace.analyze(result.object_path, source, list(built.sources.texts().values()))
+    return ResolvedScheduler(built.sources.name, result.object_path, meta, source, result, built.scx, needs.summary())

@@ -49,6 +49,9 @@ class LoaderOptions:
     ops_compat: bool = True
     hotplug: bool = True
     uei_dump_len: int = 8192
+    # The target kernel's SCX enumerators with the sha256 of its BTF, read here from the test
+    # kernel's vmlinux: the node uses them only if its /sys/kernel/btf/vmlinux has that hash.
+    kernel_enums: dict[str, Any] | None = None
 
     def node_args(self) -> dict[str, Any]:
         import base64
@@ -62,6 +65,8 @@ class LoaderOptions:
                 "uei_dump_len": self.uei_dump_len,
             }
         }
+        if self.kernel_enums:
+            args["steps"]["kernel_enums"] = self.kernel_enums
         if self.struct_ops:
             args["struct_ops"] = self.struct_ops
         if self.rodata:
@@ -172,15 +177,43 @@ def typed_rodata(obj: Path, assignments: dict[str, str]) -> dict[str, bytes]:
     return out
 
 
-def options_for(obj: Path, *, rodata: dict[str, str] | None = None, struct_ops: str | None = None) -> LoaderOptions:
-    """LoaderOptions from what a user typed, checked against the object before anything boots."""
+def options_for(
+    obj: Path, *, rodata: dict[str, str] | None = None, struct_ops: str | None = None, kernel=None
+) -> LoaderOptions:
+    """LoaderOptions from what a user typed, checked against the object before anything boots.
+    With a cached test kernel, its SCX enum values go along (see LoaderOptions.kernel_enums)."""
     if struct_ops is not None:
         maps = struct_ops_maps(obj)
         if struct_ops not in maps:
             raise UsageError(
                 f"--struct-ops {struct_ops}: the object has no such struct_ops map", f"choose one of {maps}"
             )
-    return LoaderOptions(struct_ops=struct_ops, rodata=typed_rodata(obj, rodata or {}))
+    enums = None
+    if kernel is not None and any(v.name.startswith(ENUM_PREFIX) for v in object_btf(obj).datasec(".rodata")):
+        enums = kernel_enum_values(kernel.vmlinux, kernel.dir / "scx-enums.json")
+    return LoaderOptions(struct_ops=struct_ops, rodata=typed_rodata(obj, rodata or {}), kernel_enums=enums)
+
+
+def kernel_enum_values(vmlinux: Path, cache: Path | None = None) -> dict[str, Any]:
+    """{"btf_sha256", "values"}: a kernel's SCX_* enumerators from its vmlinux's .BTF (cached)."""
+    import hashlib
+    import json
+
+    st = vmlinux.stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    if cache is not None and cache.is_file():
+        data = json.loads(cache.read_text())
+        if data.get("stamp") == stamp:
+            return {"btf_sha256": data["btf_sha256"], "values": data["values"]}
+    with vmlinux.open("rb") as fh:
+        section = ELFFile(fh).get_section_by_name(".BTF")
+        raw = section.data() if section is not None else b""
+    if not raw:
+        raise UsageError(f"{vmlinux} has no .BTF section", "use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    result = {"btf_sha256": hashlib.sha256(raw).hexdigest(), "values": Btf(raw).enum_constants("SCX_")}
+    if cache is not None:
+        cache.write_text(json.dumps({"stamp": stamp, **result}))
+    return result
 
 
 def run_load(

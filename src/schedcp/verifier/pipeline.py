@@ -300,7 +300,7 @@ class Pipeline:
         if go:
             assert built is not None
             self.loader = scx_loader.options_for(
-                built.object_path, rodata=self.opts.rodata, struct_ops=self.opts.struct_ops
+                built.object_path, rodata=self.opts.rodata, struct_ops=self.opts.struct_ops, kernel=kernel
             )
             self.progress("static analysis")
             go = self._add(self._static(text, include_dir, kernel.release, built.object_path))
