@@ -44,4 +44,4 @@ def resolve_scheduler(spec: str, kernel, *, scx_include: str | None = None) -> R
         meta = metadata.load_meta(toml)
     result = built.result
     needs = scx_userspace.analyze(result.object_path, source, list(built.sources.texts().values()))
-    return ResolvedScheduler(built.sources.name, result.object_path, meta, source, result, built.scx, needs.summary())
+    return ResolvedScheduler(built.sources.name, result.object_path, meta, source, result, built.scx, needs)
