@@ -27,6 +27,10 @@ from schedcp.deploy.testing import NOBODY, WORKLOAD, Daemon
 
 pytestmark = pytest.mark.vm
 
+# The good policy: the verifier's own known-good corpus scheduler (its ops are named hfifo).
+GOOD, GOOD_OPS = "header_fifo", "hfifo"
+VERIFY_WORKLOAD = ["python3", "-c", "sum(range(2 * 10**6))"]
+
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
@@ -57,19 +61,19 @@ def test_node_run_puts_workloads_on_the_vm_node(daemon: Daemon):
 
 
 def test_verified_policy_goes_canary_then_promoted(daemon: Daemon):
-    source = (Path(__file__).resolve().parents[1] / "src/schedcp/schedulers/testing/minimal.bpf.c").read_text()
+    source = (Path(__file__).resolve().parent / "corpus" / "good" / "header_fifo.bpf.c").read_text()
     with DaemonClient(daemon.socket) as client:
-        verified = client.verify(source, "minimal.bpf.c", kernel="unstable")
+        verified = client.verify(source, "header_fifo.bpf.c", kernel="unstable", workload=VERIFY_WORKLOAD)
     assert verified["report"]["verdict"] == "pass", verified["report"]["reason"]
     token_id = verified["token_id"]
     daemon.notes["token_id"] = token_id
     dep = daemon.json("deploy", token_id, "--canary-comm", "^lag-work$", "--goal", "cpu_rate")
     # During the window only the canary's tasks are switched: partial mode, the kernel says so.
     canary = daemon.wait_for("the canary", lambda s: (s.get("active") or {}).get("state") == "canary")
-    assert canary["node"]["ops"] == "minimal" and canary["node"]["switch_all"] == 0
+    assert canary["node"]["ops"] == GOOD_OPS and canary["node"]["switch_all"] == 0
     assert canary["active"]["canary_tasks"] >= 2
     promoted = daemon.wait_for("promotion", lambda s: (s.get("active") or {}).get("state") == "promoted")
-    assert promoted["node"]["ops"] == "minimal" and promoted["node"]["switch_all"] == 1
+    assert promoted["node"]["ops"] == GOOD_OPS and promoted["node"]["switch_all"] == 1
     assert promoted["last_known_good"]["deployment_id"] == dep["id"]
     states = [t["state"] for t in _story(daemon, dep["id"])["transitions"]]
     assert states == ["requested", "token_checked", "baseline", "canary", "promoted"]
@@ -103,7 +107,7 @@ def test_every_bad_token_class_is_refused_with_its_reason(daemon: Daemon):
     assert other_config["error"] == "token_mismatch" and "configuration" in other_config["cause"]
     # Nothing changed on the node, and each refusal is on record with its reason.
     status = daemon.status()
-    assert status["node"]["ops"] == "minimal" and status["active"]["state"] == "promoted", status
+    assert status["node"]["ops"] == GOOD_OPS and status["active"]["state"] == "promoted", status
     stories = daemon.json("audit")
     reasons = [s["deployment"]["reason"] for s in stories if s["deployment"]["state"] == "refused"]
     assert len(reasons) >= 7 and any("already used" in r for r in reasons)
@@ -117,7 +121,7 @@ def test_unprivileged_client_reads_status_but_cannot_deploy(daemon: Daemon):
     assert refused["ok"] is False and refused["error"] == "forbidden", refused
     assert daemon.call_as(NOBODY, "rollback", {})["error"] == "forbidden"
     status = daemon.call_as(NOBODY, "deployment_status")
-    assert status["ok"] and status["result"]["node"]["ops"] == "minimal"
+    assert status["ok"] and status["result"]["node"]["ops"] == GOOD_OPS
     assert daemon.status()["active"]["state"] == "promoted"
 
 
@@ -132,9 +136,9 @@ def test_policy_that_errors_in_production_is_rolled_back_and_refused_after(daemo
     after = daemon.wait_for("the breaker", lambda s: s["trips"] and s["trips"][0]["deployment_id"] == dep["id"])
     trip = after["trips"][0]
     assert trip["signal"] == "error_exit" and "trap-me" in json.dumps(trip["kernel_events"])
-    assert trip["restored_to"] == "minimal" and trip["restore_error"] is None
+    assert trip["restored_to"] == GOOD and trip["restore_error"] is None
     assert 0 < trip["restore_s"] < 30
-    assert after["node"]["ops"] == "minimal" and after["node"]["switch_all"] == 1
+    assert after["node"]["ops"] == GOOD_OPS and after["node"]["switch_all"] == 1
     # The workload recovers under the restored policy: its tasks get CPU again.
     probe = "for p in $(pidof lag-work); do cut -d' ' -f1 /proc/$p/schedstat; done; sleep 1; " * 2
     out = daemon.json("node", "run", "--", "sh", "-c", probe)
@@ -154,8 +158,8 @@ def test_policy_that_slows_the_canary_is_rolled_back_on_the_metric(daemon: Daemo
     assert trip["threshold"]["metric"] == "wait_share"
     bad = [s["value"] for s in trip["samples"][-3:]]
     assert all(v > trip["threshold"]["limit"] for v in bad), trip
-    assert trip["restored_to"] == "minimal"
-    assert daemon.status()["node"]["ops"] == "minimal"
+    assert trip["restored_to"] == GOOD
+    assert daemon.status()["node"]["ops"] == GOOD_OPS
 
 
 def test_stall_is_detected_and_the_crash_loop_cap_latches(daemon: Daemon):
@@ -170,26 +174,26 @@ def test_stall_is_detected_and_the_crash_loop_cap_latches(daemon: Daemon):
     assert "no metric watch" in story["transitions"][3]["note"], story
     trip = story["trips"][0]
     assert trip["signal"] == "stall", trip
-    assert trip["restored_to"] == "minimal"
+    assert trip["restored_to"] == GOOD
     status = daemon.status()
     assert status["breaker"]["latched"] and status["breaker"]["trips_in_window"] == 3, status["breaker"]
     latched = daemon.cli("deploy", daemon.sign("fifo"), "--canary-comm", "^lag-work$", "--json")
     assert latched.returncode == 1 and json.loads(latched.stdout)["error"] == "breaker_latched"
     reset = daemon.json("rollback", "--reset-breaker")
     assert reset["breaker"]["latched"] is False
-    assert daemon.status()["node"]["ops"] == "minimal"
+    assert daemon.status()["node"]["ops"] == GOOD_OPS
     daemon.cli("node", "run", "--", "sh", "-c", "kill $(pidof stall-canary)")
 
 
 def test_restarted_daemon_reconciles_with_the_kernel_and_operator_rollback(daemon: Daemon):
     before = daemon.status()
-    assert before["active"]["state"] == "promoted" and before["node"]["ops"] == "minimal"
+    assert before["active"]["state"] == "promoted" and before["node"]["ops"] == GOOD_OPS
     daemon.kill(signal.SIGKILL)  # a crash: the VM node dies with the daemon, the store survives
     daemon.start()
     after = daemon.status()
-    assert any("restored minimal" in note for note in after["reconcile"]), after["reconcile"]
-    assert after["node"]["ops"] == "minimal" and after["node"]["enable_seq"] == 1  # a fresh kernel
-    assert after["active"]["artefact"]["scheduler"] == "minimal"
+    assert any(f"restored {GOOD}" in note for note in after["reconcile"]), after["reconcile"]
+    assert after["node"]["ops"] == GOOD_OPS and after["node"]["enable_seq"] == 1  # a fresh kernel
+    assert after["active"]["artefact"]["scheduler"] == GOOD
     states = [t["state"] for t in _story(daemon, before["active"]["id"])["transitions"]]
     assert states[-2:] == ["interrupted", "promoted"]
     back = daemon.json("rollback", "--reason", "test: operator rollback")["trip"]
