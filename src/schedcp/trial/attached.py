@@ -164,7 +164,8 @@ class AttachedPolicy:
         state = self.node.state()
         self.poll()
         ejected = ejections(self.events, self.ops_name)
-        stayed = state.runs(self.ops_name) and state.enable_seq == self.attach_state.enable_seq and not ejected
+        seq = self.attach_state.enable_seq  # unknown when the node's load answer carried no state
+        stayed = state.runs(self.ops_name) and (seq is None or state.enable_seq == seq) and not ejected
         deadline = time.monotonic() + wait_reason_s
         while not stayed and not ejected and time.monotonic() < deadline:
             # The state can read 'disabling' a moment before the kernel logs the reason.
