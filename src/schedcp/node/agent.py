@@ -28,8 +28,8 @@ from .runner import run_command
 # Files pushed by the control plane (objects, workloads) may only land here.
 WORK_DIR = Path(os.environ.get("SCHEDCP_NODE_WORKDIR", "/tmp/schedcp-node"))
 ENABLE_WAIT_S = 3.0
-# Where commands start unless they say otherwise: the micro-VM sets it (kernel command line ->
-# init's environment) to the directory that holds the user's --with files.
+# The node agent's working directory, where commands start unless they say otherwise: the micro-VM
+# sets it (kernel command line -> init's environment) to the directory that holds --with files.
 DEFAULT_CWD = os.environ.get("SCHEDCP_NODE_CWD", "")
 
 
@@ -243,8 +243,6 @@ class NodeAgent:
         unknown = set(kwargs) - allowed
         if unknown:
             raise NodeError("bad_args", f"unknown run options {sorted(unknown)}", f"use {sorted(allowed)}")
-        if kwargs.get("cwd") is None and DEFAULT_CWD and os.path.isdir(DEFAULT_CWD):
-            kwargs["cwd"] = DEFAULT_CWD
         return run_command(list(argv), **kwargs)
 
     def op_read_file(self, path: str, max_bytes: int = 1 << 20) -> dict[str, Any]:
@@ -463,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--unix", help="serve on this unix socket path (on a sched_ext host)")
     group.add_argument("--stdio", action="store_true", help="serve on stdin/stdout")
     args = parser.parse_args(argv)
+    if DEFAULT_CWD and os.path.isdir(DEFAULT_CWD):
+        os.chdir(DEFAULT_CWD)  # every command (run, observe, canary) starts there
     agent = NodeAgent()
     if args.port:
         dev = find_port(args.port or PORT_NAME)
