@@ -115,3 +115,23 @@ def test_without_fork_events_the_profile_says_it_only_sampled() -> None:
     c = Engine().profile(raw).characteristics.churn
     assert c.counted_by == "sampling" and c.tasks_created is None and c.turnover is None
     assert c.procs_seen == raw["procs_seen"]
+
+
+def test_a_task_that_exits_between_samples_keeps_its_final_cpu_time() -> None:
+    # Samples every 2 s: the child is seen asleep, then burns 0.5 s of CPU and exits before the
+    # next sample. Its last sample says ~0; the kernel's exit accounting says what it really used.
+    script = (
+        "import os, time\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(4)\n"
+        "    end = time.process_time() + 0.5\n"
+        "    while time.process_time() < end: pass\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    raw = observe.observe_run([PY, "-c", script], duration_s=60, interval_s=2.0)
+    assert raw["exit_stats"]["available"] and raw["exit_stats"]["applied"] == 2, raw["exit_stats"]
+    (child,) = [t for t in raw["tasks"] if t["tid"] != raw["root_pid"]]
+    assert child["exited"] and child["run_ns"] >= 0.5e9, child
+    assert child["end_s"] - child["start_s"] >= 4.5  # its exit time, not a guess from the sample grid

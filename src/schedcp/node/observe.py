@@ -10,7 +10,8 @@ Operations (served by the node agent through ``OPS``):
 
 * ``observe_run``    launch an argv (never a shell), sample its process tree until it exits
 * ``observe_pids``   sample existing PID trees or a cgroup for a fixed window
-  (both also count every task the tree creates from the fork/exit tracepoints: ``ForkCounter``)
+  (both also count every task the tree creates from the fork/exit tracepoints, ``ForkCounter``,
+  and take each exited task's final counters from the kernel's taskstats, ``TaskExitStats``)
 * ``observe_system`` system-wide snapshot over a short window (per-CPU use, PSI, top processes)
 * ``probe``          scheduler tracepoints through tracefs (run-queue/wakeup latency, runtime,
                      off-CPU time, migrations) for a bounded time
@@ -26,7 +27,9 @@ import os
 import random
 import re
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
@@ -455,6 +458,26 @@ class Sampler:
         for proc in self.procs.values():
             proc["exited"] = proc["last"] < end - 1e-9
 
+    def apply_exits(self, exits: dict[int, dict[str, int]]) -> int:
+        """Replace the last sampled counters of exited tasks with the kernel's final ones.
+
+        A task's counters were read at its last sample, up to an interval (more on a starved
+        machine) before it exited; the CPU it used after that was lost. Returns how many were fixed.
+        """
+        fixed = 0
+        for tid, final in exits.items():
+            rec = self.tasks.get(tid)
+            if rec is None or not rec.get("exited"):
+                continue
+            last = dict(rec["last"])
+            for key in EXIT_COUNTERS:
+                if final[key] >= (last.get(key) or 0):  # counters only grow: else the tid was reused
+                    last[key] = final[key]
+            rec["last"] = last
+            rec["exit_at"] = rec["start"] + final["elapsed_us"] / 1e6
+            fixed += 1
+        return fixed
+
     def report(self, window_start: float) -> dict[str, Any]:
         """Bounded task list (largest CPU users first) plus totals over all tasks."""
         rows = []
@@ -472,7 +495,11 @@ class Sampler:
                 "ppid": rec["ppid"],
                 "comm": rec["comm"][:32],
                 "start_s": round(rec["start"] - self.t0, 3),
-                "end_s": round(rec["last_seen"] - self.t0 + (half if rec.get("exited") else 0.0), 3),
+                "end_s": round(
+                    (rec["exit_at"] if "exit_at" in rec else rec["last_seen"] + (half if rec.get("exited") else 0.0))
+                    - self.t0,
+                    3,
+                ),
                 "born_inside": born_inside,
                 "exited": bool(rec.get("exited")),
                 "states": rec["states"],
@@ -700,6 +727,7 @@ def observe_run(
         full_env.update({str(k): str(v) for k, v in env.items()})
     session = TraceSession.start(probe) if probe else None
     forks = ForkTracer()
+    exits = TaskExitStats()
     sysw = SystemWindow()
     window_start = boottime()
     start = time.monotonic()
@@ -715,11 +743,13 @@ def observe_run(
         )
     except FileNotFoundError as exc:
         forks.finish()
+        exits.close()
         if session:
             session.close()
         raise NodeError("not_found", f"command not found: {argv[0]}", "check the program name and PATH") from exc
     except OSError as exc:
         forks.finish()
+        exits.close()
         if session:
             session.close()
         raise NodeError("exec_failed", f"cannot run {argv[0]}: {exc}", "check the command and cwd") from exc
@@ -743,6 +773,7 @@ def observe_run(
             if sampler.tick():
                 sysw.tick()
             forks.drain()
+            exits.drain(sampler.tasks)
             if session:
                 session.track(tracker.members | set(sampler.tasks))
                 session.drain()
@@ -762,10 +793,12 @@ def observe_run(
             _kill_group(proc.pid)  # stragglers the command left behind in its session
         proc.returncode = os.waitstatus_to_exitcode(status)
         forks_out = forks.finish()
+        exits_out = exits.finish(sampler.tasks)
         probe_out = session.finish() if session else None
     for t in readers:
         t.join(timeout=2)
     sampler.final_exit_times(boottime())
+    exits_out["applied"] = sampler.apply_exits(exits.exits)
     code = proc.returncode
     out: dict[str, Any] = {
         "kind": "run",
@@ -787,6 +820,7 @@ def observe_run(
         "stderr_tail": outs["stderr"].text(),
         "system": sysw.finish(),
         "forks": forks_out,
+        "exit_stats": exits_out,
     }
     out.update(sampler.report(window_start))
     if probe_out is not None:
@@ -844,6 +878,7 @@ def observe_pids(
     tracker = TreeTracker(roots, cgroup=cg, follow_children=bool(include_children))
     session = TraceSession.start(probe) if probe else None
     forks = ForkTracer() if include_children else None
+    exits = TaskExitStats()
     sysw = SystemWindow()
     window_start = boottime()
     sampler = Sampler(tracker, interval_s=interval_s, max_tasks=max_tasks, exclude={os.getpid()})
@@ -857,6 +892,7 @@ def observe_pids(
                 # from /proc only; what they create from now on comes from the fork events.
                 forks.track(sampler.live_tids)
                 forks.drain()
+            exits.drain(sampler.tasks)
             if session:
                 session.track(tracker.members | set(sampler.tasks))
                 session.drain()
@@ -865,8 +901,10 @@ def observe_pids(
             time.sleep(min(sampler.interval_s, max(0.0, duration_s - (time.monotonic() - start))))
     finally:
         forks_out = forks.finish() if forks else None
+        exits_out = exits.finish(sampler.tasks)
         probe_out = session.finish() if session else None
     sampler.final_exit_times(boottime())
+    exits_out["applied"] = sampler.apply_exits(exits.exits)
     out: dict[str, Any] = {
         "kind": "cgroup" if cg and not roots else "pids",
         "pids": roots[:16],
@@ -874,6 +912,7 @@ def observe_pids(
         "wall_s": round(time.monotonic() - start, 4),
         "missing_pids": missing[:16],
         "system": sysw.finish(),
+        "exit_stats": exits_out,
     }
     if forks_out is not None:
         out["forks"] = forks_out
@@ -1288,6 +1327,178 @@ class ForkTracer:
             "lost_events": lost,
             "complete": lost == 0,
         }
+
+
+# taskstats: the kernel's own accounting of each task, sent over generic netlink when it exits.
+NETLINK_GENERIC = 16
+_NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_GENL = struct.Struct("=BBH")  # cmd, version, reserved
+_NLA = struct.Struct("=HH")  # len, type
+NLMSG_ERROR, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 2, 0x10, 3, 1, 2
+NLM_F_REQUEST, NLM_F_ACK = 1, 4
+TASKSTATS_CMD_GET, TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK = 1, 3, 4
+TASKSTATS_TYPE_PID, TASKSTATS_TYPE_STATS, TASKSTATS_TYPE_AGGR_PID = 1, 3, 4
+# Offsets in struct taskstats (linux/taskstats.h; the struct only grows, these hold since version 8):
+# cpu_count = run_delay's slices, cpu_delay_total = run-queue wait, cpu_run_virtual_total = the
+# scheduler's sum_exec_runtime (the same three numbers as /proc/PID/task/TID/schedstat).
+_TS_U64 = {"slices": 16, "wait_ns": 24, "run_ns": 72, "elapsed_us": 144, "vcs": 272, "ivcs": 280}
+_TS_AC_PID, _TS_MIN_SIZE = 128, 288
+EXIT_COUNTERS = ("run_ns", "wait_ns", "slices", "vcs", "ivcs")
+MAX_PENDING_EXITS = 20_000
+EXIT_RCVBUF = 8 << 20
+
+
+def _nla(kind: int, data: bytes) -> bytes:
+    size = _NLA.size + len(data)
+    return _NLA.pack(size, kind) + data + b"\0" * (-size % 4)
+
+
+def _nlas(buf: bytes) -> list[tuple[int, bytes]]:
+    out, i = [], 0
+    while i + _NLA.size <= len(buf):
+        size, kind = _NLA.unpack_from(buf, i)
+        if size < _NLA.size:
+            break
+        out.append((kind & 0x3FFF, buf[i + _NLA.size : i + size]))
+        i += (size + 3) & ~3
+    return out
+
+
+class TaskExitStats:
+    """The final counters of every task that exits while a workload is observed (taskstats).
+
+    The sampler reads a task's counters at each sample, so what a task did between its last sample
+    and its exit is lost: on a starved machine a second of CPU. The kernel sends each exiting task's
+    own totals to registered listeners (CAP_NET_ADMIN); they replace the stale last sample.
+    Exits of tasks not (yet) known to belong to the workload wait in a bounded pending table.
+    """
+
+    def __init__(self) -> None:
+        self.available = False
+        self.reason = ""
+        self.lost = 0
+        self.exits: dict[int, dict[str, int]] = {}
+        self._pending: dict[int, dict[str, int]] = {}
+        self._sock: socket.socket | None = None
+        self._mask = (_read("/sys/devices/system/cpu/possible") or "").strip()
+        self._family = 0
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        except OSError as exc:
+            self.reason = f"no generic netlink: {exc.strerror}"
+            return
+        try:
+            sock.bind((0, 0))
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, EXIT_RCVBUF)
+                    break
+                except OSError:
+                    continue
+            sock.settimeout(5.0)
+            self._sock = sock
+            self._family = self._resolve_family()
+            self._request(TASKSTATS_CMD_ATTR_REGISTER_CPUMASK)
+            sock.setblocking(False)
+            self.available = True
+        except OSError as exc:
+            self.reason = f"taskstats unavailable: {exc.strerror or exc}"
+            self.close()
+
+    def _send(self, kind: int, cmd: int, payload: bytes, seq: int) -> None:
+        assert self._sock is not None
+        body = _GENL.pack(cmd, 1, 0) + payload
+        self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body)
+
+    def _answer(self, seq: int) -> bytes:
+        """The reply to request `seq` (exit messages of other tasks may arrive first: kept)."""
+        assert self._sock is not None
+        for _ in range(10_000):
+            data = self._sock.recv(1 << 16)
+            for kind, body, msg_seq in self._messages(data):
+                if msg_seq != seq:
+                    continue
+                if kind == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", body)[0]
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                return body  # the data reply, or the acknowledgement of a request that has none
+            if self._family:
+                self._keep(data)
+        raise OSError(0, "no answer from the kernel")
+
+    def _request(self, attr: int) -> None:
+        self._send(self._family, TASKSTATS_CMD_GET, _nla(attr, self._mask.encode() + b"\0"), attr)
+        self._answer(attr)
+
+    def _resolve_family(self) -> int:
+        self._send(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, _nla(CTRL_ATTR_FAMILY_NAME, b"TASKSTATS\0"), 1)
+        body = self._answer(1)
+        for kind, value in _nlas(body[_GENL.size :]):
+            if kind == CTRL_ATTR_FAMILY_ID:
+                return int(struct.unpack_from("=H", value)[0])
+        raise OSError(0, "no TASKSTATS family (kernel without CONFIG_TASKSTATS)")
+
+    @staticmethod
+    def _messages(data: bytes) -> list[tuple[int, bytes, int]]:
+        out, i = [], 0
+        while i + _NLMSG.size <= len(data):
+            size, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, i)
+            if size < _NLMSG.size:
+                break
+            out.append((kind, data[i + _NLMSG.size : i + size], seq))
+            i += (size + 3) & ~3
+        return out
+
+    def _keep(self, data: bytes) -> None:
+        for kind, body, _seq in self._messages(data):
+            if kind != self._family:
+                continue
+            for outer, nested in _nlas(body[_GENL.size :]):
+                if outer != TASKSTATS_TYPE_AGGR_PID:
+                    continue
+                for inner, ts in _nlas(nested):
+                    if inner != TASKSTATS_TYPE_STATS or len(ts) < _TS_MIN_SIZE:
+                        continue
+                    tid = struct.unpack_from("=I", ts, _TS_AC_PID)[0]
+                    stats = {k: struct.unpack_from("=Q", ts, off)[0] for k, off in _TS_U64.items()}
+                    self._pending[tid] = stats
+                    if len(self._pending) > MAX_PENDING_EXITS:
+                        del self._pending[next(iter(self._pending))]
+
+    def drain(self, ours: dict[int, Any]) -> None:
+        """Read what the kernel sent; keep the exits of tasks in `ours` (tid-keyed)."""
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:  # ENOBUFS: the kernel dropped messages while we were away
+                self.lost += 1
+                continue
+            self._keep(data)
+        for tid in [t for t in self._pending if t in ours]:
+            self.exits[tid] = self._pending.pop(tid)
+
+    def close(self) -> None:
+        if self._sock is None:
+            return
+        if self.available:
+            try:
+                self._sock.setblocking(True)
+                self._sock.settimeout(2.0)
+                self._request(TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK)
+            except OSError:
+                pass  # closing the socket unregisters it too, at the kernel's next send
+        self._sock.close()
+        self._sock = None
+
+    def finish(self, ours: dict[int, Any]) -> dict[str, Any]:
+        self.drain(ours)
+        self.close()
+        if not self.available:
+            return {"available": False, "source": "taskstats", "reason": self.reason}
+        return {"available": True, "source": "taskstats", "exits": len(self.exits), "overruns": self.lost}
 
 
 def _safe_listdir(path: str) -> list[str]:
