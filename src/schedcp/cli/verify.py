@@ -31,7 +31,12 @@ def verify_cmd(
     ),
     kernel: str = typer.Option(kernel_mod.DEFAULT_SPEC, "--kernel", "-k", help="Target test kernel spec."),
     seconds: float = typer.Option(5.0, "--seconds", help="Length of the correctness load (1..60)."),
-    watchdog_ms: int = typer.Option(DEFAULT_TIMEOUT_MS, "--watchdog-ms", help="sched_ext watchdog timeout."),
+    watchdog_ms: int | None = typer.Option(
+        None,
+        "--watchdog-ms",
+        help=f"sched_ext watchdog timeout (default: {DEFAULT_TIMEOUT_MS} for SchedCP policies, the scheduler's "
+        "own for scx-style sources).",
+    ),
     perf_threshold: float = typer.Option(
         performance.DEFAULT_THRESHOLD, "--perf-threshold", help="Allowed slowdown vs EEVDF (0.25 = 25%)."
     ),

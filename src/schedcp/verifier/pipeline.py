@@ -44,7 +44,9 @@ class VerifyOptions:
     workload: str | None = None
     kernel: str = kernel_mod.DEFAULT_SPEC
     seconds: float = 5.0
-    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    # None: SchedCP's short watchdog for our own policies, the scheduler's own (its ops.timeout_ms, else
+    # the kernel's default) for scx-style sources, so the kernel judges them as it would in use.
+    timeout_ms: int | None = None
     perf_threshold: float = performance.DEFAULT_THRESHOLD
     keep_going: bool = False
     static_only: bool = False
@@ -66,7 +68,7 @@ class VerifyOptions:
     def validate(self) -> None:
         if not 1.0 <= self.seconds <= 60.0:
             raise UsageError(f"--seconds {self.seconds} is out of range", "use 1..60 seconds of load")
-        if not 500 <= self.timeout_ms <= 30000:
+        if self.timeout_ms is not None and not 500 <= self.timeout_ms <= 30000:
             raise UsageError(f"--watchdog-ms {self.timeout_ms} is out of range", "use 500..30000")
         if not 0.01 <= self.perf_threshold <= 5.0:
             raise UsageError(f"--perf-threshold {self.perf_threshold} is out of range", "use e.g. 0.25 for 25%")
@@ -320,7 +322,7 @@ class Pipeline:
             config=dict(self.config),
             include_dir=include_dir,
             seconds=self.opts.seconds,
-            timeout_ms=self.opts.timeout_ms,
+            timeout_ms=self._watchdog_ms(),
             workload=self.workload,
             perf_threshold=self.opts.perf_threshold,
             loader=self.loader,
@@ -408,6 +410,12 @@ class Pipeline:
                 ttl_s=self.opts.token_ttl_s,
             )
         return report
+
+    def _watchdog_ms(self) -> int | None:
+        """The watchdog for the dynamic stage (see VerifyOptions.timeout_ms)."""
+        if self.opts.timeout_ms is not None:
+            return self.opts.timeout_ms
+        return None if self.source.files.style == "scx" else DEFAULT_TIMEOUT_MS
 
     def _loader_config(self) -> dict[str, int | str]:
         """What the loader must repeat at deploy time: .rodata values and the struct_ops choice."""

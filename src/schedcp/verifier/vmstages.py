@@ -53,7 +53,7 @@ class VmPlan:
     config: dict[str, Any]
     include_dir: Path | None
     seconds: float = 5.0
-    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    timeout_ms: int | None = DEFAULT_TIMEOUT_MS  # None: keep the scheduler's own watchdog
     workload: list[str] | None = None
     perf_threshold: float = performance.DEFAULT_THRESHOLD
     loader: LoaderOptions | None = None  # scx loader options (.rodata values, struct_ops choice)
@@ -206,7 +206,11 @@ class VmStages:
         plan = self.plan
         self._script = load.upload(self.node)
         self._baseline()
-        self.progress(f"attaching with a {plan.timeout_ms} ms watchdog")
+        self.progress(
+            f"attaching with a {plan.timeout_ms} ms watchdog"
+            if plan.timeout_ms
+            else "attaching with the scheduler's own watchdog"
+        )
         try:
             pol = load_policy(self.node, plan.policy, config=plan.config, watchdog_ms=plan.timeout_ms)
         except NodeOpError as exc:
