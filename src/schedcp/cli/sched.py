@@ -11,31 +11,39 @@ from rich.table import Table
 from schedcp.cli.common import JsonOption, console, emit, fail, progress
 from schedcp.errors import SchedcpError
 from schedcp.testbed import kernel as kernel_mod
-from schedcp.toolchain import build, headers, metadata
+from schedcp.toolchain import build, headers, metadata, scx_source
 
 sched_app = typer.Typer(help="Build and inspect sched_ext schedulers.", no_args_is_help=True)
 
 
 @sched_app.command("build")
 def build_cmd(
-    name_or_file: str = typer.Argument(..., help="Library scheduler name or path to a .bpf.c file."),
+    name_or_file: str = typer.Argument(
+        ..., help="Library scheduler name, a .bpf.c file (headers beside it are used) or a scheduler directory."
+    ),
     kernel: str = typer.Option(kernel_mod.DEFAULT_SPEC, "--kernel", "-k", help="Target test kernel spec."),
     host: bool = typer.Option(False, "--host", help="Target the running host kernel (/sys/kernel/btf/vmlinux)."),
+    scx_include: str | None = typer.Option(
+        None, "--scx-include", help="Directory with scx/common.bpf.h (kernel tree or scx checkout) to build with."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Compile a scheduler for a target kernel (cached by content hash)."""
     try:
-        source = build.resolve_source(name_or_file)
+        sources = scx_source.resolve_source_set(name_or_file)
+        source = sources.main
         if host:
             import platform
 
             inc, target = headers.host_include_dir(), f"host:{platform.release()}"
+            scx = scx_source.scx_headers_for(sources, host=True, scx_include=scx_include)
         else:
             k = kernel_mod.for_cli(kernel, progress=progress)
             inc, target = headers.kernel_include_dir(k), k.release
+            scx = scx_source.scx_headers_for(sources, k, scx_include=scx_include)
         if not as_json:
-            progress(f"compiling {source.name} for {target}")
-        result = build.build(source, inc, target=target)
+            progress(f"compiling {source.name} for {target}" + (f" with scx headers from {scx.origin}" if scx else ""))
+        result = scx_source.build_sources(sources, include_dir=inc, target=target, scx=scx)
     except build.BuildError as exc:
         if as_json:
             emit({**exc.to_dict(), "diagnostics": [vars(d) for d in exc.diagnostics]}, True)
@@ -52,6 +60,9 @@ def build_cmd(
         "cached": result.cached,
         "object_sha256": result.object_sha256,
         "warnings": [str(w) for w in result.warnings],
+        "style": sources.style,
+        "local_headers": sorted(sources.local),
+        "scx_headers": scx.to_json() if scx else None,
     }
     emit(
         data,
