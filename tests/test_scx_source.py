@@ -145,3 +145,14 @@ def test_our_own_library_needs_no_scx_headers(target) -> None:
     sources = scx_source.resolve_source_set("vtime")
     assert sources.style == "schedcp"
     assert scx_source.scx_headers_for(sources, kernel) is None
+
+
+def test_submitted_text_in_either_style_builds(target) -> None:
+    """What agents and the repository hand in: one file of text, scx-style or ours."""
+    kernel, _ = target
+    text = SCX_SCHED.replace('#include "mysched.h"', "#define MY_SLICE 5000000ULL")
+    assert scx_source.build_text(text, "agent_patch.bpf.c", kernel).object_sha256
+    ours = scx_source.resolve_source_set("fifo").main.read_text()
+    assert scx_source.build_text(ours, "fifo_copy.bpf.c", kernel).object_sha256
+    with pytest.raises(build.BuildError, match="not allowed"):
+        scx_source.build_text(SCX_SCHED, "needs_header.bpf.c", kernel)  # no file beside submitted text

@@ -120,7 +120,7 @@ def compile_policy(
     validates ``config`` against the policy's tunables. Raises BuildError with diagnostics."""
     from schedcp.server.resources import library_source
     from schedcp.toolchain import build as build_mod
-    from schedcp.toolchain import headers, metadata
+    from schedcp.toolchain import headers, metadata, scx_source
 
     include = headers.kernel_include_dir(kernel)
     config = dict(config or {})
@@ -132,9 +132,8 @@ def compile_policy(
                 "put tunable values in the source, or add the policy with tunables and build it by name",
             )
         file_name = f"{name.replace('.', '_')}.bpf.c"
-        result = build_mod.build(
-            Path(file_name), include, target=kernel.release, source_text=source, source_name=file_name
-        )
+        # Either style: scx-style text (<scx/common.bpf.h>) builds with the kernel's scx headers.
+        result = scx_source.build_text(source, file_name, kernel)
         text = source
     else:
         path = library_source(name)
@@ -155,9 +154,7 @@ def compile_policy(
                 )
             meta = _repo_meta(info)
             text = repository.source(name)
-            result = build_mod.build(
-                Path(f"{name}.bpf.c"), include, target=kernel.release, source_text=text, source_name=f"{name}.bpf.c"
-            )
+            result = scx_source.build_text(text, f"{name}.bpf.c", kernel)
         if config:
             if meta is None:
                 raise UsageError(f"{name} declares no tunables", "drop config")

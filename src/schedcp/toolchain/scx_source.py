@@ -229,6 +229,22 @@ def build_for_kernel(spec: str | Path, kernel, *, scx_include: str | Path | None
     return Built(result, sources, scx)
 
 
+def build_text(text: str, name: str, kernel, *, scx_include: str | Path | None = None) -> build_mod.BuildResult:
+    """Compile submitted source text (an agent's patch, a repository entry) in whichever style it is
+    written: scx-style text gets the target kernel's scx headers. Single file: nothing beside it."""
+    scx = None
+    if _style([text]) == "scx" or scx_include is not None:
+        scx = scx_headers.resolve(kernel, scx_include=scx_include)
+    return build_mod.build(
+        Path(name),
+        headers_mod.kernel_include_dir(kernel),
+        target=kernel.release,
+        source_text=text,
+        source_name=name,
+        extra_include_dirs=list(scx.include_dirs) if scx else [],
+    )
+
+
 def build_for_host(spec: str | Path, *, scx_include: str | Path | None = None) -> Built:
     import platform
 
