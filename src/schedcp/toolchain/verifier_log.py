@@ -17,4 +17,10 @@ def summarize(log: list[str]) -> str:
         if "-- END PROG LOAD LOG --" in line or line.startswith("processed "):
             complaint = next((log[j] for j in range(i - 1, -1, -1) if not log[j].lstrip()[:1].isdigit()), "")
             return f"{complaint.strip()} at {source_line}" if source_line else complaint.strip()
+    # No program reached the verifier: libbpf refused the object first (a kfunc the kernel lacks, a
+    # map it cannot create); its own last complaint says why.
+    for line in reversed(log):
+        text = line.strip()
+        if text.startswith("libbpf: ") and "failed to load object" not in text and "failed to load BPF" not in text:
+            return text.removeprefix("libbpf: ")
     return ""
