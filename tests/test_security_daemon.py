@@ -528,7 +528,8 @@ def test_audit_cli_without_root_access_is_a_clean_error(tmp_path: Path) -> None:
 
 def test_bench_local_never_loads_onto_the_host_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Replay: `bench --target local` loaded schedulers as root from /tmp/schedcp-node, no token asked.
-    Now the host's node agent is reached only through the daemon, and refused clearly without one."""
+    Now the host's node agent is reached only through the daemon, which forwards no load: refused,
+    with the way to do it (deploy with a token, or the micro-VM), with or without a daemon running."""
     from schedcp.bench import targets
 
     scx_state = tmp_path / "scx-state"
@@ -537,12 +538,14 @@ def test_bench_local_never_loads_onto_the_host_itself(tmp_path: Path, monkeypatc
     monkeypatch.setenv("SCHEDCP_DAEMON_SOCKET", str(tmp_path / "no-daemon.sock"))
     with pytest.raises(SchedcpError) as err:
         targets.LocalTarget().start()
-    assert err.value.code == "daemon_unavailable" and "schedcp daemon" in err.value.next_step
+    assert err.value.code == "daemon_no_node" and "micro-VM" in err.value.next_step
     with daemon_process(tmp_path / "d") as daemon:
         monkeypatch.setenv("SCHEDCP_DAEMON_SOCKET", str(daemon.socket))
+        target = targets.LocalTarget()
         with pytest.raises(SchedcpError) as err:
-            targets.LocalTarget().start()
-    assert err.value.code == "daemon_no_node" and "--target vm" in err.value.next_step
+            target.start()
+        assert err.value.code == "daemon_no_node" and "token" in err.value.next_step
+        assert not any(e["event"] in ("node_run", "deploy") for e in daemon.client().audit_tail(50))
 
 
 def test_node_work_dir_made_first_by_another_user_is_refused(public_dir: Path) -> None:
