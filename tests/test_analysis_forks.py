@@ -135,3 +135,22 @@ def test_a_task_that_exits_between_samples_keeps_its_final_cpu_time() -> None:
     (child,) = [t for t in raw["tasks"] if t["tid"] != raw["root_pid"]]
     assert child["exited"] and child["run_ns"] >= 0.5e9, child
     assert child["end_s"] - child["start_s"] >= 4.5  # its exit time, not a guess from the sample grid
+
+
+def test_an_occasional_helper_is_not_a_storm() -> None:
+    # 25 short children, but one at a time with gaps: the tree mostly has none alive. The fork
+    # storm keeps its children coming back to back, whatever the machine's speed.
+    script = (
+        "import os, time\n"
+        "for _ in range(25):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0: os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "    time.sleep(0.05)\n"
+    )
+    raw = observe.observe_run([PY, "-c", script], duration_s=60)
+    c = Engine().profile(raw).characteristics.churn
+    assert c.tasks_created == 25 and c.turnover == 25 and c.mean_alive is not None and c.mean_alive < 0.2, c
+    assert not c.short_lived_storm
+    storm = observe.observe_run([PY, "-m", "schedcp.bench.guest.forkstorm", "--seconds", "0.5"], duration_s=60)
+    assert Engine().profile(storm).characteristics.churn.mean_alive >= 1.0  # --concurrency 4

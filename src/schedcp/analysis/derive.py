@@ -27,13 +27,19 @@ TOGETHER_S = 0.5
 LONG_TAIL_RATIO = 4.0
 LONG_TAIL_MIN_GROUP = 4
 LONG_TAIL_MIN_MS = 50.0  # below this, runtime differences are sampling noise
-STORM_SPAWN_RATE = 20.0  # tasks created per second
 STORM_MIN_TASKS = 20
 STORM_LIFETIME_S = 0.5  # median life
 # Created tasks per peak of them alive at once: a batch started together turns over once, a storm
 # replaces its live set again and again (a 4-way fork loop turns over hundreds of times).
 STORM_TURNOVER = 4.0
-# Only without fork events: system-wide forks/s; an emulated 2-vCPU guest saturates near 50.
+# Average number of created tasks alive while it creates them: a storm (or a shell loop) nearly
+# always has a child; a process that spawns a helper now and then mostly has none. Unlike a rate in
+# tasks per second, this does not depend on how fast the machine is (an emulated guest under load
+# forked 14/s where the host forks 2000/s: the same storm).
+STORM_MEAN_ALIVE = 0.5
+# Only without fork events: seen processes per second, and system-wide forks/s (an emulated
+# 2-vCPU guest saturates near 50).
+STORM_SPAWN_RATE = 20.0
 STORM_SYSTEM_FORKS = 40.0
 
 
@@ -114,16 +120,18 @@ def churn(obs: dict[str, Any]) -> Churn:
     created: int | None = None
     rate: float | None = None
     turnover: float | None = None
+    mean_alive: float | None = None
     if counted:
         created = int(forks.get("tasks_created") or 0)
         span = float(forks.get("span_s") or 0.0)
         # N creations spread over `span` seconds: N - 1 gaps.
         rate = (created - 1) / span if created >= 2 and span > 0 else 0.0
         turnover = created / max(int(forks.get("peak_alive") or 0), 1)
+        mean_alive = float(forks.get("mean_alive") or 0.0)
         p50, p90, pmax = (forks.get(f"lifetime_{k}_s") for k in ("p50", "p90", "max"))
         storm = (
             created >= STORM_MIN_TASKS
-            and rate >= STORM_SPAWN_RATE
+            and mean_alive >= STORM_MEAN_ALIVE
             and turnover >= STORM_TURNOVER
             and p50 is not None
             and float(p50) <= STORM_LIFETIME_S
@@ -149,6 +157,7 @@ def churn(obs: dict[str, Any]) -> Churn:
         tasks_created=created,
         create_rate_per_s=_f(rate, 1) if rate is not None else None,
         turnover=_f(turnover, 1) if turnover is not None else None,
+        mean_alive=_f(mean_alive, 2) if mean_alive is not None else None,
     )
 
 

@@ -50,6 +50,9 @@ class Churn(BaseModel):
     turnover: float | None = Field(
         None, description="tasks created per peak of concurrently alive created tasks: ~1 for a batch, large for churn"
     )
+    mean_alive: float | None = Field(
+        None, description="average number of created tasks alive while creating: ~0 for an occasional helper"
+    )
 
 
 class SchedNumbers(BaseModel):

@@ -1211,6 +1211,8 @@ class ForkCounter:
         self.peak_alive = 0
         self.first_fork: float | None = None
         self.last_fork: float | None = None
+        self.last_event: float | None = None
+        self.alive_area = 0.0  # integral of the number of live created tasks over time
         self.lifetimes: list[float] = []
         self.lifetimes_total = 0
         self._sample = random.Random(0)
@@ -1250,6 +1252,7 @@ class ForkCounter:
             thread = self.is_thread.pop(child, False)
             if parent not in self.tracked:
                 return
+            self._advance(ts)
             self.tracked.add(child)
             self.born[child] = ts
             self.created += 1
@@ -1263,10 +1266,17 @@ class ForkCounter:
                 return
             tid = int(ex.group(1))
             self.tracked.discard(tid)  # the tid may be reused by an unrelated task
+            if tid in self.born:
+                self._advance(ts)
             started = self.born.pop(tid, None)
             if started is not None:
                 self.exited += 1
                 self._keep_lifetime(max(0.0, ts - started))
+
+    def _advance(self, ts: float) -> None:
+        if self.last_event is not None:
+            self.alive_area += len(self.born) * max(0.0, ts - self.last_event)
+        self.last_event = ts
 
     def _keep_lifetime(self, life: float) -> None:
         self.lifetimes_total += 1
@@ -1287,6 +1297,11 @@ class ForkCounter:
             "alive_at_end": len(self.born),
             "peak_alive": self.peak_alive,
             "span_s": round((self.last_fork or 0.0) - (self.first_fork or 0.0), 6),
+            # Average number of created tasks alive from the first creation to the last event: how
+            # continuously the tree has children (a storm keeps some; a trickle mostly has none).
+            "mean_alive": round(self.alive_area / (self.last_event - self.first_fork), 3)
+            if self.first_fork is not None and self.last_event is not None and self.last_event > self.first_fork
+            else 0.0,
             "lifetime_p50_s": round(_pct(lives, 0.5), 6) if lives else None,
             "lifetime_p90_s": round(_pct(lives, 0.9), 6) if lives else None,
             "lifetime_max_s": round(lives[-1], 6) if lives else None,
