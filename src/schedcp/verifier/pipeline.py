@@ -140,6 +140,9 @@ class Pipeline:
         self.scx: scx_headers.ScxHeaders | None = None
         self.loader: scx_loader.LoaderOptions | None = None
         self.needs_userspace: str | None = None
+        # What the scx path chose (headers, generic loader steps): kept apart from the VM stages'
+        # metrics, which replace self.metrics wholesale, and merged into the report.
+        self.loader_notes: dict[str, Any] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def _add(self, stage: StageResult) -> bool:
@@ -252,7 +255,7 @@ class Pipeline:
     def _userspace(self, obj: Path) -> Finding | None:
         """A finding when the program needs its userspace half for more than SchedCP's loader does."""
         needs = scx_userspace.analyze(obj, self.source.path, list(self.source.files.texts().values()))
-        self.metrics["loader"] = {"generic": needs.generic}
+        self.loader_notes["loader"] = {"generic": needs.generic}
         summary = needs.summary(set(self.opts.rodata))
         if not summary:
             return None
@@ -294,7 +297,11 @@ class Pipeline:
         self.scx = scx_source.scx_headers_for(self.source.files, kernel, scx_include=self.opts.scx_include)
         if self.scx is not None:
             self.progress(f"scx headers: {self.scx.origin}" + (f" ({self.scx.note})" if self.scx.note else ""))
-            self.metrics["scx_headers"] = {"origin": self.scx.origin, "exact": self.scx.exact, "note": self.scx.note}
+            self.loader_notes["scx_headers"] = {
+                "origin": self.scx.origin,
+                "exact": self.scx.exact,
+                "note": self.scx.note,
+            }
         self.progress(f"building {self.source.path.name} for {kernel.release}")
         stage, built, text = self._build(include_dir, kernel.release)
         self.built = built  # the verified object, for callers that keep it (the daemon's deploy store)
@@ -395,7 +402,7 @@ class Pipeline:
             config={**self.config, **self._loader_config()},
             stages=stages,
             kernel_events=self.events,
-            metrics=self.metrics,
+            metrics={**self.metrics, **self.loader_notes},
             timings=self.timings,
         ).bounded()
         if verdict == "pass" and not skipped and self.opts.issue_token and self.object_sha:
