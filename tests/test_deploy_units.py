@@ -60,7 +60,7 @@ def test_threshold_clears_the_noise_floor_and_needs_consecutive_bad_ticks():
     higher = breaker.threshold("cpu_rate", [Sample(t=i, value=2.0) for i in range(5)], policy)
     assert higher.limit == pytest.approx(1.5) and higher.bad(1.4) and not higher.bad(1.6)
 
-    watch = breaker.MetricWatch(th, consecutive_bad=3)
+    watch = breaker.MetricWatch(th, consecutive_bad=3)  # smooth=1: each tick judged alone
     assert not watch.feed(Sample(t=0, value=0.5))
     assert not watch.feed(Sample(t=1, value=0.5))
     assert not watch.feed(Sample(t=2, value=0.02))  # one good tick resets the run
@@ -68,6 +68,13 @@ def test_threshold_clears_the_noise_floor_and_needs_consecutive_bad_ticks():
     assert not watch.feed(Sample(t=4, value=None))  # an idle tick neither counts nor resets
     assert not watch.feed(Sample(t=5, value=0.5))
     assert watch.feed(Sample(t=6, value=0.5))
+
+    smoothed = breaker.MetricWatch(th, consecutive_bad=2, smooth=3)
+    # Spikes between good ticks never move the median of three past the line.
+    for i, v in enumerate([0.5, 0.02, 0.02, 0.5, 0.02, 0.02, 0.5]):
+        assert not smoothed.feed(Sample(t=i, value=v))
+    assert not smoothed.feed(Sample(t=10, value=0.5))  # median of (0.02, 0.5, 0.5) is bad: 1
+    assert smoothed.feed(Sample(t=11, value=0.5))  # 2 in a row
 
 
 def test_threshold_refuses_a_baseline_without_enough_samples():
@@ -196,3 +203,48 @@ def test_background_jobs_are_bounded_and_pollable():
         canary.spawn(["sh", "-c", "x\x00"])
     with pytest.raises(canary.NodeError):
         canary.job(10**9)
+
+
+def test_daemon_without_a_node_says_how_to_get_one(tmp_path: Path):
+    from schedcp.daemon.testing import daemon_process
+
+    with daemon_process(tmp_path) as daemon, daemon.client() as client:
+        with pytest.raises(SchedcpError) as exc:
+            client.call("deployment_status")
+        assert exc.value.code == "no_node" and "--node" in exc.value.next_step
+        with pytest.raises(SchedcpError) as exc:
+            client.call("deploy", {"token_id": "a" * 24, "canary": {"comm": "x"}})
+        assert exc.value.code == "no_node"
+        with pytest.raises(SchedcpError) as exc:  # bad input is refused before anything else
+            client.call("deploy", {"token_id": "a" * 24, "canary": {"comm": "x", "pid": 5}})
+        assert exc.value.code == "usage"
+
+
+def test_local_node_on_a_kernel_without_sched_ext_is_refused(tmp_path: Path):
+    from schedcp.node import scx
+
+    exe = Path(sys.executable).with_name("schedcp")
+    env = {**os.environ, "SCHEDCP_DATA_DIR": str(tmp_path / "state")}
+    if scx.read_state()["supported"] and os.geteuid() == 0:
+        # A sched_ext host: the daemon owns it and reports what the kernel runs (it changes nothing).
+        from schedcp.daemon.testing import daemon_process
+
+        with daemon_process(tmp_path, extra_args=["--node", "local"]) as daemon, daemon.client() as client:
+            assert client.call("deployment_status")["node"]["kind"] == "local"
+    else:  # the CI machines: refused with the reason and the way out
+        out = subprocess.run(
+            [str(exe), "daemon", "--socket", str(tmp_path / "d.sock"), "--node", "local"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert out.returncode == 1 and "no sched_ext" in out.stderr and "--node vm" in out.stderr
+    bad = subprocess.run(
+        [str(exe), "daemon", "--socket", str(tmp_path / "d.sock"), "--node", "cloud"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert bad.returncode == 2 and "unknown node" in bad.stderr
