@@ -3,6 +3,13 @@
 
 from __future__ import annotations
 
+import re
+
+# libbpf lines that state why an object failed before any program was verified.
+_LIBBPF_FAILURE = re.compile(
+    r"not found in kernel|failed to (?:create|find|resolve|relocate)|unsupported|\berror\b|invalid", re.I
+)
+
 
 def summarize(log: list[str]) -> str:
     """The failing source line and the verifier's complaint, from a libbpf/verifier log.
@@ -21,6 +28,6 @@ def summarize(log: list[str]) -> str:
     # map it cannot create); its own last complaint says why.
     for line in reversed(log):
         text = line.strip()
-        if text.startswith("libbpf: ") and "failed to load object" not in text and "failed to load BPF" not in text:
+        if text.startswith("libbpf: ") and _LIBBPF_FAILURE.search(text) and "failed to load object" not in text:
             return text.removeprefix("libbpf: ")
     return ""
