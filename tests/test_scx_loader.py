@@ -145,3 +145,12 @@ def test_examples_that_need_their_userspace_half(kernel, examples: Path) -> None
     assert "max_tasks = 16384" in qmap.summary()
     # Given with --rodata, what is left is met.
     assert qmap.unmet({"max_tasks", "slice_ns"}) == []
+
+
+def test_a_verified_config_splits_back_into_loader_options(two_ops: Path) -> None:
+    tunables, rodata, choice = scx_loader.split_config(
+        {"slice_us": 5000, "rodata.nr_widgets": "7", "struct_ops": "second_ops"}
+    )
+    assert tunables == {"slice_us": 5000} and rodata == {"nr_widgets": "7"} and choice == "second_ops"
+    opts = scx_loader.options_for(two_ops, rodata=rodata, struct_ops=choice)
+    assert opts.rodata == {"nr_widgets": b"\x07\0\0\0"} and opts.struct_ops == "second_ops"

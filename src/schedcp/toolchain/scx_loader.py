@@ -256,3 +256,22 @@ def exit_summary(exit_info: dict[str, Any] | None) -> str:
     from schedcp.node.scxload import describe
 
     return describe(exit_info) if exit_info else ""
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """A verified config as the token binds it -> (tunables, .rodata values, struct_ops choice).
+
+    The verifier binds ``rodata.NAME`` entries and ``struct_ops`` next to the tunables; a deploy
+    hands the last two to ``options_for`` so the object is loaded exactly as it was verified.
+    """
+    tunables: dict[str, Any] = {}
+    rodata: dict[str, str] = {}
+    choice: str | None = None
+    for key, value in config.items():
+        if key.startswith("rodata."):
+            rodata[key.removeprefix("rodata.")] = str(value)
+        elif key == "struct_ops":
+            choice = str(value)
+        else:
+            tunables[key] = value
+    return tunables, rodata, choice
