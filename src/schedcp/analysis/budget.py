@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 # Stated budgets per detail level (compact JSON bytes). Tests and docs/analysis.md rely on these.
@@ -23,7 +24,7 @@ def _longest_list(obj: Any, path: tuple = ()) -> tuple[tuple, int]:
     if isinstance(obj, list):
         if len(obj) > 1:
             best = (path, size(obj))
-        items = enumerate(obj)
+        items: Iterable[tuple[Any, Any]] = enumerate(obj)
     elif isinstance(obj, dict):
         items = obj.items()
     else:

@@ -202,7 +202,7 @@ def parse_strace_summary(text: str, top: int = 12) -> dict[str, Any]:
         except ValueError:
             continue
         errors = int(parts[4]) if len(parts) == 6 and parts[4].isdigit() else 0
-        entry = {
+        entry: dict[str, Any] = {
             "syscall": name,
             "time_pct": float(parts[0]),
             "seconds": float(parts[1]),

@@ -87,8 +87,12 @@ def verify_cmd(
         report = verify(opts, None if as_json else progress)
     except SchedcpError as exc:
         raise fail(exc, as_json) from None
+
     # Plain print, not rich: the text is read by agents and must not be re-wrapped or styled.
-    emit(report.model_dump(mode="json"), as_json, lambda _d: sys.stdout.write(render_text(report) + "\n"))
+    def render(_data: dict[str, object]) -> None:
+        sys.stdout.write(render_text(report) + "\n")
+
+    emit(report.model_dump(mode="json"), as_json, render)
     raise typer.Exit({"pass": 0, "needs_userspace": 3}.get(report.verdict, 1))
 
 

@@ -111,7 +111,7 @@ def parse_primitive(path: Path) -> Primitive:
     if not match:
         raise ValueError(f"{path.name} has no header comment")
     lines = [re.sub(r"^\s*\*\s?", "", line).rstrip() for line in match.group(1).splitlines()]
-    name, tags, prose = path.stem, [], []
+    name, tags, prose = path.stem, list[str](), list[str]()
     for line in lines:
         if line.startswith("primitive:"):
             name = line.split(":", 1)[1].strip()

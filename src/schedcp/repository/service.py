@@ -754,7 +754,7 @@ class RepositoryService:
                     todo.append((p, origin, True))
                 else:
                     report["unchanged"] += 1
-        vectors = self.embed([policy_text(p) for p, _, _ in todo]) if todo else []
+        vectors = self.embed([policy_text(p) for p, _, _ in todo]) if todo else np.zeros((0, 384), np.float32)
         for i, (p, origin, update) in enumerate(todo):
             if update:
                 self.store.update_policy_content(p.name, p, vectors[i])
@@ -777,9 +777,13 @@ class RepositoryService:
             for p in prims
             if p.name not in known or known[p.name] != primitive_digest(p.description, p.snippet, p.tags)
         ]
-        vecs = self.embed([primitive_text(p.name, p.description, p.tags) for p in changed]) if changed else []
+        prim_vecs = (
+            self.embed([primitive_text(q.name, q.description, q.tags) for q in changed])
+            if changed
+            else np.zeros((0, 384), np.float32)
+        )
         report["primitives"] = {"total": len(prims), "changed": []}
-        for i, p in enumerate(changed):
-            if self.store.upsert_primitive(p.name, p.description, p.snippet, p.tags, vecs[i]):
-                report["primitives"]["changed"].append(p.name)
+        for i, prim in enumerate(changed):
+            if self.store.upsert_primitive(prim.name, prim.description, prim.snippet, prim.tags, prim_vecs[i]):
+                report["primitives"]["changed"].append(prim.name)
         return report

@@ -108,7 +108,11 @@ def fit(data: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES, *, hint: str =
         if not _shrink_once(work, cuts):
             break
     # Nothing left to halve (many small fields): keep the top-level fields that fit, in order.
-    note = {"max_bytes": max_bytes, "note": f"output cut to fit max_bytes={max_bytes}; {hint}"[:300], "dropped_keys": 0}
+    note: dict[str, Any] = {
+        "max_bytes": max_bytes,
+        "note": f"output cut to fit max_bytes={max_bytes}; {hint}"[:300],
+        "dropped_keys": 0,
+    }
     slim: dict[str, Any] = {"truncated": note}
     for k, v in work.items():
         slim[k] = v

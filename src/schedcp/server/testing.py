@@ -24,6 +24,7 @@ import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp_types import TextContent
 
 
 def schedcp_exe() -> str:
@@ -107,7 +108,8 @@ async def http_client(url: str, token: str | None, mode: str = "legacy", **kwarg
 async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> tuple[bool, Any, str]:
     """(is_error, parsed JSON or None, raw text) of one tool call."""
     result = await client.call_tool(tool, args or {})
-    text = result.content[0].text if result.content else ""
+    first = result.content[0] if result.content else None
+    text = first.text if isinstance(first, TextContent) else ""
     try:
         data = json.loads(text)
     except ValueError:

@@ -27,12 +27,12 @@ class VmGate:
 
     def status(self) -> dict[str, object]:
         with self._meta:
-            busy = self.running_since is not None
+            since = self.running_since
             return {
-                "busy": busy,
+                "busy": since is not None,
                 "waiting": self._waiting,
                 "max_waiting": self.max_waiting,
-                "running_for_s": round(time.monotonic() - self.running_since, 1) if busy else 0.0,
+                "running_for_s": round(time.monotonic() - since, 1) if since is not None else 0.0,
             }
 
     @contextmanager

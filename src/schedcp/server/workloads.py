@@ -73,5 +73,6 @@ def _flatten(node: Any, prefix: str, out: dict[str, float]) -> None:
             _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
     elif isinstance(node, list):
         for i, value in enumerate(node[:16]):
-            label = value.get("name") if isinstance(value, dict) and isinstance(value.get("name"), str) else str(i)
+            name = value.get("name") if isinstance(value, dict) else None
+            label = name if isinstance(name, str) else str(i)
             _flatten(value, f"{prefix}.{label}" if prefix else label, out)

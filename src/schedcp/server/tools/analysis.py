@@ -321,7 +321,7 @@ def tools(state: ServerState) -> list[Tool]:
 
         result = run(checks.argv(argv), SandboxPolicy(timeout_s=timeout_s, memory_mb=memory_mb), stdin=stdin)
         run_id = state.artifacts.put("run", {"kind": "sandboxed", **result})
-        head = {k: result[k] for k in ("exit_code", "signal", "timed_out", "wall_s") if k in result}
+        head: dict[str, Any] = {k: result[k] for k in ("exit_code", "signal", "timed_out", "wall_s") if k in result}
         stdout, stderr = result.get("stdout", ""), result.get("stderr", "")
         doc = {
             **head,

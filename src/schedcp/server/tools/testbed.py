@@ -55,9 +55,7 @@ def _workload_param(describe: bool = True) -> Any:
     )
     return Annotated[
         Literal[names] | None,
-        Field(  # type: ignore[valid-type]
-            description=f"A built-in workload (prints its metrics as JSON). {listing}"
-        ),
+        Field(description=f"A built-in workload (prints its metrics as JSON). {listing}"),
     ]
 
 
@@ -81,7 +79,7 @@ def tools(state: ServerState) -> list[Tool]:
 
     async def run_in_vm(
         ctx: Context,
-        workload: WorkloadName = None,
+        workload: WorkloadName = None,  # type: ignore[valid-type]  # a Literal built from the workload list
         workload_args: WorkloadArgs = [],  # noqa: B006
         argv: Argv = None,
         scheduler: Annotated[

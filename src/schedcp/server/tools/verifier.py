@@ -82,7 +82,7 @@ def tools(state: ServerState) -> list[Tool]:
             ),
         ] = {},  # noqa: B006
         kernel: KernelSpec = "unstable",
-        workload: WorkloadName = None,
+        workload: WorkloadName = None,  # type: ignore[valid-type]  # a Literal built from the workload list
         workload_args: WorkloadArgs = [],  # noqa: B006
         argv: Argv = None,
         detail: Annotated[
