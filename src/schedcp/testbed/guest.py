@@ -280,6 +280,9 @@ def ensure_image(
                 with part.open("rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
             out.write(_overlay_bytes())
+        # QEMU runs unprivileged and must be able to read the image whatever umask built it (the
+        # daemon's is 077); the image holds only public Debian packages and our own code.
+        tmp.chmod(0o644)
         tmp.rename(combined)
         for old in guest_dir().glob("initramfs-*.cpio"):
             if old != combined and time.time() - old.stat().st_mtime > 600:
