@@ -156,3 +156,22 @@ def test_submitted_text_in_either_style_builds(target) -> None:
     assert scx_source.build_text(ours, "fifo_copy.bpf.c", kernel).object_sha256
     with pytest.raises(build.BuildError, match="not allowed"):
         scx_source.build_text(SCX_SCHED, "needs_header.bpf.c", kernel)  # no file beside submitted text
+
+
+def test_repository_primitives_compile_in_scx_style(target) -> None:
+    """The primitives are written to compile under the scx headers as well as ours. Two call
+    scx_bpf_dsq_move_to_local(dsq), whose scx-header form takes enq_flags since 7.1; they stay in
+    our style (docs/verifier.md)."""
+    from schedcp.repository.catalog_sources import PRIMITIVES_DIR
+
+    kernel, _ = target
+    for path in sorted(PRIMITIVES_DIR.glob("*.c")):
+        body = path.read_text()
+        if "scx_bpf_dsq_move_to_local(" in body:
+            continue
+        text = (
+            '#include <scx/common.bpf.h>\nchar _license[] SEC("license") = "GPL";\n'
+            + body
+            + '\nSEC(".struct_ops.link") struct sched_ext_ops example_ops = { .name = "example" };\n'
+        )
+        assert scx_source.build_text(text, f"prim_{path.stem}.bpf.c", kernel).object_sha256, path.name

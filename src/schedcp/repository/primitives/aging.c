@@ -26,21 +26,21 @@ struct {
 
 void BPF_STRUCT_OPS(example_runnable, struct task_struct *p, u64 enq_flags)
 {
-	struct age_ctx *ctx = bpf_task_storage_get(&age_stor, p, 0,
+	struct age_ctx *actx = bpf_task_storage_get(&age_stor, p, 0,
 						   BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (ctx)
-		ctx->runnable_at = bpf_ktime_get_ns();
+	if (actx)
+		actx->runnable_at = bpf_ktime_get_ns();
 }
 
 /* base_key is the policy's own ordering (e.g. expected runtime); smaller runs first. */
 static u64 aged_key(struct task_struct *p, u64 base_key)
 {
-	struct age_ctx *ctx = bpf_task_storage_get(&age_stor, p, 0, 0);
+	struct age_ctx *actx = bpf_task_storage_get(&age_stor, p, 0, 0);
 	u64 waited, boost;
 
-	if (!ctx || !ctx->runnable_at)
+	if (!actx || !actx->runnable_at)
 		return base_key;
-	waited = bpf_ktime_get_ns() - ctx->runnable_at;
+	waited = bpf_ktime_get_ns() - actx->runnable_at;
 	boost = waited >> age_shift;
 	if (boost > age_cap_ns)
 		boost = age_cap_ns;
