@@ -7,6 +7,7 @@ the numbers, so an agent can disagree with the label without re-reading the raw 
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from typing import Any
@@ -22,8 +23,11 @@ from schedcp.analysis.profile import (
     keywords_for,
 )
 
-# Siblings started with gaps no longer than this between them count as "started together".
+# Siblings started with gaps no longer than this between them count as "started together"...
 TOGETHER_S = 0.5
+# ... or no longer than this many times the spawner's median gap: a parent forking 40 workers on a
+# loaded emulated guest paused for over 0.5 s between two of them, splitting one batch in two.
+TOGETHER_MEDIAN_GAPS = 10.0
 LONG_TAIL_RATIO = 4.0
 LONG_TAIL_MIN_GROUP = 4
 LONG_TAIL_MIN_MS = 50.0  # below this, runtime differences are sampling noise
@@ -175,10 +179,12 @@ def sibling_groups(tasks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     groups = []
     for members in by_spawner.values():
         members.sort(key=lambda t: t["start_s"])
+        gaps = [b["start_s"] - a["start_s"] for a, b in itertools.pairwise(members)]
+        together = max(TOGETHER_S, TOGETHER_MEDIAN_GAPS * statistics.median(gaps)) if gaps else TOGETHER_S
         current: list[dict[str, Any]] = []
         for t in members:
             # Gap-based: a burst of forks on a slow machine can span more than TOGETHER_S overall.
-            if current and t["start_s"] - current[-1]["start_s"] > TOGETHER_S:
+            if current and t["start_s"] - current[-1]["start_s"] > together:
                 groups.append(current)
                 current = []
             current.append(t)
@@ -247,7 +253,9 @@ def classify(s: SchedNumbers, c: Churn, obs: dict[str, Any]) -> tuple[str, list[
     # Mostly-voluntary switching with bursts of a few ms still means sleep/wake on a slow
     # (e.g. emulated) machine, where one round trip costs milliseconds of CPU.
     wakey = s.vcs_per_s >= 100 and ((vol >= 0.3 and slice_ms < 1.0) or (vol >= 0.7 and slice_ms < 5.0))
-    if wakey and s.runnable_share < 0.8:
+    # Runnable share counts time waiting for a CPU, which an oversubscribed machine inflates for
+    # every task; a task that gives up the CPU by itself nine times in ten still sleeps and wakes.
+    if wakey and (s.runnable_share < 0.8 or vol >= 0.9):
         ev = [
             f"{vol:.0%} of switches voluntary ({s.vcs_per_s:.0f}/s)",
             f"mean burst {slice_ms * 1000:.0f} us",
@@ -312,7 +320,7 @@ def characteristics(obs: dict[str, Any]) -> Characteristics:
     else:
         psi_brief["unavailable"] = str(psi.get("reason", "no PSI"))[:80]
     return Characteristics(
-        classification=klass,  # type: ignore[arg-type]
+        classification=klass,
         evidence=evidence,
         sched=s,
         churn=c,

@@ -151,7 +151,9 @@ def parse_bpftrace_json(text: str, kinds: list[str]) -> dict[str, Any]:
             for k, v in msg["data"].items():
                 if k in maps and isinstance(maps[k], dict) and isinstance(v, dict):
                     maps[k].update(v)
-                else:
+                elif k not in maps:
+                    # First print only: at exit bpftrace dumps the maps END cleared again, and a
+                    # cleared count reads 0 (the migrations total came back 0 beside 4 in pairs).
                     maps[k] = v
     out: dict[str, Any] = {"kinds": kinds}
     if "runqlat" in kinds:
