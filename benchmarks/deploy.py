@@ -111,7 +111,7 @@ def main() -> int:
             if trap["state"] != "promoted":
                 log(f"trip {i + 1}: comm_trap ended {trap['state']} before the trap ({trap.get('reason')})")
                 continue
-            d.cli("node", "run", "--", "sh", "-c", "echo -n trap-me > /proc/self/comm; sleep 0.2")
+            d.cli("node", "run", "--", "sh", "-c", "echo -n trap-me > /proc/self/comm; sleep 0.2; echo woke")
             status = d.wait_for(
                 "the trip", lambda s, dep_id=trap["id"]: s["trips"] and s["trips"][0]["deployment_id"] == dep_id
             )

@@ -131,7 +131,8 @@ def test_policy_that_errors_in_production_is_rolled_back_and_refused_after(daemo
     )
     assert dep["state"] == "promoted", dep
     assert daemon.status()["node"]["ops"] == "comm_trap"
-    daemon.cli("node", "run", "--", "sh", "-c", "echo -n trap-me > /proc/self/comm; sleep 0.3")
+    # The shell renames itself and waits for a child (a last command would be exec'd, dropping the name).
+    daemon.cli("node", "run", "--", "sh", "-c", "echo -n trap-me > /proc/self/comm; sleep 0.3; echo woke")
     after = daemon.wait_for("the breaker", lambda s: s["trips"] and s["trips"][0]["deployment_id"] == dep["id"])
     trip = after["trips"][0]
     assert trip["signal"] == "error_exit" and "trap-me" in json.dumps(trip["kernel_events"])
