@@ -8,7 +8,6 @@ import pytest
 from schedcp.agent import rules
 from schedcp.agent.learning import verdict_of
 from schedcp.agent.models import Candidate, Execution, RoundResult, Trial
-from schedcp.agent.trial import goal_alias
 from schedcp.analysis.profile import (
     Characteristics,
     Churn,
@@ -19,6 +18,7 @@ from schedcp.analysis.profile import (
     describe,
     keywords_for,
 )
+from schedcp.services.trials import goal_alias
 from schedcp.toolchain import metadata
 from schedcp.trial.compare import consistent, goal_metric, ratio
 

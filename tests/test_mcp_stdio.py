@@ -44,6 +44,16 @@ EXPECTED_TOOLS = {
     "deploy_scheduler",
     "deployment_status",
     "rollback",
+    # The service layer's operations (schedcp.services): what sched-agent needs, for every agent.
+    "best_config",
+    "list_antipatterns",
+    "record_antipattern",
+    "start_testbed",
+    "testbed_status",
+    "stop_testbed",
+    "check_candidate",
+    "build_scheduler",
+    "run_trial",
 }
 PROFILE = {
     "summary": "CPU-bound parallel batch of similar jobs started together",

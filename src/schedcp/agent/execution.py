@@ -48,7 +48,7 @@ class ExecState:
 
     def stage(self, name: str, status: str, summary: str) -> None:
         self.stages = [s for s in self.stages if s.name != name]
-        self.stages.append(Stage(name=name, status=status, summary=summary[:400]))  # type: ignore[arg-type]
+        self.stages.append(Stage(name=name, status=status, summary=summary[:400]))
 
     @property
     def key(self) -> tuple[str, str | None]:

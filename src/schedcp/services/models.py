@@ -173,6 +173,8 @@ class RoundResult(BaseModel):
     eevdf: dict[str, float]
     policy: dict[str, float]
     ratio: float | None  # >1: the policy beat EEVDF on the goal metric this round
+    # The kernel's context switches across each side's run ("eevdf", "policy"), whole guest.
+    context_switches: dict[str, int] = Field(default_factory=dict)
 
 
 class Trial(BaseModel):
@@ -196,6 +198,9 @@ class Trial(BaseModel):
     stayed_enabled: bool = True
     ejections: list[dict[str, Any]] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
+    # Median context switches of the whole guest across a run, per side ("eevdf", "policy"): a policy
+    # that wins by switching far more (or less) than EEVDF shows it here.
+    context_switches: dict[str, float] = Field(default_factory=dict)
     guest_crash: bool = False  # the guest died (not a policy verdict)
     attempts: int = 1
 

@@ -132,7 +132,7 @@ class Testbed:
             kernel=self.session.kernel_spec,
             kernel_release=self.kernel_release,
             cpus=self.session.cpus,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             boot_id=self.session.boot_id,
             boot_s=self.session.boot_s,
             accel=self.session.accel,
