@@ -154,3 +154,22 @@ def test_an_occasional_helper_is_not_a_storm() -> None:
     assert not c.short_lived_storm
     storm = observe.observe_run([PY, "-m", "schedcp.bench.guest.forkstorm", "--seconds", "0.5"], duration_s=60)
     assert Engine().profile(storm).characteristics.churn.mean_alive >= 1.0  # --concurrency 4
+
+
+def test_a_batch_stays_one_group_when_its_spawner_pauses_between_forks() -> None:
+    from schedcp.analysis.derive import sibling_groups
+
+    def task(tid: int, start: float, end: float) -> dict:
+        return {"pid": tid, "tid": tid, "ppid": 1, "born_inside": True, "start_s": start, "end_s": end}
+
+    # Batch A: a 0.8 s pause after the second fork, but the first two are still alive (waiting
+    # for work). Batch B starts after A has ended. Then back-to-back short tasks that never overlap.
+    a = [task(10 + i, s, 5.0) for i, s in enumerate((0.0, 0.1, 0.9, 1.0, 1.1))]
+    b = [task(20 + i, 10.0 + 0.1 * i, 12.0) for i in range(3)]
+    c = [task(30 + i, 20.0 + 0.1 * i, 20.05 + 0.1 * i) for i in range(4)]
+    groups = sibling_groups(a + b + c)
+    assert [sorted(t["tid"] for t in g) for g in groups] == [
+        [10, 11, 12, 13, 14],
+        [30, 31, 32, 33],
+        [20, 21, 22],
+    ]

@@ -7,7 +7,6 @@ the numbers, so an agent can disagree with the label without re-reading the raw 
 
 from __future__ import annotations
 
-import itertools
 import json
 import statistics
 from typing import Any
@@ -23,11 +22,8 @@ from schedcp.analysis.profile import (
     keywords_for,
 )
 
-# Siblings started with gaps no longer than this between them count as "started together"...
+# Siblings started with gaps no longer than this between them count as "started together".
 TOGETHER_S = 0.5
-# ... or no longer than this many times the spawner's median gap: a parent forking 40 workers on a
-# loaded emulated guest paused for over 0.5 s between two of them, splitting one batch in two.
-TOGETHER_MEDIAN_GAPS = 10.0
 LONG_TAIL_RATIO = 4.0
 LONG_TAIL_MIN_GROUP = 4
 LONG_TAIL_MIN_MS = 50.0  # below this, runtime differences are sampling noise
@@ -166,9 +162,12 @@ def churn(obs: dict[str, Any]) -> Churn:
 
 
 def sibling_groups(tasks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Tasks created by the same spawner within TOGETHER_S of each other, largest group first.
+    """Tasks created by the same spawner together, largest group first: each one started while an
+    earlier sibling of the group was still alive, or within TOGETHER_S of the previous one.
 
-    A process's spawner is its parent; a thread's spawner is its own process.
+    A process's spawner is its parent; a thread's spawner is its own process. Overlap keeps a batch
+    whole when its spawner paused between two forks (an emulated guest on a loaded host stalls for
+    over half a second at times); the gap rule joins back-to-back tasks that never overlap.
     """
     by_spawner: dict[int, list[dict[str, Any]]] = {}
     for t in tasks:
@@ -179,15 +178,15 @@ def sibling_groups(tasks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     groups = []
     for members in by_spawner.values():
         members.sort(key=lambda t: t["start_s"])
-        gaps = [b["start_s"] - a["start_s"] for a, b in itertools.pairwise(members)]
-        together = max(TOGETHER_S, TOGETHER_MEDIAN_GAPS * statistics.median(gaps)) if gaps else TOGETHER_S
         current: list[dict[str, Any]] = []
+        alive_until = float("-inf")
         for t in members:
-            # Gap-based: a burst of forks on a slow machine can span more than TOGETHER_S overall.
-            if current and t["start_s"] - current[-1]["start_s"] > together:
+            start = float(t["start_s"])
+            if current and start > alive_until and start - current[-1]["start_s"] > TOGETHER_S:
                 groups.append(current)
                 current = []
             current.append(t)
+            alive_until = max(alive_until, float(t["end_s"])) if len(current) > 1 else float(t["end_s"])
         if current:
             groups.append(current)
     groups.sort(key=len, reverse=True)
