@@ -48,7 +48,9 @@ def test_metric_from_schedstat_deltas_uses_threads_seen_in_both_samples():
 
 
 def test_threshold_clears_the_noise_floor_and_needs_consecutive_bad_ticks():
-    policy = DeployPolicy(mad_k=5, rel_margin=0.25, abs_margin=0.05, consecutive_bad=3, min_baseline_samples=4)
+    policy = DeployPolicy(
+        mad_k=5, rel_margin=0.25, abs_margin=0.05, consecutive_bad=3, smooth=1, min_baseline_samples=4
+    )
     quiet = [Sample(t=i, value=v) for i, v in enumerate([0.02, 0.03, 0.02, 0.025, 0.02, 0.03])]
     th = breaker.threshold("wait_share", quiet, policy)
     # MAD is tiny, so the absolute margin decides: a wobble to 0.06 is not a regression.
@@ -56,7 +58,9 @@ def test_threshold_clears_the_noise_floor_and_needs_consecutive_bad_ticks():
     assert not th.bad(0.06)
     noisy = [Sample(t=i, value=v) for i, v in enumerate([0.1, 0.3, 0.2, 0.4, 0.15, 0.35])]
     wide = breaker.threshold("wait_share", noisy, policy)
-    assert wide.margin == pytest.approx(5 * breaker.MAD_TO_SIGMA * wide.mad)
+    # Five of six baseline ticks and a rolling median of one tick (smooth=1): 5 standard errors of the difference.
+    se = breaker.MEDIAN_SE * breaker.MAD_TO_SIGMA * wide.mad * (1 / 1 + 1 / 6) ** 0.5
+    assert wide.margin == pytest.approx(5 * se, rel=1e-3)
     higher = breaker.threshold("cpu_rate", [Sample(t=i, value=2.0) for i in range(5)], policy)
     assert higher.limit == pytest.approx(1.5) and higher.bad(1.4) and not higher.bad(1.6)
 
@@ -75,6 +79,13 @@ def test_threshold_clears_the_noise_floor_and_needs_consecutive_bad_ticks():
         assert not smoothed.feed(Sample(t=i, value=v))
     assert not smoothed.feed(Sample(t=10, value=0.5))  # median of (0.02, 0.5, 0.5) is bad: 1
     assert smoothed.feed(Sample(t=11, value=0.5))  # 2 in a row
+
+
+def test_noise_is_the_standard_error_of_the_compared_medians():
+    # Smoothing over more ticks and a longer baseline both narrow the line; a zero MAD gives none.
+    assert breaker.noise(0.1, 10, 5) < breaker.noise(0.1, 10, 1) < breaker.noise(0.1, 2, 1)
+    assert breaker.noise(0.0, 10, 5) == 0.0
+    assert breaker.noise(0.1, 10**9, 1) == pytest.approx(breaker.MEDIAN_SE * breaker.MAD_TO_SIGMA * 0.1, rel=1e-6)
 
 
 def test_threshold_refuses_a_baseline_without_enough_samples():

@@ -7,13 +7,16 @@ per tick over threads seen in both ticks:
 * ``wait_share`` = wait / (run + wait): of the time the target wanted a CPU, the share it waited;
 * ``cpu_rate``   = run / wall: CPU seconds per second the target got.
 
-The threshold is the baseline's median moved by the largest of ``k``·1.4826·MAD (a robust sigma),
-a relative margin and an absolute margin, so a quiet baseline (MAD near 0) does not make every
-wobble a regression. A trip needs the rolling median of ``smooth`` ticks to be bad ``consecutive_bad`` times in a row.
+The threshold is the baseline's median moved by the largest of ``k`` standard errors of the
+compared statistic (see :func:`noise`: one tick's sigma is 1.4826·MAD of the baseline), a relative
+margin and an absolute margin, so a quiet baseline (MAD near 0) does not make every wobble a
+regression. A trip needs the rolling median of ``smooth`` ticks to be bad ``consecutive_bad`` times
+in a row.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from schedcp.deploy.models import GOAL_DIRECTIONS, GoalMetric, Sample, Threshold
 from schedcp.errors import SchedcpError
 
 MAD_TO_SIGMA = 1.4826
+MEDIAN_SE = math.sqrt(math.pi / 2)  # a sample median's standard error, in sigmas times sqrt(n)
 
 
 @dataclass
@@ -76,7 +80,9 @@ def threshold(metric: GoalMetric, samples: list[Sample], policy: DeployPolicy) -
         )
     median = statistics.median(values)
     mad = statistics.median(abs(v - median) for v in values)
-    margin = max(policy.mad_k * MAD_TO_SIGMA * mad, policy.rel_margin * abs(median), policy.abs_margin)
+    margin = max(
+        policy.mad_k * noise(mad, len(values), policy.smooth), policy.rel_margin * abs(median), policy.abs_margin
+    )
     direction = GOAL_DIRECTIONS[metric]
     limit = median + margin if direction == "lower" else median - margin
     return Threshold(
@@ -88,6 +94,14 @@ def threshold(metric: GoalMetric, samples: list[Sample], policy: DeployPolicy) -
         limit=round(limit, 6),
         samples=len(values),
     )
+
+
+def noise(mad: float, baseline_n: int, smooth: int) -> float:
+    """The standard error of what the breaker compares: the rolling median of ``smooth`` ticks minus
+    the baseline's median of ``baseline_n`` ticks. MAD·1.4826 estimates one tick's sigma; a median of
+    n samples has a standard error of about sqrt(pi/2)·sigma/sqrt(n), and the two medians add."""
+    sigma = MAD_TO_SIGMA * mad
+    return MEDIAN_SE * sigma * math.sqrt(1.0 / max(1, smooth) + 1.0 / max(1, baseline_n))
 
 
 @dataclass

@@ -31,7 +31,7 @@ class DeployPolicy(BaseModel):
     tick_s: float = Field(default=0.5, ge=0.1, le=10.0)
     watchdog_ms: int = Field(default=5000, ge=500, le=30000)
     # The goal metric's noise threshold: median +/- max(k * 1.4826 * MAD, rel_margin * |median|, abs_margin).
-    mad_k: float = Field(default=5.0, ge=1.0, le=50.0)
+    mad_k: float = Field(default=4.0, ge=1.0, le=50.0)  # standard errors of the compared medians (breaker.noise)
     rel_margin: float = Field(default=0.5, ge=0.0, le=10.0)
     abs_margin: float = Field(default=0.05, ge=0.0)
     consecutive_bad: int = Field(default=3, ge=1, le=100)

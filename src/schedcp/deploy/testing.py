@@ -30,7 +30,7 @@ WORKLOAD = (
 CONFIG = """
 [deploy]
 window_s = 6
-baseline_s = 3
+baseline_s = 5
 tick_s = 0.5
 max_trips = 3
 trip_window_s = 3600
