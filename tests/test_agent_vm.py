@@ -93,6 +93,9 @@ def test_optimize_demo_over_mcp_measures_against_eevdf_in_one_boot_and_replays(t
         assert r["eevdf"]["makespan_s"] > 0 and r["policy"]["makespan_s"] > 0
         assert r["eevdf"]["tasks"] == r["policy"]["tasks"] == 40
     assert trial["metric"] == "makespan_s" and trial["ratio"] > 0
+    # The kernel's context switches on each side of every round, and their medians in the trial.
+    assert all(r["context_switches"]["eevdf"] > 0 and r["context_switches"]["policy"] > 0 for r in trial["rounds"])
+    assert set(trial["context_switches"]) == {"eevdf", "policy"}
     assert trial["counters"].get("nr_dispatched", 0) > 0  # the policy really scheduled tasks
 
     recorded = it["lesson"]["recorded"]

@@ -3,7 +3,8 @@
 
 The tool set is the stable API agents program against; names do not change. The deployment tools
 (``deploy_scheduler``, ``deployment_status``, ``rollback``) reach the daemon's deploy path, with the
-same checks as ``schedcp deploy`` (``schedcp.server.tools.deploy``).
+same checks as ``schedcp deploy`` (``schedcp.services.deploy``). Every tool is a service-layer
+operation (``schedcp.services.operation.registry``); this module adds no tool of its own.
 """
 
 from __future__ import annotations

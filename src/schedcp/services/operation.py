@@ -3,9 +3,13 @@
 
 Faces only present operations: the MCP server turns each into a tool whose JSON schema is the
 input model's fields (plus the shared ``max_bytes`` budget) and whose answer is the output model
-as compact JSON within budget; the CLI builds the input model and calls ``run`` directly. Adding
-an operation (the deployment tools, for example) is one ``Operation(...)`` in its service module
-and one line in ``registry()``.
+as compact JSON within budget; the CLI builds the input model and calls ``call`` directly. Adding
+an operation is one ``Operation(...)`` in its service module and one line in ``registry()``.
+
+The answer budget belongs to the face, with two exceptions the operation states itself: an
+operation whose work depends on the budget (a search keeps fewer hits, a file read pages) declares
+``max_bytes`` in its input model (``budget_field``); and an operation may return an ``Answer`` to
+say which default budget fits this answer and where the rest of a cut answer can be read.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from schedcp.server.budget import DEFAULT_MAX_BYTES, LIMIT_MAX_BYTES, MIN_MAX_BYTES
 
 if TYPE_CHECKING:
     from schedcp.server.state import ServerState
@@ -23,24 +29,57 @@ Progress = Callable[[str], None]
 Kind = Literal["read", "compute", "write"]
 
 
+def budget_description(default: int | None) -> str:
+    shown = f"default {default}" if default is not None else "default: the answer's own budget"
+    return (
+        f"Upper bound on the size of this tool's JSON answer in bytes ({shown}). "
+        "Longer answers are cut, largest lists first, with a 'truncated' note saying what was left out."
+    )
+
+
+def budget_field(default: int | None = DEFAULT_MAX_BYTES, description: str | None = None) -> Any:
+    """The ``max_bytes`` field of an input model whose operation shapes its answer by it."""
+    return Field(default, ge=MIN_MAX_BYTES, le=LIMIT_MAX_BYTES, description=description or budget_description(default))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An operation's result with how to present it: the default budget that suits this answer (when the
+    caller gave none) and where the whole of a cut answer is (a resource, a larger detail level)."""
+
+    value: BaseModel | dict[str, Any]
+    max_bytes: int | None = None
+    more: str = ""
+
+
+Result = BaseModel | dict[str, Any] | Answer
+
+
 @dataclass(frozen=True)
 class Operation:
     name: str  # the stable tool name agents program against
     input: type[BaseModel]
-    run: Callable[[ServerState, Any, Progress], BaseModel | dict[str, Any]]
+    run: Callable[[ServerState, Any, Progress], Result]
     kind: Kind = "compute"
-    max_bytes: int = 4096  # default answer budget
+    max_bytes: int = DEFAULT_MAX_BYTES  # default answer budget
     description: str = ""  # defaults to run's docstring
+    more: str = ""  # where the rest of a cut answer is, unless the Answer says
 
     def doc(self) -> str:
         import inspect
 
         return self.description or inspect.cleandoc(self.run.__doc__ or "")
 
+    @property
+    def owns_budget(self) -> bool:
+        """The input model declares max_bytes: the operation shapes its answer by it."""
+        return "max_bytes" in self.input.model_fields
+
     def call(self, state: ServerState, arguments: BaseModel | dict[str, Any], progress: Progress | None = None) -> Any:
-        """Validate (if needed) and run, for in-process faces such as the CLI."""
+        """Validate (if needed) and run, for in-process faces such as the CLI: the value, unwrapped."""
         args = arguments if isinstance(arguments, self.input) else self.input.model_validate(arguments)
-        return self.run(state, args, progress or (lambda _m: None))
+        result = self.run(state, args, progress or (lambda _m: None))
+        return result.value if isinstance(result, Answer) else result
 
 
 def dump(value: BaseModel | dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +88,23 @@ def dump(value: BaseModel | dict[str, Any]) -> dict[str, Any]:
 
 def registry() -> list[Operation]:
     """Every operation defined in the service layer, in tools/list order."""
-    from schedcp.services import build, knowledge, testbed, trials
+    from schedcp.services import analysis, build, deploy, knowledge, repository, testbed, trials, verify, vm_run
 
-    return [*knowledge.OPERATIONS, *testbed.OPERATIONS, *build.OPERATIONS, *trials.OPERATIONS]
+    return [
+        *analysis.OPERATIONS,
+        *repository.OPERATIONS,
+        *verify.OPERATIONS,
+        *vm_run.OPERATIONS,
+        *knowledge.OPERATIONS,
+        *testbed.OPERATIONS,
+        *build.OPERATIONS,
+        *trials.OPERATIONS,
+        *deploy.OPERATIONS,
+    ]
+
+
+def by_name(name: str) -> Operation:
+    for op in registry():
+        if op.name == name:
+            return op
+    raise KeyError(name)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The tool set, one module per service. Names are a stable API; see schedcp.server.app."""
+"""The tool set: every service-layer operation as an MCP tool. Names are a stable API; see schedcp.server.app."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from schedcp.server.state import ServerState
 
 
 def all_tools(state: ServerState) -> list[Tool]:
-    from schedcp.server.tools import analysis, deploy, operations, repository, testbed, verifier
+    from schedcp.server.tools import operations
 
-    out: list[Tool] = []
-    for module in (analysis, repository, verifier, testbed, operations, deploy):
-        out.extend(module.tools(state))
-    return out
+    return operations.tools(state)

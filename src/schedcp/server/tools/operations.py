@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Service-layer operations as MCP tools: the schema is the input model's fields, the answer is the
-output model as compact JSON within ``max_bytes``; long operations run in a worker thread and report
-progress to clients that ask for it. Nothing about an operation is restated here.
+output model as compact JSON within ``max_bytes``; operations run in a worker thread and report
+progress to clients that ask for it. Nothing about an operation is restated here: every tool the
+server offers is one of ``schedcp.services.operation.registry()``.
 
 No ``from __future__ import annotations``: the SDK reads the synthesised signature's real types.
 """
@@ -20,7 +21,7 @@ from pydantic import Field
 from schedcp.server import budget
 from schedcp.server.state import ServerState
 from schedcp.server.tooling import COMPUTE, READ, WRITE, make_tool
-from schedcp.services.operation import Operation, dump, registry
+from schedcp.services.operation import Answer, Operation, budget_description, dump, registry
 
 KINDS = {"read": READ, "compute": COMPUTE, "write": WRITE}
 _ANNOTATED: Any = Annotated  # subscripted at runtime with a computed tuple (type checkers cannot follow)
@@ -29,12 +30,7 @@ _ANNOTATED: Any = Annotated  # subscripted at runtime with a computed tuple (typ
 def _budget_param(default: int) -> Any:
     return Annotated[
         int,
-        Field(
-            ge=budget.MIN_MAX_BYTES,
-            le=budget.LIMIT_MAX_BYTES,
-            description=f"Upper bound on the size of this tool's JSON answer in bytes (default {default}). "
-            "Longer answers are cut, largest lists first, with a 'truncated' note saying what was left out.",
-        ),
+        Field(ge=budget.MIN_MAX_BYTES, le=budget.LIMIT_MAX_BYTES, description=budget_description(default)),
     ]
 
 
@@ -54,15 +50,19 @@ def tool_for(op: Operation, state: ServerState) -> Tool:
             default = field.default
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
         annotations[name] = annotation
-    budget_type = _budget_param(op.max_bytes)
-    params.append(
-        inspect.Parameter("max_bytes", inspect.Parameter.KEYWORD_ONLY, annotation=budget_type, default=op.max_bytes)
-    )
-    annotations["max_bytes"] = budget_type
+    if not op.owns_budget:
+        budget_type = _budget_param(op.max_bytes)
+        params.append(
+            inspect.Parameter("max_bytes", inspect.Parameter.KEYWORD_ONLY, annotation=budget_type, default=op.max_bytes)
+        )
+        annotations["max_bytes"] = budget_type
     annotations["return"] = CallToolResult
 
-    async def call(ctx: Context, max_bytes: int = op.max_bytes, **arguments: Any) -> CallToolResult:
+    async def call(ctx: Context, **arguments: Any) -> CallToolResult:
+        limit = None if op.owns_budget else arguments.pop("max_bytes", op.max_bytes)
         args = op.input.model_validate(arguments)
+        if op.owns_budget:
+            limit = args.max_bytes  # type: ignore[attr-defined]
         steps = iter(range(1, 1000))
 
         def progress(message: str) -> None:
@@ -72,7 +72,10 @@ def tool_for(op: Operation, state: ServerState) -> Tool:
                 pass
 
         result = await anyio.to_thread.run_sync(lambda: op.run(state, args, progress))
-        return budget.respond(dump(result), max_bytes)
+        more = op.more
+        if isinstance(result, Answer):
+            limit, more, result = limit or result.max_bytes, result.more or more, result.value
+        return budget.respond(dump(result), limit or op.max_bytes, hint=more)
 
     call.__name__ = op.name
     call.__doc__ = op.doc()

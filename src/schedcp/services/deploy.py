@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: Apache-2.0
+"""deploy_scheduler, deployment_status, rollback: the deploy path, only through the daemon.
+
+The daemon does every check (the caller's deploy role from its peer credentials, the token, the
+refusal list, the crash-loop cap) exactly as for ``schedcp deploy``; this service only shapes the
+request and the answer. docs/deploy.md has the design.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schedcp.errors import UsageError
+from schedcp.services.operation import Answer, Operation, Progress
+
+if TYPE_CHECKING:
+    from schedcp.server.state import ServerState
+
+
+def _call(state: ServerState, op: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    with state.daemon() as client:
+        return client.call(op, args, timeout_s=timeout_s)
+
+
+class DeployInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token_id: str = Field(pattern=r"^[0-9a-f]{24}$", description="The token_id verify_scheduler returned on a pass.")
+    canary_pid: int | None = Field(
+        None, gt=1, description="Canary on this process and its children (give exactly one target)."
+    )
+    canary_cgroup: str | None = Field(None, max_length=256, description="Canary on this cgroup's tasks (a path).")
+    canary_comm: str | None = Field(
+        None, max_length=128, description="Canary on processes whose name matches this regex."
+    )
+    config: dict[str, int | bool | str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Tunable values; must be exactly the ones the token was issued for.",
+    )
+    window_s: float | None = Field(
+        None, ge=1, le=86400, description="Canary window in seconds (default: the daemon's)."
+    )
+    goal: Literal["wait_share", "cpu_rate"] = Field(
+        "wait_share",
+        description="The breaker's metric on the canary: wait_share (lower is better) or cpu_rate.",
+    )
+    stay_partial: bool = Field(False, description="Keep only the canary's tasks on the policy.")
+
+
+class DeployStarted(BaseModel):
+    deployment: str
+    state: str
+    scheduler: str | None = None
+    next: str = "poll deployment_status until the state is promoted, rolled_back or failed"
+
+
+def deploy_scheduler(state: ServerState, args: DeployInput, _progress: Progress) -> DeployStarted:
+    """Deploy a verified scheduler on the daemon's node: first on the canary's tasks only, then on all
+    tasks, watched by a circuit breaker that restores the last known good on an ejection, a stall or a
+    regression of the goal metric. Needs the deploy role. Returns at once with the deployment id;
+    follow it with deployment_status."""
+    from schedcp.deploy.models import CanaryTarget, DeployRequest
+
+    try:
+        request = DeployRequest(
+            token_id=args.token_id,
+            token=None,
+            config=dict(args.config),
+            canary=CanaryTarget(pid=args.canary_pid, cgroup=args.canary_cgroup, comm=args.canary_comm),
+            window_s=args.window_s,
+            goal=args.goal,
+            stay_partial=args.stay_partial,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(
+            f"{'.'.join(str(p) for p in first['loc']) or 'arguments'}: {first['msg']}",
+            "give exactly one canary target",
+        ) from None
+    result = _call(state, "deploy", request.model_dump(mode="json", exclude_none=True), 120)
+    dep = result["deployment"]
+    return DeployStarted(
+        deployment=dep["id"], state=dep["state"], scheduler=(dep.get("artefact") or {}).get("scheduler")
+    )
+
+
+class StatusInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    history: int = Field(0, ge=0, le=20, description="How many past deployments' stories to add.")
+
+
+def deployment_status(state: ServerState, args: StatusInput, _progress: Progress) -> Answer:
+    """What the node actually runs (read from the kernel), the deployment in progress and its canary,
+    the breaker's state and recent trips, and the last known good."""
+    data: dict[str, Any] = {"status": _call(state, "deployment_status", {}, 30)}
+    if args.history:
+        data["stories"] = _call(state, "deployment_stories", {"limit": args.history}, 30)["stories"]
+    return Answer(data, more="ask for less history")
+
+
+class RollbackInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("agent rollback", max_length=200, description="Why; kept in the audit log.")
+
+
+def rollback(state: ServerState, args: RollbackInput, _progress: Progress) -> dict[str, Any]:
+    """Restore the last known good policy (or the kernel's default scheduler) now. Needs the deploy role."""
+    return _call(state, "rollback", {"reason": args.reason}, 120)
+
+
+OPERATIONS = [
+    Operation("deploy_scheduler", DeployInput, deploy_scheduler, kind="write"),
+    Operation("deployment_status", StatusInput, deployment_status, kind="read"),
+    Operation("rollback", RollbackInput, rollback, kind="write"),
+]
