@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from schedcp.agent import roles
 REPO = Path(__file__).resolve().parents[1]
 AGENTS = REPO / ".claude" / "agents"
 COMMANDS = REPO / ".claude" / "commands"
+WALKTHROUGH = REPO / "docs" / "agent.md"
 PREFIX = f"mcp__{roles.SERVER_NAME}__"
 
 
@@ -109,3 +111,34 @@ def test_printed_claude_code_config_launches_the_same_server(tmp_path: Path) -> 
     entry["env"] = {**entry.get("env", {}), "SCHEDCP_DATA_DIR": str(tmp_path / "data")}
     offered = launch_listed_tools(entry)
     assert {t for names in roles.ROLE_TOOLS.values() for t in names} <= offered
+
+
+def walkthrough_steps() -> list[tuple[str, str]]:
+    """docs/agent.md's "One session, step by step": (the step's role or 'loop', its text)."""
+    text = WALKTHROUGH.read_text()
+    section = text.split("### One session, step by step", 1)[1].split("\n## ", 1)[0]
+    steps = re.split(r"\n(?=\d+\. )", section)[1:]
+    out = []
+    for step in steps:
+        head = re.match(r"\d+\. \*\*(\w+)", step)
+        role = head.group(1).lower() if head else "loop"
+        out.append((role if role in roles.AGENT_ROLES else "loop", step))
+    return out
+
+
+def test_docs_walkthrough_names_the_tools_each_role_has(tmp_path: Path) -> None:
+    """The Claude Code walkthrough calls only tools the server offers, each role only its own tools,
+    and the loop starts and stops the testbed."""
+    entry = json.loads((REPO / ".mcp.json").read_text())["mcpServers"][roles.SERVER_NAME]
+    entry = {**entry, "env": {**entry.get("env", {}), "SCHEDCP_DATA_DIR": str(tmp_path / "data")}}
+    offered = launch_listed_tools(entry)
+    steps = walkthrough_steps()
+    assert {role for role, _ in steps} == {"loop", *roles.AGENT_ROLES}, [r for r, _ in steps]
+    for role, text in steps:
+        named = set(re.findall(r"`([a-z][a-z0-9_]*)`", text)) & offered
+        called = set(re.findall(r"calls `([a-z][a-z0-9_]*)`", text))
+        assert called <= offered, (role, called - offered)  # a renamed or removed tool
+        if role != "loop":
+            assert named and named <= set(roles.ROLE_TOOLS[role]), (role, named - set(roles.ROLE_TOOLS[role]))
+    loop_named = {t for role, text in steps if role == "loop" for t in re.findall(r"`([a-z_]+)`", text)}
+    assert {"start_testbed", "stop_testbed"} <= loop_named

@@ -93,12 +93,11 @@ def _analyze(
         raise UsageError(f"unknown detail {detail!r}", f"use one of {', '.join(DETAILS)}")
     if target not in ("host", "vm"):
         raise UsageError(f"unknown target {target!r}", "use host or vm")
-    chosen = sum(bool(x) for x in (command, pids, cgroup))
-    if chosen > 1:
-        raise UsageError("give only one of a command, --pid or --cgroup", "pick one target")
     if target == "vm":
         if not command:
             raise UsageError("--target vm analyses a command launched in the guest", "add -- CMD ...")
+        if pids or cgroup:
+            raise UsageError("--target vm analyses a command launched in the guest", "drop --pid and --cgroup")
         from schedcp.testbed.vm import MicroVM, VMConfig
 
         image = prepare_image(extras, progress)
@@ -108,14 +107,19 @@ def _analyze(
             progress(f"running {' '.join(command)[:60]} in the guest")
             raw = engine.observe_command(command, duration_s=duration or 30.0, probe=probe)
             return engine.render(raw, detail)
+    from schedcp.services.analysis import observe_host
+
     engine = Engine()
-    if command:
+    if command and not (pids or cgroup):
         progress(f"running and sampling {' '.join(command)[:60]}")
-        raw = engine.observe_command(command, duration_s=duration or 30.0, probe=probe)
-    elif pids:
-        raw = engine.observe_pids(pids, duration_s=duration or 3.0, probe=probe)
-    elif cgroup:
-        raw = engine.observe_cgroup(cgroup, duration_s=duration or 3.0, probe=probe)
-    else:
-        raw = engine.observe_system(duration_s=duration or 1.0, top=5 if detail == "summary" else 20)
+    default_s = 30.0 if command else 3.0 if (pids or cgroup) else 1.0
+    raw = observe_host(
+        engine,
+        pids=pids,
+        cgroup=cgroup,
+        command=command or None,
+        duration_s=duration or default_s,
+        probe=probe,
+        top=5 if detail == "summary" else 20,
+    )
     return engine.render(raw, detail)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,7 @@ from schedcp.services.operation import Answer, Operation, Progress, budget_field
 
 if TYPE_CHECKING:
     from schedcp.analysis.engine import Engine
+    from schedcp.analysis.sandbox import SandboxPolicy
     from schedcp.server.state import ServerState
     from schedcp.services.testbed import Testbed
 
@@ -86,25 +88,46 @@ def _in_testbed(
     return tb
 
 
+def observe_host(
+    engine: Engine,
+    *,
+    pids: Sequence[int] = (),
+    cgroup: str | None = None,
+    command: list[str] | None = None,
+    duration_s: float,
+    probe: list[str] | None = None,
+    sandbox: SandboxPolicy | None = None,
+    top: int = 5,
+) -> dict[str, Any]:
+    """One observation of this host: process trees, a cgroup, a command (in ``sandbox`` when given), or
+    with none of them the whole system. The MCP operations and ``schedcp analyze`` both observe here;
+    each face checks its own untrusted input first."""
+    if sum(bool(x) for x in (pids, cgroup, command)) > 1:
+        raise UsageError("give at most one target: pid, cgroup or command", "omit all three for a system-wide view")
+    if pids:
+        return engine.observe_pids(list(pids), duration_s=duration_s, probe=probe)
+    if cgroup:
+        return engine.observe_cgroup(cgroup, duration_s=duration_s, probe=probe)
+    if command:
+        return engine.observe_command(command, duration_s=duration_s, probe=probe, sandbox=sandbox)
+    return engine.observe_system(duration_s=min(duration_s, 60.0), top=top)
+
+
 def observe(
     state: ServerState, pid: int | None, cgroup: str | None, command: list[str] | None, duration_s: float
 ) -> dict[str, Any]:
-    """One observation of this host: a process tree, a cgroup, a command run in the sandbox, or the system."""
+    """An agent's observation of this host: a command runs in the sandbox, paths are checked."""
+    from schedcp.analysis.sandbox import SandboxPolicy
     from schedcp.server import checks
 
-    if sum(x is not None for x in (pid, cgroup, command)) > 1:
-        raise UsageError("give at most one target: pid, cgroup or command", "omit all three for a system-wide view")
-    eng = _engine(state)
-    if pid is not None:
-        return eng.observe_pids([pid], duration_s=duration_s)
-    if cgroup is not None:
-        return eng.observe_cgroup(checks.safe_path(cgroup, "cgroup", absolute=False), duration_s=duration_s)
-    if command is not None:
-        from schedcp.analysis.sandbox import SandboxPolicy
-
-        policy = SandboxPolicy(timeout_s=duration_s + 5)
-        return eng.observe_command(checks.argv(command, "command"), duration_s=duration_s, sandbox=policy)
-    return eng.observe_system(duration_s=min(duration_s, 60.0))
+    return observe_host(
+        _engine(state),
+        pids=[pid] if pid is not None else [],
+        cgroup=checks.safe_path(cgroup, "cgroup", absolute=False) if cgroup is not None else None,
+        command=checks.argv(command, "command") if command is not None else None,
+        duration_s=duration_s,
+        sandbox=SandboxPolicy(timeout_s=duration_s + 5),
+    )
 
 
 # -- workload_summary ---------------------------------------------------------------------------------
