@@ -23,6 +23,7 @@ from schedcp.services.models import (
     MAX_SOURCE_BYTES,
     NAME_PATTERN,
     BuildInfo,
+    CandidateCheck,
     CandidateSpec,
     Finding,
     TestbedId,
@@ -57,7 +58,7 @@ def policy_info(repository: Any, name: str) -> dict[str, Any]:
         ) from exc
 
 
-def check_candidate(candidate: CandidateSpec, repository: Any) -> dict[str, Any]:
+def check_candidate(candidate: CandidateSpec, repository: Any) -> CandidateCheck:
     """Refuse a candidate that cannot run: unknown or unrunnable policy, unknown or out-of-range
     tunables, new code without source or with config, a patch without its parent, a name clash."""
     from schedcp.server import checks
@@ -88,7 +89,7 @@ def check_candidate(candidate: CandidateSpec, repository: Any) -> dict[str, Any]
                 meta = None
             if meta is not None:
                 meta.validate_config(dict(candidate.config))
-        return {"ok": True, "policy": candidate.policy, "level": candidate.level, "kind": info["kind"]}
+        return CandidateCheck(policy=candidate.policy, level=candidate.level, kind=info["kind"])
     if not candidate.source or len(candidate.source.strip()) < 20:
         raise UsageError(
             f"a {candidate.level} candidate needs the complete C source", "send the whole scheduler source in 'source'"
@@ -110,7 +111,7 @@ def check_candidate(candidate: CandidateSpec, repository: Any) -> dict[str, Any]
         raise UsageError(
             f"a different policy named {candidate.policy!r} already exists", "give the new policy a new name"
         )
-    return {"ok": True, "policy": candidate.policy, "level": candidate.level, "kind": "generated"}
+    return CandidateCheck(policy=candidate.policy, level=candidate.level, kind="generated")
 
 
 def compile_policy(
@@ -236,7 +237,7 @@ class BuildInput(BaseModel):
     )
 
 
-def check_candidate_op(state: ServerState, args: CandidateSpec, _progress: Progress) -> dict[str, Any]:
+def check_candidate_op(state: ServerState, args: CandidateSpec, _progress: Progress) -> CandidateCheck:
     """Check that a candidate can run before spending anything on it: the policy exists and runs in
     the test VM (kind bpf or generated, not deprecated), its tunables exist and are in range; new code
     (patch/compose) carries complete source, no config, its parent, and a name not taken by other code."""

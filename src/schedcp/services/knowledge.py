@@ -48,7 +48,12 @@ class AntipatternsInput(BaseModel):
     limit: int = Field(10, ge=1, le=50, description="At most this many notes, most relevant first.")
 
 
-def list_antipatterns(state: ServerState, args: AntipatternsInput, _progress: Progress) -> dict[str, Any]:
+class AntipatternList(BaseModel):
+    count: int
+    antipatterns: list[dict[str, Any]]
+
+
+def list_antipatterns(state: ServerState, args: AntipatternsInput, _progress: Progress) -> AntipatternList:
     """Recorded mistakes: what a policy did badly on which kind of workload. Give a profile (notes on
     similar workloads and on the policies named) and/or a policy name."""
     if args.profile is None and args.policy is None:
@@ -56,7 +61,7 @@ def list_antipatterns(state: ServerState, args: AntipatternsInput, _progress: Pr
     found = state.repository().antipatterns(
         policy=args.policy, profile=args.profile.model_dump() if args.profile else None, limit=args.limit
     )
-    return {"count": len(found), "antipatterns": found}
+    return AntipatternList(count=len(found), antipatterns=found)
 
 
 class RecordAntipatternInput(BaseModel):

@@ -141,6 +141,15 @@ class CandidateSpec(BaseModel):
     parent: str | None = Field(None, pattern=NAME_PATTERN, description="The policy a patch changes.")
 
 
+class CandidateCheck(BaseModel):
+    """check_candidate's answer: the candidate can be built and tried (refusals are errors)."""
+
+    ok: bool = True
+    policy: str
+    level: Literal["configure", "patch", "compose"]
+    kind: str  # bpf, generated (external policies are refused)
+
+
 class Finding(BaseModel):
     id: str = ""
     severity: str = "info"
