@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Regenerate docs/benchmarks.md: every scheduler benchmark against EEVDF in one micro-VM boot.
 
-    .venv/bin/python benchmarks/run_all.py            # all benchmarks, 5 runs per arm (~25 min here)
-    .venv/bin/python benchmarks/run_all.py --runs 3 --only batch,wakelat
+    .venv/bin/python benchmarks/run_all.py            # all benchmarks, 5 runs per arm (an hour or more here)
+    .venv/bin/python benchmarks/run_all.py --runs 3 --only perf-pipe,cyclictest --merge
 
 Writes docs/benchmarks.md, docs/img/bench-*.png, docs/img/bench-overview.png and the raw results in
 benchmarks/results/latest.json. Progress goes to stderr. The same run is available as
