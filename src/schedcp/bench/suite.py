@@ -122,7 +122,7 @@ def run_suite(
                     say=say,
                 )
             except SchedcpError as exc:
-                if exc.code not in harness.GUEST_GONE:
+                if exc.code not in harness.GUEST_DEAD:
                     raise
                 say(f"{bench.name}: the guest died: {exc.cause}")
                 target.stop()
