@@ -83,6 +83,8 @@ def test_kernel_examples_behave_as_recorded(guest) -> None:
             assert all(word in summary for word in want["needs"]), (name, summary)
         else:
             assert summary == "", (name, summary)
+        if want["outcome"] == "libbpf_crash":
+            continue
         policy = Policy(
             name=name,
             object_path=built.result.object_path,
