@@ -22,6 +22,7 @@ from schedcp.errors import SchedcpError
 # The loop's goals and the breaker metric that watches each.
 BREAKER_GOAL = {"makespan": "cpu_rate", "throughput": "cpu_rate", "p99_latency": "wait_share", "fairness": "wait_share"}
 FINAL_STATES = {"promoted", "partial", "rolled_back", "failed", "refused"}
+MAX_VERIFY_ATTEMPTS = 3  # candidates tried, best first, until one passes the verifier
 
 
 def _tool(client: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -55,19 +56,25 @@ def deploy_best(
     watch_s: float = 10.0,
     say: Callable[[str, str], None] = lambda _a, _m: None,
 ) -> dict[str, Any]:
-    """Verify the best candidate through the daemon, deploy it with a canary on the workload, watch it
-    for ``watch_s`` after promotion, and record what the deployment measured."""
-    best = doc.get("best")
-    if not best or not best.get("beat_eevdf"):
+    """Verify the best candidate through the daemon (the next best when it fails), deploy it with a
+    canary on the workload, watch it for ``watch_s`` after promotion, and record what it measured."""
+    ranked = _ranked_winners(doc)
+    if not ranked:
         say("execution", "no candidate beat EEVDF, so nothing is deployed")
         return {"deployed": False, "reason": "no candidate beat EEVDF"}
-    policy, config = best["policy"], dict(best.get("config") or {})
-    say("execution", f"verifying {best['label']} through the daemon for a deployment token")
-    verified = _tool(client, "verify_scheduler", {"scheduler": policy, "config": config, "kernel": kernel})
-    token_id = verified.get("token_id")
-    if not token_id:
+    token_id, best, failures = None, ranked[0], []
+    for best in ranked[:MAX_VERIFY_ATTEMPTS]:
+        say("execution", f"verifying {best['label']} through the daemon for a deployment token")
+        verify_args = {"scheduler": best["policy"], "config": dict(best.get("config") or {}), "kernel": kernel}
+        verified = _tool(client, "verify_scheduler", verify_args)
+        token_id = verified.get("token_id")
+        if token_id:
+            break
+        failures.append(f"{best['label']}: {verified.get('reason')}")
         say("execution", f"the verifier did not pass {best['label']}: {verified.get('reason')}")
-        return {"deployed": False, "reason": f"verification: {verified.get('reason')}"}
+    if not token_id:
+        return {"deployed": False, "reason": "verification: " + "; ".join(failures)}
+    config = dict(best.get("config") or {})
     pid = start_workload(daemon, list(doc["target"]["argv"]))
     goal = BREAKER_GOAL.get(str(doc.get("goal")), "wait_share")
     say("execution", f"deploying {best['label']} with a canary on the workload (pid {pid}), breaker on {goal}")
@@ -91,6 +98,20 @@ def deploy_best(
         "goal_metric": goal,
         "recorded": recorded,
     }
+
+
+def _ranked_winners(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Candidates that beat EEVDF in their trials, best ratio first (the loop's best leads)."""
+    out = []
+    for it in doc.get("iterations", []):
+        execution = it.get("execution") or {}
+        trial, cand = execution.get("trial") or {}, execution.get("candidate") or {}
+        if trial.get("ok") and (trial.get("ratio") or 0) > 1.0 and cand.get("policy"):
+            config = dict(cand.get("config") or {})
+            label = cand["policy"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(config.items()))})" if config else "")
+            out.append({"policy": cand["policy"], "config": config, "label": label, "ratio": trial["ratio"]})
+    out.sort(key=lambda c: -c["ratio"])
+    return out
 
 
 def _wait(client: Any, dep_id: str, states: set[str], timeout_s: float = 600) -> dict[str, Any]:
