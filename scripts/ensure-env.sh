@@ -50,6 +50,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     done
 fi
 
+# QEMU runs unprivileged: as this dedicated system user when SchedCP starts it as root (the daemon,
+# the test suite), so it shares no uid (and no process limit) with the build sandbox's "nobody".
+if ! getent passwd schedcp-qemu >/dev/null; then
+    log "creating the system user schedcp-qemu (QEMU drops to it when started as root)"
+    $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin schedcp-qemu
+fi
+
 PY="$(command -v python3)"
 if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
     log "python3 >= 3.11 is required (found $("$PY" --version))"; exit 1
@@ -70,8 +77,10 @@ if [ ! -f "$stamp" ]; then
 fi
 
 export PATH="$VENV/bin:$PATH"
-SCHEDCP_SETUP_ARGS=(--kernel unstable --kernel backports --kernel 6.19 --image build)
+SCHEDCP_SETUP_ARGS=(--kernel unstable --kernel backports --kernel 6.19 --image build --scx-headers)
 # Kernels: every generation the test suite boots (the kfunc compatibility matrix): Debian unstable
-# (the default), trixie-backports, and the 6.19 series. The "build" image adds make and gcc.
+# (the default), trixie-backports, and the 6.19 series. The "build" image adds make and gcc;
+# --scx-headers extracts each kernel's tools/sched_ext (the scx headers and the kernel's example
+# schedulers) from Debian's linux-source package, keeping only that directory.
 log "checking test kernels and guest images (downloads only what is missing)"
 schedcp setup "${SCHEDCP_SETUP_ARGS[@]}" >&2

@@ -38,13 +38,18 @@ def _child(spec: SandboxSpec, cg: cgroup.SandboxCgroup, argv: list[str]) -> None
         lim = spec.limits
         mem = lim.memory_mb * 1024 * 1024
         fsize = lim.file_mb * 1024 * 1024
-        for res, value in (
+        limits = [
             (resource.RLIMIT_AS, mem),
             (resource.RLIMIT_CPU, lim.cpu_seconds),
-            (resource.RLIMIT_NPROC, lim.max_procs),
             (resource.RLIMIT_FSIZE, fsize),
             (resource.RLIMIT_CORE, 0),
-        ):
+        ]
+        if not cg.active:
+            # RLIMIT_NPROC counts every process of the sandbox's uid on the machine, not only this
+            # sandbox's (an unprivileged QEMU may share it), so it is only the fallback bound; the
+            # cgroup's pids.max bounds exactly this sandbox.
+            limits.append((resource.RLIMIT_NPROC, lim.max_procs))
+        for res, value in limits:
             resource.setrlimit(res, (value, value))
         os.execv(argv[0], argv)
     except BaseException as exc:  # the child must never return into the launcher's code
