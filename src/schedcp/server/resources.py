@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
@@ -26,36 +25,21 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from schedcp.errors import SchedcpError
-from schedcp.paths import schedulers_dir
 from schedcp.server.artifacts import check_id
 from schedcp.server.events import BREAKER_TOPIC, URI_PREFIX
 from schedcp.server.state import ServerState
 
-_LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _WATCH_ID = re.compile(r"^w-[0-9a-f]{8,32}$")
 
 
-def library_source(name: str) -> Path | None:
-    """A shipped library or test scheduler's source file, by plain name only (never a path)."""
-    if not _LIBRARY_NAME.match(name):
-        return None
-    for folder in ("library", "testing"):
-        path = schedulers_dir() / folder / f"{name}.bpf.c"
-        if path.is_file():
-            return path
-    return None
-
-
 def scheduler_source(state: ServerState, name: str) -> str:
-    """From the repository first (agent-added policies live there), else the shipped library."""
+    """The source resource: the service's lookup, its refusal as MCP's "not found"."""
+    from schedcp.services.repository import scheduler_source as lookup
+
     try:
-        return state.repository().source(name)
+        return lookup(state, name)
     except SchedcpError as exc:
-        repo_error = exc
-    path = library_source(name)
-    if path is not None:
-        return path.read_text(errors="replace")
-    raise ResourceNotFoundError(f"no source for scheduler {name!r}: {repo_error.cause}")
+        raise ResourceNotFoundError(exc.cause) from None
 
 
 def _document(state: ServerState, kind: str, artifact_id: str) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.server import workloads
-from schedcp.server.resources import library_source
 from schedcp.server.vmgate import VmGate
+from schedcp.services.repository import library_source
 from schedcp.testbed import kernel as kernel_mod
 from schedcp.testbed.vm import MicroVM, VMConfig
 from schedcp.toolchain import build, headers, metadata

@@ -119,7 +119,7 @@ def compile_policy(
 ) -> Built:
     """Compile submitted source (as ``name``) or a library/repository policy by name for ``kernel``;
     validates ``config`` against the policy's tunables. Raises BuildError with diagnostics."""
-    from schedcp.server.resources import library_source
+    from schedcp.services.repository import library_source
     from schedcp.toolchain import build as build_mod
     from schedcp.toolchain import headers, metadata, scx_source
 

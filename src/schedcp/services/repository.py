@@ -8,11 +8,14 @@ status changes (which need evidence no caller can write) and new policies.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schedcp.errors import UsageError
+from schedcp.errors import SchedcpError, UsageError
+from schedcp.paths import schedulers_dir
 from schedcp.server.budget import LIMIT_MAX_BYTES
 from schedcp.services.models import MAX_SOURCE_BYTES, NAME_PATTERN, PolicyName
 from schedcp.services.operation import Answer, Operation, Progress, budget_field
@@ -21,18 +24,31 @@ if TYPE_CHECKING:
     from schedcp.server.state import ServerState
 
 AGENT_REASON = "added over MCP"
+_LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def library_source(name: str) -> Path | None:
+    """A shipped library or test scheduler's source file, by plain name only (never a path)."""
+    if not _LIBRARY_NAME.match(name):
+        return None
+    for folder in ("library", "testing"):
+        path = schedulers_dir() / folder / f"{name}.bpf.c"
+        if path.is_file():
+            return path
+    return None
 
 
 def scheduler_source(state: ServerState, name: str) -> str:
-    """A repository or library policy's C source, or a usage error naming the way to find names."""
-    from mcp.server.mcpserver.exceptions import ResourceNotFoundError
-
-    from schedcp.server.resources import scheduler_source as source
-
+    """A policy's C source: from the repository first (agent-added policies live there), else the
+    shipped library; a usage error naming the way to find names otherwise."""
     try:
-        return source(state, name)
-    except ResourceNotFoundError as exc:
-        raise UsageError(str(exc), "find names with search_schedulers") from None
+        return state.repository().source(name)
+    except SchedcpError as exc:
+        repo_error = exc
+    path = library_source(name)
+    if path is not None:
+        return path.read_text(errors="replace")
+    raise UsageError(f"no source for scheduler {name!r}: {repo_error.cause}", "find names with search_schedulers")
 
 
 def _normalise_truncation(payload: dict[str, Any], what: str) -> dict[str, Any]:
