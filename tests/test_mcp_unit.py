@@ -298,3 +298,61 @@ def test_documented_config_snippets_are_valid_and_match_print_config():
     documented = [shape(b) for b in blocks if "mcpServers" in b]
     for cfg in printed:
         assert shape(cfg) in documented, shape(cfg)
+
+
+def test_every_tool_is_a_service_operation_and_the_cli_face_gets_the_same_answer(tmp_path):
+    """The server offers exactly the service layer's operations (nothing registered beside them), each
+    tool's schema is its input model's fields plus the budget, and calling an operation in process (the
+    CLI's way) gives the value the MCP tool returns."""
+    from schedcp.services.operation import by_name, registry
+
+    state = ServerState(ServerOptions(repo_db=tmp_path / "repo.db", artifacts_root=tmp_path / "a"))
+    server = build_server(state)
+
+    async def go():
+        async with Client(server, mode="legacy") as client:
+            tools = (await client.list_tools()).tools
+            reply = await client.call_tool("check_candidate", {"policy": "fifo"})
+            return tools, json.loads(reply.content[0].text)
+
+    try:
+        tools, over_mcp = anyio.run(go)
+        ops = registry()
+        assert [t.name for t in tools] == [op.name for op in ops]
+        for tool, op in zip(tools, ops, strict=True):
+            assert set(tool.input_schema["properties"]) == set(op.input.model_fields) | {"max_bytes"}, op.name
+        in_process = by_name("check_candidate").call(state, {"policy": "fifo"})
+        assert (
+            in_process.model_dump(mode="json")
+            == over_mcp
+            == {
+                "ok": True,
+                "policy": "fifo",
+                "level": "configure",
+                "kind": "bpf",
+            }
+        )
+    finally:
+        state.close()
+
+
+def test_agent_package_imports_nothing_from_the_server():
+    """sched-agent is an MCP client like any other: no module under schedcp.agent imports schedcp.server."""
+    import ast
+    from pathlib import Path
+
+    import schedcp.agent
+
+    root = Path(schedcp.agent.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [
+                f"{path.name}: {n}" for n in names if n == "schedcp.server" or n.startswith("schedcp.server.")
+            ]
+    assert offenders == []
