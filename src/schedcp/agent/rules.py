@@ -95,8 +95,8 @@ def rule_candidates(profile: WorkloadProfile) -> list[Candidate]:
         add("locality", {"slice_us": 10_000}, "many processes: per-CPU queues with work stealing")
         add("sjf", {}, "short processes first shortens mean completion in build-like storms")
     elif goal == "makespan":
-        # Measured on real tools (docs/benchmarks.md): the Lua build (make -j4, gcc) ljf_batch 1.50x
-        # with 7x fewer context switches, fifo 0.89x; the long-tail batch ljf_batch 1.33x, fifo 1.07x.
+        # Measured on real tools (docs/benchmarks.md): the Lua build (make -j4, gcc) ljf_batch 1.62x
+        # with 13x fewer context switches, fifo 1.12x; the long-tail batch ljf_batch 1.33x, fifo 1.07x.
         add(
             "ljf_batch",
             {},
