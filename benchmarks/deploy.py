@@ -36,7 +36,7 @@ window_s = 4
 baseline_s = 15
 tick_s = 0.5
 watchdog_ms = 3000
-max_trips = 1000
+max_trips = 100
 """
 PROBE = (
     "r=0; for p in $(pidof lag-work); do r=$((r + $(cut -d' ' -f1 /proc/$p/schedstat))); done; echo $r; "
