@@ -127,18 +127,40 @@ def canary_switch(
     return {"pids": len(procs), "switched": switched, "already": already, "failed": failed}
 
 
-def canary_sample(pids: list[int] | None = None, cgroup: str | None = None, comm: str | None = None) -> dict[str, Any]:
-    """Schedstat counters of the target's threads: ``{tid: [run_ns, wait_ns]}`` and the clock."""
-    procs = _target_pids(pids, cgroup, comm)
+def canary_sample(
+    pids: list[int] | None = None,
+    cgroup: str | None = None,
+    comm: str | None = None,
+    switch: bool = False,
+    known: list[int] | None = None,
+) -> dict[str, Any]:
+    """Schedstat counters of the target's threads: ``{tid: [run_ns, wait_ns]}`` and the clock.
+
+    With ``switch``, threads not yet on SCHED_EXT are switched in the same pass. With ``known``
+    (the ``procs`` an earlier answer listed), only those processes are read and the target is not
+    searched again: the breaker rescans every few ticks and samples cheaply in between, because
+    under emulation the node's own work is large enough to disturb the metric it measures."""
+    if known is not None:
+        procs = [p for p in known[:MAX_TASKS] if isinstance(p, int) and not isinstance(p, bool) and p > 1]
+    else:
+        procs = _target_pids(pids, cgroup, comm)
     counters: dict[str, list[int]] = {}
+    switched = 0
     for pid, tid in _threads(procs):
+        if switch:
+            try:
+                if os.sched_getscheduler(tid) != SCHED_EXT_POLICY:
+                    os.sched_setscheduler(tid, SCHED_EXT_POLICY, os.sched_param(0))
+                    switched += 1
+            except OSError:
+                continue
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as fh:
                 parts = fh.read().split()
             counters[str(tid)] = [int(parts[0]), int(parts[1])]
         except (OSError, ValueError, IndexError):
             continue
-    return {"t": boottime(), "pids": len(procs), "tasks": counters}
+    return {"t": boottime(), "pids": len(procs), "procs": procs[:MAX_TASKS], "tasks": counters, "switched": switched}
 
 
 # ---------------------------------------------------------------------------------------------
