@@ -126,7 +126,7 @@ def _wait(client: Any, dep_id: str, states: set[str], timeout_s: float = 600) ->
 
 
 def _story(client: Any, dep_id: str) -> dict[str, Any]:
-    data = _tool(client, "deployment_status", {"history": 20})
+    data = _tool(client, "deployment_status", {"history": 3})
     for story in data.get("stories", []):
         if story["deployment"]["id"] == dep_id:
             return story
