@@ -291,8 +291,11 @@ def _optimize(
         from schedcp.daemon.client import DaemonClient
         from schedcp.deploy.handoff import deploy_best
 
-        with DaemonClient() as daemon:
-            doc["deployment"] = deploy_best(client, daemon, doc, kernel=kernel, say=narrate)
+        try:
+            with DaemonClient() as daemon:
+                doc["deployment"] = deploy_best(client, daemon, doc, kernel=kernel, say=narrate)
+        finally:
+            client.close()  # the loop closed it; the hand-off's calls opened it again
     return doc
 
 
