@@ -18,6 +18,7 @@ from mcp import Client
 
 from conftest import qemu_children, run_cli
 from schedcp.agent import roles
+from schedcp.repository.evidence import is_win
 from schedcp.repository.service import RepositoryService
 from schedcp.server import calllog
 from schedcp.server.testing import isolated_env, stdio_params
@@ -36,20 +37,35 @@ def records(db: Path, policy: str) -> dict[str, Any]:
 
 def replay_over_stdio(log: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
     """Every logged call, in order, from the SDK's plain client to a spawned `schedcp mcp`; ids the
-    first run was handed (testbed, build, trial) are mapped to the ones this server hands out."""
+    first run was handed (testbed, build, trial) are mapped to the ones this server hands out.
+
+    Every call succeeds or fails as it did the first time, except a promotion to production: that
+    rests on the replay's own trial (a new boot measures anew), so it succeeds exactly when that trial
+    is a win by the repository's rule, and is otherwise refused for want of evidence."""
     env = isolated_env(root)
     ids: dict[str, str] = {}
     answers: list[dict[str, Any]] = []
+    last_trial: dict[str, Any] | None = None
 
     async def go() -> None:
+        nonlocal last_trial
         async with Client(stdio_params(env), mode="legacy", read_timeout_seconds=1800) as client:
             for entry in log:
                 result = await client.call_tool(entry["tool"], calllog.substitute(entry["arguments"], ids))
                 text = result.content[0].text
-                assert bool(result.is_error) == (not entry["ok"]), (entry["tool"], text[:500])
+                expect_ok = entry["ok"]
+                if entry["tool"] == "promote_scheduler" and entry["ok"] and last_trial is not None:
+                    t = last_trial["trial"]
+                    expect_ok = is_win(
+                        ok=t["ok"], stayed_enabled=t["stayed_enabled"], ratio=t["ratio"], consistent=t["consistent"]
+                    )
+                    assert expect_ok or "no_evidence" in text, text[:500]
+                assert bool(result.is_error) == (not expect_ok), (entry["tool"], text[:500])
                 if not result.is_error:
                     answer = json.loads(text)
                     answers.append({"tool": entry["tool"], **answer})
+                    if entry["tool"] == "run_trial":
+                        last_trial = answer
                     ids.update({old: answer[k] for k, old in entry["ids"].items() if k in answer})
 
     anyio.run(go)
@@ -125,7 +141,12 @@ def test_optimize_demo_over_mcp_measures_against_eevdf_in_one_boot_and_replays(t
     answers = replay_over_stdio(logged, tmp_path / "replay")
     (rerun,) = [a for a in answers if a["tool"] == "run_trial"]
     assert rerun["trial"]["ok"] and rerun["policy"] == "ljf_batch" and rerun["trial"]["same_boot"]
-    assert records(tmp_path / "replay" / "data" / "repository.db", "ljf_batch") == records(db, "ljf_batch")
+    replayed, first = records(tmp_path / "replay" / "data" / "repository.db", "ljf_batch"), records(db, "ljf_batch")
+    t = rerun["trial"]
+    if is_win(ok=t["ok"], stayed_enabled=t["stayed_enabled"], ratio=t["ratio"], consistent=t["consistent"]):
+        assert replayed == first
+    else:  # the replay's own trial did not earn production, whatever the first run's did
+        assert replayed["status"] != "production" and {**replayed, "status": first["status"]} == first
     assert not qemu_children()
 
 
