@@ -112,6 +112,24 @@ def test_every_bad_token_class_is_refused_with_its_reason(daemon: Daemon):
     assert len(reasons) >= 7 and any("already used" in r for r in reasons)
 
 
+def test_mcp_deploy_tools_reach_the_daemon_with_the_same_checks(daemon: Daemon):
+    from schedcp.agent.client import SchedcpClient
+    from schedcp.server.app import build_server
+    from schedcp.server.state import ServerOptions, ServerState
+
+    state = ServerState(ServerOptions(daemon_socket=daemon.socket))
+    with SchedcpClient.in_memory(build_server(state), state) as client:
+        status = client.call("deployment_status", {"history": 1})
+        assert not status.is_error and status.data is not None, status.text
+        assert status.data["status"]["node"]["ops"] == GOOD_OPS
+        assert status.data["stories"][0]["deployment"]["state"] in ("promoted", "refused")
+        unknown = client.call("deploy_scheduler", {"token_id": "e" * 24, "canary_comm": "^lag-work$"})
+        assert unknown.is_error and "no token with id" in unknown.text, unknown.text
+        two_targets = client.call("deploy_scheduler", {"token_id": "e" * 24, "canary_pid": 5, "canary_comm": "x"})
+        assert two_targets.is_error and "exactly one" in two_targets.text
+    assert daemon.status()["node"]["ops"] == GOOD_OPS
+
+
 def test_unprivileged_client_reads_status_but_cannot_deploy(daemon: Daemon):
     token = daemon.sign("comm_trap")
     daemon.notes["trap_token"] = token
