@@ -279,10 +279,12 @@ def run_benchmark(
     if not 1 <= runs <= 100:
         raise UsageError(f"--runs {runs} is out of range", "use 1..100")
     base_args = list(bench.smoke_args if smoke else bench.args) + list(extra_args or [])
-    seeded = bench.seed_option is not None and bench.seed_option not in base_args
+    # The option that seeds each round, unless the workload has none or the caller fixed the seed.
+    seed_option = bench.seed_option if bench.seed_option not in base_args else None
+    seeded = seed_option is not None
 
     def args_for(round_index: int) -> list[str]:
-        return base_args + ([bench.seed_option, str(SEED_BASE + round_index)] if seeded else [])
+        return base_args + ([seed_option, str(SEED_BASE + round_index)] if seed_option is not None else [])
 
     started = time.time()
     records: list[dict[str, Any]] = []

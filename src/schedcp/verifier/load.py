@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from schedcp.verifier.report import Finding
+from schedcp.verifier.report import Finding, Severity
 
 GUEST_SCRIPT = Path(__file__).with_name("guest") / "verifyload.py"
 GUEST_NAME = "verifier/verifyload.py"
@@ -101,13 +101,15 @@ def summary(load: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _finding(fid: str, message: str, hint: str, evidence: list[str] | None = None, severity: str = "error") -> Finding:
+def _finding(
+    fid: str, message: str, hint: str, evidence: list[str] | None = None, severity: Severity = "error"
+) -> Finding:
     return Finding(
         id=fid,
         stage="dynamic",
         severity=severity,
         message=message,
-        hint=hint,  # type: ignore[arg-type]
+        hint=hint,
         evidence=evidence or [],
     )
 

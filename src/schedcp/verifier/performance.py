@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedcp.verifier.report import Finding
+from schedcp.verifier.report import Finding, Severity
 
 DEFAULT_THRESHOLD = 0.25
 # Secondary metrics: (name, higher is better, relative change that triggers a warning).
@@ -31,12 +31,12 @@ SECONDARY = (
 LATENCY_FLOOR_MS = 5.0
 
 
-def _pf(fid: str, severity: str, message: str, hint: str, evidence: list[str]) -> Finding:
+def _pf(fid: str, severity: Severity, message: str, hint: str, evidence: list[str]) -> Finding:
     return Finding(
         id=fid,
         stage="performance",
         severity=severity,
-        message=message,  # type: ignore[arg-type]
+        message=message,
         hint=hint,
         evidence=evidence,
     )

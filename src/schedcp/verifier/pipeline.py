@@ -284,7 +284,7 @@ class Pipeline:
             name="static",
             status=status,
             duration_s=round(time.monotonic() - t0, 3),
-            findings=result.findings,  # type: ignore[arg-type]
+            findings=result.findings,
             summary=f"{errors} error(s), {warnings} warning(s) from {result.facts['rules_run']} rules",
             details={k: v for k, v in result.facts.items() if k != "functions"},
         ).bounded()
@@ -363,7 +363,9 @@ class Pipeline:
         self.timings["vm_boot"] = round(time.monotonic() - t0, 3)
         crashes = self.metrics.get("guest_crashes", [])
         try:
-            stages = VmStages(vm.node, plan, self.progress, _host_cpu(vm))
+            node = vm.node
+            assert node is not None  # start() returned, so the guest has answered hello on this node
+            stages = VmStages(node, plan, self.progress, _host_cpu(vm))
             for step in (stages.kernel_verifier, stages.dynamic, stages.performance):
                 if not self._add(step()) or not stages.out.alive:
                     break

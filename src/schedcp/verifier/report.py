@@ -112,9 +112,9 @@ class Report(BaseModel):
     @field_validator("kernel_events")
     @classmethod
     def _bound_events(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for event in value[-MAX_EVENTS:]:
-            slim = {k: event[k] for k in ("kind", "scheduler", "reason") if k in event}
+            slim: dict[str, Any] = {k: event[k] for k in ("kind", "scheduler", "reason") if k in event}
             if event.get("detail"):
                 slim["detail"] = [clip(str(d), 200) for d in event["detail"][:4]]
             out.append(slim)

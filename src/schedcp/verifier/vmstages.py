@@ -106,7 +106,6 @@ class VmStages:
         self.plan = plan
         self.progress = progress
         self.out = VmOutcome()
-        self._script: str | None = None
         self._scheduler_load: dict[str, Any] | None = None
         self._scheduler_workload: dict[str, Any] | None = None
         self._baseline_load: dict[str, Any] | None = None
@@ -138,7 +137,7 @@ class VmStages:
         return StageResult(
             name=name,
             status=_status(findings),
-            duration_s=round(time.monotonic() - t0, 3),  # type: ignore[arg-type]
+            duration_s=round(time.monotonic() - t0, 3),
             summary=summary,
             findings=findings,
             details=details,
@@ -191,12 +190,15 @@ class VmStages:
         result.duration_s = round(max(0.0, result.duration_s - self.baseline_s), 3)
         return result
 
-    def _baseline(self) -> None:
-        """The load (and workload) under EEVDF, before anything is attached, in this same boot."""
+    def _baseline(self, script: str) -> None:
+        """The load (and workload) under EEVDF, before anything is attached, in this same boot.
+
+        `script` is the load script's path in the guest, as load.upload() returned it.
+        """
         plan = self.plan
         t0 = time.monotonic()
         self.progress(f"running the load under EEVDF for {plan.seconds:g}s (baseline)")
-        self._baseline_load = load.run(self.node, self._script, plan.seconds, self.host_cpu).get("load")
+        self._baseline_load = load.run(self.node, script, plan.seconds, self.host_cpu).get("load")
         if plan.workload:
             self.progress("running the workload under EEVDF")
             self._baseline_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S, user=WORKLOAD_USER).as_dict()
@@ -204,8 +206,8 @@ class VmStages:
 
     def _dynamic(self) -> tuple[list[Finding], dict[str, Any], str]:
         plan = self.plan
-        self._script = load.upload(self.node)
-        self._baseline()
+        script = load.upload(self.node)
+        self._baseline(script)
         self.progress(
             f"attaching with a {plan.timeout_ms} ms watchdog"
             if plan.timeout_ms
@@ -218,7 +220,7 @@ class VmStages:
             self.out.events += [e.as_dict() for e in events]
             return [_ejection_finding(events, exc.cause, when="at attach")], {"node_error": exc.code}, "did not enable"
         self.progress(f"running the correctness load for {plan.seconds:g}s")
-        run = load.run(self.node, self._script, plan.seconds, self.host_cpu)
+        run = load.run(self.node, script, plan.seconds, self.host_cpu)
         self._scheduler_load = run.get("load")
         findings: list[Finding] = []
         details: dict[str, Any] = {"load_wall_s": run.get("wall_s")}

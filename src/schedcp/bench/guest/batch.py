@@ -26,6 +26,7 @@ after the timed part; the long instance must pass its own check. Any mismatch ex
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import hashlib
 import itertools
@@ -149,9 +150,9 @@ def job_logs(units: int, seed: int) -> tuple[str, bool]:
     for i in range(400 * units):
         svc, lvl = rng.choice(services), rng.choice(levels)
         latency = rng.randint(1, 900)
-        status = 500 if lvl == "ERROR" else 200
+        http_status = 500 if lvl == "ERROR" else 200
         stamp = f"2025-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}"
-        lines.append(f"{stamp} {lvl} {svc} {latency}ms {status} /v1/{svc}/{i % 97}")
+        lines.append(f"{stamp} {lvl} {svc} {latency}ms {http_status} /v1/{svc}/{i % 97}")
         truth_count[svc] = truth_count.get(svc, 0) + 1
         truth_latency[svc] = truth_latency.get(svc, 0) + latency
     text = "\n".join(lines)
@@ -229,7 +230,7 @@ def run_kind(kind: str, tasks: int, short_units: int, long_factor: float, long_i
     index_of: dict[int, int] = {}
     for idx in range(tasks):
         r, w = os.pipe()
-        pid = fork_child(lambda r=r: _child(kind, seed, r, result_w), close=(*size_fds, w, result_r))
+        pid = fork_child(functools.partial(_child, kind, seed, r, result_w), close=(*size_fds, w, result_r))
         os.close(r)
         size_fds.append(w)
         index_of[pid] = idx
@@ -245,9 +246,9 @@ def run_kind(kind: str, tasks: int, short_units: int, long_factor: float, long_i
     failed = []
     while index_of:
         pid, status = os.wait()
-        idx = index_of.pop(pid, None)
-        if idx is not None and (os.waitstatus_to_exitcode(status) != 0 or idx not in reports):
-            failed.append(idx)
+        finished = index_of.pop(pid, None)
+        if finished is not None and (os.waitstatus_to_exitcode(status) != 0 or finished not in reports):
+            failed.append(finished)
     if failed:
         raise RuntimeError(f"{kind}: instances {sorted(failed)} exited without a result")
     done = [reports[i]["end"] - start for i in range(tasks)]

@@ -16,12 +16,14 @@ receiver finishing, and messages per second; a lost or corrupt message exits wit
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
 import sys
 import time
 import zlib
+from collections.abc import Callable
 
 from .proc import fork_child
 
@@ -61,6 +63,11 @@ def _receiver(fd: int, senders: int, loops: int) -> int:
     return bad
 
 
+def _receiver_status(fd: int, senders: int, loops: int) -> int:
+    """The receiver's exit status: its count of bad messages, capped to fit an exit code."""
+    return min(_receiver(fd, senders, loops), 100)
+
+
 def _sender(sid: int, fds: list[int], loops: int) -> None:
     for seq in range(loops):
         msg = make_message(sid, seq)
@@ -84,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         reads = [r for r, _ in inbox]
         writes = [w for _, w in inbox]
 
-        def gated(fn):
-            def run() -> int:
+        def gated(fn: Callable[[], int | None]) -> Callable[[], int | None]:
+            def run() -> int | None:
                 os.close(gate_w)
                 os.read(gate_r, 1)
                 return fn()
@@ -95,14 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in reads:
             pids.append(
                 fork_child(
-                    gated(lambda r=r: min(_receiver(r, args.fds, args.loops), 100)),
+                    gated(functools.partial(_receiver_status, r, args.fds, args.loops)),
                     [fd for fd in reads if fd != r] + writes,
                 )
             )
         for sid in range(args.fds):
-            pids.append(
-                fork_child(gated(lambda sid=sid, writes=writes: (_sender(sid, writes, args.loops), 0)[1]), reads)
-            )
+            pids.append(fork_child(gated(functools.partial(_sender, sid, writes, args.loops)), reads))
         for fd in reads + writes:
             os.close(fd)
     os.close(gate_r)

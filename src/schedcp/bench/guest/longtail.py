@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     done: dict[int, float] = {}
     while pids:
         pid, _status = os.wait()
-        idx = pids.pop(pid, None)
-        if idx is not None:
-            done[idx] = time.monotonic() - start
+        finished = pids.pop(pid, None)
+        if finished is not None:
+            done[finished] = time.monotonic() - start
     times = sorted(done.values())
     metrics = {
         "makespan_s": round(times[-1], 4),

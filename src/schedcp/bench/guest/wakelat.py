@@ -18,6 +18,7 @@ messenger recomputes a sample of the digests it received; a wrong one exits with
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import random
 import struct
 import sys
 import time
+from collections.abc import Sequence
 
 from .proc import fork_child, read_all, read_exact, write_all
 
@@ -42,7 +44,7 @@ def request_digest(seq: int, links: int) -> bytes:
     return h[:8]
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile of an already sorted list (0 for an empty list)."""
     if not sorted_values:
         return 0.0
@@ -72,10 +74,10 @@ def _worker(wid: int, req_fd: int, reply_fd: int, links: int) -> None:
 
 def _messenger(mid: int, workers: int, links: int, deadline_ns: int, out_fd: int, sample: int) -> None:
     reply_r, reply_w = os.pipe()
-    req_fds = []
+    req_fds: list[int] = []
     for wid in range(workers):
         r, w = os.pipe()
-        fork_child(lambda wid=wid, r=r: _worker(wid, r, reply_w, links), close=(w, reply_r, *req_fds))
+        fork_child(functools.partial(_worker, wid, r, reply_w, links), close=(w, reply_r, *req_fds))
         os.close(r)
         req_fds.append(w)
     os.close(reply_w)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     for mid in range(args.messengers):
         r, w = os.pipe()
         pid = fork_child(
-            lambda mid=mid, w=w: _messenger(mid, args.workers, args.work, deadline, w, args.check),
+            functools.partial(_messenger, mid, args.workers, args.work, deadline, w, args.check),
             close=(r, *pipes.values()),
         )
         os.close(w)

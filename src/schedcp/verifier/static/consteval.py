@@ -11,6 +11,7 @@ guess.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from tree_sitter import Node
@@ -48,7 +49,8 @@ class Evaluator:
         key = (fn.name, name)
         if key in self._locals_cache:
             return self._locals_cache[key]
-        found: list[Node] = []
+        # Every write to `name`; None for a plain assignment the parser left without a right side.
+        found: list[Node | None] = []
         declared = False
         for node in walk(fn.body):
             if node.type == "init_declarator" and text_of(node.child_by_field_name("declarator")) == name:
@@ -72,8 +74,9 @@ class Evaluator:
         return result
 
     # -- internals --------------------------------------------------------------------------------
-    def _eval(self, node: Node, fn: Function | None, depth: int) -> int | None:
-        if depth > MAX_DEPTH:
+    def _eval(self, node: Node | None, fn: Function | None, depth: int) -> int | None:
+        # A child the parser left out (error recovery) is as unknown as any other expression.
+        if node is None or depth > MAX_DEPTH:
             return None
         t = node.type
         if t == "number_literal":
@@ -104,7 +107,7 @@ class Evaluator:
             if cond is None:
                 return None
             branch = node.child_by_field_name("consequence" if cond else "alternative")
-            return self._eval(branch, fn, depth + 1) if branch is not None else None
+            return self._eval(branch, fn, depth + 1)
         if t == "call_expression":
             return self._macro_call(node, fn, depth)
         if t == "initializer_list" and len(node.named_children) == 1:
@@ -120,7 +123,7 @@ class Evaluator:
             inner = text_of(left_node)[1:-1].strip()
             if inner in _CAST_WIDTHS:
                 return _cast(-right if op == "-" and right is not None else right, inner)
-        left = self._eval(left_node, fn, depth + 1) if left_node is not None else None
+        left = self._eval(left_node, fn, depth + 1)
         if left is None or right is None:
             # x & 0 and x * 0 are known even when x is not.
             if op in ("&", "*") and 0 in (left, right):
@@ -215,7 +218,7 @@ class Evaluator:
         for param, arg in zip(macro.params, arg_nodes, strict=True):
             value = self._eval(arg, fn, depth + 1)
             replacement = f"({value})" if value is not None else f"({text_of(arg)})"
-            body = re.sub(rf"\b{re.escape(param)}\b", lambda _m, r=replacement: r, body)
+            body = re.sub(rf"\b{re.escape(param)}\b", _literal(replacement), body)
         parsed = self._parse_text(body)
         return self._eval(parsed, None, depth + 1) if parsed is not None else None
 
@@ -232,6 +235,11 @@ class Evaluator:
             node = None
         self._text_cache[text] = node
         return node
+
+
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement that inserts `text` as it is (a template string would read its backslashes)."""
+    return lambda _m: text
 
 
 def _as_int(value: Any) -> int | None:

@@ -157,8 +157,8 @@ class Effects:
         if name == "bpf_for_each" and args and text_of(args[0]) == "scx_dsq":
             spec = Spec(Kind.ITER, (("dsq", 2),))
         if spec is not None:
-            roles = {role: (args[i], fn) for role, i in spec.roles if i < len(args)}
-            return [Effect(spec.kind, name, call, fn, roles)]
+            spec_roles = {role: (args[i], fn) for role, i in spec.roles if i < len(args)}
+            return [Effect(spec.kind, name, call, fn, spec_roles)]
         target = self.model.functions.get(name) or self.macro_function(name)
         if target is None or target is fn or depth >= MAX_EXPANSION_DEPTH or target.name in self._in_progress:
             return []

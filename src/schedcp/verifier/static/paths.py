@@ -60,6 +60,7 @@ class HandoffAnalysis:
         self._always: dict[str, bool] = {}
         self._true_queues: dict[str, bool] = {}
         self._may_abort: dict[str, bool] = {}
+        self._fn: Function | None = None  # the function exits() is walking
 
     # -- summaries of helpers ------------------------------------------------------------------------
     def always_hands_off(self, fn: Function) -> bool:
@@ -102,7 +103,7 @@ class HandoffAnalysis:
     # -- the walk --------------------------------------------------------------------------------
     def exits(self, fn: Function) -> list[Exit]:
         # Summaries of helpers are computed in the middle of a walk: keep the caller's function.
-        saved = getattr(self, "_fn", None)
+        saved = self._fn
         self._fn = fn
         try:
             out: list[Exit] = []
@@ -111,18 +112,20 @@ class HandoffAnalysis:
                 out.append(Exit(fn.body.end_point[0] + 1, "end", flow.normal))
             return out
         finally:
-            self._fn = saved  # type: ignore[assignment]
+            self._fn = saved
 
     def _expr(self, node: Node | None, state: State) -> State:
         """Effects of evaluating an expression that certainly runs (short-circuit parts excluded)."""
         if node is None:
             return state
+        walked = self._fn
+        assert walked is not None  # expressions are only reached from the walk exits() starts
         queued, aborted = state.queued, state.aborted
         for call in _certain_calls(node):
             name = callee_name(call)
             if name is None:
                 continue
-            for eff in self.effects.of_call(call, self._fn, 0):
+            for eff in self.effects.of_call(call, walked, 0):
                 if eff.kind is Kind.ERROR:
                     aborted = True
                 # Only a direct kfunc call is certain here; a helper may return before its insert,
@@ -130,7 +133,7 @@ class HandoffAnalysis:
                 if eff.kind in HANDOFF_KINDS and not eff.via:
                     queued = True
             target = self.effects.model.functions.get(name) or self.effects.macro_function(name)
-            if target is not None and target is not self._fn:
+            if target is not None and target is not walked:
                 if self.always_hands_off(target):
                     queued = True
                 if self.may_abort(target):
@@ -171,14 +174,15 @@ class HandoffAnalysis:
     def _block(self, children: list[Node], state: State, out: list[Exit]) -> _Flow:
         flow = _Flow(state)
         for idx, child in enumerate(children):
-            if flow.normal is None:
+            current = flow.normal
+            if current is None:
                 break
             if child.type == "compound_statement" and idx > 0 and _is_loop_macro(children[idx - 1]):
-                body = self._stmt(child, flow.normal, out)
-                after = _join(_join(flow.normal, body.normal), _join_all(body.breaks + body.continues))
+                body = self._stmt(child, current, out)
+                after = _join(current.join(body.normal), _join_all(body.breaks + body.continues))
                 flow = _Flow(after, flow.breaks, flow.continues)
                 continue
-            sub = self._stmt(child, flow.normal, out)
+            sub = self._stmt(child, current, out)
             flow = _Flow(sub.normal, flow.breaks + sub.breaks, flow.continues + sub.continues)
         return flow
 
@@ -227,7 +231,7 @@ class HandoffAnalysis:
         fall: State | None = None
         for case in cases:
             stmts = [c for c in case.named_children if c != case.child_by_field_name("value")]
-            entry = _join(state, fall) if fall is not None else state
+            entry = state.join(fall)
             flow = self._block(stmts, entry, out)
             fall = flow.normal
             after = _join(after, _join_all(flow.breaks))

@@ -31,9 +31,10 @@ class VtimeUnboundedCredit(Rule):
         out = []
         seen: set[int] = set()
         for e in ctx.live_effects():
-            if e.kind is not Kind.INSERT_VTIME or e.arg("vtime") is None or e.line in seen:
+            vtime = e.arg("vtime")
+            if e.kind is not Kind.INSERT_VTIME or vtime is None or e.line in seen:
                 continue
-            node, fn = e.arg("vtime")  # type: ignore[misc]
+            node, fn = vtime
             names = _derived_names(ctx, node, fn)
             if not names:
                 continue
@@ -193,9 +194,10 @@ class HeadInsertFavouritism(Rule):
         head = ctx.kernel.constants.get("SCX_ENQ_HEAD", 1 << 16)
         out = []
         for e in ctx.live_effects():
-            if e.kind not in (Kind.INSERT, Kind.INSERT_VTIME) or e.arg("flags") is None:
+            flags = e.arg("flags")
+            if e.kind not in (Kind.INSERT, Kind.INSERT_VTIME) or flags is None:
                 continue
-            node, fn = e.arg("flags")  # type: ignore[misc]
+            node, fn = flags
             value = ctx.eval.value(node, fn)
             if not ("SCX_ENQ_HEAD" in text_of(node) or (value is not None and value & head)):
                 continue

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from tree_sitter import Node
+
 from schedcp.verifier.report import Finding
 from schedcp.verifier.static.context import Context, Rule
 from schedcp.verifier.static.effects import base_name, guard_texts, is_ksym_guarded
@@ -12,9 +14,9 @@ from schedcp.verifier.static.kernelfacts import RENAMED_KFUNCS
 from schedcp.verifier.static.source import Function, callee_name, text_of, walk
 
 
-def _kfunc_calls(ctx: Context) -> list[tuple[str, object, Function]]:
+def _kfunc_calls(ctx: Context) -> list[tuple[str, Node, Function]]:
     """(name, call node, function) for every call that looks like a kfunc in the main source."""
-    out = []
+    out: list[tuple[str, Node, Function]] = []
     for fn in ctx.model.main_functions():
         for node in walk(fn.body):
             if node.type != "call_expression":
@@ -57,7 +59,7 @@ class KfuncUnavailable(Rule):
                         )
                     )
                 continue
-            if is_ksym_guarded(node, fn, name):  # type: ignore[arg-type]
+            if is_ksym_guarded(node, fn, name):
                 continue
             seen.add(name)
             hint = "guard the call with bpf_ksym_exists() and provide a fallback"
@@ -90,7 +92,7 @@ class DeprecatedKfunc(Rule):
         out: list[Finding] = []
         seen: set[str] = set()
         for name, node, fn in _kfunc_calls(ctx):
-            if name in seen or is_ksym_guarded(node, fn, name):  # type: ignore[arg-type]
+            if name in seen or is_ksym_guarded(node, fn, name):
                 continue
             present = ctx.kernel.has_kfunc(name)
             if present is False:

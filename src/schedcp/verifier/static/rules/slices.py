@@ -33,7 +33,7 @@ class SliceOutOfRange(Rule):
 
     def check(self, ctx: Context) -> list[Finding]:
         preempt_kick = any(
-            e.kind is Kind.KICK and e.arg("flags") is not None and "PREEMPT" in text_of(e.arg("flags")[0])
+            e.kind is Kind.KICK and (flags := e.arg("flags")) is not None and "PREEMPT" in text_of(flags[0])
             for e in ctx.effects.all()
         )
         out = []
@@ -87,8 +87,8 @@ class SliceOutOfRange(Rule):
         """(value expression, its function, where to report it, what it is)."""
         out: list[tuple[Node, Function, Node, str]] = []
         for e in ctx.live_effects():
-            if e.kind in (Kind.INSERT, Kind.INSERT_VTIME, Kind.SET_SLICE) and e.arg("slice") is not None:
-                node, fn = e.arg("slice")  # type: ignore[misc]
+            if e.kind in (Kind.INSERT, Kind.INSERT_VTIME, Kind.SET_SLICE) and (slice_arg := e.arg("slice")) is not None:
+                node, fn = slice_arg
                 where = node if fn.unit == "main" else e.site
                 out.append((node, fn, where, f"the slice given to {e.kfunc}()"))
         for fn in ctx.model.main_functions():
