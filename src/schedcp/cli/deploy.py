@@ -60,10 +60,10 @@ def _deploy(
             request = DeployRequest(
                 token_id=token if is_id else None,
                 token=None if is_id else token,
-                config=_parse_config(config),  # type: ignore[arg-type]
+                config=_parse_config(config),
                 canary=target,
                 window_s=window,
-                goal=goal,  # type: ignore[arg-type]
+                goal=goal,
                 stay_partial=stay_partial,
                 override_refusal=override_refusal,
             )

@@ -424,7 +424,8 @@ def serve(stream_in: BinaryIO, stream_out: BinaryIO, agent: NodeAgent) -> None:
                 reply = agent.handle(message)
         _write_all(stream_out, encode(reply))
         stream_out.flush()
-        if isinstance(reply.get("result"), dict) and reply["result"].get("bye"):
+        result = reply.get("result")
+        if isinstance(result, dict) and result.get("bye"):
             return
 
 
