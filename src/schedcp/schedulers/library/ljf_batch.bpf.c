@@ -39,7 +39,8 @@ const volatile u64 slice_us = 100000;
 const volatile u64 light_slice_us = 5000;
 const volatile u64 batch_burst_us = 3000;
 const volatile u64 fault_weight_us = 0;
-const volatile u64 max_wait_us = 10000000;
+/* A waiting job may wait max_wait plus a few slices: well below the 10 s watchdog of our trials. */
+const volatile u64 max_wait_us = 4000000;
 const volatile u64 horizon_ms = 1000;
 const volatile u32 max_light_streak = 16;
 
