@@ -203,6 +203,74 @@ def test_stall_is_detected_and_the_crash_loop_cap_latches(daemon: Daemon):
     daemon.cli("node", "run", "--", "sh", "-c", "kill $(pidof stall-canary)")
 
 
+def _scx_example(name: str) -> Path:
+    from schedcp.testbed import kernel as kernel_mod
+    from schedcp.toolchain import scx_headers
+
+    examples = scx_headers.for_kernel(kernel_mod.cached("unstable")).examples_dir
+    assert examples is not None, "setup fetches the kernel's scx headers and examples"
+    return examples / f"{name}.bpf.c"
+
+
+def test_scx_style_source_verified_by_the_daemon_deploys_with_its_loader_options(daemon: Daemon):
+    # The kernel's scx_simple, verified by the daemon with the .rodata value its own loader would set.
+    source = _scx_example("scx_simple").read_text()
+    with DaemonClient(daemon.socket) as client:
+        verified = client.verify(source, "scx_simple.bpf.c", kernel="unstable", rodata={"fifo_sched": "1"})
+    report = verified["report"]
+    assert report["verdict"] == "pass", report["reason"]
+    assert report["config"] == {"rodata.fifo_sched": "1"}
+    token_id = verified["token_id"]
+    # The token binds the .rodata value: a deploy without it (or with another) is refused, unspent.
+    for extra in ((), ("--rodata", "fifo_sched=0")):
+        out = daemon.cli("deploy", token_id, "--canary-comm", "^lag-work$", "--json", *extra)
+        assert out.returncode == 1 and json.loads(out.stdout)["error"] == "token_mismatch", out.stdout
+    dep = daemon.json(
+        "deploy", token_id, "--rodata", "fifo_sched=1", "--canary-comm", "^lag-work$", "--goal", "cpu_rate", "--wait"
+    )
+    assert dep["state"] == "promoted", dep
+    assert dep["artefact"]["config"] == {"rodata.fifo_sched": "1"}
+    status = daemon.status()
+    assert status["node"]["ops"] == "simple" and status["node"]["switch_all"] == 1
+    # Loaded the way the verifier loaded it: scx enums from the kernel's BTF, the value, the UEI buffer.
+    canary = next(t for t in _story(daemon, dep["id"])["transitions"] if t["state"] == "canary")
+    loader = canary["data"]["loader"]
+    assert loader["enums_filled"] > 0 and loader["rodata_set"] == ["fifo_sched"], loader
+    assert loader["uei"] == ["uei"] and loader["struct_ops"] == "simple_ops", loader
+    daemon.notes["scx_simple"] = dep
+
+
+def test_scx_style_policy_error_shows_its_exit_record_in_status_and_audit(daemon: Daemon):
+    simple = daemon.notes["scx_simple"]
+    trap = daemon.sign(str(Path(__file__).parent / "data" / "scx_trap.bpf.c"), rodata={"trap_code": "42"})
+    dep = daemon.json(
+        "deploy", trap, "--rodata", "trap_code=42", "--canary-comm", "^lag-work$", "--goal", "cpu_rate", "--wait"
+    )
+    assert dep["state"] == "promoted" and daemon.status()["node"]["ops"] == "scx_trap", dep
+    daemon.cli("node", "run", "--", "sh", "-c", "echo -n trap-me > /proc/self/comm; sleep 0.3; echo woke")
+    after = daemon.wait_for("the breaker", lambda s: s["trips"] and s["trips"][0]["deployment_id"] == dep["id"])
+    trip = after["trips"][0]
+    assert trip["signal"] == "error_exit" and trip["restored_to"] == "scx_simple", trip
+    # The scheduler's own exit record (UEI), read back before its object was closed: the kernel's
+    # reason and the message it formatted with the .rodata value the token bound.
+    uei = trip["exit_info"]
+    assert uei["kind_name"] == "SCX_EXIT_ERROR" and "code 42" in uei["message"], uei
+    assert "code 42" in trip["reason"]
+    assert after["node"]["ops"] == "simple"
+    shown = " ".join(daemon.cli("status").stdout.split())  # the terminal's wrapping undone
+    assert "exit record: runtime error" in shown and "code 42" in shown, shown
+    told = " ".join(daemon.cli("audit", "--deployment", dep["id"]).stdout.split())
+    assert "exit record: runtime error" in told and "code 42" in told, told
+    with DaemonClient(daemon.socket) as client:
+        entries = client.audit_tail(50)
+    logged = [e for e in entries if e["event"] == "breaker_trip" and e["fields"]["deployment"] == dep["id"]]
+    assert logged and "code 42" in logged[0]["fields"]["exit"]
+    # Put back what ran before scx_simple, so the module's later tests find it.
+    back = daemon.json("rollback", "--reason", "test: back to what ran before scx_simple")["trip"]
+    previous = (simple.get("previous") or {}).get("artefact") or {}
+    assert back["restored_to"] == previous.get("scheduler", "default")
+
+
 def test_restarted_daemon_reconciles_with_the_kernel_and_operator_rollback(daemon: Daemon):
     before = daemon.status()
     assert before["active"]["state"] == "promoted" and before["node"]["ops"] == GOOD_OPS

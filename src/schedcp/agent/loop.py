@@ -34,6 +34,7 @@ from schedcp.errors import UsageError
 from schedcp.services.models import TargetSpec, TestbedInfo
 
 GOALS = ("auto", "makespan", "p99_latency", "throughput", "fairness")
+NODES = ("vm", "daemon", "local")
 # Provider errors a fallback cannot paper over: the user has to fix the configuration.
 FATAL_PROVIDER_CODES = ("llm_auth", "llm_not_found", "llm_no_key")
 
@@ -49,6 +50,9 @@ class OptimizeOptions:
     kernel: str = "unstable"
     prices: Path | None = None  # a price table overriding the shipped one (JSON or TOML)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where trials run: vm (the server's micro-VM), daemon (the SchedCP daemon's node), local (the
+    # daemon's node when it is this host): start_testbed's `node`.
+    node: str = "vm"
 
     def validate(self) -> None:
         if self.goal not in GOALS:
@@ -57,6 +61,8 @@ class OptimizeOptions:
             raise UsageError(f"--iterations {self.iterations} is out of range", "use 1..10")
         if not 1 <= self.rounds <= 3:
             raise UsageError(f"--rounds {self.rounds} is out of range", "use 1..3")
+        if self.node not in NODES:
+            raise UsageError(f"--target {self.node} is not a place trials run", f"use one of: {', '.join(NODES)}")
         if not 1 <= self.cpus <= 64:
             raise UsageError(f"--cpus {self.cpus} is out of range", "use 1..64")
 
@@ -114,6 +120,7 @@ class Optimizer:
                     target=opts.target.model_dump(exclude_none=True),
                     kernel=opts.kernel,
                     cpus=opts.cpus,
+                    **({"node": opts.node} if opts.node != "vm" else {}),
                 )
             )
             self.progress(f"testbed {self.testbed.testbed_id}: booting {opts.kernel} for {self.testbed.target.label}")

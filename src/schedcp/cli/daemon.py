@@ -40,6 +40,10 @@ def _daemon(
     ),
     allow_deploy_uid: list[int] = typer.Option([], "--allow-deploy-uid", help="Non-root uid allowed to deploy."),
     allow_deploy_group: list[str] = typer.Option([], "--allow-deploy-group", help="Group allowed to deploy."),
+    allow_trial_uid: list[int] = typer.Option(
+        [], "--allow-trial-uid", help="Non-root uid allowed to run trials on the node (optimize --target local)."
+    ),
+    allow_trial_group: list[str] = typer.Option([], "--allow-trial-group", help="Group allowed to run trials."),
 ) -> None:
     """Run the privileged SchedCP daemon in the foreground (root; systemd-friendly)."""
     from schedcp.daemon.server import AccessPolicy, DaemonConfig, Grant, serve
@@ -56,6 +60,10 @@ def _daemon(
         access = AccessPolicy(
             use=Grant(gids=frozenset(_gid(g) for g in allow_group)),
             status=Grant(gids=frozenset(_gid(g) for g in status_group)),
+            trial=Grant(
+                uids=frozenset(allow_trial_uid) | deploy_policy.trial_uids(),
+                gids=frozenset(_gid(g) for g in allow_trial_group) | deploy_policy.trial_gids(),
+            ),
             deploy=Grant(
                 uids=frozenset(allow_deploy_uid) | deploy_policy.deploy_uids(),
                 gids=frozenset(_gid(g) for g in allow_deploy_group) | deploy_policy.deploy_gids(),

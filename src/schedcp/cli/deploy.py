@@ -25,19 +25,31 @@ def _client() -> Any:
     return DaemonClient()
 
 
-def _parse_config(items: list[str]) -> dict[str, str]:
+def _parse_config(items: list[str], flag: str = "--config") -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--config {item!r} is not KEY=VALUE", "e.g. --config slice_us=5000")
+            raise UsageError(f"{flag} {item!r} is not KEY=VALUE", f"e.g. {flag} slice_us=5000")
         out[key.strip()] = value.strip()
+    return out
+
+
+def _loader_config(config: dict[str, str], rodata: dict[str, str], struct_ops: str | None) -> dict[str, str]:
+    """The configuration as the token binds it: tunables, ``rodata.NAME`` and ``struct_ops``."""
+    out = dict(config) | {f"rodata.{k}": v for k, v in rodata.items()}
+    if struct_ops:
+        out["struct_ops"] = struct_ops
     return out
 
 
 def _deploy(
     token: str = typer.Argument(..., help="The token id `schedcp verify --daemon` printed (or a token's full text)."),
     config: list[str] = typer.Option([], "--config", help="Tunable KEY=VALUE; must equal the verified values."),
+    rodata: list[str] = typer.Option(
+        [], "--rodata", help="NAME=VALUE an scx-style source was verified with (exactly as given to verify)."
+    ),
+    struct_ops: str | None = typer.Option(None, "--struct-ops", help="The struct_ops map it was verified with."),
     canary_pid: int | None = typer.Option(None, "--canary-pid", help="Canary on this process and its children."),
     canary_cgroup: str | None = typer.Option(None, "--canary-cgroup", help="Canary on this cgroup's tasks."),
     canary_comm: str | None = typer.Option(None, "--canary-comm", help="Canary on processes whose name matches."),
@@ -60,7 +72,7 @@ def _deploy(
             request = DeployRequest(
                 token_id=token if is_id else None,
                 token=None if is_id else token,
-                config=_parse_config(config),
+                config=_loader_config(_parse_config(config), _parse_config(rodata, "--rodata"), struct_ops),
                 canary=target,
                 window_s=window,
                 goal=goal,
@@ -141,6 +153,8 @@ def _status(as_json: bool = JsonOption) -> None:
                 f"in {t['restore_s']}s",
                 highlight=False,
             )
+            if t.get("exit_info"):
+                console.print(f"    the scheduler's exit record: {_exit(t['exit_info'])}", highlight=False)
         for note in s.get("reconcile", []):
             console.print(f"reconcile: {note}", highlight=False)
 
@@ -153,6 +167,12 @@ def _target(c: dict[str, Any]) -> str:
     if c.get("cgroup"):
         return f"cgroup {c['cgroup']}"
     return f"comm /{c.get('comm')}/"
+
+
+def _exit(info: dict[str, Any]) -> str:
+    from schedcp.toolchain.scx_loader import exit_summary
+
+    return exit_summary(info)
 
 
 def _lkg(lkg: dict[str, Any]) -> str:
@@ -216,6 +236,8 @@ def print_stories(as_json: bool, deployment: str | None, limit: int = 20) -> Non
                     f"{trip['restored_to']} in {trip['restore_s']}s",
                     highlight=False,
                 )
+                if trip.get("exit_info"):
+                    console.print(f"    the scheduler's exit record: {_exit(trip['exit_info'])}", highlight=False)
 
     emit(stories, as_json, render)
 

@@ -5,11 +5,13 @@
     schedcp optimize --workload wakelat --goal p99_latency
     schedcp optimize --model anthropic -- python3 -m schedcp_workloads.batch --scale 0.5
     schedcp optimize --demo --server 'schedcp mcp'   # the same agents against a SchedCP over stdio/HTTP
+    schedcp optimize --target local -- ./my-workload   # trials on this sched_ext host, through the daemon
 
 The agents reach SchedCP only through MCP: by default a server in this process over the SDK's
 in-memory transport (--call-log FILE keeps its log of tool calls), or --server's. The workload runs
-in the server's sched_ext micro-VM testbed; every candidate is measured against EEVDF in the same
-boot and the outcome is recorded in the policy repository ($SCHEDCP_REPO_DB).
+in the server's sched_ext micro-VM testbed, or with --target daemon|local on the node the SchedCP
+daemon owns (docs/deploy.md, "Trials on the daemon's node"); every candidate is measured against
+EEVDF in the same boot and the outcome is recorded in the policy repository ($SCHEDCP_REPO_DB).
 """
 
 from __future__ import annotations
@@ -143,6 +145,14 @@ def register(app: typer.Typer) -> None:
         lower_is_better: bool | None = typer.Option(
             None, "--lower-is-better/--higher-is-better", help="Direction of --metric (default: from its name)."
         ),
+        target: str = typer.Option(
+            "vm",
+            "--target",
+            "-t",
+            help="Where trials run: vm (a micro-VM this command boots), daemon (the node the SchedCP daemon owns: "
+            "this host or its rehearsal micro-VM; candidates are verified by the daemon and only the workload's "
+            "tasks are switched), local (the same, insisting that node is this sched_ext host).",
+        ),
         deploy: bool = typer.Option(
             False,
             "--deploy",
@@ -175,6 +185,7 @@ def register(app: typer.Typer) -> None:
                 metric=metric,
                 lower_is_better=lower_is_better,
                 deploy=deploy,
+                node=target,
             )
         except SchedcpError as exc:
             raise fail(exc, as_json) from None
@@ -203,6 +214,7 @@ def _optimize(
     lower_is_better: bool | None = None,
     prices: Path | None = None,
     deploy: bool = False,
+    node: str = "vm",
 ) -> dict[str, Any]:
     from pydantic import ValidationError
 
@@ -223,6 +235,8 @@ def _optimize(
     if not workload and not command:
         raise UsageError("nothing to optimise", "give --workload NAME (e.g. longtail), a command after --, or --demo")
     extras = extras_from(packages, with_)
+    if node != "vm" and extras:
+        raise UsageError("--package and --with add to the micro-VM's guest", "drop them, or use --target vm")
     named = None
     if metric is not None:
         way = None if lower_is_better is None else ("lower" if lower_is_better else "higher")
@@ -257,6 +271,7 @@ def _optimize(
         cpus=cpus,
         kernel=kernel,
         prices=prices,
+        node=node,
     )
     if server:
         if call_log is not None:
@@ -280,8 +295,9 @@ def _optimize(
 
     optimizer = Optimizer(options, client=client, narrate=narrate, progress=status)  # validates options, model, key
     if not as_json:
+        where = f"the micro-VM ({kernel}, {cpus} vCPUs)" if node == "vm" else f"the SchedCP daemon's node ({node})"
         err_console.print(
-            f"[dim]sched-agent: {target.label} in the micro-VM ({kernel}, {cpus} vCPUs), "
+            f"[dim]sched-agent: {target.label} in {where}, "
             f"model {model}, up to {iterations} candidate(s), {rounds} round(s) each, "
             f"SchedCP over MCP ({client.where})[/]",
             highlight=False,

@@ -141,7 +141,11 @@ class DaemonClient:
         kernel: str = "unstable",
         workload: list[str] | None = None,
         meta: dict[str, Any] | None = None,
+        rodata: dict[str, str] | None = None,
+        struct_ops: str | None = None,
     ) -> dict[str, Any]:
+        """Verify a source on the daemon; ``rodata`` and ``struct_ops`` are the scx loader options
+        (what an scx-style source's userspace half would set), bound into the token beside ``config``."""
         args = {
             "source_text": source_text,
             "source_name": source_name,
@@ -149,8 +153,10 @@ class DaemonClient:
             "kernel": kernel,
             "workload": workload,
             **({"meta": meta} if meta is not None else {}),
+            **({"rodata": rodata} if rodata else {}),
+            **({"struct_ops": struct_ops} if struct_ops else {}),
         }
-        return self.call("verify", args, timeout_s=600)
+        return self.call("verify", args, timeout_s=900)
 
     def probe(self, kind: str, duration_s: float = 2.0, pid: int | None = None) -> dict[str, Any]:
         return self.call("probe", {"kind": kind, "duration_s": duration_s, "pid": pid}, timeout_s=duration_s + 60)

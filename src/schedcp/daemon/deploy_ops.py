@@ -10,7 +10,7 @@ and what CI tests against. QEMU is started with a parent-death signal tied to th
 
 Operations (role in brackets): ``deploy`` [deploy], ``rollback`` [deploy], ``deployment_status``
 [status], ``deployment_stories`` [status], ``node_run`` [use; VM nodes only: on a local node it
-would be a root shell].
+would be a root shell], and the trial operations of ``daemon/trial_ops.py`` [trial].
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schedcp.daemon.trial_ops import TrialService
 from schedcp.deploy.artifacts import ArtifactStore
 from schedcp.deploy.config import DeployPolicy
 from schedcp.deploy.controller import DeployController
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from schedcp.daemon.server import OpSpec
 
 MAX_RUN_S = 3600.0
-NODE_RUN_POLL_S = 0.1
 
 
 class SerialNode(NodeOps):
@@ -73,6 +73,7 @@ class NodeOwner:
         self.vm: Any = None
         self.node: NodeClient | None = None
         self.boot_s: float | None = None
+        self.kernel: Any = None  # the cached test kernel a VM node boots (None for this host)
 
     def start(self) -> NodeClient:
         if self.kind == "local":
@@ -91,7 +92,8 @@ class NodeOwner:
 
         spec = self.kernel_spec or kernel_mod.DEFAULT_SPEC
         t0 = time.monotonic()
-        vm = MicroVM(VMConfig(cpus=2, kernel=spec), kernel=kernel_mod.cached(spec))
+        self.kernel = kernel_mod.cached(spec)
+        vm = MicroVM(VMConfig(cpus=2, kernel=spec), kernel=self.kernel)
         # The daemon runs with umask 077, but a guest image built here must stay readable by the
         # unprivileged user QEMU runs as; this runs before any client is served (main thread).
         old_umask = os.umask(0o022)
@@ -191,6 +193,7 @@ class DeployService:
             node_kind=self.owner.kind,
             audit=lambda event, fields: self.audit.append(event, fields=fields),
             feedback_path=self.state_dir / "feedback.db",
+            enum_kernel=self.owner.kernel,
         )
         notes = self.controller.reconcile()
         self.audit.append(
@@ -214,6 +217,7 @@ class DeployService:
             op_spec("deployment_status", "status", NoArgs, self.status, audited=False),
             op_spec("deployment_stories", "status", StoriesArgs, self.stories, audited=False),
             op_spec("node_run", "use", NodeRunArgs, self.node_run),
+            *TrialService(self).specs(op_spec),
         ]
 
     def _ctl(self) -> DeployController:
@@ -262,14 +266,8 @@ class DeployService:
                 "run it yourself; `node run` exists to put workloads on a VM node",
                 code="forbidden",
             )
-        started = ctl.node.call("spawn", {"argv": args.argv, "timeout_s": args.timeout_s}, timeout_s=30)
+        from schedcp.daemon.trial_ops import run_job
+
         if op is not None:
-            op.result.update(pid=started.get("pid"), argv_sha256=hashlib.sha256(repr(args.argv).encode()).hexdigest())
-        deadline = time.monotonic() + args.timeout_s + 30
-        while True:
-            result = ctl.node.call("job", {"job": started["job"]}, timeout_s=30)
-            if result.get("done"):
-                return result
-            if time.monotonic() > deadline:
-                return ctl.node.call("job", {"job": started["job"], "kill": True}, timeout_s=30)
-            time.sleep(NODE_RUN_POLL_S)
+            op.result.update(argv_sha256=hashlib.sha256(repr(args.argv).encode()).hexdigest())
+        return run_job(ctl.node, list(args.argv), args.timeout_s)

@@ -11,7 +11,8 @@ Shape, and why:
   socket descriptor does not reach the file on Linux. ``--socket PATH`` only ever removes a stale
   *socket*, never a regular file, and its directory must be ours and not writable by others.
 * **Who may do what.** Each operation in :meth:`Operations.table` declares a role: ``status``
-  (read-only), ``use`` (verify, probe) and ``deploy`` (reserved for deployments). The
+  (read-only), ``use`` (verify, probe), ``trial`` (trial arms on the daemon's node, granted
+  explicitly) and ``deploy`` (reserved for deployments). The
   :class:`AccessPolicy` maps uids and groups (primary and supplementary, from SO_PEERCRED and
   SO_PEERGROUPS) to roles; root and the daemon's own uid hold every role.
 * **Bounds.** A fixed pool of worker threads serves connections from a bounded queue; past it,
@@ -52,8 +53,8 @@ from schedcp.daemon.records import HEX64, VerificationRecords
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.paths import SYSTEM_RUNTIME_DIR, check_dir_fd, daemon_socket, data_dir, private_dir
 
-Role = Literal["status", "use", "deploy"]
-ROLES: tuple[Role, ...] = ("status", "use", "deploy")
+Role = Literal["status", "use", "trial", "deploy"]
+ROLES: tuple[Role, ...] = ("status", "use", "trial", "deploy")
 
 # One verification (a VM boot) at a time: the machine this runs on may have two cores.
 _vm_lock = threading.Lock()
@@ -88,6 +89,7 @@ class AccessPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     status: Grant = Grant()
     use: Grant = Grant()
+    trial: Grant = Grant()  # trial arms on the daemon's node (daemon/trial_ops.py): explicit, like deploy
     deploy: Grant = Grant()
 
     def roles(self, peer: Peer) -> set[Role]:
@@ -96,6 +98,8 @@ class AccessPolicy(BaseModel):
         out: set[Role] = set()
         if self.deploy.admits(peer):
             out |= {"deploy", "status"}
+        if self.trial.admits(peer):
+            out |= {"trial", "status"}
         if self.use.admits(peer):
             out |= {"use", "status"}
         if self.status.admits(peer):
@@ -104,7 +108,7 @@ class AccessPolicy(BaseModel):
 
     @property
     def anyone(self) -> Grant:
-        return self.status | self.use | self.deploy
+        return self.status | self.use | self.trial | self.deploy
 
 
 @dataclass
@@ -149,6 +153,9 @@ class VerifyArgs(BaseModel):
     kernel: str = Field("unstable", min_length=1, max_length=128)
     workload: list[str] | None = Field(None, max_length=64)
     meta: dict[str, Any] | None = None  # tunable declarations for `config` (see verify_service.tunables_for)
+    # scx loader options (toolchain/scx_loader.py), checked against the object's BTF by the pipeline.
+    rodata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    struct_ops: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 class ProbeArgs(BaseModel):
@@ -253,6 +260,8 @@ class Operations:
                         args.workload,
                         state_dir=self.config.state_dir,
                         meta=args.meta,
+                        rodata=dict(args.rodata),
+                        struct_ops=args.struct_ops,
                     )
             finally:
                 self.waiting.release(0)

@@ -9,7 +9,10 @@ The client names the kernel (a cached kernel's name, never a path) and may give 
 (`config`): they are validated against the scheduler's declared tunables — the library's metadata
 when the source is a library scheduler byte for byte, else the `meta` the client sends — then the
 VM stages run with exactly those values and the token binds them, so a deploy with any other
-values is refused.
+values is refused. A source written against the scx headers may also name the ``.rodata`` values
+and the ``struct_ops`` map its own loader would set (``rodata``, ``struct_ops``): the pipeline checks
+them against the object's BTF, loads with them, and the token binds them as ``rodata.NAME`` and
+``struct_ops`` beside the tunables (a deploy repeats them and loads the same way: deploy/verified.py).
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ def verify_and_sign(
     *,
     state_dir: Path,
     meta: dict[str, Any] | None = None,
+    rodata: dict[str, str] | None = None,
+    struct_ops: str | None = None,
 ) -> dict[str, Any]:
     from schedcp.verifier import pipeline
 
@@ -119,6 +124,8 @@ def verify_and_sign(
         kernel=kernel,
         key_path=state_dir / "keys" / "verifier_ed25519",
         meta=declared,
+        rodata={str(k): str(v) for k, v in (rodata or {}).items()},
+        struct_ops=struct_ops,
     )
     opts.validate()
     run = pipeline.Pipeline(opts)

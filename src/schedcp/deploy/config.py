@@ -25,6 +25,10 @@ class DeployPolicy(BaseModel):
     # connect may read status and the story.
     deploy_users: list[int | str] = Field(default_factory=list)
     deploy_groups: list[int | str] = Field(default_factory=list)
+    # Who may run trial arms on the node (schedcp optimize --target local): granted explicitly, since
+    # a trial holds the node (no deploy meanwhile) and attaches a verified policy to its workload.
+    trial_users: list[int | str] = Field(default_factory=list)
+    trial_groups: list[int | str] = Field(default_factory=list)
     # The canary.
     window_s: float = Field(default=30.0, ge=1.0, le=86400.0)
     baseline_s: float = Field(default=5.0, ge=1.0, le=600.0)
@@ -57,6 +61,12 @@ class DeployPolicy(BaseModel):
     def deploy_gids(self) -> set[int]:
         return {_gid(g) for g in self.deploy_groups}
 
+    def trial_uids(self) -> set[int]:
+        return {_uid(u) for u in self.trial_users}
+
+    def trial_gids(self) -> set[int]:
+        return {_gid(g) for g in self.trial_groups}
+
 
 def _uid(value: int | str) -> int:
     if isinstance(value, int):
@@ -64,7 +74,7 @@ def _uid(value: int | str) -> int:
     try:
         return pwd.getpwnam(value).pw_uid
     except KeyError:
-        raise UsageError(f"deploy_users names an unknown user {value!r}", "fix the daemon's config file") from None
+        raise UsageError(f"an unknown user {value!r} is named in [deploy]", "fix the daemon's config file") from None
 
 
 def _gid(value: int | str) -> int:
@@ -73,7 +83,7 @@ def _gid(value: int | str) -> int:
     try:
         return grp.getgrnam(value).gr_gid
     except KeyError:
-        raise UsageError(f"deploy_groups names an unknown group {value!r}", "fix the daemon's config file") from None
+        raise UsageError(f"an unknown group {value!r} is named in [deploy]", "fix the daemon's config file") from None
 
 
 def load_policy(path: Path | None) -> DeployPolicy:
@@ -94,4 +104,6 @@ def load_policy(path: Path | None) -> DeployPolicy:
         raise UsageError(f"{path}: [deploy] {where}: {first['msg']}", "fix the file") from None
     policy.deploy_uids()
     policy.deploy_gids()
+    policy.trial_uids()
+    policy.trial_gids()
     return policy

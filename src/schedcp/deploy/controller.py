@@ -13,8 +13,8 @@ import secrets
 import statistics
 import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from schedcp.deploy.models import (
     DeployRequest,
     DeployState,
     DeployStatus,
+    ExitRecord,
     Held,
     LastKnownGood,
     NodeView,
@@ -39,10 +40,11 @@ from schedcp.deploy.models import (
     Trip,
 )
 from schedcp.deploy.store import DeployStore
+from schedcp.deploy.verified import VerifiedConfig, check_config, policy_for
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.toolchain.objinfo import global_vars
 from schedcp.trial import attached as trial_attached
-from schedcp.trial.models import KernelEvent, Policy, SchedExtState, events_from
+from schedcp.trial.models import KernelEvent, SchedExtState, events_from
 from schedcp.trial.node import NodeClient, NodeOpError
 
 RESTORE_CONFIRM_S = 5.0
@@ -86,6 +88,7 @@ class DeployController:
         node_kind: str,
         audit: AuditFn | None = None,
         feedback_path: Path | None = None,
+        enum_kernel: Any = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -95,6 +98,8 @@ class DeployController:
         self.node_kind = node_kind
         self._audit = audit or (lambda _e, _f: None)
         self.feedback_path = feedback_path
+        # The cached test kernel a VM node boots: its SCX enum values go with each load (see verified.py).
+        self.enum_kernel = enum_kernel
         self.kernel = str(node.hello().get("kernel", ""))
         self._op = threading.RLock()
         self._gen = 0
@@ -107,6 +112,11 @@ class DeployController:
         self._stopping = threading.Event()
         self.reconcile_notes: list[str] = []
         self.last_restore_steps: dict[str, float] = {}
+        # What the node's scx loader did on the last load (enums filled, .rodata set, struct_ops map).
+        self.last_loader: dict[str, Any] = {}
+        # The scheduler's own exit record (UEI) read back when the policy that tripped was detached.
+        self.last_exit: dict[str, Any] | None = None
+        self._trial: str | None = None  # what holds the node for a trial (trial_slot), if anything
 
     # ---- public operations -----------------------------------------------------------------
     def deploy(self, request: DeployRequest, *, peer_uid: int) -> Deployment:
@@ -198,6 +208,42 @@ class DeployController:
     def stories(self, limit: int = 20) -> list[Story]:
         return [s for d in self.store.recent(limit) if (s := self.store.story(d.id)) is not None]
 
+    @contextmanager
+    def trial_slot(self, what: str) -> Iterator[None]:
+        """Hold the node for one trial arm or observation (daemon/trial_ops.py): refused while a
+        deployment holds it, another trial runs or the kernel runs a scheduler; deploys are refused
+        meanwhile. On the way out the node must be idle again: a scheduler a trial left attached is
+        detached here (every handle the node holds that is not this controller's)."""
+        with self._op:
+            if self._trial is not None:
+                raise refused(f"the node is busy with a {self._trial}", "busy", "wait for it to finish")
+            active = self.store.active()
+            if active is not None:
+                raise refused(
+                    f"deployment {active.id} ({active.state.value}) holds the node; trials need it idle",
+                    "busy",
+                    "trial on the micro-VM instead, or `schedcp rollback` first",
+                )
+            state = self.node.state()
+            if not state.idle:
+                raise refused(f"sched_ext is {state.state} with {state.ops!r}", "busy", "detach it first")
+            self._trial = what
+        try:
+            yield
+        finally:
+            with self._op:
+                self._trial = None
+                self._detach_strays()
+
+    def _detach_strays(self) -> None:
+        ours = {h for h in (self._held.handle if self._held else None, self._standby.handle if self._standby else None)}
+        with suppress(SchedcpError):
+            loaded = dict(self.node.call("loaded", timeout_s=10).get("loaded") or {})
+            for handle in loaded:
+                if int(handle) not in ours:
+                    self.node.detach(int(handle))
+                    self._audit("trial_stray_detached", {"handle": int(handle), "ops": loaded[handle]})
+
     def wait_idle(self, timeout_s: float) -> None:
         """For shutdown and tests: stop watching, join the workers, close the standby."""
         self._stopping.set()
@@ -215,6 +261,8 @@ class DeployController:
                 "breaker_latched",
                 "find out why with `schedcp audit`, then `schedcp rollback --reset-breaker`",
             )
+        if self._trial is not None:
+            raise refused(f"the node is busy with a {self._trial}", "busy", "deploy when the trial is over")
         active = self.store.active()
         if active is not None and active.state in (DeployState.baseline, DeployState.canary):
             raise refused(
@@ -242,17 +290,10 @@ class DeployController:
                 "artefact_missing",
                 "verify the scheduler through this daemon so it keeps the object",
             )
-        meta = stored.info.meta
-        if request.config and meta is None:
-            raise UsageError(
-                f"{stored.info.scheduler} declares no tunables, so --config cannot apply",
-                "drop --config",
-                code="usage",
-            )
-        config: dict[str, int | str] = meta.validate_config(dict(request.config)) if meta else {}
-        self.tokens.verify(token, object_sha256=stored.sha256, config=config, kernel=self.kernel)
+        verified = self._verified(stored, dict(request.config))
+        self.tokens.verify(token, object_sha256=stored.sha256, config=verified.bound, kernel=self.kernel)
         artefact = Artefact(
-            scheduler=stored.info.scheduler, object_sha256=stored.sha256, config=config, kernel=self.kernel
+            scheduler=stored.info.scheduler, object_sha256=stored.sha256, config=verified.bound, kernel=self.kernel
         )
         refusal = self.store.refusal(artefact.key)
         if refusal is not None and not request.override_refusal:
@@ -290,7 +331,9 @@ class DeployController:
             restored, _t, err = self._restore(dep.previous or LastKnownGood())
             if err:
                 restored += f" ({err})"
-        self.store.transition(dep, DeployState.failed, exc.cause, code=exc.code, restored_to=restored)
+        exit_info = ExitRecord.from_node(exc.details.get("exit_info")) if isinstance(exc, NodeOpError) else None
+        extra = {"exit_info": exit_info.model_dump()} if exit_info else {}
+        self.store.transition(dep, DeployState.failed, exc.cause, code=exc.code, restored_to=restored, **extra)
         self._audit("deploy_failed", {"deployment": dep.id, "code": exc.code, "cause": exc.cause[:300]})
 
     def _deploy_phases(self, dep: Deployment, stored: StoredObject) -> None:
@@ -335,6 +378,7 @@ class DeployController:
                 f"{dep.artefact.scheduler} on {target.describe()} ({switched} tasks) for "
                 f"{dep.canary_until - dep.canary_started:.0f}s{metric_note}",
                 threshold=dep.threshold.model_dump() if dep.threshold else None,
+                loader=self.last_loader,
             )
             self._audit("deploy_canary", {"deployment": dep.id, "tasks": switched})
         watch = (
@@ -466,22 +510,25 @@ class DeployController:
         return int(res.get("switched", 0)) + int(res.get("already", 0))
 
     # ---- changing what runs ----------------------------------------------------------------
-    def _policy_for(self, stored_path: Path, artefact: Artefact, meta: Any) -> Policy:
-        return Policy(name=artefact.scheduler, object_path=stored_path, meta=meta)
+    def _verified(self, stored: StoredObject, config: dict[str, Any]) -> VerifiedConfig:
+        """The configuration checked against the stored object, with the verifier's loader options."""
+        return check_config(stored, config, enum_kernel=self.enum_kernel)
 
     def _load(self, dep: Deployment, stored: StoredObject, *, partial: bool) -> None:
         assert dep.artefact is not None
         self._attach(dep.id, dep.artefact, stored, partial=partial)
 
     def _attach(self, dep_id: str, artefact: Artefact, stored: StoredObject, *, partial: bool) -> None:
+        verified = self._verified(stored, dict(artefact.config))
         pol = trial_attached.load(
             self.node,
-            self._policy_for(stored.path, artefact, stored.info.meta),
-            config=dict(artefact.config),
+            policy_for(stored, verified),
+            config=dict(verified.tunables),
             watchdog_ms=self.policy.watchdog_ms,
             partial=partial,
         )
         self._pol = pol
+        self.last_loader = pol.loader
         self._held = Held(
             deployment_id=dep_id,
             artefact=artefact,
@@ -504,10 +551,11 @@ class DeployController:
         if stored is None or stored.sha256 != lkg.artefact.object_sha256:
             return
         try:
+            verified = self._verified(stored, dict(lkg.artefact.config))
             self._standby = trial_attached.load(
                 self.node,
-                self._policy_for(stored.path, lkg.artefact, stored.info.meta),
-                config=dict(lkg.artefact.config),
+                policy_for(stored, verified),
+                config=dict(verified.tunables),
                 watchdog_ms=self.policy.watchdog_ms,
                 partial=lkg.partial,
                 attach=False,
@@ -562,12 +610,13 @@ class DeployController:
         self.store.set_held(None)
         if pol is not None:
             with suppress(SchedcpError):
-                pol.detach()
+                self.last_exit = pol.detach().exit_info
 
     def _restore(self, lkg: LastKnownGood) -> tuple[str, float, str | None]:
         """Put the last known good back; (what runs now, seconds it took, error if it fell to default).
         ``last_restore_steps`` keeps where the time went (detach, load, confirm)."""
         t0 = time.monotonic()
+        self.last_exit = None
         self._detach_current()
         t_detached = time.monotonic()
         error: str | None = None
@@ -622,11 +671,15 @@ class DeployController:
         self._gen += 1
         lkg = dep.previous or LastKnownGood()
         restored, restore_s, error = self._restore(lkg)
+        exit_info = ExitRecord.from_node(self.last_exit)
+        if exit_info is not None:
+            reason = f"{reason}; the scheduler's exit record: {exit_info.describe()}"
         trip = Trip(
             deployment_id=dep.id,
             at=at,
             signal=signal,
             reason=reason[:500],
+            exit_info=exit_info,
             phase=phase,
             kernel_events=[e.as_dict() for e in events[:5]],
             samples=(samples or dep.last_samples)[-20:],
@@ -660,6 +713,7 @@ class DeployController:
                 "restored_to": restored,
                 "restore_s": round(restore_s, 4),
                 "restore_error": error,
+                "exit": exit_info.describe() if exit_info else None,
             },
         )
         if count:
@@ -788,12 +842,13 @@ class DeployController:
         stored = self.artefacts.get(held.artefact.object_sha256)
         if stored is None:
             raise SchedcpError("the held object is missing from the artefact store", "", code="lkg_missing")
+        verified = self._verified(stored, dict(held.artefact.config))
         self._pol = trial_attached.AttachedPolicy(
             self.node,
-            self._policy_for(stored.path, held.artefact, stored.info.meta),
+            policy_for(stored, verified),
             handle=held.handle,
             ops_name=held.ops_name,
-            config=dict(held.artefact.config),
+            config=dict(verified.tunables),
             variables=global_vars(stored.path),
             attach_events=[],
             state=state,

@@ -18,6 +18,8 @@ DEPLOYMENT_ID_PATTERN = r"^dep-[0-9a-f]{12}$"
 MAX_CONFIG_KEYS = 64
 MAX_CGROUP_CHARS = 256
 MAX_COMM_CHARS = 128
+MAX_EXIT_DUMP_CHARS = 2000
+MAX_CONFIG_VALUE_CHARS = 256
 
 GoalMetric = Literal["wait_share", "cpu_rate"]
 # Which way is better for each goal metric (the feedback channel's vocabulary).
@@ -93,6 +95,21 @@ class CanaryTarget(BaseModel):
 ConfigValue = int | str | bool
 
 
+def check_config_keys(v: dict[str, ConfigValue]) -> dict[str, ConfigValue]:
+    """A configuration's shape as a client sends it (the daemon checks the values against the object):
+    tunables, and for an scx-style source what it was verified with (``rodata.NAME``, ``struct_ops``)."""
+    if len(v) > MAX_CONFIG_KEYS:
+        raise ValueError(f"at most {MAX_CONFIG_KEYS} tunables")
+    for key, value in v.items():
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,63}|rodata\.[A-Za-z][A-Za-z0-9_]{0,63}|struct_ops", key):
+            raise ValueError(f"bad configuration key {key!r} (a tunable, rodata.NAME or struct_ops)")
+        if key == "struct_ops" and not (isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value)):
+            raise ValueError("struct_ops names one of the object's struct_ops maps")
+        if isinstance(value, str) and (len(value) > MAX_CONFIG_VALUE_CHARS or "\x00" in value):
+            raise ValueError(f"the value of {key} is too long or holds NUL")
+    return v
+
+
 class DeployRequest(BaseModel):
     """What ``schedcp deploy`` and the ``deploy_scheduler`` tool send to the daemon.
 
@@ -115,19 +132,11 @@ class DeployRequest(BaseModel):
             raise ValueError("give exactly one of token_id and token")
         return self
 
+    _config = field_validator("config")(check_config_keys)
+
     @property
     def token_label(self) -> str:
         return self.token_id or f"token …{(self.token or '')[-8:]}"
-
-    @field_validator("config")
-    @classmethod
-    def _config(cls, v: dict[str, ConfigValue]) -> dict[str, ConfigValue]:
-        if len(v) > MAX_CONFIG_KEYS:
-            raise ValueError(f"at most {MAX_CONFIG_KEYS} tunables")
-        for key in v:
-            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,63}", key):
-                raise ValueError(f"bad tunable name {key!r}")
-        return v
 
 
 class Artefact(BaseModel):
@@ -169,6 +178,34 @@ class Threshold(BaseModel):
         return value > self.limit if self.direction == "lower" else value < self.limit
 
 
+class ExitRecord(BaseModel):
+    """The scheduler's own record of why it exited (scx ``UEI``: ``struct user_exit_info``), as the
+    node read it back from the object before closing it; bounded for the store and the audit log."""
+
+    kind: int
+    kind_name: str = ""
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+    exit_cpu: int | None = None
+    dump: str = ""
+
+    @classmethod
+    def from_node(cls, raw: Any) -> ExitRecord | None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("kind"), int):
+            return None
+        fields = {k: raw[k] for k in cls.model_fields if k in raw}
+        for key, cap in (("kind_name", 64), ("reason", 400), ("message", 400), ("dump", MAX_EXIT_DUMP_CHARS)):
+            if isinstance(fields.get(key), str):
+                fields[key] = fields[key][:cap]
+        return cls.model_validate(fields)
+
+    def describe(self) -> str:
+        from schedcp.toolchain.scx_loader import exit_summary
+
+        return exit_summary(self.model_dump())
+
+
 class Trip(BaseModel):
     """Why the breaker opened, and how long the restore took."""
 
@@ -184,6 +221,7 @@ class Trip(BaseModel):
     restore_s: float | None = None
     restore_steps: dict[str, float] = Field(default_factory=dict)  # detach_s, load_s, confirm_s, standby
     restore_error: str | None = None
+    exit_info: ExitRecord | None = None  # the scheduler's own exit record, when it keeps one (UEI)
 
 
 class Transition(BaseModel):

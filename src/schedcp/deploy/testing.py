@@ -146,23 +146,39 @@ class Daemon:
                 raise AssertionError(f"timed out waiting for {what}: {json.dumps(status)[:2000]}")
             time.sleep(0.5)
 
-    def sign(self, scheduler: str, *, config: dict[str, Any] | None = None, **overrides: Any) -> str:
-        """A token from the daemon's own key for a library/test scheduler put into its artefact store."""
+    def sign(
+        self,
+        scheduler: str,
+        *,
+        config: dict[str, Any] | None = None,
+        rodata: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> str:
+        """A token from the daemon's own key for a library/test scheduler put into its artefact store.
+        ``scheduler`` may also be the path of an scx-style source (built with the kernel's scx
+        headers); ``rodata`` is bound as the verifier binds it (``rodata.NAME``)."""
         from schedcp.deploy.artifacts import ArtifactStore
         from schedcp.testbed import kernel as kernel_mod
         from schedcp.toolchain import build as build_mod
-        from schedcp.toolchain import metadata
+        from schedcp.toolchain import metadata, scx_source
         from schedcp.verifier import keys, tokens
 
         kernel = kernel_mod.cached("unstable")
-        built = build_mod.build_for_kernel(scheduler, kernel)
-        meta = metadata.get(scheduler) if (metadata.library_dir() / f"{scheduler}.toml").exists() else None
-        sha = ArtifactStore(self.state).put(built.object_path, scheduler, meta)
+        meta = None
+        if scheduler.endswith(".bpf.c"):
+            object_path = scx_source.build_for_kernel(scheduler, kernel).result.object_path
+            scheduler = Path(scheduler).name.removesuffix(".bpf.c")
+        else:
+            object_path = build_mod.build_for_kernel(scheduler, kernel).object_path
+            meta = metadata.get(scheduler) if (metadata.library_dir() / f"{scheduler}.toml").exists() else None
+        sha = ArtifactStore(self.state).put(object_path, scheduler, meta)
         key = overrides.pop("key", None) or keys.load_or_create(self.state / "keys" / "verifier_ed25519")
+        bound = {**(meta.validate_config(config) if meta and config else {})}
+        bound |= {f"rodata.{k}": v for k, v in sorted((rodata or {}).items())}
         args = {
             "scheduler": scheduler,
             "object_sha256": sha,
-            "config": meta.validate_config(config) if meta and config else {},
+            "config": bound,
             "report_digest": "d" * 64,
             "kernel": kernel.release,
             **overrides,

@@ -17,6 +17,7 @@ Standard library only, relative imports only (runs as ``schedcp.node.canary`` on
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -26,7 +27,18 @@ from typing import Any
 
 from .observe import TreeTracker, _list_ints, boottime, resolve_cgroup
 from .protocol import NodeError
-from .runner import DEFAULT_OUTPUT_CAP, MAX_OUTPUT_CAP, SCHED_EXT_POLICY, _truncate
+from .runner import (
+    DEFAULT_OUTPUT_CAP,
+    MAX_OUTPUT_CAP,
+    SCHED_EXT_POLICY,
+    _truncate,
+    check_argv,
+    child_env,
+    child_setup,
+    end_leftovers,
+    home_or_root,
+    run_account,
+)
 
 SCHED_NORMAL = 0
 MAX_TASKS = 4096
@@ -167,8 +179,18 @@ def canary_sample(
 # background jobs
 # ---------------------------------------------------------------------------------------------
 class _Job:
-    def __init__(self, proc: subprocess.Popen[bytes], argv: list[str], timeout_s: float, cap: int) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        argv: list[str],
+        timeout_s: float,
+        cap: int,
+        account: pwd.struct_passwd | None = None,
+        own_account: bool = False,
+    ) -> None:
         self.proc = proc
+        self.account = account
+        self.own_account = own_account
         self.argv = argv
         self.started = time.monotonic()
         self.deadline = self.started + timeout_s
@@ -206,6 +228,8 @@ class _Job:
             code = self.proc.wait()
         if code is None:
             return {"done": False, "pid": self.proc.pid, "elapsed_s": round(time.monotonic() - self.started, 3)}
+        if self.finished is None:  # what a workload left running ends with it (and lets go of the pipes)
+            end_leftovers(self.proc.pid, self.account, own_account=self.own_account)
         for t in self._threads:
             t.join(timeout=2)
         if self.finished is None:
@@ -231,11 +255,19 @@ _next_job = [1]
 
 
 def spawn(
-    argv: list[str], timeout_s: float = 60.0, output_cap: int = DEFAULT_OUTPUT_CAP, env: dict[str, str] | None = None
+    argv: list[str],
+    timeout_s: float = 60.0,
+    output_cap: int = DEFAULT_OUTPUT_CAP,
+    env: dict[str, str] | None = None,
+    sched_ext: bool = False,
+    user: str | None = None,
+    uid: int | None = None,
 ) -> dict[str, Any]:
-    """Start argv (never a shell) in its own session; poll it with ``job``."""
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and "\x00" not in a for a in argv):
-        raise NodeError("bad_argv", "argv must be a non-empty list of strings without NUL", "")
+    """Start argv (never a shell) in its own session; poll it with ``job``. ``sched_ext`` starts it
+    with the SCHED_EXT policy (a partial-switch scheduler sees it and its children); ``user`` or
+    ``uid`` run it as the node's workload user or as a caller's own account (runner.run_account)."""
+    argv = check_argv(argv)
+    account = run_account(user, uid)
     timeout_s = max(0.1, min(float(timeout_s), 3600.0))
     cap = max(1024, min(int(output_cap), MAX_OUTPUT_CAP))
     with _jobs_lock:
@@ -244,16 +276,15 @@ def spawn(
             del _jobs[jid]
         if sum(1 for job in _jobs.values() if job.proc.poll() is None) >= MAX_JOBS:
             raise NodeError("busy", f"{MAX_JOBS} jobs are already running on this node", "wait for one to finish")
-        full_env = dict(os.environ)
-        full_env.update({str(k): str(v) for k, v in (env or {}).items()})
         try:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=full_env,
-                start_new_session=True,
+                env=child_env(account, uid is not None, env),
+                cwd=None if uid is None else home_or_root(account),
+                preexec_fn=child_setup(sched_ext=bool(sched_ext), account=account),
             )
         except FileNotFoundError as exc:
             raise NodeError("not_found", f"command not found: {argv[0]}", "check the program name and PATH") from exc
@@ -261,7 +292,7 @@ def spawn(
             raise NodeError("exec_failed", f"cannot run {argv[0]}: {exc}", "check the command") from exc
         jid = _next_job[0]
         _next_job[0] += 1
-        _jobs[jid] = _Job(proc, list(argv), timeout_s, cap)
+        _jobs[jid] = _Job(proc, list(argv), timeout_s, cap, account, uid is not None)
     return {"job": jid, "pid": proc.pid}
 
 

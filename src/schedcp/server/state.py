@@ -45,7 +45,9 @@ class ServerState:
         self.artifacts = ArtifactStore(self.options.artifacts_root)
         self.vm = VmGate(max_waiting=self.options.vm_queue, wait_s=self.options.vm_wait_s)
         self.testbeds = Testbeds(
-            self.options.testbed_session or vm_session_factory(self.vm.slot), host_files=self.options.guest_files
+            self.options.testbed_session or vm_session_factory(self.vm.slot),
+            host_files=self.options.guest_files,
+            daemon_factory=self._daemon_session,
         )
         self._lock = threading.Lock()
         self._services: dict[str, Any] = {}
@@ -60,6 +62,12 @@ class ServerState:
                 if close is not None:
                     self._closers.append(lambda: close(instance))
             return self._services[key]
+
+    def _daemon_session(self, kernel: str, require_local: bool, progress: Any) -> Any:
+        """A testbed on the SchedCP daemon's node (services/daemon_testbed.py)."""
+        from schedcp.services.daemon_testbed import DaemonSession
+
+        return DaemonSession(kernel, progress, self.daemon, require_local=require_local)
 
     def daemon(self):
         from schedcp.daemon.client import DaemonClient

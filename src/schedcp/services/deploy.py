@@ -37,7 +37,8 @@ class DeployInput(BaseModel):
     config: dict[str, int | bool | str] = Field(
         default_factory=dict,
         max_length=64,
-        description="Tunable values; must be exactly the ones the token was issued for.",
+        description="Exactly the configuration the token was issued for: tunables, and for an scx-style source "
+        "rodata.NAME values and struct_ops as given to verify_scheduler.",
     )
     window_s: float | None = Field(
         None, ge=1, le=86400, description="Canary window in seconds (default: the daemon's)."

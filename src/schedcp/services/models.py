@@ -103,6 +103,7 @@ class TestbedInfo(BaseModel):
     boot_s: float | None = None
     accel: str | None = None
     restarts: int = 0
+    node: str = "vm"  # vm (the server's micro-VM), daemon or local (the SchedCP daemon's node)
     observations: int = 0
     trials: int = 0
     error: str | None = None

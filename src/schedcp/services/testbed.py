@@ -17,11 +17,11 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schedcp.errors import SchedcpError, UsageError
+from schedcp.errors import NotReadyError, SchedcpError, UsageError
 from schedcp.services.models import Target, TargetSpec, TestbedId, TestbedInfo, TrialRecord
 from schedcp.services.operation import Operation, Progress
 from schedcp.testbed.extras import GuestExtras
@@ -108,6 +108,7 @@ class Testbed:
         self.last_used = time.monotonic()
         self.closed = False
         self.progress: Callable[[str], None] = lambda _m: None
+        self.node: TestbedNode = "vm"
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -137,6 +138,7 @@ class Testbed:
             boot_s=self.session.boot_s,
             accel=self.session.accel,
             restarts=self.session.restarts,
+            node=self.node,
             observations=self.observations,
             trials=len(self.trials),
             error=(getattr(err, "cause", None) or str(err))[:300] if err is not None else None,
@@ -202,6 +204,17 @@ class Testbed:
 
 
 SessionFactory = Callable[..., GuestSession]  # (kernel, cpus, progress[, extras=GuestExtras])
+DaemonSessionFactory = Callable[[str, bool, Callable[[str], None]], GuestSession]
+# Where a testbed's trials run: the server's own micro-VM, the daemon's node, or the daemon's node
+# when it is this host (services/daemon_testbed.py).
+TestbedNode = Literal["vm", "daemon", "local"]
+
+
+@runtime_checkable
+class VerifyingSession(Protocol):
+    """A session whose node loads only what the SchedCP daemon verified (the daemon testbed)."""
+
+    def verified_policy(self, built: Any, config: dict[str, Any], policy: Any) -> Any: ...
 
 
 class Testbeds:
@@ -216,8 +229,11 @@ class Testbeds:
         idle_s: float = IDLE_S,
         limit: int = 1,
         host_files: GuestExtras | None = None,
+        daemon_factory: DaemonSessionFactory | None = None,
     ) -> None:
         self._factory = session_factory
+        # Testbeds on the daemon's node (services/daemon_testbed.py): (kernel, require_local, progress).
+        self._daemon_factory = daemon_factory
         # Host files for every testbed's guest: given by whoever started the server (the CLI's
         # --with), never by an MCP client, which must not make the server read host paths.
         self.host_files = host_files
@@ -226,8 +242,14 @@ class Testbeds:
         self.idle_s = idle_s
         self.limit = limit
 
-    def start(self, spec: TargetSpec, kernel: str, cpus: int, progress: Callable[[str], None]) -> Testbed:
+    def start(
+        self, spec: TargetSpec, kernel: str, cpus: int, progress: Callable[[str], None], node: TestbedNode = "vm"
+    ) -> Testbed:
         target = make_target(spec)
+        if node != "vm" and (target.packages or (self.host_files and self.host_files.files)):
+            raise UsageError("packages and files are added to the micro-VM's guest", "use the vm testbed for them")
+        if node != "vm" and self._daemon_factory is None:
+            raise NotReadyError("this server reaches no SchedCP daemon", "use the vm testbed", code="no_daemon")
         with self._lock:
             now = time.monotonic()
             for tb in list(self._open.values()):
@@ -241,10 +263,15 @@ class Testbeds:
                     "stop_testbed the one you no longer need, or wait for it to finish",
                     code="busy",
                 )
-            extras = GuestExtras(tuple(target.packages), self.host_files.files if self.host_files else ())
-            session = self._factory(kernel, cpus, progress, **({"extras": extras} if extras else {}))
+            if node == "vm":
+                extras = GuestExtras(tuple(target.packages), self.host_files.files if self.host_files else ())
+                session = self._factory(kernel, cpus, progress, **({"extras": extras} if extras else {}))
+            else:
+                assert self._daemon_factory is not None
+                session = self._daemon_factory(kernel, node == "local", progress)
             session.start()  # resolves the kernel now (errors belong to the caller), boots in the background
             tb = Testbed(f"tb-{secrets.token_hex(6)}", target, session)
+            tb.node = node
             tb.progress = progress
             self._open[tb.id] = tb
             return tb
@@ -300,6 +327,12 @@ class StartTestbedInput(BaseModel):
         description="Test kernel: 'unstable' (7.2), '6.19' or 'backports' (7.3); must be set up already.",
     )
     cpus: int = Field(2, ge=1, le=64, description="Guest vCPUs.")
+    node: TestbedNode = Field(
+        "vm",
+        description="vm: boot a micro-VM for this testbed. daemon: run on the node the SchedCP daemon owns "
+        "(candidates are verified by the daemon first; only the workload's tasks are switched). local: the "
+        "same, but only when that node is this host.",
+    )
 
 
 class TestbedIdInput(BaseModel):
@@ -313,7 +346,7 @@ def start_testbed(state: ServerState, args: StartTestbedInput, progress: Progres
     against EEVDF in the same boot (run_trial). Returns at once; the boot (10-40 s) continues in the
     background and the first call that needs the guest waits for it. One testbed per server; end it
     with stop_testbed."""
-    return state.testbeds.start(args.target, args.kernel, args.cpus, progress).info()
+    return state.testbeds.start(args.target, args.kernel, args.cpus, progress, args.node).info()
 
 
 def testbed_status(state: ServerState, args: TestbedIdInput, _progress: Progress) -> TestbedInfo:

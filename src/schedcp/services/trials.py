@@ -34,6 +34,7 @@ from schedcp.services.models import (
     TrialRecord,
 )
 from schedcp.services.operation import Operation, Progress
+from schedcp.services.testbed import VerifyingSession
 from schedcp.trial import compare
 from schedcp.trial.models import Policy, RunResult
 from schedcp.trial.rounds import BASELINE, GUEST_DEAD, Arm, ArmRun, run_rounds
@@ -136,6 +137,14 @@ def _measure(
         meta=built.meta,
         include_dir=headers.kernel_include_dir(session.kernel),
     )
+    if isinstance(session, VerifyingSession):  # the daemon's node loads only what the daemon verified
+        try:
+            policy = session.verified_policy(built, dict(config), policy)
+        except SchedcpError as exc:
+            if exc.code != "not_verified":
+                raise
+            trial.error = exc.cause
+            return
     arms = [Arm(BASELINE), Arm(built.name, policy, dict(config))]
 
     def announce(arm: Arm, r: int) -> None:

@@ -45,6 +45,17 @@ class VerifyInput(BaseModel):
         max_length=MAX_CONFIG_KEYS,
         description="Tunable values the policy will run with; the token is bound to them.",
     )
+    rodata: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_CONFIG_KEYS,
+        description="scx-style sources: const volatile NAME=VALUE their own loader would set; bound into the "
+        "token as rodata.NAME (repeat them in deploy_scheduler's config).",
+    )
+    struct_ops: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="The struct_ops map to attach when the object defines several (bound into the token).",
+    )
     kernel: KernelSpec = "unstable"
     workload: WorkloadName | None = Field(  # type: ignore[valid-type]
         None, description=f"{WORKLOAD_DESCRIPTION} The same built-in workloads as run_in_vm."
@@ -146,7 +157,13 @@ def verify_scheduler(state: ServerState, args: VerifyInput, _progress: Progress)
     elif args.workload_args:
         raise UsageError("workload_args needs workload", "name a built-in workload")
     result = state.daemon().verify(
-        text, name, checks.config_dict(dict(args.config)), kernel=args.kernel, workload=command
+        text,
+        name,
+        checks.config_dict(dict(args.config)),
+        kernel=args.kernel,
+        workload=command,
+        rodata=dict(args.rodata),
+        struct_ops=args.struct_ops,
     )
     report = dict(result.get("report") or {})
     report.pop("token", None)  # the bearer token stays with the daemon; agents use its id

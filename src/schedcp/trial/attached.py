@@ -120,6 +120,7 @@ class AttachedPolicy:
         attach_events: list[KernelEvent],
         state: SchedExtState | None,
         partial: bool,
+        loader: dict[str, Any] | None = None,
     ) -> None:
         self.node = node
         self.policy = policy
@@ -128,6 +129,8 @@ class AttachedPolicy:
         self.config = config
         self.variables = variables
         self.partial = partial
+        # What the node's scx loader steps did (enums filled, .rodata set, the struct_ops map attached).
+        self.loader = dict(loader or {})
         self.attach_events = attach_events
         self.attach_state = state or SchedExtState()
         # Every kernel event seen since the attach (the attach's own first).
@@ -246,6 +249,7 @@ def load(
         attach_events=result.kernel_events,
         state=result.state,
         partial=partial,
+        loader={**result.loader, **({"struct_ops": result.struct_ops} if result.struct_ops else {})},
     )
 
 

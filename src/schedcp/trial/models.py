@@ -141,3 +141,6 @@ class Policy(BaseModel):
     include_dir: Path | None = None
     # How the node's loader treats it: struct_ops choice, .rodata values, the scx loader steps.
     loader: LoaderOptions | None = None
+    # The SchedCP daemon's verification of this object and configuration (its token id): a node the
+    # daemon owns loads only what the daemon verified, by this id, never an object sent to it.
+    token_id: str | None = None

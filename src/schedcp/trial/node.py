@@ -10,8 +10,8 @@ moves JSON requests:
   as a unix socket on the host) or a host node agent served with ``schedcp-node --unix PATH``.
 * ``LocalNode``: the node agent in this process, for a sched_ext host when we already are the
   privileged process (``schedcp bench --target local``) and for host observation (analysis).
-* ``DaemonNode``: node operations forwarded by the SchedCP daemon, which owns the host's node
-  agent; the interface is fixed here, the daemon side comes with deployment.
+* ``DaemonNode``: what the SchedCP daemon lets a client do on the node it owns (a command on a VM
+  node, an observation, a whole trial arm of a policy the daemon verified); see its docstring.
 
 Failures the node reports become ``NodeOpError`` (``NodeInputError``, also a ``UsageError``, when
 the caller's input was at fault), carrying the node's ``details`` (verifier log, kernel events).
@@ -312,35 +312,70 @@ class LocalNode(NodeOps):
                 self.call("detach", {"handle": handle})
 
 
-# Node operations the daemon forwards for an unprivileged client, and the daemon op that does each.
-# Everything else (loading, detaching, reading its state) stays inside the daemon: a deployment
-# attaches only with the verifier's token (``deploy``), never through a raw node call.
-DAEMON_NODE_OPS = {"run": "node_run"}
+# Node operations the daemon forwards for a client, and the daemon op that does each. Everything else
+# (loading, detaching, reading its state) stays inside the daemon: a deployment attaches only with the
+# verifier's token (``deploy``), a trial arm only what the daemon verified (``trial_arm``, below).
+DAEMON_NODE_OPS = {"run": "node_run", "observe_run": "trial_observe"}
+# Beyond the workload's own deadline, how long a trial arm may take (the kernel's verifier loading it).
+TRIAL_LOAD_MARGIN_S = 900.0
 
 
 class DaemonNode(NodeOps):
     """The node the SchedCP daemon owns (``schedcp daemon --node ...``), as far as it lets a client in.
 
-    Only ``run`` is forwarded (the daemon's ``node_run``: VM nodes only, since on a host it would be
-    a root shell); any other operation is refused here with the way to get it done instead.
+    * ``run`` is the daemon's ``node_run`` (VM nodes only: on a host it would be a root shell);
+    * ``observe_run`` is ``trial_observe`` (VM nodes; on a local node the caller observes the
+      command on this host itself, as itself: ``observe_here``);
+    * a whole trial arm is ``trial_arm`` (``run_arm``, which ``trial.rounds.run_arm`` hands over):
+      the daemon attaches only an object it verified (the policy's ``token_id``), with
+      ``SCX_OPS_SWITCH_PARTIAL`` forced, runs the workload with only its tasks switched and never as
+      root, and detaches after;
+    * anything else is refused here with the way to get it done instead.
     """
 
-    def __init__(self, client: Any = None) -> None:
+    def __init__(self, client: Any = None, *, observe_here: bool = False) -> None:
         if client is None:
             from schedcp.daemon.client import DaemonClient
 
             client = DaemonClient()
         self.client = client
+        self.observe_here = observe_here
 
     def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float = 60.0) -> dict[str, Any]:
+        if op == "observe_run" and self.observe_here:
+            return LocalNode().call(op, args, timeout_s=timeout_s)
         forwarded = DAEMON_NODE_OPS.get(op)
         if forwarded is None:
             raise NotReadyError(
                 f"the SchedCP daemon does not forward the node operation {op!r}",
-                "deploy through the daemon (schedcp deploy, with a verification token), or use the micro-VM",
+                "deploy through the daemon (schedcp deploy, with a verification token), run trials with "
+                "`schedcp optimize --target daemon`, or use the micro-VM",
                 code="daemon_no_node",
             )
         args = dict(args or {})
         if op == "run":
             args = {"argv": args.get("argv"), "timeout_s": args.get("timeout_s", 60.0)}
         return dict(self.client.call(forwarded, args, timeout_s=timeout_s + 30))
+
+    def info(self) -> dict[str, Any]:
+        """The daemon's node: kind (local or vm), kernel release, CPUs, boot id, sched_ext state."""
+        return dict(self.client.call("trial_info", {}, timeout_s=60))
+
+    def run_arm(self, arm: Any, argv: list[str], *, timeout_s: float, watchdog_ms: int | None, partial: bool) -> Any:
+        """One arm on the daemon's node (``trial.rounds.ArmRunner``); always partial there."""
+        from schedcp.trial.rounds import ArmRun
+
+        args: dict[str, Any] = {"name": arm.name, "argv": list(argv), "timeout_s": timeout_s}
+        if watchdog_ms is not None:
+            args["watchdog_ms"] = watchdog_ms
+        if arm.policy is not None:
+            if not arm.policy.token_id:
+                raise UsageError(
+                    f"{arm.name} has not been verified by the daemon, and its node loads nothing else",
+                    "verify it through the daemon first (verify_scheduler / DaemonClient.verify)",
+                    code="not_verified",
+                )
+            args["token_id"] = arm.policy.token_id
+            args["config"] = dict(arm.config)
+        raw = self.client.call("trial_arm", args, timeout_s=timeout_s + TRIAL_LOAD_MARGIN_S)
+        return ArmRun.from_dict(raw["arm"])

@@ -17,6 +17,8 @@ for two arms), after one unmeasured warm-up run of the first arm, so neither slo
 machine nor a cold guest favours a side. The server's ``run_in_vm``, the agent's trials and the
 benchmark harness (which adds seeds per round and repeats disturbed runs on top) all use these.
 A dead guest (``guest_timeout``/``guest_lost``) is never a verdict on the policy: it is raised.
+A node that runs whole arms itself (``ArmRunner``: the daemon's node, reached by ``DaemonNode``)
+gets the arm as one call and answers with the same ``ArmRun``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from schedcp.errors import SchedcpError
 from schedcp.trial.attached import failure_detail, load
-from schedcp.trial.models import KernelEvent, Policy, RunResult, SchedExtState, ejections
+from schedcp.trial.models import KernelEvent, Policy, RunResult, SchedExtState, ejections, events_from
 from schedcp.trial.node import GUEST_DEAD, NodeClient, NodeOpError
 
 BASELINE = "eevdf"
@@ -74,6 +76,50 @@ class ArmRun:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for a node that runs whole arms elsewhere (the daemon) to answer with."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in _PLAIN_FIELDS}
+        out["run"] = self.run.model_dump() if self.run is not None else None
+        out["events"] = [e.model_dump() for e in self.events]
+        out["ejections"] = [e.model_dump() for e in self.ejections]
+        out["state_after"] = self.state_after.model_dump() if self.state_after is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ArmRun:
+        rec = cls(str(raw["arm"]), **{k: raw[k] for k in _PLAIN_FIELDS if k in raw and k != "arm"})
+        rec.run = RunResult.model_validate(raw["run"]) if raw.get("run") else None
+        rec.events = events_from(raw.get("events"))
+        rec.ejections = events_from(raw.get("ejections"))
+        rec.state_after = SchedExtState.model_validate(raw["state_after"]) if raw.get("state_after") else None
+        return rec
+
+
+_PLAIN_FIELDS = (
+    "arm",
+    "round",
+    "position",
+    "status",
+    "error",
+    "error_code",
+    "next_step",
+    "ops_name",
+    "config",
+    "counters",
+    "stayed",
+    "warnings",
+)
+
+
+@runtime_checkable
+class ArmRunner(Protocol):
+    """A node that runs a whole arm itself (attach, run, judge, detach as one operation): the SchedCP
+    daemon, which loads only objects it verified and switches only the workload's tasks."""
+
+    def run_arm(
+        self, arm: Arm, argv: list[str], *, timeout_s: float, watchdog_ms: int | None, partial: bool
+    ) -> ArmRun: ...
+
 
 def rotate(arms: list[T], round_index: int) -> list[T]:
     """Arms rotated by the round number: every arm takes every position equally often."""
@@ -97,6 +143,8 @@ def run_arm(
     ``around`` wraps just the workload (the bench harness samples the host's CPU steal there).
     Raises SchedcpError when the guest dies, or (code ``bench_state``) when a scheduler is found
     attached before an EEVDF run."""
+    if isinstance(node, ArmRunner) and around is None:
+        return node.run_arm(arm, argv, timeout_s=timeout_s, watchdog_ms=watchdog_ms, partial=partial)
     rec = ArmRun(arm.name, config=dict(arm.config))
     wrap = around or nullcontext
     if arm.policy is None:
