@@ -259,3 +259,71 @@ def test_local_node_on_a_kernel_without_sched_ext_is_refused(tmp_path: Path):
         env=env,
     )
     assert bad.returncode == 2 and "unknown node" in bad.stderr
+
+
+# ---- what a trial on the daemon's node is held to (daemon/trial_ops.py), on this host's kernel ----
+
+
+def test_trial_arm_requests_are_bounded_at_the_boundary():
+    from schedcp.daemon.trial_ops import MAX_TRIAL_S, TrialArmArgs
+
+    ok = TrialArmArgs(name="fifo", token_id="a" * 24, argv=["true"], timeout_s=5, config={"rodata.x": "1"})
+    assert ok.watchdog_ms == 10000
+    for bad in (
+        {"timeout_s": MAX_TRIAL_S + 1},
+        {"argv": []},
+        {"argv": ["a\x00b"]},
+        {"token_id": "../../etc"},
+        {"config": {"BAD KEY": 1}},
+        {"config": {"struct_ops": "x; rm"}},
+        {"watchdog_ms": 50},
+        {"object_path": "/tmp/evil.bpf.o"},  # an object is never sent: only the daemon's token id
+    ):
+        with pytest.raises(ValidationError):
+            TrialArmArgs.model_validate({"name": "fifo", "argv": ["true"], "timeout_s": 5, **bad})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root, like the daemon")
+def test_a_hosts_trial_workload_runs_as_the_caller_in_a_clean_environment(monkeypatch):
+    from schedcp.node.runner import run_command
+
+    monkeypatch.setenv("SCHEDCP_SECRET_FOR_TEST", "the daemon's")
+    out = run_command(["sh", "-c", "id -u; echo ${SCHEDCP_SECRET_FOR_TEST:-clean}; pwd"], uid=65534, timeout_s=30)
+    uid, env, cwd = out["stdout"].split()
+    assert (uid, env) == ("65534", "clean") and cwd in ("/", "/nonexistent")
+    for bad in (0, -1, True):
+        with pytest.raises(Exception) as refused:
+            run_command(["true"], uid=bad)
+        assert getattr(refused.value, "code", "") == "bad_user"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root, like the daemon")
+def test_a_hosts_trial_job_ends_its_own_session_and_nothing_else_of_the_user():
+    # Another process of the same user, outside the job's session, must survive the job's end.
+    bystander = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+    try:
+        started = canary.spawn(["sh", "-c", "sleep 60 & echo started; id -u"], timeout_s=30, uid=65534)
+        deadline = time.monotonic() + 30
+        while not (result := canary.job(started["job"]))["done"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert result["stdout"].split() == ["started", "65534"] and result["exit_code"] == 0
+        assert _alive_in_session(started["pid"]) == [], "the job's background sleep outlived it"
+        assert bystander.poll() is None, "a process of the same user outside the job was killed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def _alive_in_session(sid: int) -> list[int]:
+    """Processes of a session that still run (a killed one may linger as a zombie until reaped)."""
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return out

@@ -15,8 +15,10 @@ import json
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +61,131 @@ def test_node_run_puts_workloads_on_the_vm_node(daemon: Daemon):
     assert failing.returncode == 7
 
 
-def test_verified_policy_goes_canary_then_promoted(daemon: Daemon):
-    source = (Path(__file__).resolve().parent / "corpus" / "good" / "header_fifo.bpf.c").read_text()
+def _good_token(daemon: Daemon) -> str:
+    """header_fifo verified by the daemon itself (the real pipeline, in its own micro-VM), once."""
+    if "token_id" not in daemon.notes:
+        source = (Path(__file__).resolve().parent / "corpus" / "good" / "header_fifo.bpf.c").read_text()
+        with DaemonClient(daemon.socket) as client:
+            verified = client.verify(source, "header_fifo.bpf.c", kernel="unstable")
+        assert verified["report"]["verdict"] == "pass", verified["report"]["reason"]
+        daemon.notes["token_id"] = verified["token_id"]
+    return str(daemon.notes["token_id"])
+
+
+@contextmanager
+def _lag_work_stopped(daemon: Daemon) -> Iterator[None]:
+    """The fixture's busy lag-work processes, stopped: partial mode ranks the ext class below the fair
+    class, so a trial's workload would only get the CPUs they leave (none). They stay as unrelated
+    processes whose scheduling policy the trial must not touch."""
+    assert daemon.cli("node", "run", "--", "sh", "-c", "kill -STOP $(pidof lag-work)").returncode == 0
+    try:
+        yield
+    finally:
+        daemon.cli("node", "run", "--", "sh", "-c", "kill -CONT $(pidof lag-work)")
+
+
+# Every task in the guest as "policy uid comm", after sched_ext's "state ops switch_all".
+TASKS = (
+    "echo $(cat /sys/kernel/sched_ext/state) $(cat /sys/kernel/sched_ext/root/ops) "
+    "$(cat /sys/kernel/sched_ext/switch_all); for f in /proc/[0-9]*; do "
+    "p=$(awk '/^policy/{print $3}' $f/sched 2>/dev/null); u=$(awk '/^Uid:/{print $2}' $f/status 2>/dev/null); "
+    'c=$(cat $f/comm 2>/dev/null); [ -n "$p" ] && echo "$p $u $c"; done'
+)
+TRIAL_WORK = (
+    "echo -n trial-work > /proc/self/comm; end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do :; done; id -u"
+)
+
+
+def test_trial_arm_on_the_daemons_node_switches_only_the_workloads_tasks(daemon: Daemon):
+    from schedcp.errors import SchedcpError
+    from schedcp.trial.models import Policy
+    from schedcp.trial.node import DaemonNode
+    from schedcp.trial.rounds import Arm
+
+    token_id = _good_token(daemon)
     with DaemonClient(daemon.socket) as client:
-        verified = client.verify(source, "header_fifo.bpf.c", kernel="unstable")
-    assert verified["report"]["verdict"] == "pass", verified["report"]["reason"]
-    token_id = verified["token_id"]
-    daemon.notes["token_id"] = token_id
+        # The node loads only what the daemon verified: an id it never issued is refused before anything.
+        with pytest.raises(SchedcpError) as unknown:
+            client.call("trial_arm", {"name": "x", "token_id": "f" * 24, "argv": ["true"], "timeout_s": 5})
+        assert unknown.value.code == "token_unknown"
+        with pytest.raises(SchedcpError) as too_long:
+            client.call("trial_arm", {"name": "x", "argv": ["true"], "timeout_s": 7200})
+        assert too_long.value.code == "usage"
+    arm = Arm(GOOD, Policy(name=GOOD, object_path=Path("/never/sent"), token_id=token_id))
+    node = DaemonNode(DaemonClient(daemon.socket))
+    done: dict[str, Any] = {}
+    seen: list[str] = []
+    with _lag_work_stopped(daemon):
+        worker = threading.Thread(
+            target=lambda: done.update(
+                rec=node.run_arm(arm, ["sh", "-c", TRIAL_WORK], timeout_s=120, watchdog_ms=10000, partial=True)
+            )
+        )
+        worker.start()
+        deadline = time.monotonic() + 240
+        while worker.is_alive() and time.monotonic() < deadline:  # look while the arm runs
+            lines = daemon.json("node", "run", "--", "sh", "-c", TASKS)["stdout"].splitlines()
+            if lines and lines[0] == f"enabled {GOOD_OPS} 0" and any(ln.endswith(" trial-work") for ln in lines):
+                seen = lines
+                break
+        worker.join(300)
+    rec = done["rec"]
+    assert rec.status == "ok" and rec.ops_name == GOOD_OPS and rec.stayed, (rec.status, rec.error)
+    workload_uid = rec.run.stdout.split()[-1]
+    assert workload_uid != "0", "the workload never runs as root"
+    assert seen, "the probe never caught the policy attached with the workload running"
+    tasks = [ln.split(" ", 2) for ln in seen[1:]]
+    switched = [t for t in tasks if t[0] == "7"]
+    # During the trial: the workload's tasks (its uid) are SCHED_EXT, every other task is not;
+    # lag-work (root, unrelated) keeps SCHED_NORMAL.
+    assert any(t[2] == "trial-work" for t in switched), seen
+    assert all(t[1] == workload_uid for t in switched), switched
+    assert [t[0] for t in tasks if t[2] == "lag-work"] == ["0", "0"], seen
+    # After: detached, the kernel's default scheduler again, and nothing left of the workload.
+    assert daemon.status()["node"]["state"] == "disabled"
+    after = daemon.json("node", "run", "--", "sh", "-c", TASKS)["stdout"]
+    assert "trial-work" not in after
+
+
+def test_optimize_target_daemon_measures_on_the_daemons_node(daemon: Daemon, tmp_path: Path):
+    env = {"SCHEDCP_DATA_DIR": str(tmp_path / "data")}
+    local = daemon.cli("optimize", "--target", "local", "--demo", "--json", env=env)
+    assert local.returncode != 0 and "--target daemon" in local.stdout + local.stderr, local.stdout + local.stderr
+    with _lag_work_stopped(daemon):
+        out = daemon.cli(
+            "optimize",
+            "--target",
+            "daemon",
+            "--workload",
+            "longtail",
+            "--workload-arg=--tasks",
+            "--workload-arg=8",
+            "--iterations",
+            "1",
+            "--rounds",
+            "1",
+            "--json",
+            env=env,
+            timeout=900,
+        )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    trial = doc["iterations"][0]["execution"]["trial"]
+    assert trial["ok"], json.dumps(doc["iterations"][0]["execution"])[-3000:]
+    assert trial["boot_id"] and trial["same_boot"]  # the daemon's node: one boot all along
+    assert "verifying" in out.stderr  # the candidate went through the daemon's verifier first
+    with DaemonClient(daemon.socket) as client:
+        ops = [e for e in client.audit_tail(200) if e["event"] == "trial_arm" and e["phase"] == "end"]
+    assert {e["fields"].get("arm") for e in ops} >= {"eevdf", trial_policy(doc)}
+    assert daemon.status()["node"]["state"] == "disabled"
+
+
+def trial_policy(doc: dict[str, Any]) -> str:
+    return str(doc["iterations"][0]["execution"]["candidate"]["policy"])
+
+
+def test_verified_policy_goes_canary_then_promoted(daemon: Daemon):
+    token_id = _good_token(daemon)
     dep = daemon.json("deploy", token_id, "--canary-comm", "^lag-work$", "--goal", "cpu_rate")
     # During the window only the canary's tasks are switched: partial mode, the kernel says so.
     canary = daemon.wait_for("the canary", lambda s: (s.get("active") or {}).get("state") == "canary")

@@ -84,8 +84,10 @@ class Daemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
-    def cli(self, *args: str, uid: int | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "SCHEDCP_DAEMON_SOCKET": str(self.socket)}
+    def cli(
+        self, *args: str, uid: int | None = None, timeout: float = 240, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "SCHEDCP_DAEMON_SOCKET": str(self.socket), **(env or {})}
         if uid is not None:
             env["HOME"] = "/tmp"
 
