@@ -183,18 +183,27 @@ def program_binds(executable: str) -> tuple[Bind, ...]:
         binds[prefix] = Bind(prefix, prefix)
     else:
         binds[real] = Bind(real, real)
+    for lib in library_binds((real,)):
+        if not any(lib.target.startswith(p.rstrip("/") + "/") for p in binds):
+            binds[lib.target] = lib
+    return tuple(binds.values())
+
+
+def library_binds(files: tuple[str, ...]) -> tuple[Bind, ...]:
+    """The shared libraries that trusted executables or modules `files` load (one ``ldd`` run), each
+    bound at its canonical directory, plus the loader's cache."""
     ldd = shutil.which("ldd")
     if ldd is None:
         raise NotReadyError("ldd is not installed", "apt-get install libc-bin")
-    out = subprocess.run([ldd, real], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run([ldd, *files], capture_output=True, text=True, timeout=60).stdout if files else ""
+    binds: dict[str, Bind] = {}
     for line in out.splitlines():
         parts = line.split()
         path = parts[2] if len(parts) >= 3 and parts[1] == "=>" else (parts[0] if parts else "")
         if not path.startswith("/") or not os.path.exists(path):
             continue
         inside = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-        if not any(inside.startswith(p.rstrip("/") + "/") for p in binds):
-            binds[inside] = Bind(os.path.realpath(path), inside)
+        binds.setdefault(inside, Bind(os.path.realpath(path), inside))
     if os.path.exists("/etc/ld.so.cache"):
         binds["/etc/ld.so.cache"] = Bind("/etc/ld.so.cache", "/etc/ld.so.cache")
     return tuple(binds.values())

@@ -166,9 +166,12 @@ def compile_policy(
 
 def static_findings(source: str, config: dict[str, Any]) -> list[Finding]:
     """The verifier's scheduler-specific static analysis, most severe first."""
-    from schedcp.verifier.static import analyze
+    from schedcp.verifier.static.sandboxed import StaticAnalysisError, run_static
 
-    result = analyze(source, config=dict(config) or None)
+    try:
+        result = run_static(source, config=dict(config) or None)  # parsed in the sandbox, never here
+    except StaticAnalysisError as exc:
+        return [Finding(id=exc.finding_id, severity="error", message=exc.cause, hint=exc.next_step)]
     rank = {"error": 0, "warning": 1, "info": 2}
     items = sorted(result.findings, key=lambda f: (rank.get(f.severity, 3), f.line or 0))
     return [

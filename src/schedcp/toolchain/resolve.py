@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schedcp.errors import UsageError
-from schedcp.toolchain import build, metadata, scx_source, scx_userspace
+from schedcp.toolchain import build, metadata, scx_source
 from schedcp.toolchain.objinfo import struct_ops_names
 from schedcp.toolchain.scx_headers import ScxHeaders
 from schedcp.toolchain.scx_userspace import UserspaceNeeds
@@ -43,5 +43,9 @@ def resolve_scheduler(spec: str, kernel, *, scx_include: str | None = None) -> R
     if toml.is_file():
         meta = metadata.load_meta(toml)
     result = built.result
-    needs = scx_userspace.analyze(result.object_path, source, list(built.sources.texts().values()))
+    # What its userspace half does, read in the sandbox like every analysis of C (verifier/static/sandboxed.py).
+    from schedcp.verifier.static.sandboxed import run_static
+
+    text = source.read_bytes()[: build.MAX_SOURCE_BYTES].decode(errors="replace")
+    needs = run_static(text, sources=built.sources, obj=result.object_path, static=False).userspace
     return ResolvedScheduler(built.sources.name, result.object_path, meta, source, result, built.scx, needs)

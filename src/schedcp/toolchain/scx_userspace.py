@@ -28,6 +28,7 @@ from pathlib import Path
 
 from schedcp.node.btf import KIND_ARRAY, KIND_PTR, KIND_STRUCT, Btf
 from schedcp.node.scxload import CPU_COUNT_NAMES
+from schedcp.toolchain.build import comment_spans
 from schedcp.toolchain.scx_loader import ENUM_PREFIX, object_btf
 
 MAP_QUEUE, MAP_STACK, MAP_USER_RINGBUF = 22, 23, 31
@@ -109,7 +110,7 @@ def _uei_vars(btf: Btf) -> set[str]:
 
 
 def _strip_comments(text: str) -> str:
-    return re.sub(r"/\*.*?\*/|//[^\n]*", " ", text, flags=re.S)
+    return "".join(" " if is_comment else part for part, is_comment in comment_spans(text))
 
 
 def _without_block(text: str, start: re.Match[str] | None) -> str:

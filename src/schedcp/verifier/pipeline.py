@@ -27,8 +27,8 @@ from schedcp.toolchain import build as build_mod
 from schedcp.toolchain import headers, metadata, scx_headers, scx_loader, scx_source, scx_userspace
 from schedcp.verifier import keys, performance, tokens
 from schedcp.verifier.report import STAGE_ORDER, Finding, Report, StageName, StageResult, Verdict
-from schedcp.verifier.static import analyze
 from schedcp.verifier.static.kernelfacts import from_include_dir
+from schedcp.verifier.static.sandboxed import StaticAnalysisError, run_static
 from schedcp.verifier.vmstages import DEFAULT_TIMEOUT_MS, VmPlan, VmStages
 
 MAX_WORKLOAD_CHARS = 1000
@@ -252,9 +252,8 @@ class Pipeline:
         )
         return stage, result, text
 
-    def _userspace(self, obj: Path) -> Finding | None:
+    def _userspace(self, needs: scx_userspace.UserspaceNeeds) -> Finding | None:
         """A finding when the program needs its userspace half for more than SchedCP's loader does."""
-        needs = scx_userspace.analyze(obj, self.source.path, list(self.source.files.texts().values()))
         self.loader_notes["loader"] = {"generic": needs.generic}
         summary = needs.summary(set(self.opts.rodata))
         if not summary:
@@ -270,23 +269,38 @@ class Pipeline:
         )
 
     def _static(self, text: str, include_dir: Path, release: str, obj: Path | None = None) -> StageResult:
+        """The static rules and the userspace-half check, both in the sandbox (verifier/static/sandboxed.py)."""
         t0 = time.monotonic()
-        facts = from_include_dir(include_dir, release)
-        units = scx_source.analysis_units(self.source.files, self.scx)
-        result = analyze(text, kernel=facts, config=self.config, extra_units=units)
-        userspace = self._userspace(obj) if obj is not None else None
+        facts = from_include_dir(include_dir, release)  # our own generated header: read here
+        try:
+            out = run_static(
+                text,
+                kernel=facts,
+                config=self.config,
+                sources=self.source.files,
+                include_dirs=self.scx.include_dirs if self.scx is not None else (),
+                obj=obj,
+            )
+        except StaticAnalysisError as exc:
+            finding = Finding(
+                id=exc.finding_id, stage="static", severity="error", message=exc.cause, hint=exc.next_step
+            )
+            return self._fail_stage("static", finding, t0, exc.cause)
+        findings = list(out.findings)
+        userspace = self._userspace(out.userspace) if out.userspace is not None else None
         if userspace is not None:
-            result.findings.insert(0, userspace)
-        errors = len(result.errors)
-        warnings = sum(f.severity == "warning" for f in result.findings)
+            findings.insert(0, userspace)
+        errors = sum(f.severity == "error" for f in findings)
+        warnings = sum(f.severity == "warning" for f in findings)
         status = "failed" if errors else ("warned" if warnings else "passed")
         return StageResult(
             name="static",
             status=status,
             duration_s=round(time.monotonic() - t0, 3),
-            findings=result.findings,
-            summary=f"{errors} error(s), {warnings} warning(s) from {result.facts['rules_run']} rules",
-            details={k: v for k, v in result.facts.items() if k != "functions"},
+            findings=findings,
+            omitted_findings=out.omitted_findings,
+            summary=f"{errors} error(s), {warnings} warning(s) from {out.facts['rules_run']} rules",
+            details={k: v for k, v in out.facts.items() if k != "functions"},
         ).bounded()
 
     # -- the run ---------------------------------------------------------------------------------
