@@ -180,9 +180,9 @@ def test_optimize_target_daemon_measures_on_the_daemons_node(daemon: Daemon, tmp
     assert trial["boot_id"] and trial["same_boot"]  # the daemon's node: one boot all along
     with DaemonClient(daemon.socket) as client:
         entries = client.audit_tail(300)
-    arms = [e for e in entries if e["event"] == "trial_arm" and e["phase"] == "end"]
-    assert {e["fields"].get("arm") for e in arms} >= {"eevdf", trial_policy(doc)}
-    assert all(e["outcome"] == "ok" for e in arms)
+    names = {"eevdf", trial_policy(doc)}
+    arms = [e for e in entries if e["event"] == "trial_arm" and e["phase"] == "end" and e["fields"].get("arm") in names]
+    assert {e["fields"]["arm"] for e in arms} == names and all(e["outcome"] == "ok" for e in arms), arms
     # The candidate's arm names the token of a verification this daemon passed: nothing else loads.
     passed = {e["fields"].get("token_id") for e in entries if e["event"] == "verify" and e["phase"] == "end"}
     policy_arms = [e for e in arms if e["fields"].get("arm") == trial_policy(doc)]
@@ -384,13 +384,14 @@ def test_scx_style_policy_error_shows_its_exit_record_in_status_and_audit(daemon
     # The scheduler's own exit record (UEI), read back before its object was closed: the kernel's
     # reason and the message it formatted with the .rodata value the token bound.
     uei = trip["exit_info"]
-    assert uei["kind_name"] == "SCX_EXIT_ERROR" and "code 42" in uei["message"], uei
+    assert uei["kind_name"] == "SCX_EXIT_ERROR_BPF" and uei["reason"] == "scx_bpf_error", uei
+    assert "code 42" in uei["message"], uei
     assert "code 42" in trip["reason"]
     assert after["node"]["ops"] == "simple"
     shown = " ".join(daemon.cli("status").stdout.split())  # the terminal's wrapping undone
-    assert "exit record: runtime error" in shown and "code 42" in shown, shown
+    assert "exit record: scx_bpf_error" in shown and "code 42" in shown, shown
     told = " ".join(daemon.cli("audit", "--deployment", dep["id"]).stdout.split())
-    assert "exit record: runtime error" in told and "code 42" in told, told
+    assert "exit record: scx_bpf_error" in told and "code 42" in told, told
     with DaemonClient(daemon.socket) as client:
         entries = client.audit_tail(50)
     logged = [e for e in entries if e["event"] == "breaker_trip" and e["fields"]["deployment"] == dep["id"]]
