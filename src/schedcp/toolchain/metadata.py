@@ -22,6 +22,15 @@ before load, so no recompilation is needed. Stats are plain global counters (u64
     [[stats]]
     name = "nr_enqueued"   # the C variable: u64 nr_enqueued;
     description = "..."
+    [wait_bound]           # optional: this policy makes tasks wait on purpose, at most this long
+    tunable = "max_wait_us"
+    slack_ms = 1000        # what the aging rule adds on top (a few slices), plus jitter
+
+A declared wait bound is a claim the gates hold the policy to, not a waiver: every watchdog that
+watches the policy is raised to twice the bound (``watchdog_floor_ms``), and the verifier's
+dynamic stage allows tasks to wait up to the bound and no longer. The bound can never exceed
+``MAX_WAIT_BOUND_S`` for any value of the tunable, so a policy (or an agent writing its metadata)
+cannot declare its way past the kernel's watchdog.
 """
 
 from __future__ import annotations
@@ -105,6 +114,20 @@ class Tunable(BaseModel):
         return number
 
 
+# The longest wait any policy may declare, whatever its tunable is set to. Twice this (the watchdog
+# floor) stays below the kernel's 30 s cap on the sched_ext watchdog.
+MAX_WAIT_BOUND_S = 10.0
+
+
+class WaitBound(BaseModel):
+    """A policy's declared bound on how long a runnable task may wait: a tunable (in microseconds)
+    plus a fixed slack."""
+
+    model_config = ConfigDict(extra="forbid")
+    tunable: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")
+    slack_ms: int = Field(default=1000, ge=0, le=5000)
+
+
 class Stat(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")
@@ -121,6 +144,7 @@ class SchedulerMeta(BaseModel):
     min_kernel: str = Field(default="6.12", pattern=r"^\d+\.\d+$")
     tunables: list[Tunable] = Field(default_factory=list, max_length=40)
     stats: list[Stat] = Field(default_factory=list, max_length=40)
+    wait_bound: WaitBound | None = None
     source_file: str = ""
 
     @model_validator(mode="after")
@@ -128,7 +152,32 @@ class SchedulerMeta(BaseModel):
         names = [t.name for t in self.tunables]
         if len(names) != len(set(names)):
             raise ValueError("tunable names must be unique")
+        if self.wait_bound is not None:
+            declared = next((t for t in self.tunables if t.name == self.wait_bound.tunable), None)
+            if declared is None or declared.type not in ("u32", "u64") or declared.unit != "us":
+                raise ValueError(f"wait_bound.tunable {self.wait_bound.tunable!r} must name a u32/u64 tunable in us")
+            longest = (declared.max or 0) / 1e6 + self.wait_bound.slack_ms / 1000
+            if longest > MAX_WAIT_BOUND_S:
+                raise ValueError(
+                    f"wait_bound: {declared.name} up to {declared.max} us plus {self.wait_bound.slack_ms} ms "
+                    f"exceeds {MAX_WAIT_BOUND_S:g} s; lower the tunable's max"
+                )
         return self
+
+    def wait_bound_s(self, config: dict[str, Any] | None = None) -> float | None:
+        """The declared longest wait of a runnable task under `config` (defaults for the rest), or
+        None when the policy declares none (then the gates' own bounds apply)."""
+        if self.wait_bound is None:
+            return None
+        tunable = self.tunable(self.wait_bound.tunable)
+        value = (config or {}).get(tunable.name, tunable.default)
+        return int(tunable.coerce(value)) / 1e6 + self.wait_bound.slack_ms / 1000
+
+    def watchdog_floor_ms(self, config: dict[str, Any] | None = None) -> int:
+        """The shortest sched_ext watchdog that leaves the declared wait room (twice the bound), or
+        0 when nothing is declared."""
+        bound = self.wait_bound_s(config)
+        return 0 if bound is None else int(min(30000, round(2000 * bound)))
 
     def tunable(self, name: str) -> Tunable:
         for t in self.tunables:

@@ -121,6 +121,7 @@ class AttachedPolicy:
         state: SchedExtState | None,
         partial: bool,
         loader: dict[str, Any] | None = None,
+        watchdog_ms: int | None = None,
     ) -> None:
         self.node = node
         self.policy = policy
@@ -129,6 +130,7 @@ class AttachedPolicy:
         self.config = config
         self.variables = variables
         self.partial = partial
+        self.watchdog_ms = watchdog_ms  # as loaded (None: the scheduler's own)
         # What the node's scx loader steps did (enums filled, .rodata set, the struct_ops map attached).
         self.loader = dict(loader or {})
         self.attach_events = attach_events
@@ -230,6 +232,7 @@ def load(
         raise UsageError(f"timeout_ms={watchdog_ms} is out of range", "use 100..30000 (the kernel caps it at 30 s)")
     obj = policy.object_path
     patches, values = tunable_patches(obj, policy.meta, config or {})
+    watchdog_ms = effective_watchdog_ms(policy, values, watchdog_ms)
     remote = node.put_file(f"obj/{obj.name}", obj.read_bytes())
     result = node.load(
         remote,
@@ -250,7 +253,18 @@ def load(
         state=result.state,
         partial=partial,
         loader={**result.loader, **({"struct_ops": result.struct_ops} if result.struct_ops else {})},
+        watchdog_ms=watchdog_ms,
     )
+
+
+def effective_watchdog_ms(policy: Policy, config: dict[str, Any], requested_ms: int | None) -> int | None:
+    """The watchdog a gate asked for, raised to twice the policy's declared wait bound (see
+    ``SchedulerMeta.wait_bound``): a policy that keeps tasks waiting by design, up to a bound it
+    declares and the verifier checks, is not ejected by a shorter watchdog for doing exactly that.
+    None (the scheduler's own watchdog) stays None."""
+    if requested_ms is None or policy.meta is None:
+        return requested_ms
+    return max(requested_ms, policy.meta.watchdog_floor_ms(config))
 
 
 @contextmanager

@@ -35,6 +35,15 @@ class Bounds:
     max_wakeup_p99_ms: float = 2000.0  # above: an error (waking tasks are effectively starved)
     warn_wakeup_p99_ms: float = 750.0  # above: a warning (few samples make p99 noisy on a busy host)
 
+    @classmethod
+    def for_declared_wait(cls, wait_bound_s: float | None) -> Bounds:
+        """The bounds for a policy that declares its longest wait (``SchedulerMeta.wait_bound``):
+        tasks may go without CPU up to the declared bound, not beyond; a declaration never
+        tightens the default."""
+        if wait_bound_s is None:
+            return cls()
+        return cls(max_gap_s=max(cls.max_gap_s, wait_bound_s))
+
     def relative_to(self, baseline: dict[str, Any] | None) -> Bounds:
         """Widen the timing bounds when EEVDF itself was slow in this boot (a busy host stalls vCPUs)."""
         if not baseline:

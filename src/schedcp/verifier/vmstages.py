@@ -21,6 +21,7 @@ from schedcp.errors import SchedcpError
 from schedcp.node.runner import WORKLOAD_USER
 from schedcp.toolchain.metadata import SchedulerMeta
 from schedcp.toolchain.scx_loader import LoaderOptions
+from schedcp.trial.attached import effective_watchdog_ms
 from schedcp.trial.attached import load as load_policy
 from schedcp.trial.models import KernelEvent, Policy, ejections
 from schedcp.trial.node import GUEST_DEAD, NodeClient, NodeOpError
@@ -197,20 +198,35 @@ class VmStages:
         """
         plan = self.plan
         t0 = time.monotonic()
-        self.progress(f"running the load under EEVDF for {plan.seconds:g}s (baseline)")
-        self._baseline_load = load.run(self.node, script, plan.seconds, self.host_cpu).get("load")
+        self.progress(f"running the load under EEVDF for {self.load_seconds:g}s (baseline)")
+        self._baseline_load = load.run(self.node, script, self.load_seconds, self.host_cpu).get("load")
         if plan.workload:
             self.progress("running the workload under EEVDF")
             self._baseline_workload = self.node.run(plan.workload, WORKLOAD_TIMEOUT_S, user=WORKLOAD_USER).as_dict()
         self.baseline_s = time.monotonic() - t0
 
+    @property
+    def wait_bound_s(self) -> float | None:
+        """The policy's declared longest wait under this configuration (metadata ``wait_bound``)."""
+        return self.plan.meta.wait_bound_s(self.plan.config) if self.plan.meta else None
+
+    @property
+    def load_seconds(self) -> float:
+        """How long the correctness load runs: at least twice a declared wait bound, so a task
+        that waits the whole bound still shows progress (and one that waits longer shows up)."""
+        bound = self.wait_bound_s
+        return self.plan.seconds if bound is None else max(self.plan.seconds, round(2 * bound, 1))
+
     def _dynamic(self) -> tuple[list[Finding], dict[str, Any], str]:
         plan = self.plan
         script = load.upload(self.node)
         self._baseline(script)
+        bounds = load.Bounds.for_declared_wait(self.wait_bound_s)
+        watchdog = effective_watchdog_ms(plan.policy, plan.config, plan.timeout_ms)
+        declared = f" (declared wait bound {self.wait_bound_s:g}s)" if self.wait_bound_s is not None else ""
         self.progress(
-            f"attaching with a {plan.timeout_ms} ms watchdog"
-            if plan.timeout_ms
+            f"attaching with a {watchdog} ms watchdog{declared}"
+            if watchdog
             else "attaching with the scheduler's own watchdog"
         )
         try:
@@ -219,8 +235,8 @@ class VmStages:
             events = exc.kernel_events
             self.out.events += [e.as_dict() for e in events]
             return [_ejection_finding(events, exc.cause, when="at attach")], {"node_error": exc.code}, "did not enable"
-        self.progress(f"running the correctness load for {plan.seconds:g}s")
-        run = load.run(self.node, script, plan.seconds, self.host_cpu)
+        self.progress(f"running the correctness load for {self.load_seconds:g}s")
+        run = load.run(self.node, script, self.load_seconds, self.host_cpu)
         self._scheduler_load = run.get("load")
         findings: list[Finding] = []
         details: dict[str, Any] = {"load_wall_s": run.get("wall_s")}
@@ -237,7 +253,7 @@ class VmStages:
         if ejected:
             findings.append(_ejection_finding(health.ejections, f"state is {state.state}", when="during the load"))
         baseline = load.summary(self._baseline_load)
-        findings += load.judge(run, plan.seconds, baseline=baseline)
+        findings += load.judge(run, self.load_seconds, bounds=bounds, baseline=baseline)
         pol.detach()
         self.out.events += [e.as_dict() for e in pol.events if not e.is_own_detach]
         summary_now = load.summary(run.get("load"))
@@ -248,7 +264,9 @@ class VmStages:
             {
                 "state_after_load": state.state,
                 "scx_events": _nonzero(state.events),
-                "bounds": asdict(load.Bounds().relative_to(baseline)),
+                "bounds": asdict(bounds.relative_to(baseline)),
+                "watchdog_ms": pol.watchdog_ms,
+                "declared_wait_bound_s": self.wait_bound_s,
             }
         )
         summary = (
