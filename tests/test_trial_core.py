@@ -118,7 +118,10 @@ def _exercise(node) -> None:
     assert run.exit_code == 3 and run.stdout == "out\n" and "err" in run.stderr and not run.ok
     assert run.failure() == "exit 3"
     assert run.context_switches is not None and run.context_switches > 0  # the shell itself switches
-    assert isinstance(node.events(), list)
+    events = node.events()
+    assert all(e.kind in ("enabled", "disabled", "message") for e in events)
+    if not node.state().supported:
+        assert events == []  # no sched_ext on this host: its kernel log cannot hold a sched_ext event
     assert b"ctxt " in node.read_file("/proc/stat")
     with pytest.raises(NodeInputError) as bad:
         node.call("run", {"argv": ["true"], "no_such_option": 1})
