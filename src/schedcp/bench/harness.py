@@ -24,12 +24,14 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schedcp.bench import stats
 from schedcp.bench.workloads import Benchmark
 from schedcp.errors import SchedcpError, UsageError
+from schedcp.repository import external as external_catalog
+from schedcp.repository.external import ExternalCommand
 from schedcp.toolchain import metadata
 from schedcp.toolchain.resolve import ResolvedScheduler, resolve_scheduler
 from schedcp.trial import compare
@@ -38,31 +40,45 @@ from schedcp.trial.rounds import BASELINE, GUEST_DEAD, rotate, run_arm
 from schedcp.trial.rounds import Arm as TrialArm
 
 SEED_BASE = 1000
+# ``--policies external:scx_rusty``: an installed upstream scheduler, by its catalog entry.
+EXTERNAL_PREFIX = "external:"
 MAX_CRASHES = 5  # per benchmark; beyond that something is wrong with the policy, not the emulator
 Say = Callable[[str], None]
 
 
 @dataclass
 class Arm:
-    """One scheduler under comparison: EEVDF (policy None) or a sched_ext policy with tunables."""
+    """One scheduler under comparison: EEVDF, one of our sched_ext policies with tunables, or an
+    installed upstream binary (``external``: its command line, validated by the catalog entry)."""
 
     name: str
     resolved: ResolvedScheduler | None = None
     config: dict[str, str] = field(default_factory=dict)
+    external: ExternalCommand | None = None
 
     @property
     def is_baseline(self) -> bool:
-        return self.resolved is None
+        return self.resolved is None and self.external is None
 
     def trial_arm(self) -> TrialArm:
         """This arm as the trial core runs it."""
         r = self.resolved
+        if self.external is not None:
+            return TrialArm(self.name, external=self.external)
         if r is None:
             return TrialArm(self.name)
         policy = Policy(name=r.name, object_path=r.object_path, meta=r.meta)
         return TrialArm(self.name, policy, dict(self.config))
 
     def describe(self) -> dict[str, Any]:
+        if self.external is not None:
+            return {
+                "name": self.name,
+                "kind": "external",
+                "binary": self.external.binary,
+                "argv": [self.external.binary, *self.external.args],
+                "config": self.external.config,
+            }
         if self.resolved is None:
             return {"name": self.name, "kind": "baseline", "scheduler": "EEVDF (kernel default)"}
         r = self.resolved
@@ -77,21 +93,27 @@ class Arm:
 
 
 def parse_configs(items: list[str]) -> dict[str, dict[str, str]]:
-    """["ljf:slice_us=5000", ...] -> {"ljf": {"slice_us": "5000"}}."""
+    """["ljf:slice_us=5000", "external:scx_rusty:perf=512", ...] -> {"ljf": {"slice_us": "5000"}, ...}."""
     out: dict[str, dict[str, str]] = {}
     for item in items:
-        policy, sep, rest = item.partition(":")
+        prefix = EXTERNAL_PREFIX if item.startswith(EXTERNAL_PREFIX) else ""
+        policy, sep, rest = item.removeprefix(prefix).partition(":")
+        policy = prefix + policy
         if not sep or not policy.strip() or not rest.strip():
             raise UsageError(f"bad --config {item!r}", "use POLICY:NAME=VALUE, e.g. ljf:slice_us=5000")
         out.setdefault(policy.strip(), {}).update(metadata.parse_assignments([rest]))
     return out
 
 
-def prepare_arms(policies: list[str], configs: dict[str, dict[str, str]], kernel) -> list[Arm]:
+def prepare_arms(
+    policies: list[str], configs: dict[str, dict[str, str]], kernel, *, external_search: tuple[str, ...] = ()
+) -> list[Arm]:
     """EEVDF plus one arm per policy, each built for `kernel` with validated tunables.
 
     A policy may carry a label, ``NAME@LABEL``, so one scheduler can run under several
     configurations in the same boot (``--config NAME@LABEL:knob=value`` configures that arm).
+    ``external:NAME`` is an installed upstream binary, by its catalog entry; its tunables become the
+    flags the entry declares (``external_search``: where the target's node finds the binary).
     """
     names = [p.strip() for p in policies if p.strip() and p.strip() != BASELINE]
     if len(set(names)) != len(names):
@@ -107,6 +129,14 @@ def prepare_arms(policies: list[str], configs: dict[str, dict[str, str]], kernel
         source, _, label = spec.partition("@")
         if label and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", label):
             raise UsageError(f"bad label in {spec!r}", "labels are 1-32 letters, digits, '_', '-' or '.'")
+        if source.startswith(EXTERNAL_PREFIX):
+            command = external_catalog.entry(source.removeprefix(EXTERNAL_PREFIX)).command(configs.get(spec, {}))
+            command = replace(command, search=external_search)
+            name = f"{command.name}@{label}" if label else command.name
+            if any(a.name == name for a in arms):
+                raise UsageError(f"two policies are both called {name!r}", "give one a label: NAME@LABEL")
+            arms.append(Arm(name, external=command))
+            continue
         resolved = resolve_scheduler(source, kernel)
         config = configs.get(spec, {})
         if config:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 from schedcp import __version__
 from schedcp.bench import harness, sources
 from schedcp.bench.targets import LocalTarget, VMTarget
 from schedcp.bench.workloads import Benchmark
+from schedcp.deploy.external import GUEST_EXTERNAL_DIR
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.testbed import guest as guest_mod
 from schedcp.testbed.extras import GuestExtras, HostFile
@@ -74,9 +76,22 @@ def run_suite(
     say: harness.Say = lambda _m: None,
     command: list[str] | None = None,
     extras: GuestExtras | None = None,
+    external_path: list[str] | None = None,
 ) -> dict[str, Any]:
     if extra_args and len(benches) != 1:
         raise UsageError("workload arguments after -- need exactly one benchmark", "name a single benchmark")
+    chosen_by_bench = {b.name: policies if policies is not None else list(b.policies) for b in benches}
+    binaries = external_binaries([p for chosen in chosen_by_bench.values() for p in chosen], external_path)
+    if binaries:
+        if target_kind != "vm":
+            raise UsageError(
+                "installed schedulers are compared in the micro-VM only",
+                "use --target vm, or deploy the binary through the daemon",
+            )
+        from schedcp.deploy import external as deploy_external
+
+        files = GuestExtras(files=deploy_external.guest_files(binaries))
+        extras = extras.merged(files) if extras else files
     target = make_target(
         target_kind,
         cpus=cpus,
@@ -87,11 +102,12 @@ def run_suite(
         user_extras=extras,
     )
     plans = []
+    search = (GUEST_EXTERNAL_DIR,) if binaries else ()
     for bench in benches:
-        chosen = policies if policies is not None else list(bench.policies)
+        chosen = chosen_by_bench[bench.name]
         bench_configs = {p: c for p, c in (bench.configs | configs).items() if p in chosen}
         say(f"{bench.name}: building {', '.join(chosen) or 'no policies'} for {target.kernel.release}")
-        plans.append((bench, harness.prepare_arms(chosen, bench_configs, target.kernel)))
+        plans.append((bench, harness.prepare_arms(chosen, bench_configs, target.kernel, external_search=search)))
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "schedcp": __version__,
@@ -138,6 +154,21 @@ def run_suite(
         target.stop()
     doc["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return doc
+
+
+def external_binaries(specs: list[str], path: list[str] | None) -> dict[str, Path]:
+    """The installed binaries the ``external:NAME`` policies need, found on this host (``path``,
+    else the system directories) with the node's ownership checks; copied into the micro-VM."""
+    from schedcp.deploy import external as deploy_external
+    from schedcp.repository import external as catalog
+
+    out: dict[str, Path] = {}
+    for spec in specs:
+        source = spec.partition("@")[0]
+        if source.startswith(harness.EXTERNAL_PREFIX):
+            binary = catalog.entry(source.removeprefix(harness.EXTERNAL_PREFIX)).binary
+            out[binary] = deploy_external.on_host(binary, path)
+    return out
 
 
 def _machine_line(m: dict[str, Any]) -> str:

@@ -37,7 +37,11 @@ def repo_root() -> Path:
 def bench(
     names: list[str] = typer.Argument(None, help=f"Benchmarks: {', '.join(workloads.BENCHMARKS)} or all."),
     policies: str | None = typer.Option(
-        None, "--policies", "-p", help="Comma-separated policies to compare with EEVDF (default: per benchmark)."
+        None,
+        "--policies",
+        "-p",
+        help="Comma-separated policies to compare with EEVDF (default: per benchmark); "
+        "external:NAME is an installed upstream scheduler (its catalog entry's flags via --config).",
     ),
     config: list[str] = typer.Option([], "--config", "-c", help="Tunable as POLICY:NAME=VALUE (repeatable)."),
     runs: int = typer.Option(3, "--runs", "-n", min=1, max=100, help="Measured runs per policy."),
@@ -71,6 +75,11 @@ def bench(
     list_only: bool = typer.Option(False, "--list", help="List the benchmarks and exit."),
     package: list[str] = PackageOption,
     with_: list[str] = WithOption,
+    external_path: list[str] = typer.Option(
+        [],
+        "--external-path",
+        help="Where installed schedulers (--policies external:NAME) are found (default: the system directories).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Run benchmarks under EEVDF and each policy in one boot, interleaved; report medians and ratios."""
@@ -99,6 +108,7 @@ def bench(
             say=say,
             command=["schedcp", "bench", *sys.argv[2:]],
             extras=extras_from(package, with_),
+            external_path=external_path or None,
         )
         outputs = _save(doc, out, plot_path, write_docs, say)
     except SchedcpError as exc:

@@ -44,8 +44,18 @@ def _loader_config(config: dict[str, str], rodata: dict[str, str], struct_ops: s
 
 
 def _deploy(
-    token: str = typer.Argument(..., help="The token id `schedcp verify --daemon` printed (or a token's full text)."),
-    config: list[str] = typer.Option([], "--config", help="Tunable KEY=VALUE; must equal the verified values."),
+    token: str | None = typer.Argument(
+        None, help="The token id `schedcp verify --daemon` printed (or a token's full text)."
+    ),
+    external: str | None = typer.Option(
+        None, "--external", help="Deploy an installed scheduler binary by its catalog entry (e.g. scx_rusty) instead."
+    ),
+    all_tasks: bool = typer.Option(
+        False, "--all-tasks", help="External binaries without a partial-switch flag: no canary, all tasks at once."
+    ),
+    config: list[str] = typer.Option(
+        [], "--config", help="Tunable KEY=VALUE; must equal the verified values (external: the entry's tunables)."
+    ),
     rodata: list[str] = typer.Option(
         [], "--rodata", help="NAME=VALUE an scx-style source was verified with (exactly as given to verify)."
     ),
@@ -60,18 +70,28 @@ def _deploy(
     wait: bool = typer.Option(False, "--wait", help="Wait until promoted, rolled back or failed."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Deploy a verified scheduler: canary on the target, then all tasks, watched by the circuit breaker."""
+    """Deploy a verified scheduler (TOKEN) or an allowed installed one (--external NAME): canary on the
+    target, then all tasks, watched by the circuit breaker."""
     from pydantic import ValidationError
 
     from schedcp.deploy.models import CanaryTarget, DeployRequest
 
     try:
         try:
-            target = CanaryTarget(pid=canary_pid, cgroup=canary_cgroup, comm=canary_comm)
-            is_id = "." not in token
+            if (token is None) == (external is None):
+                raise UsageError("give a token id or --external NAME (one of the two)", "see `schedcp deploy --help`")
+            given = (canary_pid, canary_cgroup, canary_comm)
+            target = (
+                None
+                if all_tasks and all(x is None for x in given)
+                else CanaryTarget(pid=canary_pid, cgroup=canary_cgroup, comm=canary_comm)
+            )
+            is_id = token is not None and "." not in token
             request = DeployRequest(
                 token_id=token if is_id else None,
                 token=None if is_id else token,
+                external=external,
+                all_tasks=all_tasks,
                 config=_loader_config(_parse_config(config), _parse_config(rodata, "--rodata"), struct_ops),
                 canary=target,
                 window_s=window,
@@ -129,8 +149,8 @@ def _status(as_json: bool = JsonOption) -> None:
         if dep:
             art = dep.get("artefact") or {}
             console.print(
-                f"deployment: {dep['id']} {art.get('scheduler')} [bold]{dep['state']}[/] on "
-                f"{_target(dep['request']['canary'])}",
+                f"deployment: {dep['id']} {_what(art)} [bold]{dep['state']}[/] on "
+                f"{_target(dep['request'].get('canary'))}",
                 highlight=False,
             )
             if s.get("canary_progress"):
@@ -161,7 +181,17 @@ def _status(as_json: bool = JsonOption) -> None:
     emit(status, as_json, render)
 
 
-def _target(c: dict[str, Any]) -> str:
+def _what(art: dict[str, Any]) -> str:
+    """'scx_rusty (installed binary scx_rusty)' or the object's scheduler name."""
+    if art.get("kind") == "external":
+        sha = str(art.get("object_sha256"))[:12]
+        return f"{art.get('scheduler')} (installed binary {art.get('binary')}, sha256 {sha})"
+    return str(art.get("scheduler", "?"))
+
+
+def _target(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "all tasks (no canary)"
     if c.get("pid"):
         return f"pid {c['pid']}"
     if c.get("cgroup"):
@@ -179,7 +209,7 @@ def _lkg(lkg: dict[str, Any]) -> str:
     art = lkg.get("artefact")
     if not art:
         return "the kernel's default scheduler"
-    return f"{art['scheduler']} ({lkg.get('deployment_id')}{', partial' if lkg.get('partial') else ''})"
+    return f"{_what(art)} ({lkg.get('deployment_id')}{', partial' if lkg.get('partial') else ''})"
 
 
 def _rollback(
@@ -224,7 +254,7 @@ def print_stories(as_json: bool, deployment: str | None, limit: int = 20) -> Non
             dep = story["deployment"]
             art = dep.get("artefact") or {}
             console.print(
-                f"[bold]{dep['id']}[/] {art.get('scheduler', '?')} by uid {dep['peer_uid']}: {dep['state']}",
+                f"[bold]{dep['id']}[/] {_what(art)} by uid {dep['peer_uid']}: {dep['state']}",
                 highlight=False,
             )
             for step in story["transitions"]:

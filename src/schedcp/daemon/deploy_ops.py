@@ -66,14 +66,21 @@ def parse_node_spec(spec: str) -> tuple[str, str | None]:
 
 
 class NodeOwner:
-    """The node the daemon manages: this host, or a micro-VM booted and kept for the daemon's life."""
+    """The node the daemon manages: this host, or a micro-VM booted and kept for the daemon's life.
 
-    def __init__(self, spec: str) -> None:
+    A VM node rehearses this host, so the installed scheduler binaries the operator allows
+    (``[deploy] external_allow``, found in ``external_path``) are copied into its image, where the
+    node finds them (``external_search``) as a host's node finds them in its system directories."""
+
+    def __init__(self, spec: str, policy: DeployPolicy | None = None) -> None:
         self.kind, self.kernel_spec = parse_node_spec(spec)
+        self.policy = policy or DeployPolicy()
         self.vm: Any = None
         self.node: NodeClient | None = None
         self.boot_s: float | None = None
         self.kernel: Any = None  # the cached test kernel a VM node boots (None for this host)
+        self.external_search: list[str] | None = list(self.policy.external_path) or None
+        self.external_brought: list[str] = []  # binaries copied into a VM node's image
 
     def start(self) -> NodeClient:
         if self.kind == "local":
@@ -93,7 +100,7 @@ class NodeOwner:
         spec = self.kernel_spec or kernel_mod.DEFAULT_SPEC
         t0 = time.monotonic()
         self.kernel = kernel_mod.cached(spec)
-        vm = MicroVM(VMConfig(cpus=2, kernel=spec), kernel=self.kernel)
+        vm = MicroVM(VMConfig(cpus=2, kernel=spec, extras=self._external_extras()), kernel=self.kernel)
         # The daemon runs with umask 077, but a guest image built here must stay readable by the
         # unprivileged user QEMU runs as; this runs before any client is served (main thread).
         old_umask = os.umask(0o022)
@@ -111,6 +118,23 @@ class NodeOwner:
         if self.vm is not None:
             self.vm.stop()
             self.vm = None
+
+    def _external_extras(self) -> Any:
+        """The allowed binaries installed on this host, as a guest image layer (None if there are none)."""
+        from schedcp.deploy import external
+        from schedcp.repository import external as catalog
+        from schedcp.testbed.extras import GuestExtras
+
+        found: dict[str, Path] = {}
+        for name in self.policy.external_allow:
+            try:
+                binary = catalog.entry(name).binary
+                found[binary] = external.on_host(binary, list(self.policy.external_path) or None)
+            except SchedcpError:
+                continue  # not installed here: a deploy of it is refused with the node's reason
+        self.external_brought = sorted(found)
+        self.external_search = [external.GUEST_EXTERNAL_DIR]
+        return GuestExtras(files=external.guest_files(found)) if found else None
 
 
 class DaemonTokens:
@@ -176,7 +200,7 @@ class DeployService:
         self.audit = audit
         self.node_spec = node_spec
         self.policy = policy or DeployPolicy()
-        self.owner: NodeOwner | None = NodeOwner(node_spec) if node_spec else None
+        self.owner: NodeOwner | None = NodeOwner(node_spec, self.policy) if node_spec else None
         self.controller: DeployController | None = None
 
     # ---- lifecycle (called from the daemon's main thread) --------------------------------------
@@ -194,11 +218,18 @@ class DeployService:
             audit=lambda event, fields: self.audit.append(event, fields=fields),
             feedback_path=self.state_dir / "feedback.db",
             enum_kernel=self.owner.kernel,
+            external_search=self.owner.external_search,
         )
         notes = self.controller.reconcile()
         self.audit.append(
             "node_start",
-            fields={"node": self.node_spec, "kernel": self.controller.kernel, "boot_s": self.owner.boot_s},
+            fields={
+                "node": self.node_spec,
+                "kernel": self.controller.kernel,
+                "boot_s": self.owner.boot_s,
+                "external_allowed": list(self.policy.external_allow),
+                "external_in_vm": self.owner.external_brought,
+            },
         )
         for note in notes:
             print(f"schedcp daemon: reconcile: {note}", flush=True)
@@ -232,7 +263,12 @@ class DeployService:
     def deploy(self, peer: Peer, args: DeployRequest, op: Operation | None = None) -> dict[str, Any]:
         dep = self._ctl().deploy(args, peer_uid=peer.uid)
         if op is not None:
-            op.result.update(deployment=dep.id, scheduler=dep.artefact.scheduler if dep.artefact else None)
+            op.result.update(
+                deployment=dep.id,
+                scheduler=dep.artefact.scheduler if dep.artefact else None,
+                kind=dep.artefact.kind if dep.artefact else None,
+                sha256=dep.artefact.object_sha256 if dep.artefact else None,
+            )
         return {"deployment": dep.model_dump(mode="json")}
 
     def rollback(self, peer: Peer, args: RollbackArgs, op: Operation | None = None) -> dict[str, Any]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import grp
 import pwd
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schedcp.deploy.models import EXTERNAL_NAME_PATTERN
 from schedcp.errors import UsageError
 
 
@@ -29,6 +31,14 @@ class DeployPolicy(BaseModel):
     # a trial holds the node (no deploy meanwhile) and attaches a verified policy to its workload.
     trial_users: list[int | str] = Field(default_factory=list)
     trial_groups: list[int | str] = Field(default_factory=list)
+    # Installed scheduler binaries that may be deployed (``schedcp deploy --external NAME``), by their
+    # entry in the repository's catalog. No token covers a binary (its BPF is loaded by the binary
+    # itself, past the verifier), so this list is the operator's decision, and empty by default.
+    external_allow: list[str] = Field(default_factory=list, max_length=64)
+    # Where the binaries are installed (absolute, root-owned directories nobody else may write);
+    # empty: /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin, /bin on the node. A VM
+    # node gets the allowed binaries found here copied into its image (it rehearses this host).
+    external_path: list[str] = Field(default_factory=list, max_length=16)
     # The canary.
     window_s: float = Field(default=30.0, ge=1.0, le=86400.0)
     baseline_s: float = Field(default=5.0, ge=1.0, le=600.0)
@@ -46,6 +56,22 @@ class DeployPolicy(BaseModel):
     trip_window_s: float = Field(default=3600.0, ge=10.0)
     # Keep watching after promotion (a promoted policy is watched until replaced or rolled back).
     watch_after_promotion: bool = True
+
+    @field_validator("external_allow")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(EXTERNAL_NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a catalog entry's name")
+        return names
+
+    @field_validator("external_path")
+    @classmethod
+    def _dirs(cls, dirs: list[str]) -> list[str]:
+        for d in dirs:
+            if not d.startswith("/") or "\x00" in d or ".." in d.split("/"):
+                raise ValueError(f"{d!r} is not an absolute directory")
+        return dirs
 
     @model_validator(mode="after")
     def _check(self) -> DeployPolicy:

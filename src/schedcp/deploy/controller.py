@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from schedcp.deploy import breaker
+from schedcp.deploy import external as deploy_external
 from schedcp.deploy.artifacts import ArtifactStore, StoredObject
 from schedcp.deploy.config import DeployPolicy
 from schedcp.deploy.models import (
@@ -42,8 +43,10 @@ from schedcp.deploy.models import (
 from schedcp.deploy.store import DeployStore
 from schedcp.deploy.verified import VerifiedConfig, check_config, policy_for
 from schedcp.errors import SchedcpError, UsageError
+from schedcp.repository.external import ExternalCommand
 from schedcp.toolchain.objinfo import global_vars
 from schedcp.trial import attached as trial_attached
+from schedcp.trial import external as trial_external
 from schedcp.trial.models import KernelEvent, SchedExtState, events_from
 from schedcp.trial.node import NodeClient, NodeOpError
 
@@ -51,6 +54,8 @@ RESTORE_CONFIRM_S = 5.0
 # The target is searched again (new members switched) every this many ticks; sampled cheaply between.
 RESCAN_TICKS = 4
 AuditFn = Callable[[str, dict[str, Any]], object]
+# What a deployment runs: a verified object from the artefact store, or an installed binary's command.
+Source = StoredObject | ExternalCommand
 
 
 class TokenChecker(Protocol):
@@ -89,6 +94,7 @@ class DeployController:
         audit: AuditFn | None = None,
         feedback_path: Path | None = None,
         enum_kernel: Any = None,
+        external_search: list[str] | None = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -100,6 +106,8 @@ class DeployController:
         self.feedback_path = feedback_path
         # The cached test kernel a VM node boots: its SCX enum values go with each load (see verified.py).
         self.enum_kernel = enum_kernel
+        # Where the node looks for installed scheduler binaries (None: its own safe default).
+        self.external_search = external_search
         self.kernel = str(node.hello().get("kernel", ""))
         self._op = threading.RLock()
         self._gen = 0
@@ -135,16 +143,17 @@ class DeployController:
                 stored, artefact = self._check(dep, request)
                 dep.artefact = artefact
                 dep.previous = self.store.last_known_good()
-                self.store.transition(
-                    dep,
-                    DeployState.token_checked,
-                    f"token valid for {artefact.scheduler} ({artefact.object_sha256[:12]}) on {artefact.kernel}",
+                checked = (
+                    f"the operator allows the installed {artefact.binary} ({artefact.object_sha256[:12]})"
+                    if artefact.kind == "external"
+                    else f"token valid for {artefact.scheduler} ({artefact.object_sha256[:12]})"
                 )
+                self.store.transition(dep, DeployState.token_checked, f"{checked} on {artefact.kernel}")
         except SchedcpError as exc:
             self.store.transition(dep, DeployState.refused, exc.cause, code=exc.code)
             self._audit("deploy_refused", {"deployment": dep.id, "code": exc.code, "cause": exc.cause})
             raise
-        self._audit("deploy_started", {"deployment": dep.id, "scheduler": artefact.scheduler})
+        self._audit("deploy_started", {"deployment": dep.id, "scheduler": artefact.scheduler, "kind": artefact.kind})
         worker = threading.Thread(target=self._run, args=(dep, stored), name=f"deploy-{dep.id}", daemon=True)
         self._threads.append(worker)
         worker.start()
@@ -236,13 +245,21 @@ class DeployController:
                 self._detach_strays()
 
     def _detach_strays(self) -> None:
-        ours = {h for h in (self._held.handle if self._held else None, self._standby.handle if self._standby else None)}
+        held_external = self._held is not None and self._held.artefact.kind == "external"
+        held = self._held.handle if self._held else None
+        ours = {h for h in (None if held_external else held, self._standby.handle if self._standby else None)}
         with suppress(SchedcpError):
             loaded = dict(self.node.call("loaded", timeout_s=10).get("loaded") or {})
             for handle in loaded:
                 if int(handle) not in ours:
                     self.node.detach(int(handle))
                     self._audit("trial_stray_detached", {"handle": int(handle), "ops": loaded[handle]})
+        with suppress(SchedcpError):
+            procs = dict(self.node.call("external_list", timeout_s=10).get("processes") or {})
+            for handle, proc in procs.items():
+                if not (held_external and int(handle) == held):
+                    self.node.call("external_stop", {"handle": int(handle)}, timeout_s=60)
+                    self._audit("trial_stray_detached", {"handle": int(handle), "binary": proc.get("binary")})
 
     def wait_idle(self, timeout_s: float) -> None:
         """For shutdown and tests: stop watching, join the workers, close the standby."""
@@ -254,7 +271,7 @@ class DeployController:
             t.join(timeout_s)
 
     # ---- checks ----------------------------------------------------------------------------
-    def _check(self, dep: Deployment, request: DeployRequest) -> tuple[StoredObject, Artefact]:
+    def _check(self, dep: Deployment, request: DeployRequest) -> tuple[Source, Artefact]:
         if self.store.breaker_latched():
             raise refused(
                 "the circuit breaker is latched after repeated trips (crash-loop cap)",
@@ -270,6 +287,26 @@ class DeployController:
                 "busy",
                 "wait for it to be promoted, or `schedcp rollback`",
             )
+        source: Source
+        if request.external is not None:
+            source, artefact = deploy_external.check_request(
+                request, self.policy, self.node, kernel=self.kernel, search=self.external_search
+            )
+        else:
+            source, artefact = self._check_token(request)
+        refusal = self.store.refusal(artefact.key)
+        if refusal is not None and not request.override_refusal:
+            raise refused(
+                f"this {'binary' if artefact.kind == 'external' else 'object'}, configuration and kernel tripped "
+                f"the breaker in {refusal[0]} ({refusal[1]})",
+                "artefact_refused",
+                "change the object or its configuration and verify again, or deploy with --override-refusal",
+            )
+        if refusal is not None:
+            self.store.lift_refusal(artefact.key)
+        return source, artefact
+
+    def _check_token(self, request: DeployRequest) -> tuple[StoredObject, Artefact]:
         if request.token_id is not None:
             token = self.tokens.load(request.token_id)
             if token is None:
@@ -295,21 +332,15 @@ class DeployController:
         artefact = Artefact(
             scheduler=stored.info.scheduler, object_sha256=stored.sha256, config=verified.bound, kernel=self.kernel
         )
-        refusal = self.store.refusal(artefact.key)
-        if refusal is not None and not request.override_refusal:
-            raise refused(
-                f"this object, configuration and kernel tripped the breaker in {refusal[0]} ({refusal[1]})",
-                "artefact_refused",
-                "change the object or its configuration and verify again, or deploy with --override-refusal",
-            )
-        if refusal is not None:
-            self.store.lift_refusal(artefact.key)
         return stored, artefact
 
     # ---- the worker ------------------------------------------------------------------------
-    def _run(self, dep: Deployment, stored: StoredObject) -> None:
+    def _run(self, dep: Deployment, stored: Source) -> None:
         try:
-            self._deploy_phases(dep, stored)
+            if dep.request.all_tasks:
+                self._deploy_all_tasks(dep, stored)
+            else:
+                self._deploy_phases(dep, stored)
         except SchedcpError as exc:
             with self._op:
                 current = self.store.get(dep.id) or dep
@@ -336,9 +367,45 @@ class DeployController:
         self.store.transition(dep, DeployState.failed, exc.cause, code=exc.code, restored_to=restored, **extra)
         self._audit("deploy_failed", {"deployment": dep.id, "code": exc.code, "cause": exc.cause[:300]})
 
-    def _deploy_phases(self, dep: Deployment, stored: StoredObject) -> None:
+    def _deploy_all_tasks(self, dep: Deployment, source: Source) -> None:
+        """An installed binary without a partial-switch flag: no canary and no baseline (there is no
+        target to measure), so it runs on every task at once and the breaker watches its health (the
+        process, ejections, stalls) through the window before it becomes the last known good."""
+        assert dep.artefact is not None
+        with self._op:
+            if self._stopping.is_set():
+                raise SchedcpError("the daemon is stopping", "deploy again after it restarts", code="stopping")
+            self._gen += 1
+            gen = self._gen
+            self._prepare_standby(dep.previous or LastKnownGood())
+            self._detach_current()
+            self._load(dep, source, partial=False)
+            dep.promoted_at = time.time()
+            dep.canary_until = dep.promoted_at + (dep.request.window_s or self.policy.window_s)
+            self.store.transition(
+                dep,
+                DeployState.promoted,
+                f"{dep.artefact.scheduler} on all tasks at once (it has no partial-switch flag, so no canary); "
+                f"it becomes the last known good after {dep.canary_until - dep.promoted_at:.0f}s without a trip",
+                loader=self.last_loader,
+            )
+            self._audit("deploy_all_tasks", {"deployment": dep.id, "scheduler": dep.artefact.scheduler})
+        if not self._watch(dep, gen, None, until=dep.canary_until, rescan=False, collected=[]):
+            return
+        with self._op:
+            if gen != self._gen:
+                return
+            self._retire_previous(dep)
+            self.store.set_last_known_good(LastKnownGood(deployment_id=dep.id, artefact=dep.artefact))
+            self.store.transition(dep, DeployState.promoted, "the window passed without a trip: last known good")
+            self._audit("deploy_promoted", {"deployment": dep.id, "partial": False})
+        if self.policy.watch_after_promotion:
+            self._watch(dep, gen, None, until=None, rescan=False, collected=[])
+
+    def _deploy_phases(self, dep: Deployment, stored: Source) -> None:
         assert dep.artefact is not None
         target = dep.request.canary
+        assert target is not None
         goal = dep.request.goal
         # Baseline: the goal metric under whatever runs now.
         self.store.transition(dep, DeployState.baseline, f"measuring {goal} on {target.describe()}")
@@ -445,7 +512,8 @@ class DeployController:
                 health = pol.check(wait_reason_s=2.0)
                 if not health.stayed:
                     first = health.ejections[0] if health.ejections else None
-                    signal = _classify(first) if first else "left"
+                    exited = isinstance(health, trial_external.ExternalHealth) and bool(health.exited)
+                    signal = _classify(first) if first else "process_exit" if exited else "left"
                     self._trip(dep, signal, health.reason, health.ejections)
                     return False
                 ticks += 1
@@ -472,8 +540,11 @@ class DeployController:
                 return True
 
     def _counters(
-        self, target: CanaryTarget, *, switch: bool = False, known: list[int] | None = None
+        self, target: CanaryTarget | None, *, switch: bool = False, known: list[int] | None = None
     ) -> breaker.Counters | None:
+        """The target's counters now (None when it cannot be read, or there is no target: all tasks)."""
+        if target is None:
+            return None
         args: dict[str, Any] = {**target.node_args(), **({"switch": True} if switch else {})}
         if known is not None:
             args = {"known": known}
@@ -502,7 +573,9 @@ class DeployController:
                 prev = cur
         return samples
 
-    def _switch(self, target: CanaryTarget, policy: str = "ext") -> int:
+    def _switch(self, target: CanaryTarget | None, policy: str = "ext") -> int:
+        if target is None:
+            return 0
         try:
             res = self.node.call("canary_switch", {**target.node_args(), "policy": policy}, timeout_s=15)
         except NodeOpError:
@@ -514,19 +587,32 @@ class DeployController:
         """The configuration checked against the stored object, with the verifier's loader options."""
         return check_config(stored, config, enum_kernel=self.enum_kernel)
 
-    def _load(self, dep: Deployment, stored: StoredObject, *, partial: bool) -> None:
+    def _load(self, dep: Deployment, stored: Source, *, partial: bool) -> None:
         assert dep.artefact is not None
         self._attach(dep.id, dep.artefact, stored, partial=partial)
 
-    def _attach(self, dep_id: str, artefact: Artefact, stored: StoredObject, *, partial: bool) -> None:
-        verified = self._verified(stored, dict(artefact.config))
-        pol = trial_attached.load(
-            self.node,
-            policy_for(stored, verified),
-            config=dict(verified.tunables),
-            watchdog_ms=self.policy.watchdog_ms,
-            partial=partial,
-        )
+    def _attach(self, dep_id: str, artefact: Artefact, stored: Source | None, *, partial: bool) -> None:
+        pol: trial_attached.AttachedPolicy
+        if artefact.kind == "external":
+            # An installed binary: started again from the catalog's command line, and only if the
+            # installed file is still the one deployed (its own watchdog; no token, no standby).
+            command = (
+                stored if isinstance(stored, ExternalCommand) else deploy_external.command_for(artefact, self.policy)
+            )
+            pol = trial_external.start(
+                self.node, command, partial=partial, search=self.external_search, expect_sha256=artefact.object_sha256
+            )
+        else:
+            if not isinstance(stored, StoredObject):
+                raise SchedcpError("the object is missing from the artefact store", "", code="lkg_missing")
+            verified = self._verified(stored, dict(artefact.config))
+            pol = trial_attached.load(
+                self.node,
+                policy_for(stored, verified),
+                config=dict(verified.tunables),
+                watchdog_ms=self.policy.watchdog_ms,
+                partial=partial,
+            )
         self._pol = pol
         self.last_loader = pol.loader
         self._held = Held(
@@ -545,8 +631,8 @@ class DeployController:
         if key is not None and key == self._standby_key and self._standby is not None:
             return
         self._drop_standby()
-        if key is None or lkg.artefact is None:
-            return
+        if key is None or lkg.artefact is None or lkg.artefact.kind == "external":
+            return  # a binary cannot be loaded without running it: its restore starts it again
         stored = self.artefacts.get(lkg.artefact.object_sha256)
         if stored is None or stored.sha256 != lkg.artefact.object_sha256:
             return
@@ -623,11 +709,12 @@ class DeployController:
         restored = "default"
         used_standby = False
         if lkg.artefact is not None and lkg.deployment_id:
-            stored = self.artefacts.get(lkg.artefact.object_sha256)
+            external = lkg.artefact.kind == "external"
+            stored = None if external else self.artefacts.get(lkg.artefact.object_sha256)
             try:
                 used_standby = self._attach_standby(lkg)
                 if not used_standby:
-                    if stored is None or stored.sha256 != lkg.artefact.object_sha256:
+                    if not external and (stored is None or stored.sha256 != lkg.artefact.object_sha256):
                         raise SchedcpError("the last known good object is missing or altered", "", code="lkg_missing")
                     self._attach(lkg.deployment_id, lkg.artefact, stored, partial=lkg.partial)
                 if lkg.partial and lkg.canary is not None:
@@ -700,7 +787,7 @@ class DeployController:
                 self._resume_watch(previous)
         if dep.artefact is not None and count:
             self.store.refuse(dep.artefact.key, dep.id, f"{signal}: {reason[:200]}")
-        if not (lkg.partial and lkg.canary == dep.request.canary):
+        if dep.request.canary is not None and not (lkg.partial and lkg.canary == dep.request.canary):
             self._switch(dep.request.canary, "normal")
         note = f"breaker tripped ({signal}: {reason[:200]}); restored {restored} in {restore_s:.3f}s"
         self.store.transition(dep, DeployState.rolled_back, note, signal=signal, restore_s=round(restore_s, 4))
@@ -761,13 +848,14 @@ class DeployController:
         with FeedbackStore(self.feedback_path) as fb:
             fb.record(
                 dep.id,
-                f"deploy:{dep.request.canary.describe()}"[:200],
+                f"deploy:{dep.request.target_text()}"[:200],
                 {goal: statistics.median(values)},
                 baseline={goal: dep.threshold.median},
                 directions={goal: GOAL_DIRECTIONS[goal]},
                 context={
                     "outcome": outcome,
                     "scheduler": dep.artefact.scheduler,
+                    "kind": dep.artefact.kind,
                     "object_sha256": dep.artefact.object_sha256,
                     "config": dep.artefact.config,
                     "kernel": dep.artefact.kernel,
@@ -793,7 +881,7 @@ class DeployController:
                 and held.deployment_id == active.id
                 and state.runs(held.ops_name)
                 and state.enable_seq == held.enable_seq
-                and loaded.get(str(held.handle)) == held.ops_name
+                and self._node_holds(held, loaded)
             )
             if ours and held is not None and active is not None:
                 self._adopt(held, state)
@@ -838,7 +926,31 @@ class DeployController:
         self._audit("deploy_reconcile", {"notes": notes, "sched_ext": state.as_dict()})
         return notes
 
+    def _node_holds(self, held: Held, loaded: dict[str, str]) -> bool:
+        """Does the node still hold what the store says we hold (an object's handle, or a live process)?"""
+        if held.artefact.kind != "external":
+            return loaded.get(str(held.handle)) == held.ops_name
+        try:
+            procs = dict(self.node.call("external_list", timeout_s=10).get("processes") or {})
+        except SchedcpError:
+            return False
+        proc = procs.get(str(held.handle)) or {}
+        return bool(proc.get("alive")) and proc.get("sha256") == held.artefact.object_sha256
+
     def _adopt(self, held: Held, state: SchedExtState) -> None:
+        if held.artefact.kind == "external":
+            status = self.node.call("external_status", {"handle": held.handle}, timeout_s=15)
+            self._pol = trial_external.ExternalPolicy(
+                self.node,
+                deploy_external.command_for(held.artefact, self.policy),
+                handle=held.handle,
+                started=status,
+                ops_name=held.ops_name,
+                state=state,
+                partial=held.partial,
+            )
+            self._held = held
+            return
         stored = self.artefacts.get(held.artefact.object_sha256)
         if stored is None:
             raise SchedcpError("the held object is missing from the artefact store", "", code="lkg_missing")

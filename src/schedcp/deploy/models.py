@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TOKEN_ID_PATTERN = r"^[0-9a-f]{24}$"
+EXTERNAL_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{1,63}$"  # a catalog entry's name (repository NAME_PATTERN)
 DEPLOYMENT_ID_PATTERN = r"^dep-[0-9a-f]{12}$"
 MAX_CONFIG_KEYS = 64
 MAX_CGROUP_CHARS = 256
@@ -114,13 +115,18 @@ class DeployRequest(BaseModel):
     """What ``schedcp deploy`` and the ``deploy_scheduler`` tool send to the daemon.
 
     ``token_id`` names a token the daemon stored when it verified the object; ``token`` is a token's
-    full text (one issued elsewhere with the same key): exactly one of the two."""
+    full text (one issued elsewhere with the same key); ``external`` names an installed scheduler
+    binary by its entry in the repository's catalog (allowed by the operator instead of a token):
+    exactly one of the three. ``all_tasks`` (external binaries only) deploys without a canary, for
+    a binary that has no partial-switch flag."""
 
     model_config = ConfigDict(extra="forbid")
     token_id: str | None = Field(None, pattern=TOKEN_ID_PATTERN)
     token: str | None = Field(None, min_length=16, max_length=4096, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+    external: str | None = Field(None, pattern=EXTERNAL_NAME_PATTERN)
     config: dict[str, ConfigValue] = Field(default_factory=dict)
-    canary: CanaryTarget
+    canary: CanaryTarget | None = None
+    all_tasks: bool = False
     window_s: float | None = Field(None, ge=1.0, le=86400.0)
     goal: GoalMetric = "wait_share"
     stay_partial: bool = False
@@ -128,25 +134,40 @@ class DeployRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_token(self) -> DeployRequest:
-        if (self.token_id is None) == (self.token is None):
-            raise ValueError("give exactly one of token_id and token")
+        if sum(x is not None for x in (self.token_id, self.token, self.external)) != 1:
+            raise ValueError("give exactly one of token_id, token and external")
+        if self.all_tasks:
+            if self.external is None:
+                raise ValueError("all_tasks is for installed binaries; a verified object always starts with a canary")
+            if self.canary is not None or self.stay_partial:
+                raise ValueError("all_tasks deploys without a canary: drop the canary target and stay_partial")
+        elif self.canary is None:
+            raise ValueError("give a canary target (pid, cgroup or comm)")
         return self
 
     _config = field_validator("config")(check_config_keys)
 
     @property
     def token_label(self) -> str:
+        if self.external is not None:
+            return f"external {self.external}"
         return self.token_id or f"token …{(self.token or '')[-8:]}"
+
+    def target_text(self) -> str:
+        return self.canary.describe() if self.canary is not None else "all tasks"
 
 
 class Artefact(BaseModel):
-    """A verified object as the daemon keeps it: what the refusal list and last-known-good name."""
+    """What a deployment runs, as the refusal list and last-known-good name it: a verified object,
+    or (``kind="external"``) an installed binary, its sha256 the node computed from the file."""
 
     model_config = ConfigDict(extra="forbid")
     scheduler: str
     object_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    config: dict[str, ConfigValue] = Field(default_factory=dict)
+    config: dict[str, ConfigValue | float] = Field(default_factory=dict)
     kernel: str
+    kind: Literal["object", "external"] = "object"
+    binary: str | None = None  # external: the program name the catalog entry gives
 
     @property
     def key(self) -> str:
@@ -211,7 +232,7 @@ class Trip(BaseModel):
 
     deployment_id: str
     at: float
-    signal: Literal["ejection", "error_exit", "stall", "metric", "left", "operator"]
+    signal: Literal["ejection", "error_exit", "stall", "metric", "left", "process_exit", "operator"]
     reason: str
     phase: DeployState
     kernel_events: list[dict[str, Any]] = Field(default_factory=list)

@@ -38,6 +38,60 @@ trip_window_s = 3600
 EXE = str(Path(sys.executable).with_name("schedcp"))
 
 
+def build_scx_example(name: str, out_dir: Path, kernel_spec: str = "unstable") -> Path:
+    """The kernel's own userspace loader for a ``tools/sched_ext`` example (``scx_simple``: ``-f``,
+    ``-v``; attached until SIGINT, detached on exit), built the way its Makefile does, as the stand-in
+    for an upstream binary such as scx_rusty that cannot be built here: the BPF half with our
+    toolchain for the test kernel, its skeleton with ``bpftool gen skeleton`` (the guest image's
+    bpftool, run through the guest's loader), the C half with the host's gcc against Debian stable's
+    libbpf headers, linked to the guest image's libbpf.so.1 (the library it runs with in the guest).
+    Written to ``out_dir/NAME`` mode 0755, in a directory nobody else may write."""
+    import shutil
+
+    from schedcp.testbed import guest
+    from schedcp.testbed import kernel as kernel_mod
+    from schedcp.toolchain import headers, scx_headers, scx_source
+
+    kernel = kernel_mod.cached(kernel_spec)
+    scx = scx_headers.resolve(kernel)
+    if scx.examples_dir is None or not (scx.examples_dir / f"{name}.c").is_file():
+        raise RuntimeError(f"the kernel's tools/sched_ext has no {name}.c")
+    work = out_dir / f".{name}.build"
+    work.mkdir(parents=True, exist_ok=True)
+    built = scx_source.build_for_kernel(str(scx.examples_dir / f"{name}.bpf.c"), kernel).result.object_path
+    shutil.copyfile(built, work / f"{name}.bpf.o")
+    skel = subprocess.run(
+        [*headers.bpftool_argv(), "gen", "skeleton", str(work / f"{name}.bpf.o"), "name", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (work / f"{name}.bpf.skel.h").write_text(skel.stdout)
+    libdir = guest.ensure_image().rootfs / "usr/lib/x86_64-linux-gnu"
+    out = out_dir / name
+    subprocess.run(
+        [
+            "gcc",
+            "-O2",
+            "-o",
+            str(out),
+            str(scx.examples_dir / f"{name}.c"),
+            f"-I{work}",
+            f"-I{scx.scx_include}",
+            f"-I{headers.libbpf_include_dir()}",
+            f"-L{libdir}",
+            "-l:libbpf.so.1",
+            "-Wl,--allow-shlib-undefined",  # libbpf's own libelf/libz are the guest's, resolved there
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    out.chmod(0o755)
+    return out
+
+
 @dataclass
 class Daemon:
     """A daemon owning a micro-VM node, with its socket, state and config under ``root``."""

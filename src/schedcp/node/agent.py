@@ -350,7 +350,7 @@ def _bpf_prog_fds() -> int:
 def _plugin_ops() -> dict[str, Any]:
     """Operations contributed by sibling modules (e.g. observe.py) through an OPS dict."""
     ops: dict[str, Any] = {}
-    for module_name in ("observe", "canary"):
+    for module_name in ("observe", "canary", "external"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["OPS"])
         except ImportError:

@@ -58,11 +58,16 @@ class TunableSpec(BaseModel):
     description: str = Field(min_length=3, max_length=600)
     flag: str | None = Field(default=None, pattern=r"^-{1,2}[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
     variable: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    # An external scheduler's flag that makes it schedule only SCHED_EXT tasks (SCX_OPS_SWITCH_PARTIAL):
+    # what a deployment's canary and a partial trial arm pass; never set through a configuration.
+    switch_partial: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TunableSpec:
         if (self.flag is None) == (self.variable is None):
             raise ValueError(f"tunable {self.name}: give exactly one of flag (CLI) or variable (BPF global)")
+        if self.switch_partial and (self.flag is None or self.type != "bool"):
+            raise ValueError(f"tunable {self.name}: a partial-switch tunable is a bool command-line flag")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"tunable {self.name}: min {self.min} is above max {self.max}")
         if self.type == "enum" and not self.choices:

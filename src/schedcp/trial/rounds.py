@@ -19,6 +19,12 @@ benchmark harness (which adds seeds per round and repeats disturbed runs on top)
 A dead guest (``guest_timeout``/``guest_lost``) is never a verdict on the policy: it is raised.
 A node that runs whole arms itself (``ArmRunner``: the daemon's node, reached by ``DaemonNode``)
 gets the arm as one call and answers with the same ``ArmRun``.
+
+A policy is one of our objects (``Arm.policy``) or an installed scheduler binary (``Arm.external``,
+a command line the repository's catalog entry validated): the binary is started on the node, its
+scheduler must enable, and stopping it must leave the kernel's default (``trial/external.py``);
+everything else about the run is the same. A binary without a partial-switch flag cannot run a
+partial arm (``attach_failed``, code ``external_no_partial``).
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from schedcp.errors import SchedcpError
-from schedcp.trial.attached import failure_detail, load
+from schedcp.errors import SchedcpError, UsageError
+from schedcp.repository.external import ExternalCommand
+from schedcp.trial import external as trial_external
+from schedcp.trial.attached import AttachedPolicy, failure_detail, load
 from schedcp.trial.models import KernelEvent, Policy, RunResult, SchedExtState, ejections, events_from
 from schedcp.trial.node import GUEST_DEAD, NodeClient, NodeOpError
 
@@ -40,15 +48,17 @@ Status = Literal["ok", "attach_failed", "ejected", "contaminated", "timeout", "f
 
 @dataclass
 class Arm:
-    """One side of a comparison: EEVDF (no policy) or a policy with tunables."""
+    """One side of a comparison: EEVDF (no policy), one of our policies with tunables, or an
+    installed scheduler binary (``external``: its validated command line, tunables included)."""
 
     name: str
     policy: Policy | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    external: ExternalCommand | None = None
 
     @property
     def is_baseline(self) -> bool:
-        return self.policy is None
+        return self.policy is None and self.external is None
 
 
 @dataclass
@@ -144,10 +154,16 @@ def run_arm(
     Raises SchedcpError when the guest dies, or (code ``bench_state``) when a scheduler is found
     attached before an EEVDF run."""
     if isinstance(node, ArmRunner) and around is None:
+        if arm.external is not None:
+            raise UsageError(
+                f"{arm.name} is an installed binary; the daemon's node runs trial arms of verified objects only",
+                "compare it in the micro-VM (schedcp bench --external), or deploy it through the daemon",
+                code="external_not_supported",
+            )
         return node.run_arm(arm, argv, timeout_s=timeout_s, watchdog_ms=watchdog_ms, partial=partial)
-    rec = ArmRun(arm.name, config=dict(arm.config))
+    rec = ArmRun(arm.name, config=dict(arm.external.config if arm.external else arm.config))
     wrap = around or nullcontext
-    if arm.policy is None:
+    if arm.is_baseline:
         before = node.state()
         if not before.idle:
             raise SchedcpError(
@@ -164,13 +180,16 @@ def run_arm(
             rec.status, rec.error = "contaminated", "a sched_ext scheduler was attached during an EEVDF run"
     else:
         try:
-            pol = load(node, arm.policy, config=arm.config, watchdog_ms=watchdog_ms, partial=partial)
+            pol = _attach(node, arm, watchdog_ms=watchdog_ms, partial=partial)
         except NodeOpError as exc:
             detail = failure_detail(exc)
             rec.status, rec.error_code, rec.next_step = "attach_failed", exc.code, exc.next_step
             rec.error = exc.cause + (f" — {detail}" if detail else "")
             rec.events = exc.kernel_events
             rec.ejections = ejections(rec.events)
+            return rec
+        except UsageError as exc:  # an arm the node cannot run this way (no partial-switch flag)
+            rec.status, rec.error_code, rec.next_step, rec.error = "attach_failed", exc.code, exc.next_step, exc.cause
             return rec
         try:
             rec.ops_name, rec.config = pol.ops_name, dict(pol.config)
@@ -199,6 +218,15 @@ def run_arm(
     elif rec.status == "ok" and rec.run.exit_code != 0:
         rec.status, rec.error = "failed", f"exit {rec.run.exit_code}: {rec.run.stderr.strip()[-300:]}"
     return rec
+
+
+def _attach(node: NodeClient, arm: Arm, *, watchdog_ms: int | None, partial: bool) -> AttachedPolicy:
+    """The arm's policy attached on the node: our object loaded, or the installed binary started.
+    (A binary keeps its own watchdog: its flags, not ours, set it.)"""
+    if arm.external is not None:
+        return trial_external.start(node, arm.external, partial=partial)
+    assert arm.policy is not None
+    return load(node, arm.policy, config=arm.config, watchdog_ms=watchdog_ms, partial=partial)
 
 
 @dataclass
