@@ -37,8 +37,8 @@ from schedcp.errors import UsageError
 from schedcp.repository.service import RepositoryService
 from schedcp.server import calllog
 from schedcp.server.app import build_server
-from schedcp.server.state import ServerOptions, ServerState
 from schedcp.services.models import TargetSpec
+from schedcp.services.state import ServerOptions, ServerState
 from schedcp.testbed import kernel as kernel_mod
 
 LONGTAIL = [sys.executable, "-m", "schedcp.bench.guest.longtail"]

@@ -272,7 +272,7 @@ def test_every_agent_tool_schema_is_self_contained_and_provider_safe(tmp_path) -
     from schedcp.agent.cost import CostMeter
     from schedcp.agent.toolbox import ToolBox
     from schedcp.server.app import build_server
-    from schedcp.server.state import ServerOptions, ServerState
+    from schedcp.services.state import ServerOptions, ServerState
 
     state = ServerState(ServerOptions(repo_db=tmp_path / "repo.db", artifacts_root=tmp_path / "mcp"))
     with SchedcpClient.in_memory(build_server(state), state) as client:  # tools are only listed

@@ -165,8 +165,8 @@ def test_failures_in_the_guest_over_mcp(unstable_kernel, tmp_path: Path) -> None
     from schedcp.daemon.testing import running_daemon
     from schedcp.paths import schedulers_dir
     from schedcp.server.app import build_server
-    from schedcp.server.state import ServerOptions, ServerState
     from schedcp.services.models import TestbedInfo
+    from schedcp.services.state import ServerOptions, ServerState
 
     flag = "/tmp/schedcp-node/crash-this-boot"
     script = (

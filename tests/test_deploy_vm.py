@@ -245,7 +245,7 @@ def test_every_bad_token_class_is_refused_with_its_reason(daemon: Daemon):
 def test_mcp_deploy_tools_reach_the_daemon_with_the_same_checks(daemon: Daemon):
     from schedcp.agent.client import SchedcpClient
     from schedcp.server.app import build_server
-    from schedcp.server.state import ServerOptions, ServerState
+    from schedcp.services.state import ServerOptions, ServerState
 
     state = ServerState(ServerOptions(daemon_socket=daemon.socket))
     with SchedcpClient.in_memory(build_server(state), state) as client:

@@ -20,13 +20,14 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from schedcp.errors import SchedcpError, UsageError
-from schedcp.server import budget, checks, clientconfig
+from schedcp.server import budget, clientconfig
 from schedcp.server import http as http_mod
 from schedcp.server.app import DEPLOY_TOOL_NAMES, build_server
-from schedcp.server.artifacts import ArtifactStore
-from schedcp.server.events import EventHub
-from schedcp.server.state import ServerOptions, ServerState
-from schedcp.server.vmgate import VmGate
+from schedcp.services import checks
+from schedcp.services.artifacts import ArtifactStore
+from schedcp.services.events import EventHub
+from schedcp.services.state import ServerOptions, ServerState
+from schedcp.services.vmgate import VmGate
 
 json_values = st.recursive(
     st.none()

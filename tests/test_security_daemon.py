@@ -631,8 +631,8 @@ def test_agent_cannot_promote_its_own_policy_with_a_made_up_win(tmp_path: Path) 
 def test_only_the_servers_own_trials_are_evidence_for_production(tmp_path: Path) -> None:
     """run_trial keeps each measurement as a measured-trial record; only a consistent win in which the
     policy stayed enabled lets it reach production (an ejected policy's numbers do not count)."""
-    from schedcp.server.state import ServerOptions, ServerState
     from schedcp.services.models import RoundResult, Trial, TrialRecord
+    from schedcp.services.state import ServerOptions, ServerState
     from schedcp.services.trials import keep_as_evidence
     from test_repository_fixtures import fresh_copy
 

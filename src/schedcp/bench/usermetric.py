@@ -141,7 +141,7 @@ def output_metrics(
     argv: list[str], stdout: str, stderr: str, wall_s: float, spec: MetricSpec | None = None
 ) -> dict[str, float]:
     """All metrics of one run (see the module docstring); the named one is present only if found."""
-    from schedcp.server.workloads import parse_metrics
+    from schedcp.services.workloads import parse_metrics
 
     metrics = parse_metrics(stdout)
     if not metrics and argv:

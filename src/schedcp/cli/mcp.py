@@ -82,7 +82,7 @@ def _serve(
 ) -> None:
     from schedcp.server import http as http_mod
     from schedcp.server.app import build_server
-    from schedcp.server.state import ServerOptions, ServerState
+    from schedcp.services.state import ServerOptions, ServerState
 
     if os.geteuid() == 0:
         err_console.print(

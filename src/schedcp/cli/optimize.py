@@ -320,7 +320,7 @@ def in_process_client(call_log: Path | None = None, guest_files: GuestExtras | N
     (the user's --with) go into every testbed's guest."""
     from schedcp.agent.client import SchedcpClient
     from schedcp.server.app import build_server
-    from schedcp.server.state import ServerOptions, ServerState
+    from schedcp.services.state import ServerOptions, ServerState
 
     state = ServerState(ServerOptions(call_log=call_log, guest_files=guest_files))
     return SchedcpClient.in_memory(build_server(state), state)

@@ -25,8 +25,9 @@ from schedcp import __version__
 from schedcp.server import resources
 from schedcp.server.budget import error_result
 from schedcp.server.calllog import CallLog
-from schedcp.server.state import ServerOptions, ServerState
+from schedcp.server.events import Notifier
 from schedcp.server.tooling import failure
+from schedcp.services.state import ServerOptions, ServerState
 
 DEPLOY_TOOL_NAMES = ("deploy_scheduler", "deployment_status", "rollback")
 
@@ -48,6 +49,8 @@ class SchedcpMCP(MCPServer):
 
     def __init__(self, state: ServerState, tools: list[Tool], **kwargs: Any) -> None:
         self.schedcp_state = state
+        self.notifier = Notifier()  # resource-updated notifications for the state's event logs
+        state.events.listen(self.notifier)
         self._tools = {t.name: t for t in tools}
         self.call_log = CallLog(state.options.call_log)
         super().__init__(tools=tools, **kwargs)
@@ -97,7 +100,7 @@ def build_server(state: ServerState | None = None) -> SchedcpMCP:
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        state.events.bind(asyncio.get_running_loop(), bus)
+        server.notifier.bind(asyncio.get_running_loop(), bus)
         try:
             yield {}
         finally:
@@ -116,5 +119,5 @@ def build_server(state: ServerState | None = None) -> SchedcpMCP:
         log_level="WARNING",
         warn_on_duplicate_tools=True,
     )
-    resources.register(server, state)
+    resources.register(server, state, server.notifier)
     return server

@@ -2,10 +2,11 @@
 """Output budgets: every tool answer fits in a stated number of bytes, and says when it was cut.
 
 Agents pay for every byte a tool returns, and a flood of detail makes them worse at the task, so
-each tool renders its answer as compact JSON within ``max_bytes`` (default 4 KB). When the answer
-is larger, the biggest lists and strings are halved until it fits, and a ``truncated`` note names
-what was cut and how to ask for more. Long text is not lost: files are paged with ``offset``
-(read_file) and complete command output is kept as a resource (schedcp://run/{id}).
+each tool renders its answer as compact JSON within ``max_bytes`` (default 4 KB; the range is the
+operations', ``schedcp.services.operation``). When the answer is larger, the biggest lists and
+strings are halved until it fits, and a ``truncated`` note names what was cut and how to ask for
+more. Long text is not lost: files are paged with ``offset`` (read_file) and complete command
+output is kept as a resource (schedcp://run/{id}).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 from mcp_types import CallToolResult, TextContent
 
-DEFAULT_MAX_BYTES = 4096
-MIN_MAX_BYTES = 512
-LIMIT_MAX_BYTES = 65536
+# The budget range is the operations' (an input model may declare max_bytes itself); re-exported here.
+from schedcp.services.operation import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
+from schedcp.services.operation import LIMIT_MAX_BYTES as LIMIT_MAX_BYTES
+from schedcp.services.operation import MIN_MAX_BYTES as MIN_MAX_BYTES
+
 _MIN_STRING = 48  # strings shorter than this are not worth cutting
 
 

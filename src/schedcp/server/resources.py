@@ -25,9 +25,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from schedcp.errors import SchedcpError
-from schedcp.server.artifacts import check_id
-from schedcp.server.events import BREAKER_TOPIC, URI_PREFIX
-from schedcp.server.state import ServerState
+from schedcp.server.events import Notifier
+from schedcp.services.artifacts import check_id
+from schedcp.services.events import BREAKER_TOPIC, URI_PREFIX
+from schedcp.services.state import ServerState
 
 _WATCH_ID = re.compile(r"^w-[0-9a-f]{8,32}$")
 
@@ -53,7 +54,7 @@ def _document(state: ServerState, kind: str, artifact_id: str) -> str:
     return json.dumps(doc, indent=1, default=str)
 
 
-def register(server: MCPServer, state: ServerState) -> None:
+def register(server: MCPServer, state: ServerState, notifier: Notifier) -> None:
     @server.resource(
         "schedcp://scheduler/{name}/source",
         name="scheduler_source",
@@ -113,10 +114,10 @@ def register(server: MCPServer, state: ServerState) -> None:
             raise ResourceNotFoundError(f"no active watch {watch_id!r} in this server (watches end with the server)")
         return json.dumps(state.events.read(topic))
 
-    _register_legacy_subscriptions(server, state)
+    _register_legacy_subscriptions(server, notifier)
 
 
-def _register_legacy_subscriptions(server: MCPServer, state: ServerState) -> None:
+def _register_legacy_subscriptions(server: MCPServer, notifier: Notifier) -> None:
     """resources/subscribe for 2025-era clients; 2026 clients use subscriptions/listen instead.
 
     MCPServer serves subscriptions/listen itself but has no public hook for the older
@@ -129,11 +130,11 @@ def _register_legacy_subscriptions(server: MCPServer, state: ServerState) -> Non
         return uri
 
     async def subscribe(ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
-        state.events.subscribe_session(_check(str(params.uri)), ctx.session)
+        notifier.subscribe_session(_check(str(params.uri)), ctx.session)
         return EmptyResult()
 
     async def unsubscribe(ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams) -> EmptyResult:
-        state.events.unsubscribe_session(str(params.uri), ctx.session)
+        notifier.unsubscribe_session(str(params.uri), ctx.session)
         return EmptyResult()
 
     lowlevel = server._lowlevel_server

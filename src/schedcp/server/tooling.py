@@ -13,29 +13,16 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from schedcp.errors import SchedcpError
-from schedcp.server import budget
 from schedcp.server.budget import error_result
 
 log = logging.getLogger("schedcp.server")
-
-# The shared output-budget parameter, so every tool states and accepts the same thing.
-MaxBytes = Annotated[
-    int,
-    Field(
-        ge=budget.MIN_MAX_BYTES,
-        le=budget.LIMIT_MAX_BYTES,
-        description=f"Upper bound on the size of this tool's JSON answer in bytes "
-        f"(default {budget.DEFAULT_MAX_BYTES}). "
-        "Longer answers are cut, largest lists first, with a 'truncated' note saying what was left out.",
-    ),
-]
 
 
 @dataclass(frozen=True)

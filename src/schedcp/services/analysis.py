@@ -19,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.errors import UsageError
 from schedcp.node.observe import PROBE_KINDS
+from schedcp.services import checks
 from schedcp.services.models import MAX_ARG_CHARS, MAX_ARGV, TESTBED_ID_PATTERN
 from schedcp.services.operation import Answer, Operation, Progress, budget_field
 
 if TYPE_CHECKING:
     from schedcp.analysis.engine import Engine
     from schedcp.analysis.sandbox import SandboxPolicy
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
     from schedcp.services.testbed import Testbed
 
 ProbeKind = Literal[PROBE_KINDS]  # type: ignore[valid-type]
@@ -118,7 +119,6 @@ def observe(
 ) -> dict[str, Any]:
     """An agent's observation of this host: a command runs in the sandbox, paths are checked."""
     from schedcp.analysis.sandbox import SandboxPolicy
-    from schedcp.server import checks
 
     return observe_host(
         _engine(state),
@@ -299,7 +299,6 @@ def read_file(_state: ServerState, args: ReadFileInput, _progress: Progress) -> 
 
     Long files are paged: the answer gives next_offset when there is more."""
     from schedcp.analysis.sandbox import SafeReader
-    from schedcp.server import checks
 
     clean = checks.safe_path(args.path, "path")
     reader = SafeReader()
@@ -355,7 +354,6 @@ def run_sandboxed(state: ServerState, args: SandboxedInput, _progress: Progress)
     Output is cut to fit max_bytes; the complete output is the resource schedcp://run/{run_id}."""
     from schedcp.analysis.sandbox import SandboxPolicy
     from schedcp.analysis.sandbox import run_sandboxed as run
-    from schedcp.server import checks
 
     result = run(
         checks.argv(args.argv), SandboxPolicy(timeout_s=args.timeout_s, memory_mb=args.memory_mb), stdin=args.stdin
@@ -494,7 +492,6 @@ def watch_workload(state: ServerState, args: WatchInput, _progress: Progress) ->
     subscriptions/listen) to get a notification per event, then read it for the events. The watch ends
     with unwatch_workload or when this server stops."""
     from schedcp.analysis.events import WatchSpec
-    from schedcp.server import checks
 
     if args.cgroup is not None:
         checks.safe_path(args.cgroup, "cgroup", absolute=False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.errors import SchedcpError, UsageError
+from schedcp.services import checks
 from schedcp.services.models import (
     MAX_SOURCE_BYTES,
     NAME_PATTERN,
@@ -31,7 +32,7 @@ from schedcp.services.models import (
 from schedcp.services.operation import Operation, Progress
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
 
 MAX_FINDINGS = 12
 
@@ -61,7 +62,6 @@ def policy_info(repository: Any, name: str) -> dict[str, Any]:
 def check_candidate(candidate: CandidateSpec, repository: Any) -> CandidateCheck:
     """Refuse a candidate that cannot run: unknown or unrunnable policy, unknown or out-of-range
     tunables, new code without source or with config, a patch without its parent, a name clash."""
-    from schedcp.server import checks
     from schedcp.toolchain import metadata
 
     checks.config_dict(dict(candidate.config))
@@ -119,7 +119,7 @@ def compile_policy(
 ) -> Built:
     """Compile submitted source (as ``name``) or a library/repository policy by name for ``kernel``;
     validates ``config`` against the policy's tunables. Raises BuildError with diagnostics."""
-    from schedcp.services.repository import library_source
+    from schedcp.services.repository import library_source, repo_meta
     from schedcp.toolchain import build as build_mod
     from schedcp.toolchain import headers, metadata, scx_source
 
@@ -144,16 +144,13 @@ def compile_policy(
             result = build_mod.build(path, include, target=kernel.release)
             text = path.read_text(errors="replace")
         else:
-            # Shared with run_in_vm's preparation: how a repository policy's tunables become loader metadata.
-            from schedcp.server.vmrun import _repo_meta
-
             info = repository.show(name)
             if info.get("kind") == "external":
                 raise UsageError(
                     f"{name} is an upstream binary, which the test VM does not carry",
                     "try a BPF policy from our library or one added with add_scheduler",
                 )
-            meta = _repo_meta(info)
+            meta = repo_meta(info)
             text = repository.source(name)
             result = scx_source.build_text(text, f"{name}.bpf.c", kernel)
         if config:
@@ -253,7 +250,6 @@ def build_scheduler(state: ServerState, args: BuildInput, progress: Progress) ->
 
     A failed build or check is an answer (ok false, with diagnostics or findings), not an error. With
     testbed_id the object is kept there: pass build_id to run_trial."""
-    from schedcp.server import checks
 
     if (args.scheduler is None) == (args.source is None):
         raise UsageError("give exactly one of scheduler (a name) or source (C code)", "drop one of them")

@@ -16,7 +16,7 @@ from schedcp.errors import UsageError
 from schedcp.services.operation import Answer, Operation, Progress
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
 
 
 def _call(state: ServerState, op: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:

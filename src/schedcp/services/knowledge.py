@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.errors import UsageError
+from schedcp.services import checks
 from schedcp.services.models import NAME_PATTERN, TRIAL_ID_PATTERN, RepositoryProfile, Scalar, TrialRecord
 from schedcp.services.operation import Operation, Progress
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
 
 AGENT_ACTOR = "mcp-agent"
 
@@ -148,7 +149,6 @@ def record_result(state: ServerState, args: RecordResultInput, _progress: Progre
 
     With trial_id the server records its own measurement; otherwise give policy, metrics and baseline.
     Returns the computed improvement over the baseline and whether the policy beat it."""
-    from schedcp.server import checks
 
     profile = args.profile.model_dump()
     if args.trial_id is not None:

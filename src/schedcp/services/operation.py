@@ -1,10 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""An operation: one thing SchedCP does, with a typed input model, declared once.
+"""An operation: one thing SchedCP does, with typed input and output models, declared once.
 
 Faces only present operations: the MCP server turns each into a tool whose JSON schema is the
 input model's fields (plus the shared ``max_bytes`` budget) and whose answer is the output model
 as compact JSON within budget; the CLI builds the input model and calls ``call`` directly. Adding
 an operation is one ``Operation(...)`` in its service module and one line in ``registry()``.
+
+An answer that relays what a domain service returned (the repository's search, an analysis
+render) is a ``Reply``: typed, but showing only the keys the service gave, so typing it never adds
+nulls or defaults to the JSON an agent reads.
 
 The answer budget belongs to the face, with two exceptions the operation states itself: an
 operation whose work depends on the budget (a search keeps fewer hits, a file read pages) declares
@@ -18,13 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
-
-from schedcp.server.budget import DEFAULT_MAX_BYTES, LIMIT_MAX_BYTES, MIN_MAX_BYTES
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
 
+# Answer budgets in bytes of compact JSON: every operation's default, and the range a caller may ask for.
+DEFAULT_MAX_BYTES = 4096
+MIN_MAX_BYTES = 512
+LIMIT_MAX_BYTES = 65536
 Progress = Callable[[str], None]
 Kind = Literal["read", "compute", "write"]
 
@@ -40,6 +46,13 @@ def budget_description(default: int | None) -> str:
 def budget_field(default: int | None = DEFAULT_MAX_BYTES, description: str | None = None) -> Any:
     """The ``max_bytes`` field of an input model whose operation shapes its answer by it."""
     return Field(default, ge=MIN_MAX_BYTES, le=LIMIT_MAX_BYTES, description=description or budget_description(default))
+
+
+class Reply(BaseModel):
+    """An answer that mirrors a domain service's result: every key is declared (unknown ones are
+    refused), and only the keys the service gave are dumped (``dump`` leaves unset fields out)."""
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,8 @@ class Operation:
     name: str  # the stable tool name agents program against
     input: type[BaseModel]
     run: Callable[[ServerState, Any, Progress], Result]
+    # The answer's model, or a union of models when its shape depends on the arguments (detail=...).
+    output: Any = None
     kind: Kind = "compute"
     max_bytes: int = DEFAULT_MAX_BYTES  # default answer budget
     description: str = ""  # defaults to run's docstring
@@ -81,8 +96,14 @@ class Operation:
         result = self.run(state, args, progress or (lambda _m: None))
         return result.value if isinstance(result, Answer) else result
 
+    def check_output(self, value: BaseModel | dict[str, Any]) -> BaseModel:
+        """The answer's JSON read back as the declared output model (tests hold operations to it)."""
+        return TypeAdapter(self.output).validate_python(dump(value))
+
 
 def dump(value: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, Reply):
+        return value.model_dump(mode="json", exclude_unset=True)
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 

@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.paths import schedulers_dir
-from schedcp.server.budget import LIMIT_MAX_BYTES
+from schedcp.services import checks
 from schedcp.services.models import MAX_SOURCE_BYTES, NAME_PATTERN, PolicyName
-from schedcp.services.operation import Answer, Operation, Progress, budget_field
+from schedcp.services.operation import LIMIT_MAX_BYTES, Answer, Operation, Progress, Reply, budget_field
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
+    from schedcp.toolchain.metadata import SchedulerMeta
 
 AGENT_REASON = "added over MCP"
 _LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -38,6 +39,43 @@ def library_source(name: str) -> Path | None:
     return None
 
 
+def repo_meta(info: dict[str, Any]) -> SchedulerMeta | None:
+    """Tunables of an agent-added policy (``show``'s answer), in the shape the loader validates against;
+    None when it declares none. Shared by run_in_vm's preparation and build_scheduler."""
+    from schedcp.toolchain import metadata
+
+    tunables = [t for t in info.get("tunables", []) if t.get("variable")]
+    if not tunables:
+        return None
+    converted = []
+    for t in tunables:
+        item = {
+            "name": t["variable"],
+            "type": t["type"],
+            "default": t.get("default"),
+            "description": t.get("description", "tunable"),
+        }
+        if t["type"] == "str":
+            item["max_len"] = 64
+        else:
+            item.update({k: int(t[k]) for k in ("min", "max") if t.get(k) is not None})
+        converted.append(item)
+    try:
+        return metadata.SchedulerMeta.model_validate(
+            {
+                "name": info["name"].replace("-", "_").replace(".", "_")[:32],
+                "title": info.get("title") or info["name"],
+                "description": (info.get("description") or "")[:4000],
+                "tunables": converted,
+            }
+        )
+    except ValueError as exc:
+        raise UsageError(
+            f"the tunables stored for {info['name']} are not loadable: {exc}",
+            "fix the policy's tunables in the repository or run it without config",
+        ) from exc
+
+
 def scheduler_source(state: ServerState, name: str) -> str:
     """A policy's C source: from the repository first (agent-added policies live there), else the
     shipped library; a usage error naming the way to find names otherwise."""
@@ -49,6 +87,50 @@ def scheduler_source(state: ServerState, name: str) -> str:
     if path is not None:
         return path.read_text(errors="replace")
     raise UsageError(f"no source for scheduler {name!r}: {repo_error.cause}", "find names with search_schedulers")
+
+
+class CutNote(Reply):
+    """Said instead of the repository's ``truncated: true``: what was left out and how to get it."""
+
+    note: str
+
+
+class Scores(Reply):
+    hybrid: float
+    bm25: float
+    cosine: float
+
+
+class SearchHit(Reply):
+    name: str
+    kind: str
+    status: str
+    usable: bool
+    title: str
+    excerpt: str
+    min_kernel: str
+    tags: list[str]
+    score: Scores
+    matched: dict[str, list[str]]  # column -> the query terms it matched
+
+
+class SearchFilters(Reply):
+    status: str
+    kind: str | None
+    kernel: str | None
+
+
+class SearchResults(Reply):
+    """search_schedulers' answer: ranked policies with their score parts."""
+
+    query: str
+    terms: list[str]
+    mode: str
+    filters: SearchFilters
+    considered: int
+    budget_bytes: int
+    truncated: CutNote | None = None
+    results: list[SearchHit]
 
 
 def _normalise_truncation(payload: dict[str, Any], what: str) -> dict[str, Any]:
@@ -86,7 +168,7 @@ class SearchInput(BaseModel):
     max_bytes: int = budget_field()
 
 
-def search_schedulers(state: ServerState, args: SearchInput, _progress: Progress) -> dict[str, Any]:
+def search_schedulers(state: ServerState, args: SearchInput, _progress: Progress) -> SearchResults:
     """Find existing schedulers for a workload or goal (hybrid keyword + semantic search).
 
     Returns ranked names with a short excerpt, status, whether the policy is usable here, and
@@ -95,7 +177,7 @@ def search_schedulers(state: ServerState, args: SearchInput, _progress: Progress
     found = state.repository().search(
         args.query, k=args.k, status=args.status, kind=args.kind, kernel=args.kernel, budget_bytes=args.max_bytes
     )
-    return _normalise_truncation(found, "results")
+    return SearchResults.model_validate(_normalise_truncation(found, "results"))
 
 
 # -- get_scheduler ----------------------------------------------------------------------------------
@@ -118,24 +200,85 @@ class SchedulerSource(BaseModel):
     source: str
 
 
-SUMMARY_KEYS = (
-    "name",
-    "kind",
-    "status",
-    "usable",
-    "usable_reason",
-    "title",
-    "description",
-    "workloads",
-    "tags",
-    "tunables",
-    "min_kernel",
-    "binary",
-    "parent",
-    "results",
-    "source_bytes",
-    "source_uri",
-)
+class ResultSummary(Reply):
+    results: int
+    wins: int
+    best_ratio: float | None
+
+
+class StoredResult(Reply):
+    """One recorded outcome of a policy (get_scheduler detail='full')."""
+
+    id: int
+    config: dict[str, Any]
+    goal: str
+    workload: str
+    metrics: dict[str, int | float]
+    baseline: dict[str, int | float]
+    improvement: dict[str, int | float]
+    primary_metric: str | None
+    primary_ratio: float | None
+    beat_baseline: bool
+    host: str
+    kernel: str
+    at: str
+
+
+class StatusLogEntry(Reply):
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str
+    at: str
+    evidence: dict[str, Any] | None = None
+
+
+class AntipatternNote(Reply):
+    """A stored lesson: what a policy did badly, on which kind of workload."""
+
+    id: int
+    policy: str | None
+    note: str
+    workload: str | None
+    actor: str
+    at: str
+    why: str | None = None  # with best_config: why this note is relevant
+
+
+class SchedulerInfo(Reply):
+    """get_scheduler's answer (summary: the SUMMARY_KEYS; full: every field the repository shows)."""
+
+    name: str
+    kind: str
+    status: str
+    usable: bool
+    usable_reason: str
+    title: str
+    description: str
+    workloads: list[str]
+    tags: list[str]
+    tunables: list[dict[str, Any]]
+    min_kernel: str
+    binary: str | None
+    upstream: str | None = None
+    parent: str | None
+    source_sha256: str | None = None
+    object_sha256: str | None = None
+    source_bytes: int
+    origin: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    results: ResultSummary
+    recent_results: list[StoredResult] | None = None
+    status_log: list[StatusLogEntry] | None = None
+    antipatterns: list[AntipatternNote] | None = None
+    children: list[str] | None = None
+    source_excerpt: str | None = None
+    source_uri: str | None
+
+
+# detail='summary' shows the fields every policy has (the required ones); 'full' shows them all.
+SUMMARY_KEYS = tuple(k for k, f in SchedulerInfo.model_fields.items() if f.is_required())
 
 
 def get_scheduler(state: ServerState, args: GetSchedulerInput, _progress: Progress) -> Answer:
@@ -154,7 +297,7 @@ def get_scheduler(state: ServerState, args: GetSchedulerInput, _progress: Progre
     info["source_uri"] = f"schedcp://scheduler/{args.name}/source" if info.get("source_bytes") else None
     if args.detail == "summary":
         info = {k: info[k] for k in SUMMARY_KEYS if k in info}
-    return Answer(info, more="ask with detail='full' or a larger max_bytes")
+    return Answer(SchedulerInfo.model_validate(info), more="ask with detail='full' or a larger max_bytes")
 
 
 # -- list_primitives ----------------------------------------------------------------------------------
@@ -173,19 +316,61 @@ class PrimitivesInput(BaseModel):
     max_bytes: int = budget_field()
 
 
-def list_primitives(state: ServerState, args: PrimitivesInput, _progress: Progress) -> Answer | dict[str, Any]:
+class Primitive(Reply):
+    """One primitive with its C snippet (list_primitives with name)."""
+
+    name: str
+    description: str
+    tags: list[str]
+    snippet: str
+
+
+class PrimitiveInfo(Reply):
+    name: str
+    description: str
+    tags: list[str]
+    bytes: int  # the snippet's size
+
+
+class PrimitiveList(Reply):
+    """Every primitive's name and purpose (list_primitives without arguments)."""
+
+    count: int
+    primitives: list[PrimitiveInfo]
+
+
+class PrimitiveHit(Reply):
+    name: str
+    excerpt: str
+    tags: list[str]
+    score: Scores
+    matched: dict[str, list[str]]
+
+
+class PrimitiveSearch(Reply):
+    """The primitives most relevant to a need (list_primitives with query)."""
+
+    query: str
+    terms: list[str]
+    budget_bytes: int
+    truncated: CutNote | None = None
+    results: list[PrimitiveHit]
+
+
+def list_primitives(state: ServerState, args: PrimitivesInput, _progress: Progress) -> Answer | BaseModel:
     """Reusable scheduler building blocks (per-CPU queues, vtime with sleeper credit, aging, ...).
 
     Without arguments: every primitive's name and one-line purpose. With query: the most relevant
     ones. With name: that primitive's C snippet, ready to compose into a new scheduler."""
     repo = state.repository()
     if args.name is not None:
-        return Answer(repo.primitive(args.name), more="ask with a larger max_bytes for the whole snippet")
+        snippet = Primitive.model_validate(repo.primitive(args.name))
+        return Answer(snippet, more="ask with a larger max_bytes for the whole snippet")
     if args.query is not None:
         found = repo.search_primitives(args.query, k=args.k, budget_bytes=args.max_bytes)
-        return _normalise_truncation(found, "primitives")
+        return PrimitiveSearch.model_validate(_normalise_truncation(found, "primitives"))
     items = repo.primitives()
-    return {"count": len(items), "primitives": items}
+    return PrimitiveList(count=len(items), primitives=[PrimitiveInfo.model_validate(i) for i in items])
 
 
 # -- promote_scheduler ----------------------------------------------------------------------------------
@@ -207,7 +392,26 @@ class PromoteInput(BaseModel):
     )
 
 
-def promote_scheduler(state: ServerState, args: PromoteInput, _progress: Progress) -> dict[str, Any]:
+class RecordedAntipattern(Reply):
+    """A lesson just stored (record_antipattern, or promote_scheduler's demotion note)."""
+
+    id: int
+    policy: str | None
+    workload: str | None
+    note: str
+
+
+class StatusChange(Reply):
+    """promote_scheduler's answer: the move made, and the evidence that allowed a move up."""
+
+    name: str
+    from_: str = Field(alias="from")
+    to: str
+    evidence: dict[str, Any] | None = None
+    antipattern: RecordedAntipattern | None = None
+
+
+def promote_scheduler(state: ServerState, args: PromoteInput, _progress: Progress) -> StatusChange:
     """Change a policy's status. Moving up needs evidence no caller can write: verified needs a passing
     verify_scheduler of this exact source (the daemon keeps the record); production needs a win that
     run_trial measured. A reason or a recorded result is not evidence.
@@ -218,7 +422,7 @@ def promote_scheduler(state: ServerState, args: PromoteInput, _progress: Progres
     out: dict[str, Any] = move(args.name, to=args.to, reason=args.reason)
     if args.antipattern:
         out["antipattern"] = repo.annotate_antipattern(args.antipattern, policy=args.name)
-    return out
+    return StatusChange.model_validate(out)
 
 
 # -- add_scheduler ------------------------------------------------------------------------------------
@@ -280,7 +484,6 @@ def add_scheduler(state: ServerState, args: AddSchedulerInput, _progress: Progre
     """Save a new scheduler (status 'candidate') so it can be found, verified, measured and reused.
 
     Verify it first with verify_scheduler; promote it once it has passed and won."""
-    from schedcp.server import checks
 
     checks.source_text(args.source)
     data = {

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.errors import NotReadyError, SchedcpError, UsageError
+from schedcp.services import checks, workloads
 from schedcp.services.models import Target, TargetSpec, TestbedId, TestbedInfo, TrialRecord
 from schedcp.services.operation import Operation, Progress
 from schedcp.testbed.extras import GuestExtras
 from schedcp.trial.node import GUEST_DEAD
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
 
 OBSERVE_MAX_S = 300.0
 IDLE_S = 1800.0
@@ -37,7 +38,6 @@ MAX_TRIALS = 200
 
 def make_target(spec: TargetSpec) -> Target:
     """Resolve a target spec to the argv the guest runs (built-in workloads by name, or a command)."""
-    from schedcp.server import checks, workloads
 
     if spec.workload and spec.argv:
         raise UsageError("give either a built-in workload or a command, not both", "pick one target")

@@ -40,8 +40,8 @@ from schedcp.trial.models import Policy, RunResult
 from schedcp.trial.rounds import BASELINE, GUEST_DEAD, Arm, ArmRun, run_rounds
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
     from schedcp.services.build import Built
+    from schedcp.services.state import ServerState
     from schedcp.services.testbed import GuestSession
 
 WATCHDOG_MS = 10000

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.errors import UsageError
-from schedcp.server.checks import MAX_CONFIG_KEYS
+from schedcp.services import checks
+from schedcp.services.checks import MAX_CONFIG_KEYS
 from schedcp.services.models import MAX_SOURCE_BYTES, Scalar
 from schedcp.services.operation import Answer, Operation, Progress
 from schedcp.services.repository import scheduler_source
 from schedcp.services.vm_run import WORKLOAD_DESCRIPTION, Argv, KernelSpec, WorkloadArgs, WorkloadName, workload_argv
 
 if TYPE_CHECKING:
-    from schedcp.server.state import ServerState
+    from schedcp.services.state import ServerState
 
 SEVERITY = {"error": 0, "warning": 1, "info": 2}
 SUMMARY_FINDINGS = 8
@@ -139,7 +140,6 @@ def verify_scheduler(state: ServerState, args: VerifyInput, _progress: Progress)
     A pass returns token_id (a signed, single-use deployment token held by the daemon). A failure
     returns findings with the line, the evidence and a fix hint. Takes about a minute; the full
     report is the resource schedcp://report/{report_id}."""
-    from schedcp.server import checks
 
     if (args.source is None) == (args.scheduler is None):
         raise UsageError(

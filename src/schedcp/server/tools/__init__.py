@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mcp.server.mcpserver.tools import Tool
 
-from schedcp.server.state import ServerState
+from schedcp.services.state import ServerState
 
 
 def all_tools(state: ServerState) -> list[Tool]:

@@ -19,9 +19,9 @@ from mcp_types import CallToolResult
 from pydantic import Field
 
 from schedcp.server import budget
-from schedcp.server.state import ServerState
 from schedcp.server.tooling import COMPUTE, READ, WRITE, make_tool
 from schedcp.services.operation import Answer, Operation, budget_description, dump, registry
+from schedcp.services.state import ServerState
 
 KINDS = {"read": READ, "compute": COMPUTE, "write": WRITE}
 _ANNOTATED: Any = Annotated  # subscripted at runtime with a computed tuple (type checkers cannot follow)

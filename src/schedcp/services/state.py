@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What one MCP server process holds: service handles, the VM gate, stored artifacts, events.
+"""What one serving process holds for the operations: service handles, the VM gate, testbeds,
+stored artifacts, event logs.
 
+Every operation gets this state (``Operation.run(state, args, progress)``), whichever face calls it:
+the MCP server (``schedcp mcp``, ``schedcp optimize``'s in-process server) or a CLI command.
 Services are created on first use, so ``tools/list`` answers instantly and a client that only
 searches the repository never loads the analysis engine. Nothing here needs root: privileged work
 goes to the daemon through a fresh ``DaemonClient`` per call (a verification holds its connection
@@ -15,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schedcp.server.artifacts import ArtifactStore
-from schedcp.server.events import EventHub
-from schedcp.server.vmgate import VmGate
+from schedcp.services.artifacts import ArtifactStore
+from schedcp.services.events import EventHub
 from schedcp.services.testbed import Testbeds, vm_session_factory
+from schedcp.services.vmgate import VmGate
 from schedcp.testbed.extras import GuestExtras
 
 
