@@ -189,6 +189,8 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: i
     )
     if rec.status != "ok":
         record.update(status=rec.status, error=rec.error)
+    if rec.ops_name:
+        record["ops"] = rec.ops_name  # the sched_ext ops the kernel ran the workload under
     if rec.warnings:
         record["warnings"] = rec.warnings
     if rec.status == "attach_failed":
