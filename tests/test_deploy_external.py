@@ -251,3 +251,31 @@ def test_a_partial_trial_arm_of_a_binary_without_the_flag_is_an_attach_failure()
     rec = run_arm(LocalNode(), arm, ["true"], timeout_s=5, partial=True)
     assert rec.status == "attach_failed" and rec.error_code == "external_no_partial"
     assert rec.run is None  # nothing ran
+
+
+def test_daemon_trial_arms_of_binaries_are_allowed_partial_and_declared_only(controller: DeployController, tmp_path):
+    from schedcp.daemon.audit import AuditLog
+    from schedcp.daemon.deploy_ops import DeployService
+    from schedcp.daemon.trial_ops import TrialArmArgs, TrialService
+
+    service = DeployService(tmp_path / "svc", AuditLog.for_state_dir(tmp_path / "svc"), node_spec=None, policy=None)
+    service.controller = controller
+    trials = TrialService(service)
+
+    def arm(**kw):
+        return trials._arm(TrialArmArgs(name="x", argv=["true"], timeout_s=5, **kw))
+
+    with pytest.raises(ValidationError):
+        TrialArmArgs(name="x", argv=["true"], timeout_s=5, token_id="a" * 24, external="scx_rusty")
+    with pytest.raises(SchedcpError) as err:
+        arm(external="scx_lavd")
+    assert err.value.code == "external_not_allowed"
+    with pytest.raises(UsageError) as err:
+        arm(external="scx_simple")  # every arm on the daemon's node is partial: it needs the flag
+    assert err.value.code == "external_no_partial"
+    with pytest.raises(UsageError) as err:
+        arm(external="scx_rusty", config={"no_such_flag": 1})
+    assert err.value.code == "external_bad_config"
+    rusty = arm(external="scx_rusty", config={"perf": 1024})
+    assert rusty.external is not None and rusty.external.argv(partial=True) == ["--perf=1024", "--partial"]
+    assert rusty.external.search == (str(tmp_path / "bin"),)

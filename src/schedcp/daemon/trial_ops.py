@@ -33,9 +33,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schedcp.deploy.models import TOKEN_ID_PATTERN, ConfigValue, check_config_keys
+from schedcp.deploy.models import EXTERNAL_NAME_PATTERN, TOKEN_ID_PATTERN, ConfigValue, check_config_keys
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.trial.node import NodeClient, NodeOps
 
@@ -62,11 +62,13 @@ def _argv(v: list[str]) -> list[str]:
 
 
 class TrialArmArgs(BaseModel):
-    """One arm: EEVDF (no ``token_id``) or the policy the daemon verified under ``token_id``."""
+    """One arm: EEVDF (neither ``token_id`` nor ``external``), the policy the daemon verified under
+    ``token_id``, or an installed binary the operator allows (``external``: its catalog entry)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     token_id: str | None = Field(None, pattern=TOKEN_ID_PATTERN)
+    external: str | None = Field(None, pattern=EXTERNAL_NAME_PATTERN)
     config: dict[str, ConfigValue] = Field(default_factory=dict)
     argv: list[str] = Field(min_length=1, max_length=MAX_ARGV)
     timeout_s: float = Field(gt=0, le=MAX_TRIAL_S)
@@ -74,6 +76,12 @@ class TrialArmArgs(BaseModel):
 
     _check_argv = field_validator("argv")(_argv)
     _check_config = field_validator("config")(check_config_keys)
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> TrialArmArgs:
+        if self.token_id is not None and self.external is not None:
+            raise ValueError("give token_id or external, not both")
+        return self
 
 
 class TrialObserveArgs(BaseModel):
@@ -174,6 +182,8 @@ class TrialService:
         from schedcp.trial.rounds import Arm
         from schedcp.verifier import tokens
 
+        if args.external is not None:
+            return self._external_arm(args)
         if args.token_id is None:
             if args.config:
                 raise UsageError("an EEVDF arm takes no configuration", "drop config, or name the verified policy")
@@ -211,6 +221,26 @@ class TrialService:
             )
         return Arm(args.name, policy_for(stored, verified), dict(verified.tunables))
 
+    def _external_arm(self, args: TrialArmArgs) -> Arm:
+        """An installed binary as an arm: allowed by the operator (as for a deploy), configured only
+        with its catalog entry's flags, and partial like every arm here, so only a binary with a
+        partial-switch flag can run one."""
+        from dataclasses import replace
+
+        from schedcp.deploy.external import allowed_entry
+        from schedcp.trial.rounds import Arm
+
+        assert args.external is not None
+        ctl = self.deploy._ctl()
+        command = allowed_entry(args.external, ctl.policy).command(dict(args.config))
+        if not command.has_partial:
+            raise UsageError(
+                f"{command.name} declares no partial-switch flag, and trial arms here switch only the workload's tasks",
+                "compare it in the micro-VM instead: schedcp bench -p external:NAME",
+                code="external_no_partial",
+            )
+        return Arm(args.name, external=replace(command, search=tuple(ctl.external_search or ())))
+
     def arm(self, peer: Peer, args: TrialArmArgs, op: Operation | None = None) -> dict[str, Any]:
         """One arm of a trial on the node (see the module docstring for every rule it keeps)."""
         from schedcp.trial.rounds import run_arm
@@ -228,7 +258,13 @@ class TrialService:
                 partial=True,
             )
         if op is not None:
-            op.result.update(arm=args.name, status=rec.status, ops_name=rec.ops_name or None, token_id=args.token_id)
+            op.result.update(
+                arm=args.name,
+                status=rec.status,
+                ops_name=rec.ops_name or None,
+                token_id=args.token_id,
+                external=args.external,
+            )
         return {"arm": rec.to_dict()}
 
     def observe(self, peer: Peer, args: TrialObserveArgs, op: Operation | None = None) -> dict[str, Any]:

@@ -368,7 +368,11 @@ class DaemonNode(NodeOps):
         args: dict[str, Any] = {"name": arm.name, "argv": list(argv), "timeout_s": timeout_s}
         if watchdog_ms is not None:
             args["watchdog_ms"] = watchdog_ms
-        if arm.policy is not None:
+        if getattr(arm, "external", None) is not None:
+            # An installed binary, named by its catalog entry; the daemon builds its command line itself.
+            args["external"] = arm.external.name
+            args["config"] = dict(arm.external.config)
+        elif arm.policy is not None:
             if not arm.policy.token_id:
                 raise UsageError(
                     f"{arm.name} has not been verified by the daemon, and its node loads nothing else",

@@ -24,7 +24,8 @@ A policy is one of our objects (``Arm.policy``) or an installed scheduler binary
 a command line the repository's catalog entry validated): the binary is started on the node, its
 scheduler must enable, and stopping it must leave the kernel's default (``trial/external.py``);
 everything else about the run is the same. A binary without a partial-switch flag cannot run a
-partial arm (``attach_failed``, code ``external_no_partial``).
+partial arm (``attach_failed``, code ``external_no_partial``; the daemon's node, whose arms are
+always partial, refuses such an arm outright).
 """
 
 from __future__ import annotations
@@ -154,12 +155,6 @@ def run_arm(
     Raises SchedcpError when the guest dies, or (code ``bench_state``) when a scheduler is found
     attached before an EEVDF run."""
     if isinstance(node, ArmRunner) and around is None:
-        if arm.external is not None:
-            raise UsageError(
-                f"{arm.name} is an installed binary; the daemon's node runs trial arms of verified objects only",
-                "compare it in the micro-VM (schedcp bench --external), or deploy it through the daemon",
-                code="external_not_supported",
-            )
         return node.run_arm(arm, argv, timeout_s=timeout_s, watchdog_ms=watchdog_ms, partial=partial)
     rec = ArmRun(arm.name, config=dict(arm.external.config if arm.external else arm.config))
     wrap = around or nullcontext
