@@ -151,7 +151,10 @@ def test_the_node_finds_binaries_by_name_in_safe_directories_only(tmp_path: Path
     os.chown(theirs, 65534, 65534)
     writable = _install(tmp_path / "writable", "scx_rusty")
     writable.chmod(0o757)
-    for where in (open_dir, tmp_path / "theirs", tmp_path / "writable"):
+    # A directory of ours inside one others may write (not sticky): they could swap the whole directory.
+    _install(tmp_path / "open2" / "bin", "scx_rusty")
+    (tmp_path / "open2").chmod(0o777)
+    for where in (open_dir, tmp_path / "theirs", tmp_path / "writable", tmp_path / "open2" / "bin"):
         with pytest.raises(NodeError) as unsafe:
             node_external.which("scx_rusty", [str(where)])
         assert unsafe.value.code == "unsafe_binary", where

@@ -59,6 +59,23 @@ def _safe(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid()) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
+def _safe_dir(path: str) -> bool:
+    """The directory and every one above it are ours: whoever may write an ancestor could rename the
+    directory away and put their own in its place. A sticky ancestor (``/tmp``) only lets its owners
+    rename their own entries, so it is safe above a directory of ours."""
+    current = os.path.abspath(path)
+    if not _safe(os.stat(current)):
+        return False
+    while current != "/":
+        current = os.path.dirname(current)
+        st = os.stat(current)
+        if st.st_uid not in (0, os.geteuid()) or (
+            st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
+        ):
+            return False
+    return True
+
+
 def _search_dirs(search: list[str] | None) -> list[str]:
     dirs = list(search) if search else list(SEARCH_PATH)
     if len(dirs) > 16 or not all(isinstance(d, str) and d.startswith("/") and "\x00" not in d for d in dirs):
@@ -78,7 +95,7 @@ def which(binary: str, search: list[str] | None = None) -> dict[str, Any]:
         real = os.path.realpath(candidate)
         checks = [os.path.dirname(candidate), os.path.dirname(real)]
         try:
-            if not all(_safe(os.stat(d)) for d in checks):
+            if not all(_safe_dir(d) for d in checks):
                 unsafe.append(f"{directory} (writable by others)")
                 continue
             fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)

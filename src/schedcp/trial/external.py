@@ -29,7 +29,7 @@ from schedcp.trial.attached import EJECTION_REASON_WAIT_S, AttachedPolicy, Healt
 from schedcp.trial.models import DetachResult, Policy, SchedExtState, ejections
 from schedcp.trial.node import NodeClient, NodeOpError
 
-ENABLE_TIMEOUT_S = 120.0  # the binary loads its BPF through the kernel's verifier: slow under emulation
+ENABLE_TIMEOUT_S = 300.0  # the binary loads its BPF through the kernel's verifier: minutes under emulation
 POLL_S = 0.2
 STOP_GRACE_S = 5.0
 
