@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schedcp.analysis.feedback import FeedbackReport
+from schedcp.analysis.profile import Characteristics, WorkloadProfile
 from schedcp.errors import UsageError
 from schedcp.node.observe import PROBE_KINDS
 from schedcp.services import checks
-from schedcp.services.models import MAX_ARG_CHARS, MAX_ARGV, TESTBED_ID_PATTERN
-from schedcp.services.operation import Answer, Operation, Progress, budget_field
+from schedcp.services.models import MAX_ARG_CHARS, MAX_ARGV, TESTBED_ID_PATTERN, CutNote, RepositoryProfile
+from schedcp.services.operation import Answer, Operation, Progress, Reply, budget_field
 
 if TYPE_CHECKING:
     from schedcp.analysis.engine import Engine
@@ -60,6 +62,133 @@ TestbedArg = Annotated[
         description="Observe the testbed's workload in its micro-VM (start_testbed) instead of this host.",
     ),
 ]
+Number = int | float  # as measured: counts stay integers, rates and shares are floats
+
+
+# -- what an observation renders to (analysis/summarize.py; any key may be cut to fit its budget) ----
+class CpuUse(Reply):
+    ncpu: int | None = None
+    busy_pct: list[Number] = Field(default_factory=list)
+    parallelism: Number | None = None
+    runq_wait_pct: Number | None = None
+    slice_ms: Number | None = None
+
+
+class SwitchRates(Reply):
+    vol_s: Number | None = None
+    invol_s: Number | None = None
+    migr_s: Number | None = None
+
+
+class TaskCounts(Reply):
+    procs: int | None = None
+    threads: int | None = None
+    peak: int | None = None
+    spawn_s: Number | None = None
+    created: int | None = None
+    life_p50_s: Number | None = None
+    storm: bool | None = None
+
+
+class IoUse(Reply):
+    mb_s: Number | None = None
+    iowait_pct: Number | None = None
+    blocked: Number | None = None
+
+
+class LongTailBrief(Reply):
+    detected: bool
+    group: int
+    ratio: Number
+    top_share: Number
+    serial_tail_s: Number
+
+
+class WorkloadSummary(Reply):
+    """workload_summary's answer for a workload: its class, the goal, and the numbers behind them."""
+
+    target: str | None = None
+    wall_s: Number | None = None
+    classification: str | None = Field(None, alias="class")
+    goal: str | None = None
+    summary: str | None = None
+    evidence: list[str] | None = None
+    cpu: CpuUse | None = None
+    switches: SwitchRates | None = None
+    tasks: TaskCounts | None = None
+    io: IoUse | None = None
+    psi: dict[str, Any] | None = None
+    mem_mb: Number | None = None
+    long_tail: LongTailBrief | None = None
+    exit: int | None = None
+    timed_out: bool | None = None
+    next: str | None = None
+    detail: str | None = None
+    truncated: bool | None = None  # the renderer cut something to fit its budget
+
+
+class SystemView(Reply):
+    """The whole system's view (no pid, cgroup or command): load, CPU use, pressure, top processes."""
+
+    target: Literal["system"] | None = None
+    ncpu: int | None = None
+    busy_pct: list[Number] | None = None  # per CPU
+    iowait_pct: list[Number] | None = None  # per CPU
+    load: list[Number] | None = None
+    procs: int | None = None
+    threads: int | None = None
+    forks_s: Number | None = None
+    ctxt_s: Number | None = None
+    runnable_avg: Number | None = None
+    blocked_avg: Number | None = None
+    mem_avail_mb: Number | None = None
+    top: list[dict[str, Any]] | None = None
+    psi_some_pct: dict[str, Number | None] | None = None
+    psi: dict[str, Any] | str | None = None
+    detail: str | None = None
+    truncated: bool | None = None
+
+
+class ProfileView(Reply):
+    """workload_profile's answer (detail profile or full): the Workload Profile with phases, groups
+    and top tasks; full adds the task table, the time series and the raw window."""
+
+    profile_id: str
+    profile_uri: str
+    keywords: list[str] | None = None
+    for_repository: RepositoryProfile
+    target: str | None = None
+    source: str | None = None
+    duration_s: Number | None = None
+    summary: str | None = None
+    goal: str | None = None
+    goal_rationale: str | None = None
+    characteristics: Characteristics | None = None
+    metrics: dict[str, Number] | None = None
+    phases: list[dict[str, Number]] | None = None
+    groups: list[dict[str, Number]] | None = None
+    lifetimes: dict[str, int] | None = None
+    top_tasks: list[dict[str, Any]] | None = None
+    probe: dict[str, Any] | None = None
+    system: dict[str, Any] | None = None
+    series_cols: list[str] | None = None
+    series: list[list[Number]] | None = None
+    totals: dict[str, Any] | None = None
+    rusage: dict[str, Any] | None = None
+    sampling: dict[str, Any] | None = None
+    stdout_tail: str | None = None
+    detail: str | None = None
+    truncated: bool | None = None
+
+
+class ProfileRecord(Reply):
+    """workload_profile's answer with detail='record': the typed profile planners work from."""
+
+    profile_id: str
+    for_repository: RepositoryProfile
+    profile: WorkloadProfile
+
+
 SUMMARY_BYTES = 1536
 RECORD_BYTES = 8192
 TO_PROFILE = "workload_profile gives the full picture"
@@ -151,7 +280,11 @@ class SummaryInput(HostTarget):
     )
 
 
-def workload_summary(state: ServerState, args: SummaryInput, _progress: Progress) -> dict[str, Any]:
+def _view(doc: dict[str, Any]) -> WorkloadSummary | SystemView:
+    return SystemView.model_validate(doc) if doc.get("target") == "system" else WorkloadSummary.model_validate(doc)
+
+
+def workload_summary(state: ServerState, args: SummaryInput, _progress: Progress) -> WorkloadSummary | SystemView:
     """The cheapest first look (about 1.5 KB): what a workload is doing to the CPUs.
 
     Give a pid, a cgroup, or a command to launch and watch; with none, the whole system. Returns the
@@ -160,9 +293,9 @@ def workload_summary(state: ServerState, args: SummaryInput, _progress: Progress
     a question open. With testbed_id: the testbed's workload, run to completion once in its guest."""
     if args.testbed_id is not None:
         _only_testbed(args.pid, args.cgroup, args.command)
-        return _in_testbed(state, args.testbed_id, args.refresh, args.interval_s).render("summary")
+        return _view(_in_testbed(state, args.testbed_id, args.refresh, args.interval_s).render("summary"))
     raw = observe(state, args.pid, args.cgroup, args.command, args.duration_s)
-    return _engine(state).render(raw, "summary")
+    return _view(_engine(state).render(raw, "summary"))
 
 
 # -- workload_profile ---------------------------------------------------------------------------------
@@ -204,7 +337,7 @@ def workload_profile(state: ServerState, args: ProfileInput, _progress: Progress
     if raw.get("kind") == "system":
         if args.detail == "record":
             raise UsageError("a system-wide view has no workload profile record", "give a pid, cgroup or command")
-        return Answer(eng.render(raw, args.detail), _level_budget(args.detail))
+        return Answer(SystemView.model_validate(eng.render(raw, args.detail)), _level_budget(args.detail))
     prof = eng.profile(raw)
     doc = eng.render(raw, "profile" if args.detail == "record" else args.detail)
     ch = prof.characteristics
@@ -223,7 +356,9 @@ def workload_profile(state: ServerState, args: ProfileInput, _progress: Progress
         {"profile": prof.model_dump(mode="json"), "for_repository": for_repo, "full": eng.render(raw, "full")},
     )
     if args.detail == "record":
-        record = {"profile_id": profile_id, "for_repository": for_repo, "profile": prof.model_dump(mode="json")}
+        record = ProfileRecord.model_validate(
+            {"profile_id": profile_id, "for_repository": for_repo, "profile": prof.model_dump(mode="json")}
+        )
         return Answer(record, RECORD_BYTES, "ask with a larger max_bytes for the whole record")
     doc = {
         "profile_id": profile_id,
@@ -233,7 +368,7 @@ def workload_profile(state: ServerState, args: ProfileInput, _progress: Progress
         **doc,
     }
     return Answer(
-        doc,
+        ProfileView.model_validate(doc),
         _level_budget(args.detail) + 1024,
         f"the complete profile is the resource schedcp://profile/{profile_id}",
     )
@@ -257,7 +392,28 @@ class ProbeInput(BaseModel):
     )
 
 
-def run_probe(state: ServerState, args: ProbeInput, _progress: Progress) -> dict[str, Any]:
+class ProbeResult(Reply):
+    """A probe's result: whether it attached and with which backend, then per kind its histogram or
+    table (runqlat, wakeup, runtime, migrations) and the backend's own counters, whose keys differ
+    between bpftrace and tracefs (analysis/probes.py), so they are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+    available: bool
+    backend: str | None = None
+    reason: str | None = None
+    duration_s: Number | None = None
+
+
+class TestbedProbe(Reply):
+    """run_probe in a testbed: the probe's brief and the workload's summary line."""
+
+    __test__ = False
+    testbed_id: str
+    probe: dict[str, Any]
+    summary: str | None
+
+
+def run_probe(state: ServerState, args: ProbeInput, _progress: Progress) -> ProbeResult | TestbedProbe:
     """Attach a scheduler tracepoint probe (eBPF/tracefs) for a bounded time and get latency histograms
     and percentiles. Needs the SchedCP daemon (root); this server itself stays unprivileged.
 
@@ -268,8 +424,8 @@ def run_probe(state: ServerState, args: ProbeInput, _progress: Progress) -> dict
         tb = _in_testbed(state, args.testbed_id, refresh=True, probe=[args.kind])
         doc = tb.render("profile")
         probe = doc.get("probe") or (tb.raw or {}).get("probe") or {"available": False}
-        return {"testbed_id": args.testbed_id, "probe": probe, "summary": doc.get("summary")}
-    return state.daemon().probe(args.kind, args.duration_s, args.pid)
+        return TestbedProbe(testbed_id=args.testbed_id, probe=probe, summary=doc.get("summary"))
+    return ProbeResult.model_validate(state.daemon().probe(args.kind, args.duration_s, args.pid))
 
 
 # -- read_file ----------------------------------------------------------------------------------------
@@ -293,7 +449,22 @@ class ReadFileInput(BaseModel):
     max_bytes: int = budget_field()
 
 
-def read_file(_state: ServerState, args: ReadFileInput, _progress: Progress) -> dict[str, Any]:
+class FileRead(Reply):
+    """A page of a file (text from offset; next_offset when more follows) or a directory's entries."""
+
+    path: str
+    resolved: str
+    type: Literal["file", "dir"]
+    offset: int | None = None
+    text: str | None = None
+    bytes: int | None = None
+    entries: list[str] | None = None
+    truncated: CutNote | None = None
+    next_offset: int | None = None
+    count: int | None = None
+
+
+def read_file(_state: ServerState, args: ReadFileInput, _progress: Progress) -> FileRead:
     """Read a file (or list a directory) through the sandboxed reader: symlinks are resolved and must stay
     inside the allowed roots; secrets such as /proc/*/environ, /proc/kcore and memory files are refused.
 
@@ -311,7 +482,7 @@ def read_file(_state: ServerState, args: ReadFileInput, _progress: Progress) -> 
         got["truncated"] = {"note": f"more follows; call again with offset={got['next_offset']}"}
     else:
         got.pop("truncated", None)
-    return got
+    return FileRead.model_validate(got)
 
 
 # -- run_sandboxed ------------------------------------------------------------------------------------
@@ -401,7 +572,7 @@ class FeedbackHistory(BaseModel):
     rows: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def get_feedback(state: ServerState, args: FeedbackInput, _progress: Progress) -> BaseModel:
+def get_feedback(state: ServerState, args: FeedbackInput, _progress: Progress) -> FeedbackReport | FeedbackHistory:
     """Tier-3 feedback: how a deployed policy changed the workload's metrics against its baseline
     (improvement_pct is positive when better, whatever the metric's direction), or the history of
     deployments on one workload."""
@@ -551,13 +722,21 @@ def unwatch_workload(state: ServerState, args: UnwatchInput, _progress: Progress
 
 OPERATIONS = [
     Operation(
-        "workload_summary", SummaryInput, workload_summary, kind="compute", max_bytes=SUMMARY_BYTES, more=TO_PROFILE
+        "workload_summary",
+        SummaryInput,
+        workload_summary,
+        WorkloadSummary | SystemView,
+        kind="compute",
+        max_bytes=SUMMARY_BYTES,
+        more=TO_PROFILE,
     ),
-    Operation("workload_profile", ProfileInput, workload_profile, kind="compute"),
-    Operation("run_probe", ProbeInput, run_probe, kind="compute"),
-    Operation("read_file", ReadFileInput, read_file, kind="read"),
-    Operation("run_sandboxed", SandboxedInput, run_sandboxed, kind="compute"),
-    Operation("get_feedback", FeedbackInput, get_feedback, kind="read"),
-    Operation("watch_workload", WatchInput, watch_workload, kind="write"),
-    Operation("unwatch_workload", UnwatchInput, unwatch_workload, kind="write"),
+    Operation(
+        "workload_profile", ProfileInput, workload_profile, ProfileView | ProfileRecord | SystemView, kind="compute"
+    ),
+    Operation("run_probe", ProbeInput, run_probe, ProbeResult | TestbedProbe, kind="compute"),
+    Operation("read_file", ReadFileInput, read_file, FileRead, kind="read"),
+    Operation("run_sandboxed", SandboxedInput, run_sandboxed, SandboxedRun, kind="compute"),
+    Operation("get_feedback", FeedbackInput, get_feedback, FeedbackReport | FeedbackHistory, kind="read"),
+    Operation("watch_workload", WatchInput, watch_workload, WatchStarted, kind="write"),
+    Operation("unwatch_workload", UnwatchInput, unwatch_workload, WatchStopped, kind="write"),
 ]

@@ -282,6 +282,6 @@ def build_scheduler(state: ServerState, args: BuildInput, progress: Progress) ->
 
 
 OPERATIONS = [
-    Operation("check_candidate", CandidateSpec, check_candidate_op, kind="read", max_bytes=1024),
-    Operation("build_scheduler", BuildInput, build_scheduler, kind="compute"),
+    Operation("check_candidate", CandidateSpec, check_candidate_op, CandidateCheck, kind="read", max_bytes=1024),
+    Operation("build_scheduler", BuildInput, build_scheduler, BuildInfo, kind="compute"),
 ]

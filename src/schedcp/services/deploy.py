@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schedcp.errors import UsageError
-from schedcp.services.operation import Answer, Operation, Progress
+from schedcp.services.operation import Answer, Operation, Progress, Reply
 
 if TYPE_CHECKING:
     from schedcp.services.state import ServerState
@@ -92,12 +92,20 @@ class StatusInput(BaseModel):
     history: int = Field(0, ge=0, le=20, description="How many past deployments' stories to add.")
 
 
+class DeploymentStatus(Reply):
+    """deployment_status's answer: the daemon's status (its deploy controller's model, relayed as JSON)
+    and, on request, the latest deployments' stories."""
+
+    status: dict[str, Any]
+    stories: list[dict[str, Any]] | None = None
+
+
 def deployment_status(state: ServerState, args: StatusInput, _progress: Progress) -> Answer:
     """What the node actually runs (read from the kernel), the deployment in progress and its canary,
     the breaker's state and recent trips, and the last known good."""
-    data: dict[str, Any] = {"status": _call(state, "deployment_status", {}, 30)}
+    data = DeploymentStatus(status=_call(state, "deployment_status", {}, 30))
     if args.history:
-        data["stories"] = _call(state, "deployment_stories", {"limit": args.history}, 30)["stories"]
+        data.stories = _call(state, "deployment_stories", {"limit": args.history}, 30)["stories"]
     return Answer(data, more="ask for less history")
 
 
@@ -106,13 +114,19 @@ class RollbackInput(BaseModel):
     reason: str = Field("agent rollback", max_length=200, description="Why; kept in the audit log.")
 
 
-def rollback(state: ServerState, args: RollbackInput, _progress: Progress) -> dict[str, Any]:
+class RolledBack(Reply):
+    """rollback's answer: the breaker trip the daemon recorded for it (what was restored, how fast)."""
+
+    trip: dict[str, Any]
+
+
+def rollback(state: ServerState, args: RollbackInput, _progress: Progress) -> RolledBack:
     """Restore the last known good policy (or the kernel's default scheduler) now. Needs the deploy role."""
-    return _call(state, "rollback", {"reason": args.reason}, 120)
+    return RolledBack.model_validate(_call(state, "rollback", {"reason": args.reason}, 120))
 
 
 OPERATIONS = [
-    Operation("deploy_scheduler", DeployInput, deploy_scheduler, kind="write"),
-    Operation("deployment_status", StatusInput, deployment_status, kind="read"),
-    Operation("rollback", RollbackInput, rollback, kind="write"),
+    Operation("deploy_scheduler", DeployInput, deploy_scheduler, DeployStarted, kind="write"),
+    Operation("deployment_status", StatusInput, deployment_status, DeploymentStatus, kind="read"),
+    Operation("rollback", RollbackInput, rollback, RolledBack, kind="write"),
 ]

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from schedcp.errors import UsageError
 from schedcp.services import checks
 from schedcp.services.models import NAME_PATTERN, TRIAL_ID_PATTERN, RepositoryProfile, Scalar, TrialRecord
-from schedcp.services.operation import Operation, Progress
+from schedcp.services.operation import Operation, Progress, Reply
+from schedcp.services.repository import AntipatternNote, RecordedAntipattern
 
 if TYPE_CHECKING:
     from schedcp.services.state import ServerState
@@ -32,12 +33,38 @@ class BestConfigInput(BaseModel):
     min_similarity: float = Field(0.5, ge=0.0, le=1.0, description="Ignore results on less similar workloads.")
 
 
-def best_config(state: ServerState, args: BestConfigInput, _progress: Progress) -> dict[str, Any]:
+class ConfigCandidate(Reply):
+    """A (policy, configuration) pair that beat EEVDF on similar workloads with the same goal."""
+
+    policy: str
+    config: dict[str, Any]
+    expected_ratio: float
+    primary_metric: str | None
+    best_similarity: float
+    results: int
+    wins: int
+    score: float
+    closest_workload: str
+
+
+class BestConfig(Reply):
+    """best_config's answer: the best pair, the ranked candidates and the relevant antipatterns."""
+
+    goal: str
+    considered_results: int
+    min_similarity: float
+    best: ConfigCandidate | None
+    candidates: list[ConfigCandidate]
+    antipatterns: list[AntipatternNote]
+
+
+def best_config(state: ServerState, args: BestConfigInput, _progress: Progress) -> BestConfig:
     """The policy and tunables that beat EEVDF on workloads like this one, with the same goal,
     from recorded results (similarity-weighted mean improvement), plus antipattern warnings.
 
     Reusing a proven configuration is the cheapest plan: ask this before search_schedulers."""
-    return state.repository().best_config(args.profile.model_dump(), k=args.k, min_similarity=args.min_similarity)
+    found = state.repository().best_config(args.profile.model_dump(), k=args.k, min_similarity=args.min_similarity)
+    return BestConfig.model_validate(found)
 
 
 class AntipatternsInput(BaseModel):
@@ -49,9 +76,9 @@ class AntipatternsInput(BaseModel):
     limit: int = Field(10, ge=1, le=50, description="At most this many notes, most relevant first.")
 
 
-class AntipatternList(BaseModel):
+class AntipatternList(Reply):
     count: int
-    antipatterns: list[dict[str, Any]]
+    antipatterns: list[AntipatternNote]
 
 
 def list_antipatterns(state: ServerState, args: AntipatternsInput, _progress: Progress) -> AntipatternList:
@@ -62,7 +89,7 @@ def list_antipatterns(state: ServerState, args: AntipatternsInput, _progress: Pr
     found = state.repository().antipatterns(
         policy=args.policy, profile=args.profile.model_dump() if args.profile else None, limit=args.limit
     )
-    return AntipatternList(count=len(found), antipatterns=found)
+    return AntipatternList(count=len(found), antipatterns=[AntipatternNote.model_validate(a) for a in found])
 
 
 class RecordAntipatternInput(BaseModel):
@@ -72,14 +99,15 @@ class RecordAntipatternInput(BaseModel):
     profile: RepositoryProfile | None = Field(None, description="The workload it happened on.")
 
 
-def record_antipattern(state: ServerState, args: RecordAntipatternInput, _progress: Progress) -> dict[str, Any]:
+def record_antipattern(state: ServerState, args: RecordAntipatternInput, _progress: Progress) -> RecordedAntipattern:
     """Remember a mistake so later plans avoid it: a note on a policy, a workload, or both."""
-    return state.repository().annotate_antipattern(
+    note = state.repository().annotate_antipattern(
         args.note,
         policy=args.policy,
         profile=args.profile.model_dump() if args.profile else None,
         actor=AGENT_ACTOR,
     )
+    return RecordedAntipattern.model_validate(note)
 
 
 class RecordResultInput(BaseModel):
@@ -144,7 +172,20 @@ def result_from_trial(record: TrialRecord, profile: dict[str, Any], notes: str) 
     }
 
 
-def record_result(state: ServerState, args: RecordResultInput, _progress: Progress) -> dict[str, Any]:
+class RecordedResult(Reply):
+    """record_result's answer: the stored result's id and how the repository judged it."""
+
+    id: int
+    policy: str
+    goal: str
+    improvement: dict[str, float]  # metric -> ratio over the baseline (>1: better)
+    primary_metric: str | None
+    primary_ratio: float | None
+    beat_baseline: bool
+    trial_id: str | None = None
+
+
+def record_result(state: ServerState, args: RecordResultInput, _progress: Progress) -> RecordedResult:
     """Store a measured outcome of a policy on a workload, so later searches and plans learn from it.
 
     With trial_id the server records its own measurement; otherwise give policy, metrics and baseline.
@@ -176,12 +217,12 @@ def record_result(state: ServerState, args: RecordResultInput, _progress: Progre
     out = state.repository().record_result(data)
     if args.trial_id is not None:
         out["trial_id"] = args.trial_id
-    return out
+    return RecordedResult.model_validate(out)
 
 
 OPERATIONS = [
-    Operation("best_config", BestConfigInput, best_config, kind="compute"),
-    Operation("list_antipatterns", AntipatternsInput, list_antipatterns, kind="read"),
-    Operation("record_result", RecordResultInput, record_result, kind="write"),
-    Operation("record_antipattern", RecordAntipatternInput, record_antipattern, kind="write"),
+    Operation("best_config", BestConfigInput, best_config, BestConfig, kind="compute"),
+    Operation("list_antipatterns", AntipatternsInput, list_antipatterns, AntipatternList, kind="read"),
+    Operation("record_result", RecordResultInput, record_result, RecordedResult, kind="write"),
+    Operation("record_antipattern", RecordAntipatternInput, record_antipattern, RecordedAntipattern, kind="write"),
 ]

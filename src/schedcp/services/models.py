@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schedcp.bench.usermetric import MetricSpec
+from schedcp.services.operation import Reply
 
 NAME_PATTERN = r"^[a-z][a-z0-9_.-]{1,63}$"
 TESTBED_ID_PATTERN = r"^tb-[0-9a-f]{12}$"
@@ -31,6 +32,13 @@ TestbedId = Annotated[
 ]
 ArgvItem = Annotated[str, Field(min_length=1, max_length=MAX_ARG_CHARS)]
 PackageName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]{0,99}$", description="A Debian package name.")]
+
+
+class CutNote(Reply):
+    """Said where a domain service marked a cut answer with ``truncated: true``: what was left out
+    and how to get it."""
+
+    note: str
 
 
 class TargetSpec(BaseModel):

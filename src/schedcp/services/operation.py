@@ -60,12 +60,12 @@ class Answer:
     """An operation's result with how to present it: the default budget that suits this answer (when the
     caller gave none) and where the whole of a cut answer is (a resource, a larger detail level)."""
 
-    value: BaseModel | dict[str, Any]
+    value: BaseModel
     max_bytes: int | None = None
     more: str = ""
 
 
-Result = BaseModel | dict[str, Any] | Answer
+Result = BaseModel | Answer
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Operation:
     input: type[BaseModel]
     run: Callable[[ServerState, Any, Progress], Result]
     # The answer's model, or a union of models when its shape depends on the arguments (detail=...).
-    output: Any = None
+    output: Any
     kind: Kind = "compute"
     max_bytes: int = DEFAULT_MAX_BYTES  # default answer budget
     description: str = ""  # defaults to run's docstring
@@ -96,15 +96,16 @@ class Operation:
         result = self.run(state, args, progress or (lambda _m: None))
         return result.value if isinstance(result, Answer) else result
 
-    def check_output(self, value: BaseModel | dict[str, Any]) -> BaseModel:
+    def check_output(self, value: BaseModel) -> BaseModel:
         """The answer's JSON read back as the declared output model (tests hold operations to it)."""
         return TypeAdapter(self.output).validate_python(dump(value))
 
 
-def dump(value: BaseModel | dict[str, Any]) -> dict[str, Any]:
+def dump(value: BaseModel) -> dict[str, Any]:
+    """An answer as the JSON an agent reads."""
     if isinstance(value, Reply):
         return value.model_dump(mode="json", exclude_unset=True)
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return value.model_dump(mode="json")
 
 
 def registry() -> list[Operation]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schedcp.errors import SchedcpError, UsageError
 from schedcp.paths import schedulers_dir
 from schedcp.services import checks
-from schedcp.services.models import MAX_SOURCE_BYTES, NAME_PATTERN, PolicyName
+from schedcp.services.models import MAX_SOURCE_BYTES, NAME_PATTERN, CutNote, PolicyName
 from schedcp.services.operation import LIMIT_MAX_BYTES, Answer, Operation, Progress, Reply, budget_field
 
 if TYPE_CHECKING:
@@ -87,12 +87,6 @@ def scheduler_source(state: ServerState, name: str) -> str:
     if path is not None:
         return path.read_text(errors="replace")
     raise UsageError(f"no source for scheduler {name!r}: {repo_error.cause}", "find names with search_schedulers")
-
-
-class CutNote(Reply):
-    """Said instead of the repository's ``truncated: true``: what was left out and how to get it."""
-
-    note: str
 
 
 class Scores(Reply):
@@ -503,9 +497,11 @@ def add_scheduler(state: ServerState, args: AddSchedulerInput, _progress: Progre
 
 
 OPERATIONS = [
-    Operation("search_schedulers", SearchInput, search_schedulers, kind="compute"),
-    Operation("get_scheduler", GetSchedulerInput, get_scheduler, kind="read"),
-    Operation("list_primitives", PrimitivesInput, list_primitives, kind="read"),
-    Operation("promote_scheduler", PromoteInput, promote_scheduler, kind="write"),
-    Operation("add_scheduler", AddSchedulerInput, add_scheduler, kind="write"),
+    Operation("search_schedulers", SearchInput, search_schedulers, SearchResults, kind="compute"),
+    Operation("get_scheduler", GetSchedulerInput, get_scheduler, SchedulerInfo | SchedulerSource, kind="read"),
+    Operation(
+        "list_primitives", PrimitivesInput, list_primitives, PrimitiveList | PrimitiveSearch | Primitive, kind="read"
+    ),
+    Operation("promote_scheduler", PromoteInput, promote_scheduler, StatusChange, kind="write"),
+    Operation("add_scheduler", AddSchedulerInput, add_scheduler, AddedScheduler, kind="write"),
 ]

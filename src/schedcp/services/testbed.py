@@ -360,7 +360,7 @@ def stop_testbed(state: ServerState, args: TestbedIdInput, _progress: Progress) 
 
 
 OPERATIONS = [
-    Operation("start_testbed", StartTestbedInput, start_testbed, kind="write"),
-    Operation("testbed_status", TestbedIdInput, testbed_status, kind="read", max_bytes=2048),
-    Operation("stop_testbed", TestbedIdInput, stop_testbed, kind="write", max_bytes=2048),
+    Operation("start_testbed", StartTestbedInput, start_testbed, TestbedInfo, kind="write"),
+    Operation("testbed_status", TestbedIdInput, testbed_status, TestbedInfo, kind="read", max_bytes=2048),
+    Operation("stop_testbed", TestbedIdInput, stop_testbed, TestbedInfo, kind="write", max_bytes=2048),
 ]

@@ -359,4 +359,4 @@ def stored_trial(state: ServerState, trial_id: str) -> TrialRecord:
     return TrialRecord.model_validate({k: v for k, v in doc.items() if k != "kind"})
 
 
-OPERATIONS = [Operation("run_trial", RunTrialInput, run_trial, kind="compute", max_bytes=8192)]
+OPERATIONS = [Operation("run_trial", RunTrialInput, run_trial, TrialRecord, kind="compute", max_bytes=8192)]

@@ -178,4 +178,8 @@ def verify_scheduler(state: ServerState, args: VerifyInput, _progress: Progress)
     return Answer(summarise(report, token_id, report_id), more=more)
 
 
-OPERATIONS = [Operation("verify_scheduler", VerifyInput, verify_scheduler, kind="compute")]
+OPERATIONS = [
+    Operation(
+        "verify_scheduler", VerifyInput, verify_scheduler, VerificationSummary | VerificationReport, kind="compute"
+    )
+]

@@ -25,7 +25,7 @@ from schedcp.errors import SchedcpError, UsageError
 from schedcp.services import checks, workloads
 from schedcp.services.checks import MAX_CONFIG_KEYS
 from schedcp.services.models import MAX_ARG_CHARS, MAX_ARGV, MAX_SOURCE_BYTES, Scalar
-from schedcp.services.operation import Answer, Operation, Progress
+from schedcp.services.operation import Answer, Operation, Progress, Reply
 from schedcp.services.repository import library_source, repo_meta
 from schedcp.services.vmgate import VmGate
 from schedcp.testbed import kernel as kernel_mod
@@ -316,7 +316,59 @@ def run(
     return doc
 
 
-def summarise(doc: dict[str, Any], run_id: str, detail: str) -> dict[str, Any]:
+class RunOutput(Reply):
+    exit_code: int | None
+    wall_s: float
+    stdout_tail: str
+    stderr_tail: str
+
+
+class SideBrief(Reply):
+    """One side of a run_in_vm comparison: EEVDF (baseline) or the policy (scheduler)."""
+
+    name: str | None = None
+    ops_name: str | None = None
+    config: dict[str, Any] | None = None
+    stayed_enabled: bool | None = None
+    ejections: list[dict[str, Any]] | None = None
+    context_switches: int | float | None = None
+    exit_codes: list[int | None]
+    timed_out: bool | None = None
+    metrics: dict[str, int | float]
+    counters: dict[str, Any] | None = None
+    runs: list[RunOutput] | None = None  # detail='full'
+
+
+class MetricComparison(Reply):
+    eevdf: int | float
+    scheduler: int | float
+    ratio: float | None
+    better: str
+
+
+class Comparison(Reply):
+    metrics: dict[str, MetricComparison]
+    scheduler_better: int
+    eevdf_better: int
+    note: str
+
+
+class RunSummary(Reply):
+    """run_in_vm's answer: verdicts and median metrics per side; outputs stay in the stored run."""
+
+    run_id: str
+    run_uri: str
+    workload: str | None = None
+    kernel: str | None = None
+    boot_s: float | None = None
+    accel: str | None = None
+    queued_s: float | None = None
+    baseline: SideBrief | None = None
+    scheduler: SideBrief | None = None
+    comparison: Comparison | None = None
+
+
+def summarise(doc: dict[str, Any], run_id: str, detail: str) -> RunSummary:
     """What the agent sees first: verdicts and median metrics; outputs stay in the stored run."""
     out: dict[str, Any] = {
         "run_id": run_id,
@@ -344,7 +396,7 @@ def summarise(doc: dict[str, Any], run_id: str, detail: str) -> dict[str, Any]:
         out[key] = brief
     if "comparison" in doc:
         out["comparison"] = doc["comparison"]
-    return out
+    return RunSummary.model_validate(out)
 
 
 # -- the operation ----------------------------------------------------------------------------------
@@ -381,4 +433,4 @@ def run_in_vm(state: ServerState, args: RunInVmInput, progress: Progress) -> Ans
     return Answer(summarise(doc, run_id, args.detail), more=f"the complete run is the resource schedcp://run/{run_id}")
 
 
-OPERATIONS = [Operation("run_in_vm", RunInVmInput, run_in_vm, kind="compute")]
+OPERATIONS = [Operation("run_in_vm", RunInVmInput, run_in_vm, RunSummary, kind="compute")]
