@@ -173,3 +173,17 @@ def test_candidate_check_and_build_are_typed(state):
     assert call(state, "check_candidate", policy="fifo").kind == "bpf"
     built = call(state, "build_scheduler", scheduler="fifo")
     assert built.ok and built.build_id is None and built.object_sha256
+
+
+@pytest.mark.parametrize("backend", ["bpftrace", "tracefs"])
+def test_probe_results_are_typed(backend):
+    """run_probe relays the daemon's probe (bpftrace on a host that has it, else tracefs) or, in a testbed,
+    the guest's tracefs probe: both backends' real results are the declared output, unchanged."""
+    from schedcp.analysis import probes
+    from schedcp.services.analysis import ProbeResult
+
+    raw = probes.run_probe(["runqlat", "wakeup", "runtime", "migrations"], 0.5, backend=backend)
+    typed = by_name("run_probe").check_output(ProbeResult.model_validate(raw))
+    assert isinstance(typed, ProbeResult) and typed.available and typed.backend == backend
+    assert dump(typed) == raw
+    assert typed.runqlat is not None and typed.runqlat.count >= 0

@@ -392,16 +392,41 @@ class ProbeInput(BaseModel):
     )
 
 
-class ProbeResult(Reply):
-    """A probe's result: whether it attached and with which backend, then per kind its histogram or
-    table (runqlat, wakeup, runtime, migrations) and the backend's own counters, whose keys differ
-    between bpftrace and tracefs (analysis/probes.py), so they are kept as given."""
+class LatencyHistogram(Reply):
+    """A latency distribution in microseconds: percentiles and log2 buckets (upper bound -> count)."""
 
-    model_config = ConfigDict(extra="allow")
+    count: int
+    hist_us: dict[str, int] | None = None
+    approx: str | None = None  # bpftrace: what the buckets are
+    p50_us: Number | None = None
+    p90_us: Number | None = None
+    p99_us: Number | None = None
+    max_us: Number | None = None
+    mean_us: Number | None = None
+
+
+class ProbeResult(Reply):
+    """A probe's result (the daemon's on this host, the node's in a guest): whether it attached and
+    with which backend, then per kind its histogram (runqlat, wakeup) or table (runtime, migrations),
+    and with tracefs the trace's own counters."""
+
+    events: int | None = None
+    tasks: int | None = None
+    kinds: list[str] | None = None
+    runqlat: LatencyHistogram | None = None
+    wakeup: LatencyHistogram | None = None
+    runtime: dict[str, Any] | None = None  # on/off-CPU totals and the top tasks
+    migrations: dict[str, Any] | None = None  # total and the busiest CPU pairs
     available: bool
     backend: str | None = None
-    reason: str | None = None
+    reason: str | None = None  # why it did not attach
     duration_s: Number | None = None
+    trace_bytes: int | None = None
+    lost_events: int | None = None
+    dropped_bytes: int | None = None
+    parse_cpu_s: Number | None = None
+    target: str | dict[str, Any] | None = None  # "system", or the pids and cgroup traced
+    bpftrace_unavailable: str | None = None  # why tracefs was used instead
 
 
 class TestbedProbe(Reply):

@@ -351,7 +351,9 @@ class PrimitiveSearch(Reply):
     results: list[PrimitiveHit]
 
 
-def list_primitives(state: ServerState, args: PrimitivesInput, _progress: Progress) -> Answer | BaseModel:
+def list_primitives(
+    state: ServerState, args: PrimitivesInput, _progress: Progress
+) -> Answer | PrimitiveSearch | PrimitiveList:
     """Reusable scheduler building blocks (per-CPU queues, vtime with sleeper credit, aging, ...).
 
     Without arguments: every primitive's name and one-line purpose. With query: the most relevant
