@@ -257,6 +257,13 @@ def test_mcp_deploy_tools_reach_the_daemon_with_the_same_checks(daemon: Daemon):
         assert unknown.is_error and "no token with id" in unknown.text, unknown.text
         two_targets = client.call("deploy_scheduler", {"token_id": "e" * 24, "canary_pid": 5, "canary_comm": "x"})
         assert two_targets.is_error and "exactly one" in two_targets.text
+        # Installed binaries through the same tool: the daemon's operator allow-list decides (empty here).
+        external = client.call("deploy_scheduler", {"external": "scx_rusty", "all_tasks": True})
+        assert external.is_error and "external_allow" in external.text, external.text
+        neither = client.call("deploy_scheduler", {"canary_comm": "^lag-work$"})
+        assert neither.is_error and "exactly one of token_id, token and external" in neither.text, neither.text
+        both = client.call("deploy_scheduler", {"token_id": "e" * 24, "external": "scx_rusty", "all_tasks": True})
+        assert both.is_error and "exactly one of token_id, token and external" in both.text, both.text
     assert daemon.status()["node"]["ops"] == GOOD_OPS
 
 

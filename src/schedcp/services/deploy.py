@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schedcp.deploy.models import EXTERNAL_NAME_PATTERN, TOKEN_ID_PATTERN
 from schedcp.errors import UsageError
 from schedcp.services.operation import Answer, Operation, Progress, Reply
 
@@ -26,7 +27,23 @@ def _call(state: ServerState, op: str, args: dict[str, Any], timeout_s: float) -
 
 class DeployInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    token_id: str = Field(pattern=r"^[0-9a-f]{24}$", description="The token_id verify_scheduler returned on a pass.")
+    token_id: str | None = Field(
+        None,
+        pattern=TOKEN_ID_PATTERN,
+        description="The token_id verify_scheduler returned on a pass (give this or external).",
+    )
+    external: str | None = Field(
+        None,
+        pattern=EXTERNAL_NAME_PATTERN,
+        description="An installed upstream scheduler binary by its catalog name (e.g. scx_rusty), instead of a "
+        "token: deployed only when the operator lists it in the daemon's [deploy] external_allow; config may "
+        "set only the flags its catalog entry declares.",
+    )
+    all_tasks: bool = Field(
+        False,
+        description="external only: deploy to all tasks without a canary (for a binary without a partial-switch "
+        "flag); give no canary target then.",
+    )
     canary_pid: int | None = Field(
         None, gt=1, description="Canary on this process and its children (give exactly one target)."
     )
@@ -58,18 +75,23 @@ class DeployStarted(BaseModel):
 
 
 def deploy_scheduler(state: ServerState, args: DeployInput, _progress: Progress) -> DeployStarted:
-    """Deploy a verified scheduler on the daemon's node: first on the canary's tasks only, then on all
-    tasks, watched by a circuit breaker that restores the last known good on an ejection, a stall or a
-    regression of the goal metric. Needs the deploy role. Returns at once with the deployment id;
-    follow it with deployment_status."""
+    """Deploy a verified scheduler (by token_id) or an operator-allowed installed binary (by external name)
+    on the daemon's node: first on the canary's tasks only, then on all tasks, watched by a circuit breaker
+    that restores the last known good on an ejection, a stall, a process exit or a regression of the goal
+    metric. Needs the deploy role. Returns at once with the deployment id; follow it with deployment_status."""
     from schedcp.deploy.models import CanaryTarget, DeployRequest
 
+    no_target = args.canary_pid is None and args.canary_cgroup is None and args.canary_comm is None
     try:
         request = DeployRequest(
             token_id=args.token_id,
             token=None,
+            external=args.external,
+            all_tasks=args.all_tasks,
             config=dict(args.config),
-            canary=CanaryTarget(pid=args.canary_pid, cgroup=args.canary_cgroup, comm=args.canary_comm),
+            canary=None
+            if no_target
+            else CanaryTarget(pid=args.canary_pid, cgroup=args.canary_cgroup, comm=args.canary_comm),
             window_s=args.window_s,
             goal=args.goal,
             stay_partial=args.stay_partial,
@@ -78,7 +100,8 @@ def deploy_scheduler(state: ServerState, args: DeployInput, _progress: Progress)
         first = exc.errors()[0]
         raise UsageError(
             f"{'.'.join(str(p) for p in first['loc']) or 'arguments'}: {first['msg']}",
-            "give exactly one canary target",
+            "give exactly one of token_id and external, and exactly one canary target (or all_tasks for an external "
+            "binary without a partial-switch flag)",
         ) from None
     result = _call(state, "deploy", request.model_dump(mode="json", exclude_none=True), 120)
     dep = result["deployment"]
