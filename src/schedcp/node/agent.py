@@ -17,11 +17,10 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import libbpf, scx, scxload
+from . import childload, libbpf, scx, scxload
 from .protocol import MAX_MESSAGE_BYTES, PORT_NAME, PROTOCOL_VERSION, NodeError, decode, encode
 from .runner import run_command
 
@@ -37,7 +36,7 @@ class NodeAgent:
     def __init__(self) -> None:
         self.kmsg = scx.KernelLog()
         self.kmsg.read_events()  # skip boot history; callers want events caused by their actions
-        self.schedulers: dict[int, libbpf.LoadedScheduler] = {}
+        self.schedulers: dict[int, childload.HeldScheduler] = {}
         self._next_handle = 1
         self._job: _LoadJob | None = None
         self._next_job = 1
@@ -113,11 +112,11 @@ class NodeAgent:
         if unknown:
             raise NodeError("bad_args", f"unknown scx loader options {sorted(unknown)}", "")
         values = {str(k): base64.b64decode(v, validate=True) for k, v in (rodata or {}).items()}
-        sched = libbpf.LoadedScheduler(str(obj_path), struct_ops=struct_ops)
+        decoded = [(str(p["section"]), int(p["offset"]), base64.b64decode(p["data_b64"])) for p in patches or []]
 
-        def prepare() -> scxload.Fixups:
-            for p in patches or []:
-                sched.patch(str(p["section"]), int(p["offset"]), base64.b64decode(p["data_b64"]))
+        def prepare(sched: libbpf.LoadedScheduler) -> scxload.Fixups:
+            for section, offset, data in decoded:
+                sched.patch(section, offset, data)
             fixups = scxload.apply(sched, rodata=values, **options)
             if timeout_ms is not None:
                 sched.set_ops_u32("timeout_ms", int(timeout_ms))
@@ -125,7 +124,9 @@ class NodeAgent:
                 sched.set_ops_u64_or("flags", int(ops_flags))
             return fixups
 
-        job = _LoadJob(self._next_job, sched, attach, prepare)
+        # libbpf opens, patches and loads the object in a child process (childload.py): a crash
+        # there is an error for this request, not the end of the agent.
+        job = _LoadJob(self._next_job, childload.start(str(obj_path), struct_ops, prepare), attach)
         self._next_job += 1
         if wait_s is None:
             job.run()
@@ -145,16 +146,16 @@ class NodeAgent:
         return self._finish(current)
 
     def _finish(self, job: _LoadJob) -> dict[str, Any]:
+        if job.error is not None or job.sched is None:
+            raise job.error or NodeError("internal", "the load ended without a result", "")
         sched = job.sched
         try:
-            if job.error is not None:
-                raise job.error
             result: dict[str, Any] = {
                 "ops_name": sched.ops_name,
                 "load_s": round(job.load_s, 4),
                 "struct_ops": sched.struct_ops,
                 "struct_ops_maps": sched.struct_ops_maps,
-                "loader": job.fixups.to_dict(),
+                "loader": sched.fixups.to_dict(),
             }
             if job.attach:
                 sched.attach()
@@ -259,7 +260,7 @@ class NodeAgent:
         self.schedulers.clear()
         return {"bye": True}
 
-    def _sched(self, handle: int) -> libbpf.LoadedScheduler:
+    def _sched(self, handle: int) -> childload.HeldScheduler:
         sched = self.schedulers.get(int(handle))
         if sched is None:
             raise NodeError("unknown_handle", f"no scheduler with handle {handle}", "load one first")
@@ -291,31 +292,23 @@ class NodeAgent:
 
 
 class _LoadJob:
-    """One scheduler going through the kernel's verifier, possibly on a background thread (ctypes
-    releases the GIL during bpf_object__load, so the agent keeps answering meanwhile)."""
+    """One scheduler going through the kernel's verifier in its loader child, waited for here or on a
+    background thread (the agent keeps answering meanwhile)."""
 
-    def __init__(
-        self, job_id: int, sched: libbpf.LoadedScheduler, attach: bool, prepare: Callable[[], scxload.Fixups]
-    ) -> None:
+    def __init__(self, job_id: int, child: childload.ChildLoad, attach: bool) -> None:
         self.id = job_id
-        self.sched = sched
+        self.child = child
         self.attach = attach
-        self.prepare = prepare
-        self.fixups = scxload.Fixups()
-        self.phase = "preparing"
+        self.sched: childload.HeldScheduler | None = None
         self.error: BaseException | None = None
         self.load_s = 0.0
         self.done = threading.Event()
         self.started = time.monotonic()
-        self.programs = sched.programs()
-        self._fds_before = _bpf_prog_fds()
 
     def run(self) -> None:
         try:
             # The scx steps may read the kernel's BTF (seconds under emulation): part of the job too.
-            self.fixups = self.prepare()
-            self.phase = "verifying"
-            self.sched.load()
+            self.sched = self.child.wait_loaded()
         except BaseException as exc:  # reported to the caller by _finish
             self.error = exc
         finally:
@@ -326,25 +319,10 @@ class _LoadJob:
         """How far the kernel's verifier got: programs accepted so far (each is one BPF_PROG_LOAD)."""
         return {
             "elapsed_s": round(time.monotonic() - self.started, 2),
-            "phase": self.phase,
-            "programs": self.programs,
-            "programs_loaded": max(0, _bpf_prog_fds() - self._fds_before),
+            "phase": self.child.phase,
+            "programs": self.child.programs,
+            "programs_loaded": self.child.progress_fds(),
         }
-
-
-def _bpf_prog_fds() -> int:
-    count = 0
-    try:
-        entries = os.listdir("/proc/self/fd")
-    except OSError:
-        return 0
-    for fd in entries:
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-prog":
-                count += 1
-        except OSError:
-            continue
-    return count
 
 
 def _plugin_ops() -> dict[str, Any]:

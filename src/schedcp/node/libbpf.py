@@ -19,11 +19,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from .protocol import NodeError
 
 BTF_KIND_STRUCT = 4
+BPF_F_LINK = 1 << 13
 # Global-data maps are named "<obj prefix>.bss" etc.; only these sections are readable here.
 DATASEC_SUFFIXES = (".bss", ".data", ".rodata")
 
@@ -78,6 +80,11 @@ def lib() -> ctypes.CDLL:
         "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(sz)]),
         "bpf_map__attach_struct_ops": (vp, [vp]),
         "bpf_link__destroy": (i, [vp]),
+        "bpf_link__fd": (i, [vp]),
+        "bpf_map__fd": (i, [vp]),
+        "bpf_map__map_flags": (u32, [vp]),
+        "bpf_map_lookup_elem": (i, [i, vp, vp]),
+        "bpf_map_delete_elem": (i, [i, vp]),
         "btf__find_by_name_kind": (i, [vp, cp, u32]),
         "btf__type_by_id": (vp, [vp, u32]),
         "btf__name_by_offset": (cp, [vp, u32]),
@@ -134,6 +141,41 @@ def kernel_struct_members(name: str) -> dict[str, int]:
     if _vmlinux_btf is None:
         _vmlinux_btf = handle.btf__load_vmlinux_btf() or 0
     return _struct_members(_vmlinux_btf, name) if _vmlinux_btf else {}
+
+
+@dataclass
+class HeldMap:
+    """A map of a loaded object, by descriptor: what the agent keeps of an object a child loaded."""
+
+    name: str
+    kind: str  # "data" (a global-data section) or "struct_ops"
+    fd: int
+    value_size: int
+    link: bool = False  # a struct_ops map created for links (BPF_F_LINK)
+
+
+def datasec_match(names: list[str], section: str) -> int | None:
+    """Index of the data-section map that holds `section` (".rodata", ".data", ".data.NAME"): libbpf
+    names them "<object prefix>.rodata" or after a custom section."""
+    for i, name in enumerate(names):
+        if name == section or name.endswith(section):
+            return i
+    return None
+
+
+def map_value(fd: int, size: int) -> bytes | None:
+    """The value of entry 0 of an array map, by descriptor (a global-data section's live bytes)."""
+    key = ctypes.c_uint32(0)
+    buf = ctypes.create_string_buffer(max(1, size))
+    if lib().bpf_map_lookup_elem(fd, ctypes.byref(key), buf) != 0:
+        return None
+    return buf.raw[:size]
+
+
+def map_delete(fd: int) -> None:
+    """Delete entry 0: for a struct_ops map registered without a link, this unregisters it."""
+    key = ctypes.c_uint32(0)
+    lib().bpf_map_delete_elem(fd, ctypes.byref(key))
 
 
 class LoadedScheduler:
@@ -235,11 +277,9 @@ class LoadedScheduler:
     def _datasec_map(self, section: str) -> int | None:
         """The internal map of a data section: ".rodata", ".data", or a custom ".data.NAME"."""
         handle = lib()
-        for mp in self._maps():
-            name = handle.bpf_map__name(mp).decode()
-            if handle.bpf_map__is_internal(mp) and (name == section or name.endswith(section)):
-                return mp
-        return None
+        internal = [mp for mp in self._maps() if handle.bpf_map__is_internal(mp)]
+        index = datasec_match([handle.bpf_map__name(mp).decode() for mp in internal], section)
+        return internal[index] if index is not None else None
 
     def object_btf_raw(self) -> bytes:
         """The object's BTF as libbpf holds it after open (data-section offsets filled in)."""
@@ -268,6 +308,33 @@ class LoadedScheduler:
         size = ctypes.c_size_t()
         data = lib().bpf_map__initial_value(mp, ctypes.byref(size))
         return (data, size.value) if data else None
+
+    def datasec_data(self, section: str) -> bytes | None:
+        """A copy of a data section's bytes (see datasec_bytes)."""
+        found = self.datasec_bytes(section)
+        return ctypes.string_at(*found) if found is not None else None
+
+    def held_maps(self) -> list[HeldMap]:
+        """After load: the maps the agent keeps (data sections and the chosen struct_ops map), with
+        their descriptors, for passing to the agent (childload.py)."""
+        handle = lib()
+        out: list[HeldMap] = []
+        for mp in self._maps():
+            name = handle.bpf_map__name(mp).decode()
+            struct_ops = handle.bpf_map__type(mp) == 26 and name == self.struct_ops
+            if not (handle.bpf_map__is_internal(mp) or struct_ops):
+                continue
+            fd = handle.bpf_map__fd(mp)
+            if fd < 0:
+                continue  # not created (a struct_ops alternative switched off)
+            kind = "struct_ops" if struct_ops else "data"
+            link = bool(handle.bpf_map__map_flags(mp) & BPF_F_LINK)
+            out.append(HeldMap(name, kind, fd, int(handle.bpf_map__value_size(mp)), link))
+        return out
+
+    def link_fds(self) -> list[int]:
+        """Descriptors of the links attach() created (for a non-link struct_ops map: the map's)."""
+        return [lib().bpf_link__fd(link) for link in self.links]
 
     def programs(self) -> int:
         """How many programs libbpf will load (autoload on)."""

@@ -28,7 +28,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .btf import Btf, BtfError
 from .libbpf import LoadedScheduler, kernel_struct_members
@@ -207,24 +207,30 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
-def read_exit_info(sched: LoadedScheduler) -> dict[str, Any] | None:
+class _ExitInfoSource(Protocol):
+    """What read_exit_info needs: the agent's HeldScheduler, or a LoadedScheduler."""
+
+    def object_btf_raw(self) -> bytes: ...
+
+    def datasec_data(self, section: str) -> bytes | None: ...
+
+
+def read_exit_info(sched: _ExitInfoSource) -> dict[str, Any] | None:
     """The scheduler's recorded exit (UEI), or None when it has none or has not exited."""
-    if sched.obj is None:
-        return None
     try:
         obj = Btf(sched.object_btf_raw())
     except (NodeError, BtfError):
         return None
-    live = sched.datasec_bytes(".data")
+    live = sched.datasec_data(".data")
     if live is None:
         return None
-    addr, size = live
+    size = len(live)
     for var in obj.datasec(".data"):
         t = obj.resolve(var.type_id)
         if obj.type_name(t.id) != "user_exit_info" or var.offset + var.size > size:
             continue
         members = obj.struct_members(t.id)
-        raw = ctypes.string_at(addr + var.offset, var.size)
+        raw = live[var.offset : var.offset + var.size]
         fields = {
             name: raw[m.offset : m.offset + obj.size_of(m.type_id)]
             for name, m in members.items()
@@ -248,9 +254,9 @@ def read_exit_info(sched: LoadedScheduler) -> dict[str, Any] | None:
             out["exit_code"] = int.from_bytes(field_bytes("exit_code", 8), "little", signed=True)
         if "exit_cpu" in members:
             out["exit_cpu"] = int.from_bytes(field_bytes("exit_cpu", 4), "little", signed=True)
-        dump = sched.datasec_bytes(f".data.{var.name}_dump")
+        dump = sched.datasec_data(f".data.{var.name}_dump")
         if dump is not None:
-            text = _cstr(ctypes.string_at(dump[0], min(dump[1], MAX_DUMP_RETURN)))
+            text = _cstr(dump[:MAX_DUMP_RETURN])
             if text:
                 out["dump"] = text
         return out
