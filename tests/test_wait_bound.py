@@ -111,3 +111,15 @@ def test_the_correctness_load_runs_at_least_twice_the_declared_bound(tmp_path: P
     assert stages.load_seconds == max(plan.seconds, round(2 * (meta.wait_bound_s() or 0), 1))
     stages.plan = VmPlan(object_path=tmp_path / "y.bpf.o", source_name="vtime", meta=None, config={}, include_dir=None)
     assert stages.wait_bound_s is None and stages.load_seconds == stages.plan.seconds
+
+
+def test_the_daemon_keeps_a_library_sources_declaration_without_config() -> None:
+    """A library scheduler submitted to the daemon byte for byte (as verify_scheduler does by name)
+    brings its metadata even with no config: otherwise its declared wait bound would be lost and the
+    verifier would hold ljf_batch to the 2 s default (it did: a 3.2 s stall ejected it)."""
+    from schedcp.daemon import verify_service
+
+    text = metadata.get("ljf_batch").source_path.read_text()
+    found = verify_service.library_meta(text)
+    assert found is not None and found.name == "ljf_batch" and found.wait_bound_s() is not None
+    assert verify_service.library_meta(text + "\n// changed\n") is None
