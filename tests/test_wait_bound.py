@@ -123,3 +123,20 @@ def test_the_daemon_keeps_a_library_sources_declaration_without_config() -> None
     found = verify_service.library_meta(text)
     assert found is not None and found.name == "ljf_batch" and found.wait_bound_s() is not None
     assert verify_service.library_meta(text + "\n// changed\n") is None
+
+
+def test_a_declared_bound_makes_unequal_shares_warnings_not_starvation() -> None:
+    """A policy that declares its longest wait is unequal on purpose (ljf_batch serves the job with
+    the most CPU first, so a late starter got 4% of an equal task's rate in the verifier): with the
+    bound enforced by the progress check, shares are reported, not refused. Without a declaration
+    the same shares stay starvation-grade errors."""
+    run = _run(1.0)
+    run["load"]["tasks"]["equal2"]["cpu_s"] = 0.1  # 10% of the others: starvation-grade
+    run["load"]["tasks"]["late"] = {"chunks": 3, "cpu_s": 0.02, "run_s": 5.0, "max_gap_s": 4.0}
+    for task in run["load"]["tasks"].values():
+        task.setdefault("run_s", 10.0)
+    plain = load.judge(run, 10.0)
+    assert {(f.id, f.severity) for f in plain} == {("dyn-unfair", "error"), ("dyn-starvation", "error")}
+    declared = load.judge(run, 10.0, bounds=load.Bounds.for_declared_wait(5.0))
+    assert [(f.id, f.severity) for f in declared] == [("dyn-unfair", "warning"), ("dyn-unfair", "warning")]
+    assert "declares a wait bound" in declared[1].hint

@@ -34,6 +34,9 @@ class Bounds:
     min_late_share: float = 0.1  # late starter's CPU rate relative to an equal hog's
     max_wakeup_p99_ms: float = 2000.0  # above: an error (waking tasks are effectively starved)
     warn_wakeup_p99_ms: float = 750.0  # above: a warning (few samples make p99 noisy on a busy host)
+    # A policy that declares its longest wait is unequal on purpose; the progress bound (max_gap_s,
+    # the declared wait) is what rules out starvation, so unequal shares are reported as warnings.
+    shares_are_warnings: bool = False
 
     @classmethod
     def for_declared_wait(cls, wait_bound_s: float | None) -> Bounds:
@@ -42,7 +45,7 @@ class Bounds:
         tightens the default."""
         if wait_bound_s is None:
             return cls()
-        return cls(max_gap_s=max(cls.max_gap_s, wait_bound_s))
+        return cls(max_gap_s=max(cls.max_gap_s, wait_bound_s), shares_are_warnings=True)
 
     def relative_to(self, baseline: dict[str, Any] | None) -> Bounds:
         """Widen the timing bounds when EEVDF itself was slow in this boot (a busy host stalls vCPUs)."""
@@ -228,7 +231,7 @@ def _fairness(hogs: dict[str, dict[str, Any]], bounds: Bounds) -> list[Finding]:
         return out
     lo, hi = min(rates.values()), max(rates.values())
     if lo / hi < bounds.warn_equal_share:
-        severe = lo / hi < bounds.min_equal_share
+        severe = lo / hi < bounds.min_equal_share and not bounds.shares_are_warnings
         out.append(
             _finding(
                 "dyn-unfair",
@@ -249,7 +252,13 @@ def _fairness(hogs: dict[str, dict[str, Any]], bounds: Bounds) -> list[Finding]:
                 _finding(
                     "dyn-unfair",
                     f"a task started halfway through got {share:.0%} of an equal task's CPU rate",
-                    "new tasks must not be penalised for starting late (check how their vtime is initialised)",
+                    "new tasks must not be penalised for starting late (check how their vtime is initialised)"
+                    + (
+                        "; a warning only: the policy declares a wait bound, which the progress check enforces"
+                        if bounds.shares_are_warnings
+                        else ""
+                    ),
+                    severity="warning" if bounds.shares_are_warnings else "error",
                 )
             )
     return out
