@@ -978,6 +978,12 @@ PROBE_KINDS = ("runqlat", "wakeup", "runtime", "migrations")
 MAX_TRACE_BYTES = 96 * 1024 * 1024
 _EVENT_RE = re.compile(rb"^\s*.+?-(\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(\d+)\]\s+(?:\S+\s+)?(\d+\.\d+):\s+(\w+):\s(.*)$")
 _KV_RE = re.compile(rb"(\w+)=(\S*)")
+# sched_switch, anchored on the fields that follow each comm: a task name (up to 15 bytes, any text,
+# even " ==> " or "prev_pid=1") cannot move the split or supply a pid, so it cannot hide its switches.
+_SWITCH_RE = re.compile(
+    rb"^prev_comm=(.*?) prev_pid=(\d+) prev_prio=-?\d+ prev_state=(\S+) ==> "
+    rb"next_comm=(.*?) next_pid=(\d+) next_prio=-?\d+$"
+)
 _session_counter = 0
 
 
@@ -1582,21 +1588,24 @@ def analyse_events(data: bytes, kinds: list[str], tracked_pids: set[int] | None,
         ts = float(m.group(3)) * 1e6
         name, body = m.group(4), m.group(5)
         if name == b"sched_switch":
-            head, _, tail = body.partition(b" ==> ")
-            prev = dict(_KV_RE.findall(head))
-            nxt = dict(_KV_RE.findall(tail))
-            try:
-                ppid_, npid = int(prev[b"prev_pid"]), int(nxt[b"next_pid"])
-            except (KeyError, ValueError):
+            sw = _SWITCH_RE.match(body)
+            if not sw:
                 continue
+            prev_comm, ppid_, prev_state, next_comm, npid = (
+                sw.group(1),
+                int(sw.group(2)),
+                sw.group(3),
+                sw.group(4),
+                int(sw.group(5)),
+            )
             if want(ppid_):
                 t = per_task.setdefault(ppid_, [0.0, 0.0, 0, 0])
                 if ppid_ in on_since:
                     t[0] += ts - on_since.pop(ppid_)
                 off_since[ppid_] = ts
-                if prev.get(b"prev_state", b"").startswith(b"R"):
+                if prev_state.startswith(b"R"):
                     runnable_since[ppid_] = ts  # preempted: still runnable, waiting in the queue
-                comms[ppid_] = prev.get(b"prev_comm", b"?").decode(errors="replace")
+                comms[ppid_] = prev_comm.decode(errors="replace")
             if want(npid):
                 t = per_task.setdefault(npid, [0.0, 0.0, 0, 0])
                 t[2] += 1
@@ -1607,7 +1616,7 @@ def analyse_events(data: bytes, kinds: list[str], tracked_pids: set[int] | None,
                     runq_us.append(ts - runnable_since.pop(npid))
                 if npid in woken_at:
                     wake_us.append(ts - woken_at.pop(npid))
-                comms[npid] = nxt.get(b"next_comm", b"?").decode(errors="replace")
+                comms[npid] = next_comm.decode(errors="replace")
         elif name in (b"sched_wakeup", b"sched_wakeup_new"):
             kv = dict(_KV_RE.findall(body))
             try:
