@@ -94,6 +94,7 @@ def _run(gap_s: float) -> dict[str, Any]:
 def test_the_verifier_allows_the_declared_wait_and_no_longer() -> None:
     bounds = load.Bounds.for_declared_wait(5.0)
     assert bounds.max_gap_s == 5.0 and load.Bounds.for_declared_wait(None) == load.Bounds()
+    assert bounds.late_start_s == 5.0  # a newcomer may wait the declared bound too (4.0 s seen for ljf_batch)
     assert load.Bounds.for_declared_wait(0.5).max_gap_s == load.Bounds().max_gap_s  # never tightened
     assert load.judge(_run(4.6), 10.0, bounds=bounds) == []
     over = load.judge(_run(5.6), 10.0, bounds=bounds)

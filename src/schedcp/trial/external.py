@@ -91,7 +91,16 @@ class ExternalPolicy(AttachedPolicy):
         status = self.status()
         if status.get("alive"):
             base = super().check(wait_reason_s)
-            return ExternalHealth(stayed=base.stayed, state=base.state, ejections=base.ejections)
+            if base.stayed or base.ejections:
+                return ExternalHealth(stayed=base.stayed, state=base.state, ejections=base.ejections)
+            # Gone without a kernel reason while the process looked alive: a killed loader's
+            # scheduler is torn down as its descriptors close, a moment before the process can be
+            # reaped. Ask about the process until it answers dead or the bound passes.
+            deadline = time.monotonic() + wait_reason_s
+            while (status := self.status()).get("alive"):
+                if time.monotonic() >= deadline:
+                    return ExternalHealth(stayed=False, state=base.state, ejections=[])
+                time.sleep(POLL_S)
         # The process is gone: its scheduler went with it (or went first and the process followed).
         self.poll()
         return ExternalHealth(

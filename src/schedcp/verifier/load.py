@@ -45,7 +45,11 @@ class Bounds:
         tightens the default."""
         if wait_bound_s is None:
             return cls()
-        return cls(max_gap_s=max(cls.max_gap_s, wait_bound_s), shares_are_warnings=True)
+        return cls(
+            max_gap_s=max(cls.max_gap_s, wait_bound_s),
+            late_start_s=max(cls.late_start_s, wait_bound_s),
+            shares_are_warnings=True,
+        )
 
     def relative_to(self, baseline: dict[str, Any] | None) -> Bounds:
         """Widen the timing bounds when EEVDF itself was slow in this boot (a busy host stalls vCPUs)."""
