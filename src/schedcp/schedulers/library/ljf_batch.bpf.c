@@ -45,7 +45,7 @@ const volatile u64 batch_burst_us = 3000;
 const volatile u64 fault_weight_us = 0;
 /* A waiting job may wait max_wait plus a few slices: well below the 10 s watchdog of our trials. */
 const volatile u64 max_wait_us = 4000000;
-const volatile u64 horizon_ms = 1000;
+const volatile u64 horizon_ms = 400;
 const volatile u32 max_light_streak = 16;
 
 u64 nr_light, nr_batch, nr_dispatched, nr_direct, nr_long;
