@@ -71,7 +71,7 @@ def rule_candidates(profile: WorkloadProfile) -> list[Candidate]:
 
     if goal == "makespan" and lt is not None and lt.detected:
         # Measured on the long-tail workloads (docs/benchmarks.md and the demo's batch): ljf_batch
-        # 1.20-1.49x (1.20x after its aging bound went to 4 s), ljf with derived tunables 1.12-1.29x;
+        # 1.34-1.49x (1.34x with the 4 s aging bound and 400 ms horizon), ljf with derived tunables 1.12-1.29x;
         # ljf stays in the plan as the tunable one.
         add(
             "ljf_batch",
@@ -97,7 +97,7 @@ def rule_candidates(profile: WorkloadProfile) -> list[Candidate]:
         add("sjf", {}, "short processes first shortens mean completion in build-like storms")
     elif goal == "makespan":
         # Measured on real tools (docs/benchmarks.md): the Lua build (make -j4, gcc) ljf_batch 1.36x
-        # with 20x fewer context switches; the long-tail batch ljf_batch 1.20x, fifo 1.11x.
+        # with 20x fewer context switches; the long-tail batch ljf_batch 1.34x.
         add(
             "ljf_batch",
             {},
