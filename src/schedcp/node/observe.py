@@ -1591,13 +1591,8 @@ def analyse_events(data: bytes, kinds: list[str], tracked_pids: set[int] | None,
             sw = _SWITCH_RE.match(body)
             if not sw:
                 continue
-            prev_comm, ppid_, prev_state, next_comm, npid = (
-                sw.group(1),
-                int(sw.group(2)),
-                sw.group(3),
-                sw.group(4),
-                int(sw.group(5)),
-            )
+            prev_comm, prev_pid, prev_state, next_comm, next_pid = sw.groups()
+            ppid_, npid = int(prev_pid), int(next_pid)
             if want(ppid_):
                 t = per_task.setdefault(ppid_, [0.0, 0.0, 0, 0])
                 if ppid_ in on_since:
