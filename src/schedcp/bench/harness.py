@@ -193,11 +193,10 @@ def run_once(target, bench: Benchmark, arm: Arm, args: list[str], watchdog_ms: i
         record["ops"] = rec.ops_name  # the sched_ext ops the kernel ran the workload under
     if rec.warnings:
         record["warnings"] = rec.warnings
-    if rec.status == "attach_failed":
+    out = rec.run
+    if rec.status == "attach_failed" or out is None:  # never attached, or ejected while it enabled
         record["events"] = [e.as_dict() for e in rec.events[:10]]
         return record
-    out = rec.run
-    assert out is not None
     record.update(wall_s=out.wall_s, exit_code=out.exit_code, context_switches=out.context_switches)
     if rec.stayed:
         record["counters"] = rec.counters

@@ -308,7 +308,7 @@ def run(
             "state_after": last.state_after.as_dict() if last and last.state_after else {},
             "ejections": [e.as_dict() for r in mine for e in r.ejections][:5],
             "counters": last.counters if last else {},
-            **_side([_run_doc(r) for r in mine]),
+            **_side([_run_doc(r) for r in mine if r.run is not None]),  # not one ejected while enabling
             "measured_at": round(time.time(), 3),
         }
     if req.baseline and prepared is not None:

@@ -7,8 +7,10 @@ an arm (``run_arm``) is the unit every trial is made of:
 * EEVDF: check that no scheduler is attached, run the workload, check that none attached meanwhile
   (``contaminated`` otherwise).
 * A policy: attach -> run -> judge -> detach (``attached``). A policy the kernel ejected or
-  replaced during the run is ``ejected`` with the kernel's reason, whatever its numbers say; one
-  that never attached is ``attach_failed`` with the verifier's or the kernel's reason.
+  replaced during the run is ``ejected`` with the kernel's reason, whatever its numbers say (also
+  when the kernel logged it enabled and ejected it before the node confirmed the attach: that run
+  has no workload result); one that never attached is ``attach_failed`` with the verifier's or the
+  kernel's reason.
 * Either way the workload's own verdict: ``timeout`` (over its deadline) or ``failed`` (non-zero
   exit), and the kernel's context switches across the run.
 
@@ -177,11 +179,18 @@ def run_arm(
         try:
             pol = _attach(node, arm, watchdog_ms=watchdog_ms, partial=partial)
         except NodeOpError as exc:
+            rec.events = exc.kernel_events
+            rec.ejections = ejections(rec.events)
+            enabled = ejected_while_enabling(exc)
+            if enabled is not None:
+                # The kernel enabled it and ejected it before the node could confirm the attach
+                # (a stalling policy can starve the node's own poll): an ejection, not a failed attach.
+                rec.ops_name, rec.stayed, rec.status = enabled, False, "ejected"
+                rec.error = "; ".join(e.describe() for e in rec.ejections[:2])
+                return rec
             detail = failure_detail(exc)
             rec.status, rec.error_code, rec.next_step = "attach_failed", exc.code, exc.next_step
             rec.error = exc.cause + (f" — {detail}" if detail else "")
-            rec.events = exc.kernel_events
-            rec.ejections = ejections(rec.events)
             return rec
         except UsageError as exc:  # an arm the node cannot run this way (no partial-switch flag)
             rec.status, rec.error_code, rec.next_step, rec.error = "attach_failed", exc.code, exc.next_step, exc.cause
@@ -213,6 +222,17 @@ def run_arm(
     elif rec.status == "ok" and rec.run.exit_code != 0:
         rec.status, rec.error = "failed", f"exit {rec.run.exit_code}: {rec.run.stderr.strip()[-300:]}"
     return rec
+
+
+def ejected_while_enabling(exc: NodeOpError) -> str | None:
+    """The scheduler's name when a refused attach was really an ejection: the kernel logged it
+    enabled and then disabled it for a reason of its own (watchdog, runtime error). None otherwise."""
+    if exc.code != "not_enabled":
+        return None
+    enabled = [e.scheduler for e in exc.kernel_events if e.kind == "enabled" and e.scheduler]
+    if not enabled or not ejections(exc.kernel_events, enabled[-1]):
+        return None
+    return enabled[-1]
 
 
 def _attach(node: NodeClient, arm: Arm, *, watchdog_ms: int | None, partial: bool) -> AttachedPolicy:
