@@ -35,16 +35,98 @@ def _counters(t: float, **tasks: tuple[int, int]) -> breaker.Counters:
     return breaker.Counters(t, {k: v for k, v in tasks.items()})
 
 
-def test_metric_from_schedstat_deltas_uses_threads_seen_in_both_samples():
+def test_wait_share_uses_threads_seen_in_both_samples_and_cpu_rate_counts_new_ones():
     a = _counters(10.0, t1=(1_000_000_000, 0), t2=(0, 0), gone=(5, 5))
     b = _counters(11.0, t1=(1_500_000_000, 500_000_000), t2=(250_000_000, 0), new=(9, 9))
     wait = breaker.metric_value("wait_share", a, b)
     assert wait.value == pytest.approx(0.5 / 1.25)
     assert wait.tasks == 2
     rate = breaker.metric_value("cpu_rate", a, b)
-    assert rate.value == pytest.approx(0.75)
+    assert rate.value == pytest.approx(0.75)  # the new thread's 9 ns count; the gone one's 5 are not taken back
     idle = breaker.metric_value("wait_share", a, _counters(11.0, t1=(1_000_000_000, 0)))
     assert idle.value is None
+
+
+MS = 1_000_000
+
+
+def test_cpu_rate_counts_jobs_that_ended_between_ticks_once():
+    # The loop shell (10, parent outside the target) runs a job (20) that forks workers (21, 22).
+    before = breaker.Counters(
+        10.0,
+        {"10": (5 * MS, 0), "20": (40 * MS, 0), "21": (200 * MS, 0), "22": (30 * MS, 0), "30": (70 * MS, 0)},
+        owner={"10": 10, "20": 20, "21": 21, "22": 22, "30": 30},
+        reaped={10: (1, 1000 * MS), 20: (10, 0), 21: (20, 0), 22: (20, 0), 30: (1, 0)},
+    )
+    # During the tick: 21 ran 100 ms more and was reaped by 20; 22 ran 10 ms more and lives on; a
+    # worker born and reaped inside the tick used 250 ms; 30 (its parent is not in the target)
+    # exited; 20 itself used 20 ms and the shell 1 ms.
+    after = breaker.Counters(
+        10.5,
+        {"10": (6 * MS, 0), "20": (60 * MS, 0), "22": (40 * MS, 0)},
+        owner={"10": 10, "20": 20, "22": 22},
+        reaped={10: (1, 1000 * MS), 20: (10, 300 * MS + 250 * MS), 22: (20, 0)},
+    )
+    assert breaker._cpu_ns(before, after) == (100 + 10 + 250 + 20 + 1) * MS
+    assert breaker.metric_value("cpu_rate", before, after).value == pytest.approx(0.381 / 0.5)
+    # The job (20) is reaped by the shell in the next tick: its own 60 ms and its workers' 550 ms
+    # land in the shell's counter, and none of it is counted a second time.
+    later = breaker.Counters(
+        11.0, {"10": (7 * MS, 0)}, owner={"10": 10}, reaped={10: (1, 1000 * MS + 60 * MS + 550 * MS + 45 * MS)}
+    )
+    # 22 ran its last 5 ms and 20 its last 0 ms before they ended; the shell 1 ms.
+    assert breaker._cpu_ns(after, later) == (5 + 1) * MS
+
+
+def test_cpu_rate_of_a_forking_batch_on_this_host_matches_what_the_kernel_charged(tmp_path: Path):
+    """A parent that runs many short CPU-bound children one after another (each lives ~30 ms, the
+    ticks are 200 ms): summing the ticks must give the tree's real CPU time, which counting only
+    threads seen in two consecutive samples misses by most of it."""
+    script = (
+        "import os, sys, time\n"
+        "sys.stdin.readline()\n"
+        "for _ in range(40):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        end = time.process_time() + 0.03\n"
+        "        while time.process_time() < end: pass\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "t = os.times()\n"
+        "print(int((t.user + t.system + t.children_user + t.children_system) * 1e9), flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        first = breaker.Counters.from_node(canary.canary_sample(pids=[proc.pid]))
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        prev, total, seen_in_both = first, 0, 0
+        while proc.poll() is None and not _printed(proc):
+            time.sleep(0.2)
+            cur = breaker.Counters.from_node(canary.canary_sample(known=prev.procs, follow=True))
+            total += breaker._cpu_ns(prev, cur)
+            seen_in_both += sum(cur.tasks[t][0] - r0 for t, (r0, _w) in prev.tasks.items() if t in cur.tasks)
+            prev = cur
+        last = breaker.Counters.from_node(canary.canary_sample(known=prev.procs, follow=True))
+        total += breaker._cpu_ns(prev, last)
+        charged = int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+    # The tree used about 40 x 30 ms plus the parent's own start-up; the kernel charged `charged`.
+    assert charged > 1_000 * MS
+    assert 0.9 * charged <= total <= 1.1 * charged, (total, charged)
+    assert seen_in_both < 0.6 * charged, (seen_in_both, charged)  # what the old metric would have seen
+
+
+def _printed(proc: subprocess.Popen[str]) -> bool:
+    """Has the child written its line (the tree is done)? Checked without blocking."""
+    import select
+
+    assert proc.stdout is not None
+    return bool(select.select([proc.stdout], [], [], 0)[0])
 
 
 def test_threshold_clears_the_noise_floor_and_needs_consecutive_bad_ticks():

@@ -547,7 +547,10 @@ class DeployController:
             return None
         args: dict[str, Any] = {**target.node_args(), **({"switch": True} if switch else {})}
         if known is not None:
-            args = {"known": known}
+            # Between rescans only the processes already found are read, plus (for a PID tree) their
+            # new descendants through the kernel's children lists: a job started since the last
+            # rescan is measured from its first tick, not from the next rescan.
+            args = {"known": known, **({"follow": True} if target.pid is not None else {})}
         try:
             return breaker.Counters.from_node(self.node.call("canary_sample", args, timeout_s=15))
         except NodeOpError:

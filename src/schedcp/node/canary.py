@@ -9,7 +9,9 @@ Standard library only, relative imports only (runs as ``schedcp.node.canary`` on
 * ``canary_switch``  set those threads' policy to ``SCHED_EXT`` (7) so a scheduler loaded with
                      ``SCX_OPS_SWITCH_PARTIAL`` sees them; their future children inherit it at fork.
                      ``policy="normal"`` puts them back
-* ``canary_sample``  the target's schedstat counters (run time, run-queue wait) per thread
+* ``canary_sample``  the target's schedstat counters (run time, run-queue wait) per thread, and
+                     per process its parent and the CPU time of its reaped children, so the
+                     breaker can count the CPU of jobs that lived and died between two ticks
 * ``spawn`` / ``job`` start a command in the background and poll it: a long command run for a user
                      never holds the node's one request loop while the circuit breaker needs it
 """
@@ -25,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from .observe import TreeTracker, _list_ints, boottime, resolve_cgroup
+from .observe import CLK_TCK, TreeTracker, _list_ints, _parse_stat, _read, boottime, resolve_cgroup
 from .protocol import NodeError
 from .runner import (
     DEFAULT_OUTPUT_CAP,
@@ -139,25 +141,67 @@ def canary_switch(
     return {"pids": len(procs), "switched": switched, "already": already, "failed": failed}
 
 
+def _descendants(procs: list[int]) -> list[int]:
+    """``procs`` and every descendant, found through the kernel's per-thread ``children`` lists:
+    reads only the tree, never all of /proc (bounded by MAX_TASKS)."""
+    seen = set(procs)
+    out = list(procs)
+    queue = list(procs)
+    while queue and len(out) < MAX_TASKS:
+        pid = queue.pop()
+        for tid in _list_ints(f"/proc/{pid}/task"):
+            for child in (_read(f"/proc/{pid}/task/{tid}/children") or "").split():
+                if child.isdigit() and int(child) not in seen and len(out) < MAX_TASKS:
+                    seen.add(int(child))
+                    out.append(int(child))
+                    queue.append(int(child))
+    return out
+
+
+def _proc_stat(pid: int) -> list[int] | None:
+    """[parent pid, CPU ns of its reaped children (cutime + cstime)] from /proc/PID/stat."""
+    raw = _read(f"/proc/{pid}/stat")
+    parsed = _parse_stat(raw) if raw else None
+    if parsed is None:
+        return None
+    fields = parsed[1]  # fields[0] is the state; ppid is fields[1]; cutime, cstime are fields[13], [14]
+    try:
+        return [int(fields[1]), (int(fields[13]) + int(fields[14])) * 1_000_000_000 // CLK_TCK]
+    except (IndexError, ValueError):
+        return None
+
+
 def canary_sample(
     pids: list[int] | None = None,
     cgroup: str | None = None,
     comm: str | None = None,
     switch: bool = False,
     known: list[int] | None = None,
+    follow: bool = False,
 ) -> dict[str, Any]:
-    """Schedstat counters of the target's threads: ``{tid: [run_ns, wait_ns]}`` and the clock.
+    """Schedstat counters of the target's threads, ``{tid: [run_ns, wait_ns, pid]}``, per process
+    ``[ppid, reaped_children_ns]`` and the clock.
 
     With ``switch``, threads not yet on SCHED_EXT are switched in the same pass. With ``known``
     (the ``procs`` an earlier answer listed), only those processes are read and the target is not
     searched again: the breaker rescans every few ticks and samples cheaply in between, because
-    under emulation the node's own work is large enough to disturb the metric it measures."""
+    under emulation the node's own work is large enough to disturb the metric it measures. With
+    ``follow`` as well (a PID-tree target), the known processes' new descendants are added through
+    the kernel's ``children`` lists, which costs a read per known thread, not a scan of /proc."""
     if known is not None:
         procs = [p for p in known[:MAX_TASKS] if isinstance(p, int) and not isinstance(p, bool) and p > 1]
+        if follow:
+            me = os.getpid()
+            procs = [p for p in _descendants(procs) if p != me]
     else:
         procs = _target_pids(pids, cgroup, comm)
     counters: dict[str, list[int]] = {}
+    reaped: dict[str, list[int]] = {}
     switched = 0
+    for pid in procs:
+        stat = _proc_stat(pid)
+        if stat is not None:
+            reaped[str(pid)] = stat
     for pid, tid in _threads(procs):
         if switch:
             try:
@@ -169,10 +213,17 @@ def canary_sample(
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as fh:
                 parts = fh.read().split()
-            counters[str(tid)] = [int(parts[0]), int(parts[1])]
+            counters[str(tid)] = [int(parts[0]), int(parts[1]), pid]
         except (OSError, ValueError, IndexError):
             continue
-    return {"t": boottime(), "pids": len(procs), "procs": procs[:MAX_TASKS], "tasks": counters, "switched": switched}
+    return {
+        "t": boottime(),
+        "pids": len(procs),
+        "procs": procs[:MAX_TASKS],
+        "tasks": counters,
+        "reaped": reaped,
+        "switched": switched,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
