@@ -192,6 +192,5 @@ class SchedcpClient:
     @property
     def repository_path(self) -> str | None:
         """Where results went, when the server runs in this process and opened its repository."""
-        services = getattr(self.state, "_services", {}) if self.state is not None else {}
-        repo = services.get("repository")
+        repo = self.state.opened("repository") if self.state is not None else None
         return str(repo.store.path) if repo is not None else None

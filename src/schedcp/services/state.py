@@ -66,6 +66,11 @@ class ServerState:
                     self._closers.append(lambda: close(instance))
             return self._services[key]
 
+    def opened(self, key: str) -> Any | None:
+        """The shared instance under ``key`` if something has built it, else None (never builds)."""
+        with self._lock:
+            return self._services.get(key)
+
     def _daemon_session(self, kernel: str, require_local: bool, progress: Any) -> Any:
         """A testbed on the SchedCP daemon's node (services/daemon_testbed.py)."""
         from schedcp.services.daemon_testbed import DaemonSession
