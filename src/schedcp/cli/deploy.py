@@ -75,6 +75,7 @@ def _deploy(
     from pydantic import ValidationError
 
     from schedcp.deploy.models import CanaryTarget, DeployRequest
+    from schedcp.services.operation import field_errors
 
     try:
         try:
@@ -100,9 +101,7 @@ def _deploy(
                 override_refusal=override_refusal,
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "arguments"
-            raise UsageError(f"{where}: {first['msg']}", "see `schedcp deploy --help`") from None
+            raise UsageError(field_errors(exc), "see `schedcp deploy --help`") from None
         with _client() as client:
             result = client.call("deploy", request.model_dump(mode="json", exclude_none=True), timeout_s=120)
             dep = result["deployment"]

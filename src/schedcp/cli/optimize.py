@@ -222,6 +222,7 @@ def _optimize(
     from schedcp.agent.loop import OptimizeOptions, Optimizer
     from schedcp.errors import UsageError
     from schedcp.services.models import TargetSpec
+    from schedcp.services.operation import field_errors
     from schedcp.services.testbed import make_target
 
     if demo:
@@ -255,10 +256,7 @@ def _optimize(
             metric=named,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UsageError(
-            f"invalid target: {'.'.join(map(str, first['loc']))}: {first['msg']}", "see schedcp optimize --help"
-        ) from None
+        raise UsageError(f"invalid target: {field_errors(exc)}", "see schedcp optimize --help") from None
     target = make_target(spec)  # refuses bad input here, before anything starts
     if extras and not server:
         prepare_image(extras, lambda m: print(f"· {m}", file=sys.stderr, flush=True) if as_json else progress(m))

@@ -1,5 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`schedcp repo`: search, inspect and grow the scheduler policy repository."""
+"""`schedcp repo`: search, inspect and grow the scheduler policy repository.
+
+The read verbs (search, show, primitives) call the same operations the MCP server offers as
+``search_schedulers``, ``get_scheduler`` and ``list_primitives`` (``Operation.call``): one
+implementation, one validation, the same JSON. The verbs that change the repository (add, promote,
+seed) and history are the operator's: they call the repository service with the operator's
+authority (an operator's ``add`` is recorded as such, ``seed`` has no agent-facing tool)."""
 
 from __future__ import annotations
 
@@ -43,6 +49,21 @@ def _service(as_json: bool, *, auto_seed: bool = True) -> Iterator[Any]:
         raise fail(exc, as_json) from None
 
 
+def _operation(name: str, arguments: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Run one service-layer operation on this command's repository; its answer as the JSON an
+    agent would read. Refused arguments and domain errors become a one-line error and an exit code."""
+    from schedcp.services.operation import by_name, dump
+    from schedcp.services.state import ServerOptions, ServerState
+
+    state = ServerState(ServerOptions(repo_db=_state["db"]))
+    try:
+        return dump(by_name(name).call(state, arguments))
+    except SchedcpError as exc:
+        raise fail(exc, as_json) from None
+    finally:
+        state.close()
+
+
 def _score(hit: dict[str, Any]) -> str:
     s = hit["score"]
     return f"{s['hybrid']:.2f} (kw {s['bm25']:.1f}, cos {s['cosine']:.2f})"
@@ -51,7 +72,7 @@ def _score(hit: dict[str, Any]) -> str:
 @repo_app.command("search")
 def search(
     query: str = typer.Argument(..., help="What the workload needs, in words."),
-    k: int = typer.Option(5, "-k", help="How many results (1..50)."),
+    k: int = typer.Option(5, "-k", help="How many results (1..20)."),
     status: str | None = typer.Option(None, "--status", help="candidate, verified, production, deprecated or any."),
     kind: str | None = typer.Option(None, "--kind", help="bpf, external or generated."),
     kernel: str | None = typer.Option(None, "--kernel", help="Only policies that run on this kernel (X.Y)."),
@@ -59,8 +80,8 @@ def search(
     as_json: bool = JsonOption,
 ) -> None:
     """Find policies by meaning and keywords (hybrid of MiniLM embeddings and BM25)."""
-    with _service(as_json) as service:
-        data = service.search(query, k=k, status=status, kind=kind, kernel=kernel, budget_bytes=budget)
+    args = {"query": query, "k": k, "status": status, "kind": kind, "kernel": kernel, "max_bytes": budget}
+    data = _operation("search_schedulers", args, as_json)
 
     def render(d: dict[str, Any]) -> None:
         # A list rather than a table: names and scores stay intact in narrow terminals.
@@ -77,7 +98,7 @@ def search(
             matched = "; ".join(f"{col}: {', '.join(words)}" for col, words in hit["matched"].items())
             if matched:
                 console.print(f"   [dim]matched {matched}[/]", highlight=False)
-        if d["truncated"]:
+        if d.get("truncated"):
             console.print(f"[dim]results cut to fit {d['budget_bytes']} bytes[/]")
 
     emit(data, as_json, render)
@@ -90,8 +111,9 @@ def show(
     as_json: bool = JsonOption,
 ) -> None:
     """Everything the repository knows about one policy."""
-    with _service(as_json) as service:
-        data = service.show(name, include_source=source)
+    data = _operation("get_scheduler", {"name": name, "detail": "full"}, as_json)
+    if source and data.get("source_bytes"):  # an installed binary has no stored source
+        data["source"] = _operation("get_scheduler", {"name": name, "detail": "source"}, as_json)["source"]
 
     def render(d: dict[str, Any]) -> None:
         console.print(f"[bold]{d['name']}[/] ({d['kind']}, {d['status']}) — {d['title']}", highlight=False)
@@ -270,19 +292,18 @@ def primitives(
     as_json: bool = JsonOption,
 ) -> None:
     """Reusable BPF code building blocks; give a NAME to print its code."""
-    with _service(as_json) as service:
-        data: Any = service.primitive(name) if name else service.primitives()
+    data = _operation("list_primitives", {"name": name} if name else {}, as_json)
 
-    def render(d: Any) -> None:
+    def render(d: dict[str, Any]) -> None:
         from schedcp.repository.search import excerpt
 
-        if isinstance(d, dict):
+        if "snippet" in d:
             console.print(d["snippet"], highlight=False, markup=False)
             return
         table = Table()
         for column in ("name", "tags", "description"):
             table.add_column(column, overflow="fold")
-        for p in d:
+        for p in d["primitives"]:
             table.add_row(p["name"], ", ".join(p["tags"]), excerpt(p["description"], 120))
         console.print(table)
 

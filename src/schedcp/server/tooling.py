@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from schedcp.errors import SchedcpError
 from schedcp.server.budget import error_result
+from schedcp.services.operation import field_errors
 
 log = logging.getLogger("schedcp.server")
 
@@ -80,16 +81,6 @@ def _drop_titles(schema: Any) -> None:
             _drop_titles(item)
 
 
-def _field_errors(exc: ValidationError) -> str:
-    """Which arguments were wrong and why, never echoing the (possibly huge or hostile) values."""
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
-        parts.append(f"{where}: {err['msg']}")
-    more = f" (+{len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
-    return "; ".join(parts) + more
-
-
 # Services phrase some next steps for the CLI; over MCP the same step is a tool call.
 _CLI_TO_TOOL = {
     "run `schedcp repo search` to find names": "find names with search_schedulers",
@@ -111,7 +102,7 @@ def failure(tool: str, exc: BaseException) -> CallToolResult:
         seen += 1
     if isinstance(cause, ValidationError):
         return error_result(
-            f"invalid arguments for {tool}: {_field_errors(cause)}",
+            f"invalid arguments for {tool}: {field_errors(cause)}",
             "fix those arguments; tools/list shows each parameter's type and limits",
             "invalid_arguments",
         )

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 if TYPE_CHECKING:
     from schedcp.services.state import ServerState
@@ -91,14 +91,34 @@ class Operation:
         return "max_bytes" in self.input.model_fields
 
     def call(self, state: ServerState, arguments: BaseModel | dict[str, Any], progress: Progress | None = None) -> Any:
-        """Validate (if needed) and run, for in-process faces such as the CLI: the value, unwrapped."""
-        args = arguments if isinstance(arguments, self.input) else self.input.model_validate(arguments)
+        """Validate (if needed) and run, for in-process faces such as the CLI: the value, unwrapped.
+        Arguments the input model refuses raise UsageError (code ``invalid_arguments``)."""
+        from schedcp.errors import UsageError
+
+        try:
+            args = arguments if isinstance(arguments, self.input) else self.input.model_validate(arguments)
+        except ValidationError as exc:
+            raise UsageError(
+                f"invalid arguments for {self.name}: {field_errors(exc)}",
+                "fix them; the command's --help gives each option's limits",
+                code="invalid_arguments",
+            ) from None
         result = self.run(state, args, progress or (lambda _m: None))
         return result.value if isinstance(result, Answer) else result
 
     def check_output(self, value: BaseModel) -> BaseModel:
         """The answer's JSON read back as the declared output model (tests hold operations to it)."""
         return TypeAdapter(self.output).validate_python(dump(value))
+
+
+def field_errors(exc: ValidationError) -> str:
+    """Which arguments were wrong and why, never echoing the (possibly huge or hostile) values."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    more = f" (+{len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return "; ".join(parts) + more
 
 
 def dump(value: BaseModel) -> dict[str, Any]:
