@@ -78,6 +78,20 @@ def test_cpu_rate_counts_jobs_that_ended_between_ticks_once():
     assert breaker._cpu_ns(after, later) == (5 + 1) * MS
 
 
+def test_a_reap_racing_the_sample_moves_cpu_between_ticks_but_never_counts_it_twice():
+    # The node read the job's (20) counters, then its worker (21) was reaped before it was read:
+    # the node leaves 21 out of that sample (canary_sample keeps a process only with its threads).
+    prev = breaker.Counters(
+        0.0, {"20": (10 * MS, 0), "21": (300 * MS, 0)}, owner={"20": 20, "21": 21}, reaped={20: (1, 0), 21: (20, 0)}
+    )
+    racing = breaker.Counters(0.5, {"20": (11 * MS, 0)}, owner={"20": 20}, reaped={20: (1, 0)})
+    settled = breaker.Counters(1.0, {"20": (12 * MS, 0)}, owner={"20": 20}, reaped={20: (1, 700 * MS)})
+    first, second = breaker._cpu_ns(prev, racing), breaker._cpu_ns(racing, settled)
+    assert first == (1 - 300) * MS  # low by the worker's seen time, which its parent does not show yet
+    assert second == (1 + 700) * MS  # high by the worker's whole time
+    assert first + second == (1 + 1 + 400) * MS  # the two ticks hold exactly what was used
+
+
 def test_cpu_rate_of_a_forking_batch_on_this_host_matches_what_the_kernel_charged(tmp_path: Path):
     """A parent that runs many short CPU-bound children one after another (each lives ~30 ms, the
     ticks are 200 ms): summing the ticks must give the tree's real CPU time, which counting only

@@ -13,7 +13,10 @@ per tick:
   counted twice and a job that lived and died between two samples is not lost. Counting only
   threads seen in both ticks instead would favour schedulers that keep many jobs alive at once:
   one that runs short jobs to completion (50 ms each, a 500 ms tick) would have most of its work
-  fall between samples and look starved.
+  fall between samples and look starved. A reap that races a sample (the parent read before it,
+  the child after) moves the child's time from one tick to the next, so one tick can read low
+  (even below zero) and the next high by the same amount; the rolling median absorbs such a pair,
+  and the sum over ticks stays exact.
 
 The threshold is the baseline's median moved by the largest of ``k`` standard errors of the
 compared statistic (see :func:`noise`: one tick's sigma is 1.4826·MAD of the baseline), a relative
@@ -112,7 +115,10 @@ def _cpu_ns(before: Counters, after: Counters) -> int:
     for pid, (_ppid, c0) in before.reaped.items():
         if pid in after.reaped or pid in moved:
             used -= c0
-    return max(0, used)
+    # Not clamped: a reap that races a sample (the parent read before it, the child after) moves
+    # the child's time to the next tick, which reads high by what this one reads low; clamping would
+    # turn that into CPU time counted twice. The breaker's rolling median absorbs the pair.
+    return used
 
 
 def threshold(metric: GoalMetric, samples: list[Sample], policy: DeployPolicy) -> Threshold:

@@ -216,6 +216,12 @@ def canary_sample(
             counters[str(tid)] = [int(parts[0]), int(parts[1]), pid]
         except (OSError, ValueError, IndexError):
             continue
+    # A process counts only when both its stat and a thread were read: one reaped between the two
+    # reads would otherwise bring its counters without its threads' time, and the breaker would
+    # count that time a second time when it shows up in the parent's reaped children.
+    threaded = {row[2] for row in counters.values()}
+    reaped = {pid: stat for pid, stat in reaped.items() if int(pid) in threaded}
+    counters = {tid: row for tid, row in counters.items() if str(row[2]) in reaped}
     return {
         "t": boottime(),
         "pids": len(procs),
