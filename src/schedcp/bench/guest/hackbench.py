@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "workload": "hackbench",
         "ok": not errors,
-        "metrics": {"time_s": round(elapsed, 4), "msgs_per_s": round(messages / elapsed, 1), "messages": messages},
+        "metrics": {"time_s": round(elapsed, 6), "msgs_per_s": round(messages / elapsed, 1), "messages": messages},
         "params": vars(args),
         "errors": errors,
     }
