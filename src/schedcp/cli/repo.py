@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,17 @@ def _service(as_json: bool, *, auto_seed: bool = True) -> Iterator[Any]:
         raise fail(exc, as_json) from None
 
 
-def _operation(name: str, arguments: dict[str, Any], as_json: bool) -> dict[str, Any]:
-    """Run one service-layer operation on this command's repository; its answer as the JSON an
-    agent would read. Refused arguments and domain errors become a one-line error and an exit code."""
+@contextmanager
+def _operations(as_json: bool) -> Iterator[Callable[[str, dict[str, Any]], dict[str, Any]]]:
+    """Service-layer operations on this command's repository, sharing one serving state: each call
+    answers with the JSON an agent would read. Refused arguments and domain errors become a
+    one-line error and an exit code."""
     from schedcp.services.operation import by_name, dump
     from schedcp.services.state import ServerOptions, ServerState
 
     state = ServerState(ServerOptions(repo_db=_state["db"]))
     try:
-        return dump(by_name(name).call(state, arguments))
+        yield lambda name, arguments: dump(by_name(name).call(state, arguments))
     except SchedcpError as exc:
         raise fail(exc, as_json) from None
     finally:
@@ -81,7 +83,8 @@ def search(
 ) -> None:
     """Find policies by meaning and keywords (hybrid of MiniLM embeddings and BM25)."""
     args = {"query": query, "k": k, "status": status, "kind": kind, "kernel": kernel, "max_bytes": budget}
-    data = _operation("search_schedulers", args, as_json)
+    with _operations(as_json) as call:
+        data = call("search_schedulers", args)
 
     def render(d: dict[str, Any]) -> None:
         # A list rather than a table: names and scores stay intact in narrow terminals.
@@ -111,9 +114,10 @@ def show(
     as_json: bool = JsonOption,
 ) -> None:
     """Everything the repository knows about one policy."""
-    data = _operation("get_scheduler", {"name": name, "detail": "full"}, as_json)
-    if source and data.get("source_bytes"):  # an installed binary has no stored source
-        data["source"] = _operation("get_scheduler", {"name": name, "detail": "source"}, as_json)["source"]
+    with _operations(as_json) as call:
+        data = call("get_scheduler", {"name": name, "detail": "full"})
+        if source and data.get("source_bytes"):  # an installed binary has no stored source
+            data["source"] = call("get_scheduler", {"name": name, "detail": "source"})["source"]
 
     def render(d: dict[str, Any]) -> None:
         console.print(f"[bold]{d['name']}[/] ({d['kind']}, {d['status']}) — {d['title']}", highlight=False)
@@ -292,7 +296,8 @@ def primitives(
     as_json: bool = JsonOption,
 ) -> None:
     """Reusable BPF code building blocks; give a NAME to print its code."""
-    data = _operation("list_primitives", {"name": name} if name else {}, as_json)
+    with _operations(as_json) as call:
+        data = call("list_primitives", {"name": name} if name else {})
 
     def render(d: dict[str, Any]) -> None:
         from schedcp.repository.search import excerpt
